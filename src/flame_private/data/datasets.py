@@ -1,0 +1,149 @@
+"""Torch datasets for the two tasks, built from validated case records.
+
+Preprocessing (resampling, cropping, normalising) is the slow part of an epoch,
+so each case is preprocessed on first access and kept in memory: later epochs of
+local training, and later federated rounds, reuse the tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from flame_private.config import MODALITIES, DataConfig
+from flame_private.data.errors import DataError
+from flame_private.data.records import RESECTIONS, CaseRecord, Covariates, TimepointRecord
+from flame_private.data.transforms import IMAGE_KEY, SEG_KEY, preprocess
+
+log = logging.getLogger(__name__)
+
+COVARIATE_NAMES: tuple[str, ...] = ("age_decades_from_60", "female", "mgmt_methylated", *RESECTIONS)
+"""Meaning of each entry of ``encode_covariates``."""
+
+
+def encode_treatment(treatment: str) -> torch.Tensor:
+    """One-hot float32 [3] in ``MODALITIES`` order."""
+    if treatment not in MODALITIES:
+        raise DataError(f"unknown treatment {treatment!r} (expected one of {', '.join(MODALITIES)})")
+    out = torch.zeros(len(MODALITIES), dtype=torch.float32)
+    out[MODALITIES.index(treatment)] = 1.0
+    return out
+
+
+def encode_covariates(covariates: Covariates) -> torch.Tensor:
+    """float32 [6]: (age-60)/10, female, MGMT methylated, one-hot gross-total/subtotal/biopsy."""
+    resection = [1.0 if covariates.resection == r else 0.0 for r in RESECTIONS]
+    values = [
+        (covariates.age - 60.0) / 10.0,
+        1.0 if covariates.sex == "F" else 0.0,
+        1.0 if covariates.mgmt_methylated else 0.0,
+        *resection,
+    ]
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def _require(records: Sequence[CaseRecord], task: str, needs: dict[str, str]) -> None:
+    """Raise one DataError naming every patient that lacks a field the task needs."""
+    missing = []
+    for rec in records:
+        lacking = [label for attr, label in needs.items() if _get(rec, attr) is None]
+        if lacking:
+            missing.append(f"  - {rec.patient_id} (site {rec.site_id}): no {', '.join(lacking)}")
+    if missing:
+        raise DataError(f"{len(missing)} case(s) cannot be used for the {task} task:\n" + "\n".join(missing))
+
+
+def _get(rec: CaseRecord, attr: str) -> object:
+    if attr == "baseline_seg":
+        return rec.baseline.files.seg
+    return getattr(rec, attr)
+
+
+class ResponseDataset(Dataset[dict[str, torch.Tensor]]):
+    """One item per patient: baseline images and seg, treatment, covariates, responder label."""
+
+    def __init__(self, records: Sequence[CaseRecord], data_config: DataConfig) -> None:
+        _require(
+            records,
+            "response",
+            {
+                "treatment": "treatment",
+                "covariates": "covariates",
+                "responder": "responder label",
+                "baseline_seg": "baseline segmentation",
+            },
+        )
+        self.records = list(records)
+        self.data_config = data_config
+        self._cache: dict[int, dict[str, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if index not in self._cache:
+            rec = self.records[index]
+            out = preprocess(rec, self.data_config)
+            assert rec.treatment is not None and rec.covariates is not None and rec.responder is not None
+            self._cache[index] = {
+                "image": out[IMAGE_KEY],
+                "seg": out[SEG_KEY],
+                "treatment": encode_treatment(rec.treatment),
+                "covariates": encode_covariates(rec.covariates),
+                "label": torch.tensor(float(rec.responder), dtype=torch.float32),
+            }
+        return dict(self._cache[index])
+
+
+class EvolutionDataset(Dataset[dict[str, torch.Tensor]]):
+    """One item per (patient, follow-up with a segmentation): predict the follow-up seg.
+
+    All of a patient's follow-ups are preprocessed in one pass together with the
+    baseline, so the targets share the baseline's crop and grid.
+    """
+
+    def __init__(self, records: Sequence[CaseRecord], data_config: DataConfig) -> None:
+        _require(records, "evolution", {"treatment": "treatment", "baseline_seg": "baseline segmentation"})
+        self.records = list(records)
+        self.data_config = data_config
+        self.index: list[tuple[int, int]] = []
+        """(record index, follow-up position among the record's targets)."""
+        self._targets: list[list[TimepointRecord]] = []
+        undated = []
+        for r, rec in enumerate(self.records):
+            targets = [tp for tp in rec.followups if tp.files.seg is not None]
+            undated += [f"  - {rec.patient_id} {tp.name}" for tp in targets if tp.day is None]
+            self._targets.append(targets)
+            self.index += [(r, k) for k in range(len(targets))]
+            if not targets:
+                log.info("%s: no segmented follow-up, contributes nothing to the evolution task", rec.patient_id)
+        if undated:
+            raise DataError(
+                "follow-ups without a study date (days since baseline) cannot be used for the evolution task:\n"
+                + "\n".join(undated)
+            )
+        self._cache: dict[int, dict[str, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _patient(self, r: int) -> dict[str, torch.Tensor]:
+        if r not in self._cache:
+            self._cache[r] = preprocess(self.records[r], self.data_config, self._targets[r])
+        return self._cache[r]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        r, k = self.index[index]
+        rec, tp = self.records[r], self._targets[r][k]
+        out = self._patient(r)
+        assert rec.treatment is not None and tp.day is not None
+        return {
+            "image": out[IMAGE_KEY],
+            "seg": out[SEG_KEY],
+            "treatment": encode_treatment(rec.treatment),
+            "interval": torch.tensor([tp.day / 365.0], dtype=torch.float32),
+            "target": out[f"target_{k}"],
+        }

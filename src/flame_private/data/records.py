@@ -1,0 +1,95 @@
+"""The one case record every layout reader produces.
+
+Readers differ (BraTS folders, LUMIERE weeks, a JSON manifest); everything
+downstream (checks, transforms, datasets, splits) sees only these models, so a
+new layout is a new reader and nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from flame_private.config import CANONICAL_LABELS, Layout, Modality, StrictModel
+
+Sex = Literal["F", "M"]
+Resection = Literal["gross_total", "subtotal", "biopsy"]
+RESECTIONS: tuple[str, ...] = ("gross_total", "subtotal", "biopsy")
+"""Extent of resection, in the fixed order used for one-hot encodings."""
+
+
+class Covariates(StrictModel):
+    """Clinical covariates known at baseline that modulate treatment response."""
+
+    age: float = Field(ge=0.0, le=130.0)
+    sex: Sex
+    mgmt_methylated: bool
+    resection: Resection
+
+
+class ImageFiles(StrictModel):
+    """The four structural MRI sequences of one study date, and its segmentation if any."""
+
+    t1: Path
+    t1ce: Path
+    t2: Path
+    flair: Path
+    seg: Path | None = None
+
+    def images(self) -> dict[str, Path]:
+        """The four MRI sequences, keyed and ordered as ``MRI_SEQUENCES``."""
+        return {"t1": self.t1, "t1ce": self.t1ce, "t2": self.t2, "flair": self.flair}
+
+    def all(self) -> dict[str, Path]:
+        """Every file of the study date, the segmentation last when present."""
+        files = self.images()
+        if self.seg is not None:
+            files["seg"] = self.seg
+        return files
+
+
+class TimepointRecord(StrictModel):
+    """One study date of a patient."""
+
+    name: str
+    day: float | None = None
+    """Days since the baseline scan; None where the layout does not record dates."""
+    files: ImageFiles
+    rano: str | None = None
+
+
+class CaseRecord(StrictModel):
+    """One patient at one site, whatever layout the site stores its data in."""
+
+    patient_id: str = Field(min_length=1)
+    site_id: str
+    layout: Layout
+    timepoints: list[TimepointRecord] = Field(min_length=1)
+    """Baseline first, then follow-ups in time order."""
+    treatment: Modality | None = None
+    covariates: Covariates | None = None
+    rano: str | None = None
+    """Patient-level response assessment (RANO) at the first evaluation, if known."""
+    responder: bool | None = None
+    label_map: dict[int, int]
+    """Source label value -> canonical label (see ``CANONICAL_LABELS``)."""
+
+    @field_validator("label_map")
+    @classmethod
+    def _canonical_targets(cls, v: dict[int, int]) -> dict[int, int]:
+        bad = sorted({t for t in v.values() if t not in CANONICAL_LABELS})
+        if bad:
+            raise ValueError(f"label_map targets must be canonical labels {sorted(CANONICAL_LABELS)}, got {bad}")
+        return v
+
+    @property
+    def baseline(self) -> TimepointRecord:
+        """The first timepoint: the scan the treatment decision is made on."""
+        return self.timepoints[0]
+
+    @property
+    def followups(self) -> list[TimepointRecord]:
+        """Every timepoint after baseline, in time order."""
+        return list(self.timepoints[1:])
