@@ -112,6 +112,21 @@ def cohort_synth(
     _print_cohort_summary(summary, out)
 
 
+@cohort_app.command("figure")
+def cohort_figure(
+    cohort: Annotated[Path, typer.Argument(help="A cohort folder written by 'flame cohort synth'.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("cohort.png"),
+    site_id: Annotated[Optional[str], typer.Option(help="Site to show (default: one that gives carbon).")] = None,
+    patients: Annotated[int, typer.Option(help="How many patients (rows).")] = 3,
+) -> None:
+    """Plot baseline and first-evaluation slices of a few patients under each modality."""
+    from flame_private.cohort.figure import plot_patients
+
+    if not (cohort / "truth" / "counterfactuals.json").is_file():
+        raise _fail(f"{cohort}: not a synthetic cohort folder (no truth/counterfactuals.json)")
+    console.print(f"wrote {plot_patients(cohort, out, site_id, patients)}")
+
+
 @data_app.command("check")
 def data_check(
     directory: Annotated[Path, typer.Argument(help="A site's data folder.")],

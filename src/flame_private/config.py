@@ -118,7 +118,7 @@ class SiteCohortConfig(StrictModel):
 class TumourParams(StrictModel):
     """Fisher-KPP growth parameters (REFERENCE.md 4)."""
 
-    velocity_range: tuple[PositiveFloat, PositiveFloat] = (0.04, 0.18)
+    velocity_range: tuple[PositiveFloat, PositiveFloat] = (0.03, 0.16)
     """Radial front speed v = 2 sqrt(D rho) in white matter, mm/day, sampled log-uniformly."""
     invasiveness_range: tuple[PositiveFloat, PositiveFloat] = (1.0, 20.0)
     """D_white / rho in mm^2 (diffuse vs nodular tumours), sampled log-uniformly."""
@@ -161,8 +161,8 @@ class TherapyParams(StrictModel):
     oer_low_let: Annotated[float, Field(ge=1.0, le=4.0)] = 2.8
     """Oxygen enhancement ratio at full hypoxia for photons and protons."""
     oer_carbon: Annotated[float, Field(ge=1.0, le=4.0)] = 1.5
-    tmz_daily_kill_methylated: Annotated[float, Field(ge=0, le=0.2)] = 0.012
-    tmz_daily_kill_unmethylated: Annotated[float, Field(ge=0, le=0.2)] = 0.003
+    tmz_daily_kill_methylated: Annotated[float, Field(ge=0, le=0.2)] = 0.02
+    tmz_daily_kill_unmethylated: Annotated[float, Field(ge=0, le=0.2)] = 0.004
     repopulation_kickoff_day: Annotated[float, Field(ge=0)] = 37.0
     repopulation_doubling_days: PositiveFloat = 15.0
     dead_cell_clearance_days: Annotated[float, Field(gt=0, le=365)] = 40.0
@@ -177,7 +177,7 @@ class DifficultyParams(StrictModel):
     achievable AUC and Dice.
     """
 
-    radiosensitivity_cv: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
+    radiosensitivity_cv: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2
     """Coefficient of variation of the hidden per-patient alpha."""
     proliferation_jitter: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
     """Hidden log-normal change of rho after treatment (resistant clones)."""
@@ -290,7 +290,8 @@ class DPConfig(StrictModel):
     """DP-SGD settings for one site's local training."""
 
     enabled: bool = True
-    noise_multiplier: Annotated[float, Field(gt=0.0, le=100.0)] | None = 1.0
+    noise_multiplier: Annotated[float, Field(gt=0.0, le=100.0)] | None = None
+    """Noise standard deviation relative to the clipping norm; 1.0 when neither this nor target_epsilon is set."""
     target_epsilon: Annotated[float, Field(gt=0.0, le=100.0)] | None = None
     max_grad_norm: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
     delta: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-5
@@ -298,9 +299,19 @@ class DPConfig(StrictModel):
     """None picks the fastest mode that is correct for the model."""
     accountant: Literal["prv", "rdp"] = "prv"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_sigma(cls, data: object) -> object:
+        # Only an absent noise_multiplier gets the default; an explicit null is a choice to be checked.
+        if isinstance(data, dict) and "noise_multiplier" not in data and data.get("target_epsilon") is None:
+            return {**data, "noise_multiplier": 1.0}
+        return data
+
     @model_validator(mode="after")
     def _one_of_sigma_or_eps(self) -> DPConfig:
-        if self.enabled and (self.noise_multiplier is None) == (self.target_epsilon is None):
+        if self.enabled and self.noise_multiplier is not None and self.target_epsilon is not None:
+            raise ValueError("set exactly one of noise_multiplier and target_epsilon, not both")
+        if self.enabled and self.noise_multiplier is None and self.target_epsilon is None:
             raise ValueError("set exactly one of noise_multiplier and target_epsilon")
         return self
 
@@ -380,6 +391,21 @@ def parse_config(data: object, model: type[M], source: Path | str = "<memory>") 
         raise ConfigError(_format_validation_error(Path(source), err)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML loading that refuses a key given twice (the second would silently win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: Path | str, model: type[M]) -> M:
     """Read one YAML file into ``model``; every failure names the file, and the field where there is one."""
     path = Path(path)
@@ -390,7 +416,7 @@ def load_config(path: Path | str, model: type[M]) -> M:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read ({exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):

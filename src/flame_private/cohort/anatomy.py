@@ -1,8 +1,9 @@
 """Healthy-brain anatomy on the simulation grid, from the MNI ICBM152 2009 template.
 
 nilearn ships the template inside its wheel, so the simulator needs no download.
-The template is cropped to the brain's bounding box and resampled so that the
-configured grid covers the brain with the smallest voxels that fit.
+The template is cropped to the brain's bounding box and each axis resampled to
+the configured number of voxels, so the grid always spans the whole brain;
+voxels are slightly anisotropic (the brain is longer front to back).
 """
 
 from __future__ import annotations

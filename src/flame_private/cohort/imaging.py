@@ -46,10 +46,31 @@ def smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (t * t * (3 - 2 * t)).astype(np.float32)
 
 
+AGGRESSION_SIGNAL: dict[str, float] = {"t1": -0.05, "t1ce": 0.20, "t2": -0.25, "flair": -0.15}
+"""Relative change of viable-tumour signal per unit of the proliferation index (modelling choice).
+
+Densely cellular, fast-proliferating tumour has lower T2/FLAIR signal (restricted
+water, as on diffusion imaging) and stronger contrast uptake (angiogenesis);
+this is the imaging handle on growth rate that radiomic models exploit.
+"""
+
+
+def proliferation_index(rho: float, rho_range: tuple[float, float]) -> float:
+    """Where rho sits in its range on a log scale, in [-1, 1]."""
+    lo, hi = np.log(rho_range[0]), np.log(rho_range[1])
+    return float(np.clip(2.0 * (np.log(rho) - lo) / (hi - lo) - 1.0, -1.0, 1.0))
+
+
 def synthesise(seq: str, gm: np.ndarray, wm: np.ndarray, csf: np.ndarray, brain: np.ndarray,
-               t1_template: np.ndarray, comp: Compartments) -> np.ndarray:
-    """Noise-free signal of one sequence, in units of white-matter signal."""
-    s = SIGNAL[seq]
+               t1_template: np.ndarray, comp: Compartments, aggression: float = 0.0) -> np.ndarray:
+    """Noise-free signal of one sequence, in units of white-matter signal.
+
+    ``aggression`` is the patient's proliferation index in [-1, 1].
+    """
+    s = dict(SIGNAL[seq])
+    scale = 1.0 + AGGRESSION_SIGNAL[seq] * aggression
+    s["enhancing"] *= scale
+    s["oedema"] *= 1.0 + 0.5 * AGGRESSION_SIGNAL[seq] * aggression
     tumour = np.clip(comp.oedema + comp.enhancing + comp.necrosis + comp.cavity, 0.0, 1.0)
     healthy = 1.0 - tumour
     img = healthy * (wm * s["wm"] + gm * s["gm"] + csf * s["csf"])

@@ -48,6 +48,8 @@ class Patient:
     """Days: last fraction -> reference scan -> first evaluation -> confirmation."""
     rt_delay_days: int
     treatment_u: float
+    oedema_extent_mm: float
+    """Reach of vasogenic oedema around the enhancing tumour."""
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -72,7 +74,7 @@ def draw_patient(rng: np.random.Generator, patient_id: str, anatomy: Anatomy, de
     seed = candidates[rng.integers(len(candidates))]
     # Swanson's parametrisation: front speed v = 2 sqrt(D rho) and invasiveness D / rho.
     # Older patients' tumours grow faster (age is the strongest prognostic factor): modelling choice.
-    v = _log_uniform(rng, *tum.velocity_range) * float(np.exp(0.01 * (age - 60.0)))
+    v = _log_uniform(rng, *tum.velocity_range) * float(np.exp(0.015 * (age - 60.0)))
     invasiveness = _log_uniform(rng, *tum.invasiveness_range)
     d_white = float(np.clip(0.5 * v * np.sqrt(invasiveness), *tum.d_white_range))
     rho = float(np.clip(0.5 * v / np.sqrt(invasiveness), *tum.rho_range))
@@ -104,6 +106,7 @@ def draw_patient(rng: np.random.Generator, patient_id: str, anatomy: Anatomy, de
                             (fu.reference_days, fu.evaluation_days, fu.confirmation_days)),
         rt_delay_days=int(rng.integers(5, 15)),
         treatment_u=float(rng.uniform()),
+        oedema_extent_mm=float(rng.uniform(10.0, 30.0)),
     )
 
 
@@ -135,3 +138,18 @@ def choose_treatment(patient: Patient, site: SiteCohortConfig, necrotic_ml: floa
     w = np.exp(np.asarray(logits) - max(logits))
     w /= w.sum()
     return offered[int(np.searchsorted(np.cumsum(w), patient.treatment_u, side="right").clip(0, len(offered) - 1))]
+
+
+def redraw_hidden(patient: Patient, rng: np.random.Generator, cfg: CohortConfig) -> Patient:
+    """The same observable patient with fresh hidden biology.
+
+    Used to measure the ceiling of any predictor: the spread of outcomes over the
+    hidden draws is what no image or covariate can explain.
+    """
+    from dataclasses import replace
+
+    alpha = cfg.therapy.alpha_mean * float(rng.lognormal(0.0, cfg.difficulty.radiosensitivity_cv))
+    alpha *= (1.05 if patient.sex == "F" else 1.0) * float(np.exp(-0.005 * (patient.age - 60.0)))
+    return replace(patient, alpha=alpha,
+                   rho_post_factor=float(rng.lognormal(0.0, cfg.difficulty.proliferation_jitter)),
+                   pseudo_u=float(rng.uniform()), necrosis_u=float(rng.uniform()))

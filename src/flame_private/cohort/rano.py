@@ -1,7 +1,8 @@
 """Volumetric RANO 2.0 response from enhancing-tumour volumes (REFERENCE.md 1).
 
-The reference scan for newly diagnosed glioblastoma is the post-operative,
-pre-radiotherapy MRI; thresholds are the RANO 2.0 volumetric ones.
+For newly diagnosed glioblastoma RANO 2.0 takes the post-radiotherapy MRI as
+the reference scan (so early treatment effects do not count as progression);
+thresholds are the RANO 2.0 volumetric ones.
 """
 
 from __future__ import annotations

@@ -25,8 +25,10 @@ from flame_private.config import MODALITIES, CohortConfig
 
 MAX_PREOP_DAYS = 4000
 MAX_STEP_DAYS = 3.0
-NECROSIS_RATE = 0.04
+NECROSIS_RATE = 0.03
 """Per day, at full hypoxia: how fast starved tumour dies into necrosis (modelling choice)."""
+NECROSIS_HYPOXIA = 0.55
+"""Smoothed density above which starved tumour dies: stricter than radiobiological hypoxia."""
 HYPOXIA_REFRESH_DAYS = 6.0
 FOLLOWUP_NAMES = ("reference", "evaluation", "confirmation")
 """Post-radiotherapy reference scan, first evaluation (response label), confirmation scan."""
@@ -88,22 +90,48 @@ class PatientCourse:
     preop_days: int = 0
 
 
-def labels_from(state: TumourState, cfg: CohortConfig, effect: np.ndarray | None = None,
+def vasogenic_oedema(enhancing: np.ndarray, anatomy: Anatomy, extent_mm: float) -> np.ndarray:
+    """Fluid leaking from the enhancing tumour's broken blood-brain barrier, in [0, 1].
+
+    It decays with distance from the enhancing tumour and spreads in white
+    matter, not grey matter or CSF; its reach grows with the enhancing volume
+    (cube root) and vanishes with it, as after a response (modelling choice).
+    """
+    volume_ml = float(enhancing.sum() * anatomy.voxel_ml)
+    if volume_ml <= 0:
+        return np.zeros(enhancing.shape, dtype=np.float32)
+    reach = max(extent_mm * min(1.0, (volume_ml / 20.0) ** (1.0 / 3.0)), 1e-3)
+    out = np.zeros(enhancing.shape, dtype=np.float32)
+    # exp(-d / reach) < 1e-3 beyond 7 reaches: compute the distance on that box only.
+    box = rb.support_box(enhancing, tuple(int(np.ceil(7 * reach / s)) for s in anatomy.spacing))
+    assert box is not None
+    dist = ndimage.distance_transform_edt(~enhancing[box], sampling=anatomy.spacing)
+    field = np.exp(-dist / reach) * smoothstep(anatomy.wm[box], 0.2, 0.6)
+    out[box] = np.where(anatomy.tissue[box], field, 0.0)
+    return out
+
+
+def labels_from(state: TumourState, cfg: CohortConfig, anatomy: Anatomy, oedema_mm: float,
+                effect: np.ndarray | None = None,
                 rn_core: np.ndarray | None = None) -> tuple[np.ndarray, Compartments]:
     """Canonical labels and image compartments from density thresholds (REFERENCE.md 4)."""
     tum = cfg.tumour
     c, n = state.cellularity, state.necrosis
     necrotic = n >= tum.necrosis_threshold
     enhancing = (c >= tum.enhancing_threshold) & ~necrotic
-    oedema = (c >= tum.flair_threshold) & ~enhancing & ~necrotic
+    fluid = vasogenic_oedema(enhancing, anatomy, oedema_mm)
+    oedema = ((c >= tum.flair_threshold) | (fluid >= 0.4)) & ~enhancing & ~necrotic
     enh_frac = smoothstep(c, tum.enhancing_threshold - 0.08, tum.enhancing_threshold + 0.04)
-    oed_frac = smoothstep(c, tum.flair_threshold * 0.5, tum.flair_threshold * 1.6) * (1 - enh_frac)
+    infiltrated = np.maximum(smoothstep(c, tum.flair_threshold * 0.5, tum.flair_threshold * 1.6),
+                             smoothstep(fluid, 0.25, 0.55))
+    oed_frac = infiltrated * (1 - enh_frac)
     nec_frac = smoothstep(n, tum.necrosis_threshold - 0.15, tum.necrosis_threshold + 0.1)
     if effect is not None:
         # Treatment-related enhancement (pseudoprogression, radionecrosis rim) with surrounding oedema.
         eff_enh = effect >= 0.5
         enhancing |= eff_enh & ~necrotic & ~state.cavity
         halo = (ndimage.gaussian_filter(effect, 1.0) >= 0.15) & ~enhancing & ~necrotic & ~state.cavity
+        halo &= anatomy.tissue
         oedema |= halo
         enh_frac = np.maximum(enh_frac, smoothstep(effect, 0.4, 0.6))
         oed_frac = np.maximum(oed_frac, halo * 0.8)
@@ -125,10 +153,10 @@ def labels_from(state: TumourState, cfg: CohortConfig, effect: np.ndarray | None
     return seg, Compartments(oedema=oed_frac, enhancing=enh_frac, necrosis=nec_frac, cavity=cav)
 
 
-def _scan(name: str, day: int, state: TumourState, anatomy: Anatomy, cfg: CohortConfig,
+def _scan(name: str, day: int, state: TumourState, anatomy: Anatomy, cfg: CohortConfig, oedema_mm: float,
           effect: np.ndarray | None = None, rn_core: np.ndarray | None = None) -> Scan:
-    seg, comp = labels_from(state, cfg, effect, rn_core)
-    tumour_only, _ = labels_from(state, cfg)
+    seg, comp = labels_from(state, cfg, anatomy, oedema_mm, effect, rn_core)
+    tumour_only = seg if effect is None and rn_core is None else labels_from(state, cfg, anatomy, oedema_mm)[0]
     return Scan(name=name, day=day, seg=seg, compartments=comp,
                 enhancing_ml=float((seg == 3).sum() * anatomy.voxel_ml),
                 tumour_enhancing_ml=float((tumour_only == 3).sum() * anatomy.voxel_ml))
@@ -161,7 +189,7 @@ def grow_to_diagnosis(patient: Patient, anatomy: Anatomy, cfg: CohortConfig) -> 
     chunk = max(1.0, min(10.0, 2.0 / patient.rho))
     while day < MAX_PREOP_DAYS:
         if day - last_h >= HYPOXIA_REFRESH_DAYS:
-            hyp, last_h = rb.hypoxia(state.c, None, anatomy.spacing), day
+            hyp, last_h = rb.hypoxia(state.c, None, anatomy.spacing, threshold=NECROSIS_HYPOXIA), day
         _advance(state, diff, patient.rho, chunk, hyp, cfg.therapy.dead_cell_clearance_days)
         day += chunk
         abnormal = (state.c >= thr) | (state.necrosis >= cfg.tumour.necrosis_threshold)
@@ -264,7 +292,7 @@ def treat_and_follow(patient: Patient, baseline_state: TumourState, anatomy: Ana
 
     scans: list[Scan] = []
     hyp = rb.hypoxia(state.cellularity, state.necrosis, anatomy.spacing)
-    hyp_dense = rb.hypoxia(state.c, None, anatomy.spacing)
+    hyp_dense = rb.hypoxia(state.c, None, anatomy.spacing, threshold=NECROSIS_HYPOXIA)
     last_h = 0
     day = 0
     burden = 0.0
@@ -273,7 +301,7 @@ def treat_and_follow(patient: Patient, baseline_state: TumourState, anatomy: Ana
             if day - last_h >= HYPOXIA_REFRESH_DAYS:
                 # Dying cells still compress vessels: reoxygenation follows their clearance.
                 hyp, last_h = rb.hypoxia(state.cellularity, state.necrosis, anatomy.spacing), day
-                hyp_dense = rb.hypoxia(state.c, None, anatomy.spacing)
+                hyp_dense = rb.hypoxia(state.c, None, anatomy.spacing, threshold=NECROSIS_HYPOXIA)
             if day in fx_set:
                 _kill(state, 1.0 - rb.lq_survival(d_fx, patient.alpha, beta, rb.oer(hyp, oer_max)))
             if day in tmz_days:
@@ -301,7 +329,7 @@ def treat_and_follow(patient: Patient, baseline_state: TumourState, anatomy: Ana
         if rn_rim is not None and target_day - rt_end >= 90:
             eff = rn_rim if eff is None else np.maximum(eff, rn_rim)
             core = rn_core
-        scans.append(_scan(name, target_day, state, anatomy, cfg, eff, core))
+        scans.append(_scan(name, target_day, state, anatomy, cfg, patient.oedema_extent_mm, eff, core))
         if name == "evaluation":
             burden = float(state.c.sum() * anatomy.voxel_ml)
 
@@ -324,7 +352,7 @@ def simulate_course(patient: Patient, resection: str, anatomy: Anatomy, cfg: Coh
     """Growth, surgery and every requested modality's course for one patient."""
     preop, preop_days = grow_to_diagnosis(patient, anatomy, cfg)
     post = resect(preop, resection, patient, anatomy, cfg)
-    baseline = _scan("baseline", 0, post, anatomy, cfg)
+    baseline = _scan("baseline", 0, post, anatomy, cfg, patient.oedema_extent_mm)
     course = PatientCourse(patient=patient, resection=resection, baseline=baseline, preop_days=preop_days)
     gross = (baseline.seg > 0) | post.cavity
     ptv, sdist = dosimetry.target_volume(gross, anatomy.brain, anatomy.spacing, cfg.therapy.ctv_margin_mm)

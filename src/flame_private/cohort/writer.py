@@ -37,6 +37,7 @@ from flame_private.cohort.imaging import (
     Compartments,
     apply_scanner,
     bias_field,
+    proliferation_index,
     save_nifti,
     synthesise,
     to_scanner_space,
@@ -83,14 +84,16 @@ def patient_id(site_id: str, index: int) -> str:
 
 
 def _write_scan(folder: Path, scan: Scan, anatomy: Anatomy, cfg: CohortConfig, site_index: int,
-                site_bias: np.ndarray, rng: np.random.Generator, root: Path) -> dict[str, str]:
+                site_bias: np.ndarray, rng: np.random.Generator, root: Path,
+                aggression: float) -> tuple[dict[str, str], dict[str, float]]:
     """Synthesise the four sequences of one scan, pass them through the site's scanner, save."""
     site = cfg.sites[site_index]
     folder.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     patient_bias = bias_field(anatomy.shape, 0.3 * site.scanner.bias_field, rng)
     for seq in MRI_SEQUENCES:
-        clean = synthesise(seq, anatomy.gm, anatomy.wm, anatomy.csf, anatomy.brain, anatomy.t1, scan.compartments)
+        clean = synthesise(seq, anatomy.gm, anatomy.wm, anatomy.csf, anatomy.brain, anatomy.t1, scan.compartments,
+                           aggression)
         img = apply_scanner(clean, anatomy.brain, site.scanner, site_bias * patient_bias, rng)
         data, affine = to_scanner_space(img, anatomy.affine, site.scanner, is_label=False)
         path = folder / f"{seq}.nii.gz"
@@ -100,7 +103,8 @@ def _write_scan(folder: Path, scan: Scan, anatomy: Anatomy, cfg: CohortConfig, s
     path = folder / "seg.nii.gz"
     save_nifti(path, data, affine, is_label=True)
     files["seg"] = path.relative_to(root).as_posix()
-    return files
+    # Volumes as a site would measure them: on the written segmentation, in its own voxels.
+    return files, _volumes(data, abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0)
 
 
 def _volumes(seg: np.ndarray, voxel_ml: float) -> dict[str, float]:
@@ -126,12 +130,12 @@ def simulate_and_write_patient(cfg: CohortConfig, job: PatientJob, staging: Path
                            np.random.default_rng([cfg.seed, job.site_index, 2**31 - 1]))
     img_rng = np.random.default_rng([cfg.seed, job.site_index, job.patient_index, 1])
     site_root = staging / site.site_id
+    aggression = proliferation_index(patient.rho, cfg.tumour.rho_range)
     timepoints = []
     for scan in [base, *given.scans]:
-        files = _write_scan(site_root / pid / scan.name, scan, anatomy, cfg, job.site_index, site_bias, img_rng,
-                            site_root)
-        timepoints.append({"name": scan.name, "day": int(scan.day), "files": files,
-                           **_volumes(scan.seg, anatomy.voxel_ml)})
+        files, volumes = _write_scan(site_root / pid / scan.name, scan, anatomy, cfg, job.site_index, site_bias,
+                                     img_rng, site_root, aggression)
+        timepoints.append({"name": scan.name, "day": int(scan.day), "files": files, **volumes})
     rt_start = patient.rt_delay_days
     entry = {
         "patient_id": pid,
@@ -155,12 +159,13 @@ def simulate_and_write_patient(cfg: CohortConfig, job: PatientJob, staging: Path
     outcomes = {}
     for m in MODALITIES:
         o = course.outcomes[m]
-        segs = {}
+        segs, enhancing = {}, {}
         for scan in o.scans:
             data, affine = to_scanner_space(scan.seg, anatomy.affine, site.scanner, is_label=True)
             path = truth_root / f"{scan.name}_{m}_seg.nii.gz"
             save_nifti(path, data, affine, is_label=True)
             segs[scan.name] = path.relative_to(staging).as_posix()
+            enhancing[scan.name] = _volumes(data, abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0)["enhancing_ml"]
         outcomes[m] = {
             "rano": o.rano,
             "responder": o.responder,
@@ -168,7 +173,7 @@ def simulate_and_write_patient(cfg: CohortConfig, job: PatientJob, staging: Path
             "radionecrosis": o.radionecrosis,
             "mean_brain_dose_gy": round(o.mean_brain_dose_gy, 3),
             "viable_burden_ml": round(o.viable_burden_ml, 4),
-            "enhancing_ml": {s.name: round(s.enhancing_ml, 3) for s in o.scans},
+            "enhancing_ml": enhancing,
             "segs": segs,
         }
     truth = {
@@ -206,6 +211,8 @@ def synthesise_cohort(cfg: CohortConfig, out: Path, *, workers: int = 1, overwri
     Same config, same bytes, whatever ``workers`` is.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CohortExistsError(f"{out}: exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise CohortExistsError(f"{out}: exists and is not empty (pass overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
