@@ -179,6 +179,150 @@ def demo(
             raise typer.Exit(1)
 
 
+train_app = typer.Typer(help="Train the response or evolution model locally or pooled.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+DEFAULT_FED_CONFIG = Path("configs/federation/demo.yaml")
+Task_ = typer.Option(help="response or evolution.")
+
+
+def _task(task: str) -> str:
+    if task not in ("response", "evolution"):
+        raise _fail(f"unknown task {task!r}; expected 'response' or 'evolution'")
+    return task
+
+
+def _truth_for(site_cfg: SiteConfig, truth: Optional[Path]) -> Optional[Path]:
+    """The synthetic cohort's counterfactual truth, for scoring treatment comparisons only."""
+    if truth is not None:
+        return truth
+    guess = Path(site_cfg.data_dir).parent / "truth" / "counterfactuals.json"
+    return guess if guess.is_file() else None
+
+
+def _print_report(report: dict, title: str) -> None:
+    table = Table(title=title)
+    table.add_column("split / site")
+    table.add_column("metrics")
+    rows = [(k, report[k]) for k in ("val", "test", "test_pooled", "treatment_comparison") if k in report]
+    rows += list(report.get("sites", {}).items())
+    for name, metrics in rows:
+        table.add_row(name, ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in metrics.items()))
+    console.print(table)
+
+
+def _step_progress():  # noqa: ANN202 - a context manager factory
+    columns = (TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+               TimeElapsedColumn())
+    return Progress(*columns, console=console, transient=True)
+
+
+@train_app.command("local")
+def train_local(
+    site: Annotated[Path, typer.Option(help="Site YAML (configs/sites/...).")],
+    task: Annotated[str, Task_] = "response",
+    config: Annotated[Path, typer.Option(help="Federation YAML: model, DP and training settings.")] = DEFAULT_FED_CONFIG,
+    dp: Annotated[bool, typer.Option("--dp/--no-dp", help="DP-SGD (spends the site's budget).")] = True,
+    epochs: Annotated[Optional[int], typer.Option(help="Override local_epochs.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/local/<site>).")] = None,
+    truth: Annotated[Optional[Path], typer.Option(help="Counterfactual truth JSON, for scoring only.")] = None,
+) -> None:
+    """Train one site's model on its own data (DP-SGD by default, recorded in its ledger)."""
+    from flame_private.experiments import run_local
+
+    site_cfg = _load(site, SiteConfig)
+    fed = _load(config, FederationConfig)
+    out = out or Path("runs/local") / site_cfg.site_id  # type: ignore[attr-defined]
+    with _step_progress() as progress:
+        bar = progress.add_task("train", total=None, loss="-")
+        report = _guarded(lambda: run_local(site_cfg, _task(task), fed, out, dp=dp, epochs=epochs,  # type: ignore[arg-type]
+                                            truth=_truth_for(site_cfg, truth),  # type: ignore[arg-type]
+                                            on_step=lambda i, loss: progress.update(bar, completed=i,
+                                                                                    loss=f"{loss:.3f}")))
+    _print_report(report, f"{site_cfg.site_id}: {task} ({'DP' if dp else 'no DP'})")  # type: ignore[attr-defined]
+    if report.get("epsilon_site_total") is not None:
+        console.print(f"site epsilon after this run: {report['epsilon_site_total']:.3f} (delta {report['delta']:g})")
+    console.print(f"model: {out / (task + '.pt')}  card: {out / (task + '.json')}")
+
+
+@train_app.command("central")
+def train_central(
+    sites: Annotated[list[Path], typer.Option("--sites", help="Site YAMLs to pool (repeat the option).")],
+    task: Annotated[str, Task_] = "response",
+    config: Annotated[Path, typer.Option(help="Federation YAML: model and training settings.")] = DEFAULT_FED_CONFIG,
+    epochs: Annotated[Optional[int], typer.Option(help="Override local_epochs.")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/central"),
+    truth: Annotated[Optional[Path], typer.Option(help="Counterfactual truth JSON, for scoring only.")] = None,
+) -> None:
+    """Pool the sites' data without privacy: the upper reference for the federation."""
+    from flame_private.experiments import run_central
+
+    site_cfgs = [_load(s, SiteConfig) for s in sites]
+    fed = _load(config, FederationConfig)
+    with _step_progress() as progress:
+        bar = progress.add_task("train", total=None, loss="-")
+        report = _guarded(lambda: run_central(site_cfgs, _task(task), fed, out, epochs=epochs,  # type: ignore[arg-type]
+                                              truth=_truth_for(site_cfgs[0], truth),  # type: ignore[arg-type]
+                                              on_step=lambda i, loss: progress.update(bar, completed=i,
+                                                                                      loss=f"{loss:.3f}")))
+    _print_report(report, f"central {task} (pooled, no DP)")
+    console.print(f"model: {out / (task + '.pt')}")
+
+
+def _guarded(fn):  # noqa: ANN001, ANN202
+    """Turn the library's refusals (bad data, budget, policy, ledger) into a clear error and exit code."""
+    from flame_private.data.errors import DataError
+
+    refusals: tuple[type[BaseException], ...] = (DataError, ConfigError, FileNotFoundError)
+    try:
+        from flame_private.privacy import budget as _budget
+
+        refusals += tuple(getattr(_budget, n) for n in ("BudgetExceeded", "PolicyError", "LedgerError")
+                          if hasattr(_budget, n))
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        return fn()
+    except refusals as exc:
+        raise _fail(str(exc), code=3) from None
+
+
+@app.command("predict")
+def predict(
+    model: Annotated[Path, typer.Option(help="Folder with response.pt and evolution.pt.")],
+    case: Annotated[Path, typer.Option(help="Patient folder: baseline t1, t1ce, t2, flair and seg NIfTI.")],
+    out: Annotated[Optional[Path], typer.Option(help="PNG to write (default <case>-prediction.png).")] = None,
+    interval_days: Annotated[int, typer.Option(help="Follow-up time after the planning MRI.")] = 120,
+    age: Annotated[Optional[float], typer.Option(help="Age in years (else from the site manifest).")] = None,
+    sex: Annotated[Optional[str], typer.Option(help="F or M.")] = None,
+    mgmt: Annotated[Optional[bool], typer.Option("--mgmt/--no-mgmt", help="MGMT promoter methylated.")] = None,
+    resection: Annotated[Optional[str], typer.Option(help="gross_total, subtotal or biopsy.")] = None,
+) -> None:
+    """Compare photons, protons and carbon ions for one patient: probabilities and predicted follow-up."""
+    from flame_private.data.records import Covariates
+    from flame_private.predict import case_from_folder, plot_prediction, predict_case
+
+    given = {"age": age, "sex": sex, "mgmt_methylated": mgmt, "resection": resection}
+    if any(v is not None for v in given.values()) and any(v is None for v in given.values()):
+        missing = [k for k, v in given.items() if v is None]
+        raise _fail(f"give all clinical covariates or none; missing: {', '.join(missing)}")
+    try:
+        covariates = Covariates(**given) if all(v is not None for v in given.values()) else None  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise _fail(f"invalid covariates: {exc}") from None
+    record = _guarded(lambda: case_from_folder(case, covariates))
+    pred = _guarded(lambda: predict_case(model, record, interval_days))
+    table = Table(title=f"{pred.patient_id}: predicted response to chemoradiation")
+    for col in ("modality", "P(responder)", f"enhancing mL at day {interval_days}"):
+        table.add_column(col, justify="left" if col == "modality" else "right")
+    enh = pred.enhancing_ml()
+    for m, p in pred.probabilities.items():
+        table.add_row(m, f"{p:.3f}", f"{enh[m]:.1f}")
+    console.print(table)
+    png = plot_prediction(pred, out or case.parent / f"{case.name}-prediction.png")
+    console.print(f"wrote {png}")
+
+
 @app.command("version")
 def version() -> None:
     """Print the installed version."""

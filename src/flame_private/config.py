@@ -268,14 +268,12 @@ class SiteConfig(StrictModel):
     state_dir: Path
     privacy_policy: Path
     secret_context: Path | None = None
-    data: DataConfig = DataConfig()
 
 
 class ModelConfig(StrictModel):
     """Sizes of the two treatment-conditioned networks."""
 
-    in_channels: Annotated[int, Field(ge=1, le=16)] = 5
-    """T1, T1ce, T2, FLAIR and the baseline segmentation."""
+    # Inputs are fixed by the data pipeline: T1, T1ce, T2, FLAIR + one-hot baseline tumour labels (7 channels).
     response_channels: tuple[Annotated[int, Field(ge=1, le=512)], ...] = (16, 32, 64, 128)
     evolution_channels: tuple[Annotated[int, Field(ge=1, le=512)], ...] = (16, 32, 64, 128)
     norm_groups: Annotated[int, Field(ge=1, le=64)] = 8

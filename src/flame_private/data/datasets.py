@@ -147,3 +147,27 @@ class EvolutionDataset(Dataset[dict[str, torch.Tensor]]):
             "interval": torch.tensor([tp.day / 365.0], dtype=torch.float32),
             "target": out[f"target_{k}"],
         }
+
+
+class OneFollowUpPerPatient(Dataset[dict[str, torch.Tensor]]):
+    """The evolution task with one item per patient: a random follow-up at each access.
+
+    DP-SGD clips and samples *items*; the unit of privacy is the *patient*.  With
+    one item per patient a patient is in a batch at most once, so the accountant's
+    (epsilon, delta) holds per patient.  Drawing the follow-up anew at each access
+    still shows the model every interval over the epochs.
+    """
+
+    def __init__(self, base: EvolutionDataset, seed: int = 0) -> None:
+        self.base = base
+        self.patients = [r for r, targets in enumerate(base._targets) if targets]
+        self._first_item = {r: base.index.index((r, 0)) for r in self.patients}
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.patients)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        r = self.patients[index]
+        k = int(torch.randint(len(self.base._targets[r]), (1,), generator=self.generator))
+        return self.base[self._first_item[r] + k]

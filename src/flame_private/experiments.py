@@ -1,0 +1,160 @@
+"""Local (one site, DP) and centralised (pooled, non-private) training runs.
+
+The centralised run is the upper reference a federation is compared with; the
+local run is what a site could do alone.  Both use the same loop as the
+federation (training.py).  A local DP run checks the site's budget before
+training and records the spend in the site's ledger before the model is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import ConcatDataset, Dataset
+
+from flame_private.config import FederationConfig, SiteConfig, Task
+from flame_private.data.checks import load_site
+from flame_private.data.datasets import EvolutionDataset, ResponseDataset, encode_covariates
+from flame_private.data.records import CaseRecord
+from flame_private.data.splits import split_records
+from flame_private.metrics import EvolutionSums, ResponseSums, treatment_comparison
+from flame_private.models import build_model, count_parameters
+from flame_private.models.io import save_model
+from flame_private.training import (
+    TrainSettings,
+    evaluate,
+    plan_training,
+    response_under_each_modality,
+    train,
+)
+
+log = logging.getLogger(__name__)
+
+
+def make_dataset(task: Task, records: Sequence[CaseRecord], cfg: FederationConfig) -> Dataset:
+    return ResponseDataset(records, cfg.data) if task == "response" else EvolutionDataset(records, cfg.data)
+
+
+def settings_from(cfg: FederationConfig, epochs: int | None = None) -> TrainSettings:
+    return TrainSettings(epochs=epochs or cfg.local_epochs, batch_size=cfg.batch_size,
+                         learning_rate=cfg.learning_rate, seed=cfg.seed)
+
+
+def initial_model(task: Task, cfg: FederationConfig) -> torch.nn.Module:
+    """The same initial weights at every site and in every run with this seed."""
+    torch.manual_seed(cfg.seed)
+    return build_model(task, cfg.model)
+
+
+def load_truth(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Counterfactual outcomes by patient and modality (evaluation only; never used to train)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {p["patient_id"]: p["outcomes"] for p in data["patients"]}
+
+
+def compare_treatments(model: torch.nn.Module, dataset: ResponseDataset,
+                       truth: dict[str, dict[str, dict[str, Any]]]) -> dict[str, float]:
+    """Predicted best modality against the simulated truth, on ``dataset``'s patients."""
+    predicted = {}
+    for i, rec in enumerate(dataset.records):
+        if rec.patient_id not in truth or rec.covariates is None:
+            continue
+        item = dataset[i]
+        predicted[rec.patient_id] = response_under_each_modality(
+            model, item["image"], item["seg"], encode_covariates(rec.covariates))
+    return treatment_comparison(predicted, {p: truth[p] for p in predicted})
+
+
+def _metrics(task: Task, model: torch.nn.Module, ds: Dataset, cfg: FederationConfig) -> dict[str, float]:
+    if len(ds) == 0:  # type: ignore[arg-type]
+        return {"n": 0.0}
+    sums = evaluate(model, task, ds, cfg.batch_size, cfg.data.voxel_mm**3 / 1000.0)
+    return sums.metrics()
+
+
+def run_local(site: SiteConfig, task: Task, cfg: FederationConfig, out: Path, dp: bool = True,
+              epochs: int | None = None, truth: Path | None = None, run_id: str | None = None,
+              on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Train one site's model on its own data; with DP the site's budget is checked and spent."""
+    run_id = run_id or f"local-{task}-{time.strftime('%Y%m%dT%H%M%S')}"
+    records = load_site(site.data_dir, site.layout, site.site_id).records
+    splits = split_records(records, cfg.data)
+    train_ds = make_dataset(task, splits.train, cfg)
+    settings = settings_from(cfg, epochs)
+    model = initial_model(task, cfg)
+    dp_cfg = cfg.dp if dp else cfg.dp.model_copy(update={"enabled": False})
+    plan = plan_training(model, task, train_ds, settings, dp_cfg)
+    guard = planned = None
+    if plan is not None:
+        from flame_private.privacy.budget import PlannedSpend, open_site_budget
+
+        guard = open_site_budget(site)
+        planned = PlannedSpend(run_id=run_id, round=1, task=task, noise_multiplier=plan.noise_multiplier,
+                               sample_rate=plan.sample_rate, steps=plan.steps, max_grad_norm=plan.max_grad_norm)
+        guard.authorise(planned)  # refuses before any training if the cap would be passed
+    result = train(model, task, train_ds, settings, plan, on_step=on_step)
+    epsilon = None
+    if guard is not None and planned is not None:
+        entry = guard.record(planned)  # fsynced before the model is written anywhere
+        epsilon = entry.epsilon_after
+    report: dict[str, Any] = {
+        "run_id": run_id, "site_id": site.site_id, "task": task, "dp": plan is not None,
+        "epsilon_site_total": epsilon, "delta": cfg.dp.delta if plan else None,
+        "noise_multiplier": plan.noise_multiplier if plan else None,
+        "sample_rate": plan.sample_rate if plan else None, "steps": result.steps,
+        "parameters": count_parameters(result.model), "train_seconds": round(result.seconds, 2),
+        "patients": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "val": _metrics(task, result.model, make_dataset(task, splits.val, cfg), cfg),
+        "test": _metrics(task, result.model, make_dataset(task, splits.test, cfg), cfg),
+    }
+    if truth is not None and task == "response" and splits.test:
+        report["treatment_comparison"] = compare_treatments(result.model, make_dataset(task, splits.test, cfg),
+                                                            load_truth(truth))
+    save_model(out / f"{task}.pt", task, result.model, cfg.model, cfg.data, card=report)
+    return report
+
+
+def run_central(sites: Sequence[SiteConfig], task: Task, cfg: FederationConfig, out: Path,
+                epochs: int | None = None, truth: Path | None = None,
+                on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Pool every site's training patients (no privacy): the upper reference for the federation."""
+    per_site = {}
+    for site in sites:
+        records = load_site(site.data_dir, site.layout, site.site_id).records
+        per_site[site.site_id] = split_records(records, cfg.data)
+    train_ds = ConcatDataset([make_dataset(task, s.train, cfg) for s in per_site.values()])
+    settings = settings_from(cfg, epochs)
+    model = initial_model(task, cfg)
+    result = train(model, task, train_ds, settings, None, on_step=on_step)
+    voxel_ml = cfg.data.voxel_mm**3 / 1000.0
+    pooled: ResponseSums | EvolutionSums = ResponseSums() if task == "response" else EvolutionSums()
+    report: dict[str, Any] = {"task": task, "dp": False, "steps": result.steps,
+                              "parameters": count_parameters(result.model),
+                              "train_seconds": round(result.seconds, 2), "sites": {}}
+    comparisons = []
+    for site_id, s in per_site.items():
+        test_ds = make_dataset(task, s.test, cfg)
+        if len(test_ds) == 0:  # type: ignore[arg-type]
+            report["sites"][site_id] = {"n": 0.0}
+            continue
+        sums = evaluate(result.model, task, test_ds, cfg.batch_size, voxel_ml)
+        report["sites"][site_id] = sums.metrics()
+        pooled = type(pooled).from_vector(pooled.vector() + sums.vector())  # type: ignore[attr-defined]
+        if truth is not None and task == "response":
+            comparisons.append(compare_treatments(result.model, test_ds, load_truth(truth)))  # type: ignore[arg-type]
+    report["test_pooled"] = pooled.metrics()
+    if comparisons:
+        n = sum(c["n"] for c in comparisons)
+        report["treatment_comparison"] = {
+            k: sum(c[k] * c["n"] for c in comparisons if c["n"]) / n if n else float("nan")
+            for k in ("best_modality_accuracy", "regret_viable_burden_ml", "lost_response_rate")
+        } | {"n": n}
+    save_model(out / f"{task}.pt", task, result.model, cfg.model, cfg.data, card=report)
+    return report
+

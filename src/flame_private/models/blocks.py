@@ -1,0 +1,92 @@
+"""Building blocks: MONAI convolutions with GroupNorm, and FiLM conditioning.
+
+Everything here is a Conv3d, GroupNorm or Linear layer with functional glue,
+which Opacus's expanded-weights ("ew") grad-sample mode handles: no BatchNorm,
+no in-place residual adds or activations, no transposed convolutions (upsampling
+is trilinear interpolation followed by a convolution).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import Convolution
+from torch import nn
+
+
+def conv_block(in_ch: int, out_ch: int, stride: int, groups: int) -> Convolution:
+    """Conv3d(3x3x3) -> GroupNorm -> ReLU (not in place)."""
+    return Convolution(
+        spatial_dims=3,
+        in_channels=in_ch,
+        out_channels=out_ch,
+        strides=stride,
+        kernel_size=3,
+        norm=("group", {"num_groups": _groups(out_ch, groups)}),
+        act=("relu", {"inplace": False}),
+    )
+
+
+def _groups(channels: int, wanted: int) -> int:
+    """Largest group count <= wanted that divides the channels."""
+    g = min(wanted, channels)
+    while channels % g:
+        g -= 1
+    return g
+
+
+class FiLM(nn.Module):
+    """Feature-wise linear modulation: h * (1 + gamma(c)) + beta(c).
+
+    How the treatment (and covariates, or the follow-up interval) enters a
+    convolutional network: one Linear per stage, initialised to the identity so
+    an untrained model ignores the condition.
+    """
+
+    def __init__(self, cond_dim: int, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(cond_dim, 2 * channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.proj(cond).chunk(2, dim=1)
+        shape = (h.shape[0], h.shape[1]) + (1,) * (h.ndim - 2)
+        return h * (1.0 + gamma.view(shape)) + beta.view(shape)
+
+
+class EncoderStage(nn.Module):
+    """Two convolutions (the first may downsample) and a FiLM."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, groups: int, cond_dim: int) -> None:
+        super().__init__()
+        self.conv1 = conv_block(in_ch, out_ch, stride, groups)
+        self.conv2 = conv_block(out_ch, out_ch, 1, groups)
+        self.film = FiLM(cond_dim, out_ch)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.film(self.conv2(self.conv1(x)), cond)
+
+
+class DecoderStage(nn.Module):
+    """Upsample (trilinear), concatenate the skip, two convolutions, FiLM."""
+
+    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, groups: int, cond_dim: int) -> None:
+        super().__init__()
+        self.conv1 = conv_block(in_ch + skip_ch, out_ch, 1, groups)
+        self.conv2 = conv_block(out_ch, out_ch, 1, groups)
+        self.film = FiLM(cond_dim, out_ch)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
+        return self.film(self.conv2(self.conv1(torch.cat([x, skip], dim=1))), cond)
+
+
+def model_inputs(image: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+    """4 MRI channels + one-hot of the three tumour labels of the baseline segmentation."""
+    seg = seg.long().squeeze(1)
+    onehot = torch.stack([(seg == k) for k in (1, 2, 3)], dim=1).to(image.dtype)
+    return torch.cat([image, onehot], dim=1)
+
+
+IN_CHANNELS = 7

@@ -1,0 +1,67 @@
+"""Saving and loading trained models with the configuration needed to rebuild them.
+
+A checkpoint is a plain dict (``torch.load(weights_only=True)`` can read it: no
+pickled code) holding the task, model and data configs and the state dict; a
+model card JSON next to it says how it was trained, for people.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from flame_private.config import DataConfig, ModelConfig, Task, parse_config
+from flame_private.models.factory import build_model
+
+FORMAT = "flame-model"
+VERSION = 1
+
+
+def save_model(path: Path, task: Task, model: nn.Module, model_config: ModelConfig, data_config: DataConfig,
+               card: dict[str, Any]) -> Path:
+    """Write ``path`` (.pt) and ``path.with_suffix('.json')`` (model card), each atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "format": FORMAT,
+        "version": VERSION,
+        "task": task,
+        "model_config": model_config.model_dump(mode="json"),
+        "data_config": data_config.model_dump(mode="json"),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    card_path = path.with_suffix(".json")
+    full_card = {"task": task, "format": FORMAT, "version": VERSION,
+                 "model_config": blob["model_config"], "data_config": blob["data_config"], **card}
+    tmp_card = card_path.with_suffix(".json.tmp")
+    tmp_card.write_text(json.dumps(full_card, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp_card, card_path)
+    return path
+
+
+def load_model(path: Path) -> tuple[Task, nn.Module, ModelConfig, DataConfig]:
+    """Rebuild a saved model; errors name the file."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: model file not found") from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ValueError(f"{path}: not a readable model checkpoint ({exc})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a flame-private model checkpoint")
+    if blob.get("version") != VERSION:
+        raise ValueError(f"{path}: unsupported checkpoint version {blob.get('version')!r}")
+    task = blob["task"]
+    model_config = parse_config(blob["model_config"], ModelConfig, f"{path}:model_config")
+    data_config = parse_config(blob["data_config"], DataConfig, f"{path}:data_config")
+    model = build_model(task, model_config)
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return task, model, model_config, data_config

@@ -1,0 +1,136 @@
+"""Treatment comparison for one patient: what a clinician looks at.
+
+Given a patient's baseline scans (and clinical covariates), run the response
+model and the evolution model under photons, protons and carbon ions, and draw
+the predicted follow-up tumour under each modality over the baseline slices.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from flame_private.config import MODALITIES
+from flame_private.data.datasets import encode_covariates
+from flame_private.data.errors import DataError
+from flame_private.data.layouts import LABEL_MAPS
+from flame_private.data.records import CaseRecord, Covariates, ImageFiles, TimepointRecord
+from flame_private.data.transforms import preprocess
+from flame_private.models.io import load_model
+from flame_private.training import evolution_under_each_modality, response_under_each_modality
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL_DAYS = 120
+"""About the first evaluation after chemoradiation, counted from the planning MRI."""
+_PATTERNS = {"t1": ("t1",), "t1ce": ("t1ce", "t1c", "t1gd", "ct1"), "t2": ("t2", "t2w"),
+             "flair": ("flair", "t2f"), "seg": ("seg", "segm")}
+
+
+@dataclass
+class Prediction:
+    patient_id: str
+    probabilities: dict[str, float]
+    segmentations: dict[str, np.ndarray]
+    baseline_image: np.ndarray
+    baseline_seg: np.ndarray
+    interval_days: int
+    voxel_ml: float
+
+    def enhancing_ml(self) -> dict[str, float]:
+        return {m: float((s == 3).sum() * self.voxel_ml) for m, s in self.segmentations.items()}
+
+
+def _find(folder: Path) -> dict[str, Path]:
+    """Baseline files by modality, by name: flame layout (t1.nii.gz) or BraTS-style suffixes (_t1ce.nii.gz)."""
+    found: dict[str, Path] = {}
+    files = sorted(p for p in folder.iterdir() if p.name.endswith((".nii.gz", ".nii")))
+    for key, names in _PATTERNS.items():
+        for p in files:
+            stem = p.name.removesuffix(".gz").removesuffix(".nii").lower()
+            if any(stem == n or stem.endswith(f"_{n}") or stem.endswith(f"-{n}") for n in names):
+                found[key] = p
+                break
+    return found
+
+
+def case_from_folder(case: Path, covariates: Covariates | None = None) -> CaseRecord:
+    """A one-timepoint case record from a patient folder (flame layout or a BraTS-style folder)."""
+    folder = case / "baseline" if (case / "baseline").is_dir() else case
+    files = _find(folder)
+    missing = [k for k in ("t1", "t1ce", "t2", "flair", "seg") if k not in files]
+    if missing:
+        raise DataError(f"{folder}: missing baseline file(s) for {', '.join(missing)} "
+                        "(expected t1, t1ce, t2, flair and seg NIfTI files)")
+    layout = "flame" if folder.name == "baseline" else "brats2021"
+    manifest = case.parent / "manifest.json"
+    if covariates is None and manifest.is_file():
+        entries = json.loads(manifest.read_text(encoding="utf-8")).get("patients", [])
+        entry = next((e for e in entries if e.get("patient_id") == case.name), None)
+        if entry is not None:
+            covariates = Covariates(**{k: entry[k] for k in ("age", "sex", "mgmt_methylated", "resection")})
+    if covariates is None:
+        raise DataError(f"{case}: no clinical covariates: give --age, --sex, --mgmt/--no-mgmt and --resection "
+                        "(or keep the folder next to its site's manifest.json)")
+    tp = TimepointRecord(name="baseline", day=0, files=ImageFiles(**files), rano=None)
+    return CaseRecord(patient_id=case.name, site_id="local", layout=layout, timepoints=[tp], treatment=None,
+                      covariates=covariates, rano=None, responder=None, label_map=LABEL_MAPS[layout])
+
+
+def predict_case(model_dir: Path, case: CaseRecord, interval_days: int = DEFAULT_INTERVAL_DAYS) -> Prediction:
+    """Both models under each modality for one patient; the models' data config sets the grid."""
+    _, response, _, data_cfg = load_model(model_dir / "response.pt")
+    _, evolution, _, data_cfg_evo = load_model(model_dir / "evolution.pt")
+    if data_cfg_evo != data_cfg:
+        raise ValueError(f"{model_dir}: response and evolution models were trained on different grids")
+    assert case.covariates is not None
+    tensors = preprocess(case, data_cfg)
+    image, seg = tensors["image"], tensors["seg"]
+    probs = response_under_each_modality(response, image, seg, encode_covariates(case.covariates))
+    segs = evolution_under_each_modality(evolution, image, seg, interval_days / 365.0)
+    return Prediction(patient_id=case.patient_id, probabilities=probs, segmentations=segs,
+                      baseline_image=image[1].numpy(), baseline_seg=seg[0].numpy().astype(np.uint8),
+                      interval_days=interval_days, voxel_ml=data_cfg.voxel_mm**3 / 1000.0)
+
+
+def plot_prediction(pred: Prediction, out: Path) -> Path:
+    """Baseline T1ce with the baseline tumour, then the predicted follow-up under each modality."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flame_private.cohort.figure import LABEL_COLOURS
+
+    tumour = np.argwhere(pred.baseline_seg > 0)
+    z = int(np.median(tumour[:, 2])) if len(tumour) else pred.baseline_seg.shape[2] // 2
+    panels = [("baseline", pred.baseline_seg)] + [(m, pred.segmentations[m]) for m in MODALITIES]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0))
+    img = np.rot90(pred.baseline_image[:, :, z])
+    lo, hi = np.percentile(img, [1, 99.5])
+    enh = pred.enhancing_ml()
+    for ax, (name, seg) in zip(axes, panels, strict=True):
+        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
+        rgba = np.zeros((*seg.shape[:2], 4))
+        sl = seg[:, :, z]
+        for lab, colour in LABEL_COLOURS.items():
+            rgba[sl == lab] = (*colour, 0.45)
+        ax.imshow(np.rot90(rgba))
+        if name == "baseline":
+            title = f"{pred.patient_id}\nbaseline"
+        else:
+            title = f"{name}: P(response) {pred.probabilities[name]:.2f}\nenhancing {enh[name]:.1f} mL"
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"predicted tumour {pred.interval_days} days after the planning MRI "
+                 "(red necrosis, green oedema, yellow enhancing)", fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+

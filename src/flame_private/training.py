@@ -1,0 +1,178 @@
+"""The one training and evaluation loop, shared by local, centralised and federated runs.
+
+A task (response or evolution) is a dataset layout, a forward call and a loss;
+everything else (optimiser, DP wrapping, epochs, evaluation sums) is the same
+code whoever calls it.  Privacy spend is not recorded here: callers check the
+budget with the plan from ``plan_training`` before training and record it
+before anything leaves the site.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from flame_private.config import MODALITIES, DPConfig, Task
+from flame_private.data.datasets import EvolutionDataset, OneFollowUpPerPatient
+from flame_private.metrics import EvolutionSums, ResponseSums
+from flame_private.privacy.dp import DPPlan, make_private, plan_dp, unwrap
+
+log = logging.getLogger(__name__)
+
+KEYS: dict[str, tuple[str, ...]] = {
+    "response": ("image", "seg", "treatment", "covariates", "label"),
+    "evolution": ("image", "seg", "treatment", "interval", "target"),
+}
+"""Tensor order of a batch: Opacus's Poisson loader needs tuples, not dicts."""
+
+
+class TupleView(Dataset):
+    """A dict-returning dataset seen as tuples in ``KEYS[task]`` order."""
+
+    def __init__(self, dataset: Dataset, task: Task) -> None:
+        self.dataset, self.keys = dataset, KEYS[task]
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        item = self.dataset[i]
+        return tuple(item[k] for k in self.keys)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 1
+    batch_size: int = 4
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    plan: DPPlan | None
+    losses: list[float] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+
+
+def make_loss(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Mean of per-patient losses (what per-sample clipping assumes)."""
+    if task == "response":
+        bce = nn.BCEWithLogitsLoss(reduction="mean")
+        return lambda logits, target: bce(logits, target.float())
+    dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, batch=False, reduction="mean")
+    return lambda logits, target: dice_ce(logits, target)
+
+
+def forward(model: nn.Module, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model output and target for a batch in ``KEYS`` order."""
+    *inputs, target = batch
+    return model(*inputs), target
+
+
+def training_size(task: Task, dataset: Dataset) -> int:
+    """Number of records DP-SGD samples from: patients, whatever the task."""
+    if task == "evolution" and isinstance(dataset, EvolutionDataset):
+        return len(OneFollowUpPerPatient(dataset))
+    return len(dataset)  # type: ignore[arg-type]
+
+
+def plan_training(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSettings,
+                  dp: DPConfig | None) -> DPPlan | None:
+    """The DP mechanism this training will run, known before it runs (for the budget check)."""
+    if dp is None or not dp.enabled:
+        return None
+    return plan_dp(model, training_size(task, dataset), settings.batch_size, settings.epochs, dp)
+
+
+def train(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSettings, plan: DPPlan | None,
+          on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train ``model`` in place; DP-SGD when ``plan`` is given, plain SGD (Adam) otherwise."""
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    if task == "evolution" and isinstance(dataset, EvolutionDataset):
+        dataset = OneFollowUpPerPatient(dataset, seed=settings.seed)  # the unit of privacy is the patient
+    data = TupleView(dataset, task)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    if plan is not None:
+        private = make_private(model, optimizer, data, plan, generator=generator)
+        net, optimizer, loader = private.model, private.optimizer, private.loader
+    else:
+        net = model
+        loader = DataLoader(data, batch_size=settings.batch_size, shuffle=True, generator=generator)
+    loss_fn = make_loss(task)
+    result = TrainResult(model=model, plan=plan)
+    t0 = time.perf_counter()
+    net.train()
+    for _epoch in range(settings.epochs):
+        for batch in loader:
+            optimizer.zero_grad(set_to_none=True)
+            if batch[0].shape[0] == 0:
+                # An empty Poisson batch is still a step: the optimiser adds noise and the accountant counts it.
+                optimizer.step()
+                result.steps += 1
+                continue
+            out, target = forward(net, batch)
+            loss = loss_fn(out, target)
+            loss.backward()
+            optimizer.step()
+            result.steps += 1
+            result.losses.append(float(loss.detach()))
+            if on_step:
+                on_step(result.steps, result.losses[-1])
+    result.seconds = time.perf_counter() - t0
+    if plan is not None and result.steps != plan.steps:
+        raise RuntimeError(f"ran {result.steps} DP steps but planned {plan.steps}: the ledger would be wrong")
+    result.model = unwrap(net)
+    result.model.eval()
+    return result
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: Task, dataset: Dataset, batch_size: int = 4,
+             voxel_ml: float = 0.001) -> ResponseSums | EvolutionSums:
+    """Evaluation sums over ``dataset`` (see metrics.py); ``voxel_ml`` is the model grid's voxel volume."""
+    model.eval()
+    loader = DataLoader(TupleView(dataset, task), batch_size=batch_size, shuffle=False)
+    sums: ResponseSums | EvolutionSums = ResponseSums() if task == "response" else EvolutionSums()
+    for batch in loader:
+        out, target = forward(model, batch)
+        if task == "response":
+            sums.add(torch.sigmoid(out).numpy(), target.numpy())  # type: ignore[call-arg]
+        else:
+            pred = out.argmax(dim=1).numpy()
+            sums.add(pred, target[:, 0].numpy(), batch[1][:, 0].numpy(), voxel_ml)  # type: ignore[call-arg]
+    return sums
+
+
+@torch.no_grad()
+def response_under_each_modality(model: nn.Module, image: torch.Tensor, seg: torch.Tensor,
+                                 covariates: torch.Tensor) -> dict[str, float]:
+    """P(responder) for one patient (unbatched tensors) under photons, protons and carbon ions."""
+    model.eval()
+    eye = torch.eye(len(MODALITIES))
+    n = len(MODALITIES)
+    logits = model(image.expand(n, *image.shape), seg.expand(n, *seg.shape), eye, covariates.expand(n, -1))
+    return {m: float(p) for m, p in zip(MODALITIES, torch.sigmoid(logits).tolist(), strict=True)}
+
+
+@torch.no_grad()
+def evolution_under_each_modality(model: nn.Module, image: torch.Tensor, seg: torch.Tensor,
+                                  interval_years: float) -> dict[str, np.ndarray]:
+    """Predicted follow-up label map for one patient under each modality."""
+    model.eval()
+    n = len(MODALITIES)
+    interval = torch.full((n, 1), float(interval_years))
+    logits = model(image.expand(n, *image.shape), seg.expand(n, *seg.shape), torch.eye(n), interval)
+    labels = logits.argmax(dim=1).numpy().astype(np.uint8)
+    return {m: labels[i] for i, m in enumerate(MODALITIES)}

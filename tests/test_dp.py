@@ -1,0 +1,96 @@
+"""DP-SGD wrapping: per-sample gradients are exact, and the plan is what Opacus runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from opacus.grad_sample import GradSampleModule
+
+from flame_private.config import DPConfig, ModelConfig
+from flame_private.models import build_model
+from flame_private.privacy.dp import default_grad_sample_mode, make_private, plan_dp
+from flame_private.training import make_loss
+
+SMALL = ModelConfig(response_channels=(4, 8, 8), evolution_channels=(4, 8, 8), norm_groups=2, dropout=0.0)
+
+
+def _inputs(task: str, b: int = 3, g: int = 16) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    torch.manual_seed(0)
+    image, seg = torch.randn(b, 4, g, g, g), torch.randint(0, 4, (b, 1, g, g, g))
+    treatment = torch.eye(3)[torch.arange(b) % 3]
+    if task == "response":
+        return (image, seg, treatment, torch.randn(b, 6)), torch.tensor([1.0, 0.0, 1.0])[:b]
+    return (image, seg, treatment, torch.rand(b, 1)), torch.randint(0, 4, (b, 1, g, g, g))
+
+
+def _reference_per_sample_grads(model: torch.nn.Module, task: str, inputs, target) -> dict[str, torch.Tensor]:
+    """One backward pass per patient: the definition of a per-sample gradient (mean loss over a batch of 1)."""
+    loss_fn = make_loss(task)  # type: ignore[arg-type]
+    grads: dict[str, list[torch.Tensor]] = {n: [] for n, _ in model.named_parameters()}
+    for i in range(target.shape[0]):
+        model.zero_grad()
+        out = model(*(x[i:i + 1] for x in inputs))
+        loss_fn(out, target[i:i + 1]).backward()
+        for n, p in model.named_parameters():
+            grads[n].append(p.grad.detach().clone())
+    return {n: torch.stack(g) for n, g in grads.items()}
+
+
+@pytest.mark.parametrize("task", ["response", "evolution"])
+@pytest.mark.parametrize("mode", ["ew", "hooks"])
+def test_per_sample_gradients_match_a_per_patient_loop(task: str, mode: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(task, SMALL)  # type: ignore[arg-type]  (dropout 0: deterministic in train mode)
+    inputs, target = _inputs(task)
+    reference = _reference_per_sample_grads(model, task, inputs, target)
+    gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean", force_functorch=False) \
+        if mode == "hooks" else None
+    if mode == "ew":
+        from opacus.grad_sample import GradSampleModuleExpandedWeights
+
+        gsm = GradSampleModuleExpandedWeights(model, batch_first=True, loss_reduction="mean")
+    assert gsm is not None
+    gsm.zero_grad()
+    out = gsm(*inputs)
+    make_loss(task)(out, target).backward()  # type: ignore[arg-type]
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad_sample, reference[name], rtol=1e-4, atol=1e-6,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_the_default_mode_is_expanded_weights_for_our_models() -> None:
+    for task in ("response", "evolution"):
+        assert default_grad_sample_mode(build_model(task, ModelConfig())) == "ew"
+
+
+def test_a_layer_outside_expanded_weights_falls_back_to_hooks() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.PReLU())
+    assert default_grad_sample_mode(model) == "hooks"
+
+
+def test_plan_uses_poisson_rate_and_steps_from_the_patient_count() -> None:
+    plan = plan_dp(build_model("response", SMALL), n_samples=10, batch_size=4, epochs=2, dp=DPConfig())
+    assert plan.sample_rate == pytest.approx(1 / 3)
+    assert plan.steps == 6
+    assert plan.noise_multiplier == 1.0
+
+
+def test_target_epsilon_chooses_the_noise_that_reaches_it() -> None:
+    from flame_private.privacy.accounting import epsilon_for
+
+    dp = DPConfig(noise_multiplier=None, target_epsilon=2.0)
+    plan = plan_dp(build_model("response", SMALL), n_samples=40, batch_size=4, epochs=3, dp=dp)
+    eps = epsilon_for([(plan.noise_multiplier, plan.sample_rate, plan.steps)], dp.delta, "prv")
+    assert eps == pytest.approx(2.0, abs=0.05)
+
+
+def test_make_private_runs_exactly_the_planned_mechanism() -> None:
+    from torch.utils.data import TensorDataset
+
+    model = build_model("response", SMALL)
+    plan = plan_dp(model, n_samples=8, batch_size=4, epochs=1, dp=DPConfig(noise_multiplier=1.3))
+    data = TensorDataset(torch.randn(8, 4, 8, 8, 8))
+    private = make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), data, plan)
+    assert private.loader.sample_rate == pytest.approx(plan.sample_rate)
+    assert private.optimizer.noise_multiplier == pytest.approx(1.3)
+    assert private.optimizer.max_grad_norm == pytest.approx(plan.max_grad_norm)

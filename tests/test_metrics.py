@@ -1,0 +1,121 @@
+"""Metrics from sums: the same numbers locally and after encrypted aggregation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score, brier_score_loss, roc_auc_score
+
+from flame_private.metrics import (
+    EvolutionSums,
+    ResponseSums,
+    auc_from_histograms,
+    roc_auc,
+    treatment_comparison,
+)
+
+
+def test_exact_auc_matches_scikit_learn_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    s = np.round(rng.random(200) + 0.3 * y, 1)
+    assert roc_auc(s, y) == pytest.approx(roc_auc_score(y, s))
+
+
+def test_auc_is_nan_with_one_class() -> None:
+    assert np.isnan(roc_auc(np.array([0.1, 0.2]), np.array([1, 1])))
+
+
+def test_histogram_auc_is_within_one_bin_of_the_exact_auc() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 500).astype(bool)
+    p = np.clip(rng.normal(0.5 + 0.15 * y, 0.2), 0, 1)
+    sums = ResponseSums()
+    sums.add(p, y)
+    assert sums.metrics()["auc"] == pytest.approx(roc_auc_score(y, p), abs=0.01)
+
+
+def test_response_metrics_match_scikit_learn() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 300)
+    p = rng.random(300)
+    sums = ResponseSums()
+    sums.add(p, y)
+    m = sums.metrics()
+    assert m["brier"] == pytest.approx(brier_score_loss(y, p))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, p >= 0.5))
+    assert m["n"] == 300
+
+
+def test_summing_site_vectors_equals_pooling_the_patients() -> None:
+    """What the encrypted aggregation relies on: metrics of the sum = metrics of the pooled data."""
+    rng = np.random.default_rng(3)
+    sites = [(rng.random(40), rng.integers(0, 2, 40)) for _ in range(3)]
+    total = sum(ResponseSums.from_vector(_one(p, y).vector()).vector() for p, y in sites)
+    pooled = _one(np.concatenate([p for p, _ in sites]), np.concatenate([y for _, y in sites]))
+    assert ResponseSums.from_vector(total).metrics() == pytest.approx(pooled.metrics())
+
+
+def _one(p: np.ndarray, y: np.ndarray) -> ResponseSums:
+    s = ResponseSums()
+    s.add(p, y)
+    return s
+
+
+def test_histogram_auc_of_separated_classes_is_one() -> None:
+    pos, neg = np.zeros(10), np.zeros(10)
+    pos[8], neg[2] = 5, 5
+    assert auc_from_histograms(pos, neg) == 1.0
+
+
+def test_dice_per_label_and_whole_tumour() -> None:
+    target = np.zeros((1, 4, 4, 4), np.uint8)
+    target[0, :2] = 2
+    target[0, 0, 0] = 3
+    pred = target.copy()
+    pred[0, 1] = 0  # miss half the oedema
+    sums = EvolutionSums()
+    sums.add(pred, target, np.zeros_like(target), voxel_ml=1.0)
+    m = sums.metrics()
+    assert m["dice_enhancing"] == 1.0
+    oedema_t, oedema_p = (target == 2).sum(), (pred == 2).sum()
+    assert m["dice_oedema"] == pytest.approx(2 * oedema_p / (oedema_t + oedema_p))
+    assert m["dice_whole_tumour"] == pytest.approx(2 * (pred > 0).sum() / ((pred > 0).sum() + (target > 0).sum()))
+    assert np.isnan(m["dice_necrotic_core"])  # absent in both: undefined, not perfect
+
+
+def test_enhancing_volume_error_and_rano_agreement() -> None:
+    base = np.zeros((1, 10, 10, 10), np.uint8)
+    base[0, :2, :5] = 3  # 100 voxels enhancing = 100 mL at 1 mL voxels
+    truth = base.copy()
+    truth[0, 2:4, :5] = 3  # doubles: progression
+    pred = base.copy()  # predicts no change: stable disease
+    sums = EvolutionSums()
+    sums.add(pred, truth, base, voxel_ml=1.0)
+    m = sums.metrics()
+    assert m["enhancing_volume_mae_ml"] == pytest.approx(100.0)
+    assert m["rano_class_agreement"] == 0.0
+
+
+def test_evolution_sums_round_trip_through_a_vector() -> None:
+    rng = np.random.default_rng(4)
+    sums = EvolutionSums()
+    sums.add(rng.integers(0, 4, (2, 6, 6, 6)), rng.integers(0, 4, (2, 6, 6, 6)), rng.integers(0, 4, (2, 6, 6, 6)), 0.1)
+    assert EvolutionSums.from_vector(sums.vector()).metrics() == pytest.approx(sums.metrics(), nan_ok=True)
+
+
+def test_treatment_comparison_scores_the_predicted_best_against_truth() -> None:
+    truth = {
+        "p1": {"photon": {"responder": False, "viable_burden_ml": 9.0},
+               "proton": {"responder": False, "viable_burden_ml": 8.0},
+               "carbon": {"responder": True, "viable_burden_ml": 3.0}},
+        "p2": {"photon": {"responder": True, "viable_burden_ml": 1.0},
+               "proton": {"responder": True, "viable_burden_ml": 2.0},
+               "carbon": {"responder": True, "viable_burden_ml": 1.5}},
+    }
+    predicted = {"p1": {"photon": 0.2, "proton": 0.3, "carbon": 0.8},   # right
+                 "p2": {"photon": 0.5, "proton": 0.9, "carbon": 0.4}}   # wrong: proton
+    m = treatment_comparison(predicted, truth)
+    assert m["best_modality_accuracy"] == 0.5
+    assert m["regret_viable_burden_ml"] == pytest.approx(0.5)
+    assert m["lost_response_rate"] == 0.0

@@ -1,0 +1,85 @@
+"""Treatment-conditioned models: shapes, budget, conditioning, Opacus compatibility."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from opacus.validators import ModuleValidator
+
+from flame_private.config import ModelConfig
+from flame_private.models import EvolutionNet, ResponseNet, build_model, count_parameters
+from flame_private.models.blocks import model_inputs
+
+SMALL = ModelConfig(response_channels=(8, 16, 32), evolution_channels=(8, 16, 32), norm_groups=4)
+
+
+def batch(b: int = 2, g: int = 24) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    seg = torch.randint(0, 4, (b, 1, g, g, g))
+    return {
+        "image": torch.randn(b, 4, g, g, g),
+        "seg": seg,
+        "treatment": torch.eye(3)[torch.arange(b) % 3],
+        "covariates": torch.randn(b, 6),
+        "interval": torch.rand(b, 1),
+    }
+
+
+def test_default_models_fit_the_parameter_budget() -> None:
+    for task in ("response", "evolution"):
+        assert count_parameters(build_model(task, ModelConfig())) <= 1_500_000
+
+
+def test_a_model_over_budget_is_refused_with_its_size() -> None:
+    with pytest.raises(ValueError, match="max_parameters"):
+        build_model("evolution", ModelConfig(evolution_channels=(32, 64, 128, 256)))
+
+
+def test_unknown_task_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown task"):
+        build_model("survival", SMALL)  # type: ignore[arg-type]
+
+
+def test_response_model_outputs_one_logit_per_patient() -> None:
+    b = batch()
+    out = build_model("response", SMALL)(b["image"], b["seg"], b["treatment"], b["covariates"])
+    assert out.shape == (2,)
+
+
+def test_evolution_model_outputs_label_logits_at_input_resolution() -> None:
+    b = batch(g=24)
+    out = build_model("evolution", SMALL)(b["image"], b["seg"], b["treatment"], b["interval"])
+    assert out.shape == (2, 4, 24, 24, 24)
+
+
+def test_inputs_are_mri_plus_one_hot_tumour_labels() -> None:
+    b = batch()
+    x = model_inputs(b["image"], b["seg"])
+    assert x.shape[1] == 7
+    assert torch.equal(x[:, 4:].sum(1) == 1, (b["seg"][:, 0] > 0))
+
+
+def test_every_layer_is_accepted_by_opacus() -> None:
+    for task in ("response", "evolution"):
+        model = build_model(task, ModelConfig())
+        assert ModuleValidator.validate(model, strict=False) == []
+        assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        assert not any(getattr(m, "inplace", False) for m in model.modules())
+        assert not any(isinstance(m, torch.nn.ConvTranspose3d) for m in model.modules())
+
+
+def test_an_untrained_model_ignores_the_treatment_until_it_learns_to_use_it() -> None:
+    """FiLM starts at the identity in the convolutions: the modality only acts once trained."""
+    model = ResponseNet((8, 16), groups=4)
+    for stage in model.stages:
+        assert torch.count_nonzero(stage.film.proj.weight) == 0
+
+
+def test_trained_conditioning_changes_the_prediction_between_modalities() -> None:
+    torch.manual_seed(1)
+    model = EvolutionNet((8, 16), groups=4)
+    for stage in [*model.encoder, *model.decoder]:
+        torch.nn.init.normal_(stage.film.proj.weight, std=0.5)
+    b = batch(b=1)
+    outs = [model(b["image"], b["seg"], torch.eye(3)[[i]], b["interval"]) for i in range(3)]
+    assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[1], outs[2])

@@ -1,0 +1,154 @@
+"""The shared training loop, local/central runs, saved models and the predict path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from flame_private.config import DataConfig, DPConfig, FederationConfig, ModelConfig, SiteConfig
+from flame_private.data.checks import load_site
+from flame_private.data.datasets import EvolutionDataset, OneFollowUpPerPatient, ResponseDataset
+from flame_private.experiments import run_central, run_local
+from flame_private.models import build_model
+from flame_private.models.io import load_model, save_model
+from flame_private.predict import case_from_folder, plot_prediction, predict_case
+from flame_private.training import TrainSettings, evaluate, plan_training, train, training_size
+
+SMALL = ModelConfig(response_channels=(8, 16, 32), evolution_channels=(8, 16, 32), norm_groups=4, dropout=0.0)
+DATA = DataConfig(grid=24, val_fraction=0.25, test_fraction=0.25)
+
+
+def fed_config(**changes) -> FederationConfig:
+    return FederationConfig(model=SMALL, data=DATA, batch_size=2, local_epochs=1, **changes)
+
+
+def site_config(cohort_dir: Path, site_id: str, tmp_path: Path) -> SiteConfig:
+    return SiteConfig(site_id=site_id, data_dir=cohort_dir / site_id, layout="flame", state_dir=tmp_path / "state",
+                      privacy_policy=tmp_path / "policy.yaml")
+
+
+@pytest.fixture(scope="module")
+def site_b_records(cohort_dir: Path):
+    return load_site(cohort_dir / "site-b", "flame").records
+
+
+def test_dp_training_runs_exactly_the_planned_number_of_steps(site_b_records) -> None:
+    ds = ResponseDataset(site_b_records, DATA)
+    model = build_model("response", SMALL)
+    settings = TrainSettings(epochs=2, batch_size=2)
+    plan = plan_training(model, "response", ds, settings, DPConfig(noise_multiplier=0.8))
+    assert plan is not None
+    result = train(model, "response", ds, settings, plan)
+    assert result.steps == plan.steps == 2 * 2
+    assert not hasattr(result.model, "_module")  # the plain module comes back, ready to save or encrypt
+
+
+def test_without_dp_a_model_can_fit_its_training_patients(site_b_records) -> None:
+    ds = ResponseDataset(site_b_records, DATA)
+    torch.manual_seed(0)
+    model = build_model("response", SMALL)
+    before = evaluate(model, "response", ds).metrics()["brier"]
+    train(model, "response", ds, TrainSettings(epochs=30, batch_size=4, learning_rate=3e-3), None)
+    after = evaluate(model, "response", ds).metrics()["brier"]
+    assert after < before * 0.5
+
+
+def test_evolution_training_samples_patients_not_follow_ups(site_b_records) -> None:
+    """Each patient has several follow-ups; DP must sample the patient (the unit of privacy) once."""
+    ds = EvolutionDataset(site_b_records, DATA)
+    per_patient = OneFollowUpPerPatient(ds)
+    assert len(ds) == 3 * len(site_b_records)
+    assert training_size("evolution", ds) == len(per_patient) == len(site_b_records)
+    plan = plan_training(build_model("evolution", SMALL), "evolution", ds, TrainSettings(batch_size=2), DPConfig())
+    assert plan is not None and plan.sample_rate == pytest.approx(2 / len(site_b_records))
+    intervals = {float(per_patient[0]["interval"]) for _ in range(30)}
+    assert len(intervals) > 1  # every follow-up of the patient is seen across epochs
+
+
+def test_saved_models_reload_with_identical_outputs(tmp_path: Path) -> None:
+    model = build_model("evolution", SMALL)
+    torch.nn.init.normal_(model.out.weight)
+    save_model(tmp_path / "evolution.pt", "evolution", model, SMALL, DATA, card={"note": "test"})
+    task, again, model_cfg, data_cfg = load_model(tmp_path / "evolution.pt")
+    x = (torch.randn(1, 4, 16, 16, 16), torch.zeros(1, 1, 16, 16, 16), torch.eye(3)[:1], torch.ones(1, 1))
+    assert task == "evolution" and model_cfg == SMALL and data_cfg == DATA
+    torch.testing.assert_close(model.eval()(*x), again(*x))
+    card = json.loads((tmp_path / "evolution.json").read_text())
+    assert card["note"] == "test" and card["task"] == "evolution"
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused_by_name(tmp_path: Path) -> None:
+    bad = tmp_path / "x.pt"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="x.pt"):
+        load_model(bad)
+
+
+@pytest.fixture(scope="module")
+def central_models(cohort_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("central")
+    tmp = tmp_path_factory.mktemp("sites")
+    sites = [site_config(cohort_dir, s, tmp) for s in ("site-a", "site-b", "site-c")]
+    cfg = fed_config()
+    reports = {task: run_central(sites, task, cfg, out, epochs=1, truth=cohort_dir / "truth" / "counterfactuals.json")
+               for task in ("response", "evolution")}
+    return out, reports
+
+
+def test_central_run_pools_sites_and_scores_each_and_the_treatment_choice(central_models) -> None:
+    out, reports = central_models
+    assert (out / "response.pt").is_file() and (out / "evolution.pt").is_file()
+    r = reports["response"]
+    assert set(r["sites"]) == {"site-a", "site-b", "site-c"}
+    assert r["test_pooled"]["n"] == sum(m["n"] for m in r["sites"].values())
+    assert 0.0 <= r["treatment_comparison"]["best_modality_accuracy"] <= 1.0
+    assert "dice_whole_tumour" in reports["evolution"]["test_pooled"]
+
+
+def test_local_run_without_dp_spends_no_budget(cohort_dir: Path, tmp_path: Path) -> None:
+    site = site_config(cohort_dir, "site-a", tmp_path)
+    report = run_local(site, "response", fed_config(), tmp_path / "out", dp=False, epochs=1)
+    assert report["dp"] is False and report["epsilon_site_total"] is None
+    assert not (tmp_path / "state").exists()
+
+
+def test_predict_gives_three_probabilities_and_segmentations(central_models, cohort_dir: Path, tmp_path: Path) -> None:
+    out, _ = central_models
+    case = case_from_folder(cohort_dir / "site-b" / "site-b-000")
+    assert case.covariates is not None  # read from the site's manifest
+    pred = predict_case(out, case, interval_days=90)
+    assert set(pred.probabilities) == {"photon", "proton", "carbon"}
+    assert all(0.0 <= p <= 1.0 for p in pred.probabilities.values())
+    assert all(s.shape == (24, 24, 24) and set(np.unique(s)) <= {0, 1, 2, 3} for s in pred.segmentations.values())
+    png = plot_prediction(pred, tmp_path / "p.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_needs_covariates_when_no_manifest_is_beside_the_case(cohort_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from flame_private.data.errors import DataError
+
+    case = tmp_path / "patient"
+    shutil.copytree(cohort_dir / "site-a" / "site-a-000" / "baseline", case)
+    with pytest.raises(DataError, match="--age"):
+        case_from_folder(case)
+
+
+def test_flame_predict_prints_the_three_modalities_side_by_side(central_models, cohort_dir: Path,
+                                                               tmp_path: Path) -> None:
+    from flame_private.cli import app
+
+    out, _ = central_models
+    png = tmp_path / "pred.png"
+    result = CliRunner().invoke(app, ["predict", "--model", str(out), "--case",
+                                      str(cohort_dir / "site-c" / "site-c-001"), "--out", str(png)])
+    assert result.exit_code == 0, result.output
+    for m in ("photon", "proton", "carbon"):
+        assert m in result.output
+    assert png.is_file()
