@@ -152,3 +152,40 @@ def test_flame_predict_prints_the_three_modalities_side_by_side(central_models, 
     for m in ("photon", "proton", "carbon"):
         assert m in result.output
     assert png.is_file()
+
+
+def _policy(tmp_path: Path, site_id: str, cap: float) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        f"site_id: {site_id}\nepsilon_cap: {cap}\ndelta: 1.0e-5\nunit_of_privacy: patient\naccountant: prv\n"
+        "approved_by: Test Committee\napproval_reference: T-1\napproved_on: 2025-01-01\nexpires_on: 2099-01-01\n",
+        encoding="utf-8")
+    return path
+
+
+def test_local_dp_run_records_its_spend_in_the_site_ledger(cohort_dir: Path, tmp_path: Path) -> None:
+    from flame_private.privacy import Ledger, epsilon_for
+
+    site = site_config(cohort_dir, "site-a", tmp_path)
+    _policy(tmp_path, "site-a", cap=50.0)
+    report = run_local(site, "response", fed_config(), tmp_path / "out", dp=True, epochs=1, run_id="t1")
+    ledger = Ledger.open(tmp_path / "state", "site-a")
+    assert len(ledger) == 1
+    entry = ledger.entries[0]
+    assert (entry.run_id, entry.task, entry.steps) == ("t1", "response", report["steps"])
+    assert report["epsilon_site_total"] == pytest.approx(entry.epsilon_after)
+    assert entry.epsilon_after == pytest.approx(epsilon_for([entry.history_item()], 1e-5, "prv"))
+    card = json.loads((tmp_path / "out" / "response.json").read_text())
+    assert card["epsilon_site_total"] == pytest.approx(entry.epsilon_after)
+
+
+def test_local_dp_run_over_the_cap_is_refused_before_training(cohort_dir: Path, tmp_path: Path) -> None:
+    from flame_private.privacy import BudgetExceeded
+
+    site = site_config(cohort_dir, "site-a", tmp_path)
+    _policy(tmp_path, "site-a", cap=0.01)
+    with pytest.raises(BudgetExceeded, match="cap"):
+        run_local(site, "response", fed_config(), tmp_path / "out", dp=True, epochs=1, run_id="t2")
+    assert not (tmp_path / "out" / "response.pt").exists()
+    assert not (tmp_path / "state" / "privacy_ledger.jsonl").exists() or \
+        (tmp_path / "state" / "privacy_ledger.jsonl").read_text() == ""

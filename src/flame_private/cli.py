@@ -14,6 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flame_private import __version__
+from flame_private.privacy.cli import budget_app
+from flame_private.secure.cli import keys_app
 from flame_private.config import (
     CohortConfig,
     ConfigError,
@@ -34,6 +36,8 @@ config_app = typer.Typer(help="Validate configuration files.", no_args_is_help=T
 app.add_typer(cohort_app, name="cohort")
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
+app.add_typer(budget_app, name="budget")
 
 console = Console()
 DEFAULT_DEMO_CONFIG = Path("configs/cohort/demo.yaml")

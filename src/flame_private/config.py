@@ -326,6 +326,8 @@ class HEConfig(StrictModel):
         Field(default_factory=lambda: [60, 60])
     )
     scale_bits: Annotated[int, Field(ge=20, le=58)] = 40
+    max_sites: Annotated[int, Field(ge=3, le=1000)] = 16
+    """Most sites whose updates may be added: sets the headroom the sum needs (docs/encryption.md)."""
 
     @model_validator(mode="after")
     def _secure_and_fits(self) -> HEConfig:

@@ -1,0 +1,151 @@
+"""Budget enforcement: what training and the federation call before and after each round.
+
+::
+
+    guard = open_site_budget(site)          # PolicyError / LedgerError: refuse, say why
+    guard.authorise(planned)                # BudgetExceeded / PolicyError / LedgerError: refuse the round
+    ... DP-SGD training ...
+    guard.record(planned)                   # durable (fsync) before anything is sent; may still refuse
+    ... encrypt, send ...
+
+``record`` re-checks the policy and the cap under the ledger lock against what is
+on disk then, so two rounds authorised side by side (both tasks, or two
+processes) can never together pass the cap: if it raises, the update is
+discarded, nothing was recorded, and nothing may be sent.  Catch ``REFUSALS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from flame_private.config import SiteConfig
+from flame_private.privacy.accounting import epsilon_for
+from flame_private.privacy.ledger import Ledger, LedgerEntry, LedgerError, PlannedSpend
+from flame_private.privacy.policy import PolicyError, PrivacyPolicy, check_policy_valid, load_policy
+
+
+class BudgetExceeded(Exception):
+    """The planned release would take the site's epsilon above its approved cap."""
+
+    def __init__(self, message: str, preview: BudgetPreview) -> None:
+        super().__init__(message)
+        self.preview = preview
+
+
+REFUSALS: tuple[type[Exception], ...] = (PolicyError, LedgerError, BudgetExceeded)
+"""Every reason a site refuses a round; ``str(exc)`` says why."""
+
+
+@dataclass(frozen=True)
+class BudgetPreview:
+    """Where the site stands, and where the planned release would take it."""
+
+    site_id: str
+    planned: PlannedSpend
+    releases: int
+    """Releases recorded so far."""
+    spent: float
+    would_be: float
+    cap: float
+    delta: float
+    accountant: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.would_be <= self.cap
+
+    @property
+    def remaining(self) -> float:
+        """Budget left before the planned release."""
+        return max(0.0, self.cap - self.spent)
+
+    @property
+    def cost(self) -> float:
+        """What the planned release adds (composition is not additive: this is would_be - spent)."""
+        return self.would_be - self.spent
+
+    def describe(self) -> str:
+        p = self.planned
+        return (f"{self.site_id}: round {p.round} of run {p.run_id} ({p.task}) would bring epsilon from "
+                f"{self.spent:.2f} to {self.would_be:.2f}")
+
+
+class BudgetGuard:
+    """Enforces one site's approved policy against its ledger."""
+
+    def __init__(self, policy: PrivacyPolicy, ledger: Ledger, today: date | None = None) -> None:
+        self.policy = policy
+        self.ledger = ledger
+        self._today = today
+        """Fixed date for tests; None: the calendar date at each check."""
+
+    @property
+    def site_id(self) -> str:
+        return self.ledger.site_id
+
+    def today(self) -> date:
+        return self._today or date.today()
+
+    def check_policy(self) -> None:
+        """Raise PolicyError unless the policy authorises spending at this site today."""
+        check_policy_valid(self.policy, self.site_id, self.today())
+
+    def spent(self) -> float:
+        """The site's epsilon so far, at the policy's delta and by its accountant."""
+        self.ledger.refresh()
+        return epsilon_for(self.ledger.history(), self.policy.delta, self.policy.accountant)
+
+    def preview(self, planned: PlannedSpend) -> BudgetPreview:
+        """Spend so far, cap and would-be total, from the ledger as it is on disk now.  Checks nothing."""
+        spent = self.spent()
+        would_be = epsilon_for([*self.ledger.history(), planned.history_item()], self.policy.delta,
+                               self.policy.accountant)
+        return BudgetPreview(site_id=self.site_id, planned=planned, releases=len(self.ledger), spent=spent,
+                             would_be=would_be, cap=self.policy.epsilon_cap, delta=self.policy.delta,
+                             accountant=self.policy.accountant)
+
+    def authorise(self, planned: PlannedSpend) -> BudgetPreview:
+        """Call BEFORE training.  Returns the preview, or raises PolicyError, LedgerError or BudgetExceeded."""
+        self.check_policy()
+        preview = self.preview(planned)
+        if not preview.allowed:
+            raise BudgetExceeded(self._refusal(preview, "Refused before training; nothing was recorded."), preview)
+        return preview
+
+    def record(self, planned: PlannedSpend) -> LedgerEntry:
+        """Call after training and BEFORE sending: durably record the release, re-checking policy and cap.
+
+        Raises like ``authorise``; then nothing was recorded and the update must not leave the site.
+        """
+        self.check_policy()
+
+        def within_cap(would_be: float) -> None:
+            if would_be > self.policy.epsilon_cap:
+                spent = epsilon_for(self.ledger.history(), self.policy.delta, self.policy.accountant)
+                preview = BudgetPreview(site_id=self.site_id, planned=planned, releases=len(self.ledger),
+                                        spent=spent, would_be=would_be, cap=self.policy.epsilon_cap,
+                                        delta=self.policy.delta, accountant=self.policy.accountant)
+                raise BudgetExceeded(self._refusal(preview, "Nothing was recorded: the update must not leave "
+                                                            "the site."), preview)
+
+        return self.ledger.append(planned, delta=self.policy.delta, accountant=self.policy.accountant,
+                                  check=within_cap)
+
+    def _refusal(self, preview: BudgetPreview, outcome: str) -> str:
+        pol = self.policy
+        return (f"{preview.describe()}, above the approved cap of {pol.epsilon_cap:.2f} "
+                f"(delta={pol.delta:g}, {pol.accountant.upper()} accountant; policy {pol.approval_reference} "
+                f"approved by {pol.approved_by}; {preview.releases} release(s) recorded, "
+                f"{preview.remaining:.2f} remaining). {outcome}")
+
+
+def open_site_budget(site: SiteConfig, today: date | None = None) -> BudgetGuard:
+    """The guard of one site: its policy (``site.privacy_policy``) and ledger (``site.state_dir``).
+
+    Raises PolicyError when the policy file is missing or malformed and LedgerError when the
+    ledger does not verify; whether the policy is valid today is checked at each authorise/record.
+    """
+    policy = load_policy(site.privacy_policy)
+    ledger = Ledger.open(site.state_dir, site.site_id)
+    return BudgetGuard(policy, ledger, today=today)

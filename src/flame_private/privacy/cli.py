@@ -1,0 +1,113 @@
+"""``flame budget``: show and verify a site's privacy ledger.  Thin: read, verify, print.
+
+Both commands only read: a torn final line or a head one entry behind (what a crash
+leaves) is reported, not repaired; the site's next training run repairs it.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flame_private.config import ConfigError, SiteConfig, load_config
+from flame_private.privacy.accounting import epsilon_for
+from flame_private.privacy.ledger import Ledger, LedgerError
+from flame_private.privacy.policy import PolicyError, PrivacyPolicy, check_policy_valid, load_policy
+
+budget_app = typer.Typer(help="A site's privacy budget: approved policy and hash-chained ledger.",
+                         no_args_is_help=True)
+
+SiteOption = Annotated[Path, typer.Option("--site", "-s", help="The site's YAML (see configs/sites/); "
+                                                              "its paths are relative to the current directory.")]
+
+
+def _out() -> Console:
+    return Console(highlight=False)
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _site(path: Path) -> SiteConfig:
+    try:
+        return load_config(path, SiteConfig)
+    except ConfigError as exc:
+        _err().print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _policy(site: SiteConfig) -> tuple[PrivacyPolicy | None, str]:
+    """The policy and a one-line status (valid today, or why not)."""
+    try:
+        policy = load_policy(site.privacy_policy)
+    except PolicyError as exc:
+        return None, f"[red]no valid policy[/]: {exc}"
+    try:
+        check_policy_valid(policy, site.site_id, date.today())
+    except PolicyError as exc:
+        return policy, f"[red]not valid today[/]: {exc}"
+    return policy, "[green]valid today[/]"
+
+
+def _open(site: SiteConfig, recompute: str) -> Ledger:
+    try:
+        return Ledger.open(site.state_dir, site.site_id, readonly=True, recompute=recompute)  # type: ignore[arg-type]
+    except LedgerError as exc:
+        _err().print(f"[bold red]ledger verification FAILED[/]: {exc}")
+        _err().print("The site must not train until a person has examined the ledger (docs/privacy-accounting.md).")
+        raise typer.Exit(1) from None
+
+
+def _notices(ledger: Ledger) -> None:
+    for note in ledger.notices:
+        _out().print(f"[yellow]note:[/] {note}")
+
+
+@budget_app.command("show")
+def show(site_yaml: SiteOption) -> None:
+    """Print the site's approved policy, every recorded release, and the total against the cap."""
+    site = _site(site_yaml)
+    policy, status = _policy(site)
+    out = _out()
+    if policy is not None:
+        out.print(f"[bold]{site.site_id}[/] policy {site.privacy_policy}: {policy.describe()}")
+    out.print(f"policy status: {status}")
+    ledger = _open(site, "last")
+    _notices(ledger)
+    table = Table(title=f"privacy ledger of {site.site_id}: {ledger.path}")
+    for col in ("seq", "time (UTC)", "run", "round", "task", "sigma", "q", "steps", "C", "epsilon after", "hash"):
+        table.add_column(col, justify="left" if col in ("time (UTC)", "run", "task", "hash") else "right")
+    for e in ledger.entries:
+        table.add_row(str(e.seq), e.time[:19].replace("T", " "), e.run_id, str(e.round), e.task,
+                      f"{e.noise_multiplier:g}", f"{e.sample_rate:.4g}", str(e.steps), f"{e.max_grad_norm:g}",
+                      f"{e.epsilon_after:.3f}", e.hash[:12])
+    out.print(table)
+    if policy is None:
+        total = ledger.epsilon()
+        out.print(f"total epsilon: {total:.3f} (no valid policy to compare with)")
+        return
+    total = epsilon_for(ledger.history(), policy.delta, policy.accountant)
+    out.print(f"total epsilon: {total:.3f} of the approved cap {policy.epsilon_cap:.2f} "
+              f"(delta={policy.delta:g}, {policy.accountant.upper()}); "
+              f"remaining: {max(0.0, policy.epsilon_cap - total):.3f}; {len(ledger)} release(s)")
+
+
+@budget_app.command("verify")
+def verify(site_yaml: SiteOption) -> None:
+    """Verify the hash chain, the head and every recorded epsilon; exit 1 with the reason on any break."""
+    site = _site(site_yaml)
+    ledger = _open(site, "all")
+    _notices(ledger)
+    out = _out()
+    out.print(f"[green]ledger verified[/]: {ledger.path}: {len(ledger)} entries, hash chain intact, head agrees, "
+              "every epsilon_after recomputed with Opacus")
+    out.print(f"head count: {len(ledger)}")
+    out.print(f"head hash: {ledger.head_hash}")
+    _, status = _policy(site)
+    out.print(f"policy {site.privacy_policy}: {status}")

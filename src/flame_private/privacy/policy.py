@@ -1,0 +1,90 @@
+"""A site's approved privacy policy: ``privacy_budgets/<site>.yaml``.
+
+The policy is what an ethics committee approved for one site: the total epsilon
+that may ever be spent on its patients (all models, all rounds, all runs), at which
+delta, by which accountant, approved by whom, under which reference, and for which
+period.  Without a valid policy the site trains nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from flame_private.config import ConfigError, StrictModel, load_config
+
+MAX_DELTA = 1e-3
+"""Largest delta a policy may state.  delta should be well below 1/n_patients; n is
+not known to the policy, so this only refuses values that are surely too large."""
+
+
+class PolicyError(ConfigError):
+    """No valid approved policy for this site: missing, malformed, another site's, not yet valid or expired."""
+
+
+class PrivacyPolicy(StrictModel):
+    """The approved privacy budget of one site."""
+
+    site_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+    epsilon_cap: Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+    """Total epsilon that may ever be spent on this site's patients, over every release."""
+    delta: Annotated[float, Field(gt=0.0, lt=MAX_DELTA)]
+    unit_of_privacy: Literal["patient"]
+    """All timepoints of one patient form one record."""
+    accountant: Literal["prv", "rdp"] = "prv"
+    approved_by: Annotated[str, Field(min_length=3)]
+    """The approving committee."""
+    approval_reference: Annotated[str, Field(min_length=1)]
+    approved_on: date
+    """First day the policy applies."""
+    expires_on: date
+    """First day the policy no longer applies."""
+    notes: str | None = None
+
+    @field_validator("approved_by", "approval_reference")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank")
+        return v
+
+    @field_validator("expires_on")
+    @classmethod
+    def _after_approval(cls, v: date, info: ValidationInfo) -> date:
+        approved = info.data.get("approved_on")
+        if approved is not None and v <= approved:
+            raise ValueError(f"must be after approved_on ({approved.isoformat()})")
+        return v
+
+    def describe(self) -> str:
+        """One line for messages: cap, delta, accountant and the approval it rests on."""
+        return (f"epsilon cap {self.epsilon_cap:.2f} at delta={self.delta:g}, {self.accountant.upper()} accountant, "
+                f"approved by {self.approved_by} ({self.approval_reference}) on {self.approved_on.isoformat()}, "
+                f"expires {self.expires_on.isoformat()}")
+
+
+def load_policy(path: Path | str) -> PrivacyPolicy:
+    """Read a policy YAML; every failure is a PolicyError naming the file, and the field where there is one."""
+    try:
+        return load_config(path, PrivacyPolicy)
+    except PolicyError:
+        raise
+    except ConfigError as exc:
+        raise PolicyError(f"no valid privacy policy: {exc}") from None
+
+
+def check_policy_valid(policy: PrivacyPolicy, site_id: str, today: date | None = None) -> None:
+    """Raise PolicyError saying why ``policy`` does not authorise spending at ``site_id`` on ``today``."""
+    today = today or date.today()
+    if policy.site_id != site_id:
+        raise PolicyError(f"{site_id}: the privacy policy given is for site {policy.site_id!r}, not {site_id!r}")
+    if today < policy.approved_on:
+        raise PolicyError(f"{site_id}: privacy policy {policy.approval_reference} is not yet valid: "
+                          f"it applies from {policy.approved_on.isoformat()} (today is {today.isoformat()})")
+    if today >= policy.expires_on:
+        raise PolicyError(f"{site_id}: privacy policy {policy.approval_reference} expired on "
+                          f"{policy.expires_on.isoformat()} (today is {today.isoformat()}); "
+                          "a renewed approval is needed before any further training")

@@ -1,0 +1,191 @@
+"""Key ceremony and loading of the site secret context.
+
+SITE-ONLY (and key custodian).  The federation's server must never import this
+module; ``params.py`` gives it everything it needs.
+
+The ceremony runs once, at the custodian's.  It writes three files:
+
+- ``site-secret.ctx`` (mode 0600): the shared CKKS secret key and parameters;
+  handed to each site out of band, never to the server.
+- ``server-params.ctx`` (mode 0644): the params-only context (~0.5 kB, no key of
+  any kind): what the server needs to parse and add ciphertexts.
+- ``he-fingerprint.txt`` (mode 0644): the sha256 of the parameters, which
+  everybody compares before the first round.
+
+Both context files use the container of ``params.py``; the secret key is the
+body, at the start of the file, so SEAL loads it straight from its own file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import tenseal.sealapi as sa
+
+from flame_private.config import HEConfig
+from flame_private.secure.codec import (
+    DEFAULT_MAX_SITES,
+    DEFAULT_REQUIRED_MAGNITUDE,
+    check_headroom,
+    decrypt_vector,
+    encrypt_vector,
+)
+from flame_private.secure.errors import ContextFileError, HEError
+from flame_private.secure.params import (
+    ParamsContext,
+    check_header_parameters,
+    encode_trailer,
+    he_summary,
+    make_context_header,
+    params_context_bytes,
+    read_context_header,
+)
+
+log = logging.getLogger(__name__)
+
+SECRET_NAME = "site-secret.ctx"
+PARAMS_NAME = "server-params.ctx"
+FINGERPRINT_NAME = "he-fingerprint.txt"
+SECRET_MODE = 0o600
+PUBLIC_MODE = 0o644
+
+
+class KeyPermissionError(ContextFileError):
+    """A secret context is readable by group or others: refused until the mode is fixed."""
+
+    def __init__(self, path: Path, mode: int) -> None:
+        super().__init__(path, f"secret context has mode {mode:04o}: group or others can read the key; "
+                               f"run `chmod 600 {path}` (and check who copied it) before using it")
+        self.mode = mode
+
+
+@dataclass(frozen=True, eq=False)
+class SecretContext:
+    """The shared CKKS secret key with its parameters; repr never shows the key."""
+
+    params: ParamsContext
+    secret_key: sa.SecretKey = field(repr=False)
+    path: Path | None = None
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return self.params.fingerprint
+
+
+@dataclass(frozen=True)
+class CeremonyResult:
+    """What the ceremony wrote."""
+
+    secret_path: Path
+    params_path: Path
+    fingerprint_path: Path
+    fingerprint: str
+    max_safe_magnitude: float
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PUBLIC_MODE)
+    try:
+        os.fchmod(fd, PUBLIC_MODE)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_secret(path: Path, ctx: ParamsContext, created_at: str) -> sa.SecretKey:
+    """Create the file 0600 first, let SEAL write the key into it, then append the header."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SECRET_MODE)
+    try:
+        os.fchmod(fd, SECRET_MODE)
+    finally:
+        os.close(fd)
+    secret_key = sa.KeyGenerator(ctx.seal).secret_key()
+    secret_key.save(str(path))  # truncates the existing 0600 file; its mode is kept
+    body = path.read_bytes()
+    if not body:
+        raise HEError(f"{path}: SEAL wrote no secret key")
+    with path.open("ab") as f:
+        f.write(encode_trailer(make_context_header(ctx.he, "secret", body, created_at)))
+        f.flush()
+        os.fsync(f.fileno())
+    return secret_key
+
+
+def key_ceremony(he_config: HEConfig, out_dir: Path | str, *, max_sites: int | None = None,
+                 required_magnitude: float = DEFAULT_REQUIRED_MAGNITUDE) -> CeremonyResult:
+    """Make the federation's key once and write the three files; refuses to overwrite any of them.
+
+    Refuses parameters that break the 128-bit bound (HEConfig and
+    ``ParamsContext`` both check) or whose sum over ``max_sites`` sites could
+    overflow for values of ``required_magnitude``.  Ends with a self-test:
+    the written secret context is reloaded and decrypts what it encrypted.
+    """
+    max_sites = max_sites or he_config.max_sites
+    limit = check_headroom(he_config, max_sites, required_magnitude)
+    ctx = ParamsContext.from_config(he_config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths = {name: out / name for name in (SECRET_NAME, PARAMS_NAME, FINGERPRINT_NAME)}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing:
+        raise ContextFileError(out, f"refusing to overwrite existing key material: {', '.join(existing)}")
+    created = _now()
+    _write_secret(paths[SECRET_NAME], ctx, created)
+    _write_public(paths[PARAMS_NAME], params_context_bytes(he_config, created))
+    _write_public(paths[FINGERPRINT_NAME],
+                  f"{ctx.fingerprint}\n# {he_summary(he_config)}, packing complex2+count, created {created}\n"
+                  .encode())
+    secret = load_secret_context(paths[SECRET_NAME])
+    probe = np.linspace(-1.0, 1.0, 17)
+    if not np.allclose(decrypt_vector(secret, encrypt_vector(secret, probe, max_sites=max_sites), 17), probe,
+                       atol=1e-4):
+        raise HEError("key ceremony self-test failed: the new key does not decrypt what it encrypts")
+    log.info("key ceremony done in %s: %s, fingerprint %s", out, he_summary(he_config), ctx.fingerprint)
+    return CeremonyResult(paths[SECRET_NAME], paths[PARAMS_NAME], paths[FINGERPRINT_NAME], ctx.fingerprint, limit)
+
+
+def load_secret_context(path: Path | str) -> SecretContext:
+    """Load a site's secret context; refuses a file others can read, a params-only file, or a damaged one."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ContextFileError(path, "secret context not found") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ContextFileError(path, "secret context is not a regular file")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        log.error("refusing secret context %s: mode %04o", path, mode)
+        raise KeyPermissionError(path, mode)
+    header = read_context_header(path)
+    if header.kind != "secret":
+        raise ContextFileError(path, "this is the server's params-only context: it holds no secret key "
+                                     "and cannot encrypt or decrypt; sites need the secret context")
+    ctx = check_header_parameters(path, header)
+    with path.open("rb") as f:
+        body = f.read(header.body_bytes)
+    if hashlib.sha256(body).hexdigest() != header.body_sha256:
+        raise ContextFileError(path, "corrupt secret context (key checksum mismatch)")
+    del body
+    secret_key = sa.SecretKey()
+    try:
+        secret_key.load(ctx.seal, str(path))
+    except (RuntimeError, ValueError) as exc:
+        raise ContextFileError(path, f"SEAL cannot load the secret key ({exc})") from None
+    if secret_key.parms_id() != ctx.seal.key_parms_id():
+        raise ContextFileError(path, "secret key does not belong to the parameters in its header")
+    log.info("loaded secret context %s (%s, fingerprint %s)", path, he_summary(ctx.he), ctx.fingerprint[:16])
+    return SecretContext(params=ctx, secret_key=secret_key, path=path)

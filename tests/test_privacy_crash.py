@@ -1,0 +1,113 @@
+"""Crash safety: a site process killed (SIGKILL) at random moments never leaves less spend than it released.
+
+One helper process imports the package and Opacus once (torch takes seconds to
+import), then forks a writer per iteration.  The writer opens the site's ledger
+and records releases in a loop, printing ``released k`` (flushed) only after
+``append`` returned, i.e. at the moment the update would be allowed to leave.  The
+test kills the writer with SIGKILL after a random, seeded delay, then opens the
+ledger: it must verify, and hold at least every release the writer reported (at
+most one more: the one written but not yet reported when the kill came).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from flame_private.privacy.ledger import Ledger
+
+SITE = "site-a"
+ITERATIONS = 40
+SEED = 20251130
+
+HELPER = r"""
+import os, sys
+from flame_private.privacy.accounting import epsilon_for
+from flame_private.privacy.ledger import Ledger, PlannedSpend
+
+epsilon_for([(1.0, 0.05, 1)], 1e-5, "rdp")  # import Opacus before forking
+state = sys.argv[1]
+print("helper ready", flush=True)
+for command in sys.stdin:
+    run = command.split()[1]
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ledger = Ledger.open(state, "site-a")
+            k = 0
+            while True:
+                k += 1
+                spend = PlannedSpend(run_id="crash-" + run, round=k, task=("response", "evolution")[k % 2],
+                                     noise_multiplier=1.0, sample_rate=0.05, steps=10, max_grad_norm=1.0)
+                ledger.append(spend, delta=1e-5, accountant="rdp")
+                print(f"released {k}", flush=True)
+        except BaseException as exc:
+            print(f"writer failed: {exc!r}", flush=True)
+        finally:
+            os._exit(1)
+    print(f"writer {pid}", flush=True)
+    os.waitpid(pid, 0)
+    print("reaped", flush=True)
+"""
+
+
+class Lines:
+    """The helper's stdout, read by a thread so that a read can time out."""
+
+    def __init__(self, stream) -> None:
+        self._q: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [self._q.put(line.rstrip("\n")) for line in stream], daemon=True).start()
+
+    def until(self, prefix: str, timeout: float = 60.0) -> tuple[str, list[str]]:
+        """Lines up to the first that starts with ``prefix``: (that line, the ones before it)."""
+        before: list[str] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self._q.get(timeout=max(0.01, deadline - time.monotonic()))
+            if line.startswith(prefix):
+                return line, before
+            before.append(line)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork and SIGKILL")
+def test_sigkill_at_random_moments_never_leaves_less_spend_than_was_released(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    rng = random.Random(SEED)
+    errors = (tmp_path / "helper.stderr").open("w")
+    helper = subprocess.Popen([sys.executable, "-c", HELPER, str(state)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=errors, text=True, bufsize=1)
+    try:
+        out = Lines(helper.stdout)
+        out.until("helper ready", timeout=120)
+        released_total, entries_before = 0, 0
+        for i in range(ITERATIONS):
+            helper.stdin.write(f"go {i}\n")
+            helper.stdin.flush()
+            line, early = out.until("writer ")
+            time.sleep(rng.uniform(0.0, 0.25))
+            os.kill(int(line.split()[1]), signal.SIGKILL)
+            _, late = out.until("reaped")
+            said = early + late
+            assert not [s for s in said if s.startswith("writer failed")], said
+            released = sum(s.startswith("released ") for s in said)
+
+            ledger = Ledger.open(state, SITE)  # verifies the chain and the head; repairs what a crash leaves
+            assert len(ledger) >= entries_before + released, f"iteration {i}: released spend lost"
+            assert len(ledger) <= entries_before + released + 1, f"iteration {i}: more than one unreported entry"
+            released_total += released
+            entries_before = len(ledger)
+    finally:
+        helper.kill()
+        helper.wait()
+        errors.close()
+    final = Ledger.open(state, SITE, recompute="all")
+    assert len(final) >= released_total > ITERATIONS // 2

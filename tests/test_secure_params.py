@@ -1,0 +1,139 @@
+"""The server's checks: every malformed reply is refused with its reason, logged, never a crash."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from flame_private.config import HEConfig
+from flame_private.secure import codec, keys, packing, params
+from flame_private.secure.errors import CiphertextRejected
+
+RUN = {"run_id": "run-1", "task": "evolution", "round": 2}
+OTHER = HEConfig(poly_modulus_degree=8192, coeff_mod_bit_sizes=[59, 60], scale_bits=39)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("he")
+    result = keys.key_ceremony(HEConfig(), root / "keys")
+    secret = keys.load_secret_context(result.secret_path)
+    server = params.load_params_context(result.params_path)
+    other = keys.load_secret_context(keys.key_ceremony(OTHER, root / "other").secret_path)
+    sd = {"a.weight": torch.randn(15000) * 0.1, "b.bias": torch.randn(40, 50) * 0.1}
+    layout = packing.ParamLayout.from_state_dict(sd)
+    env, payload = codec.encrypt_update(secret, sd, 30, model="evo-net", **RUN)
+    return secret, server, other, sd, layout, env, payload
+
+
+def _check(setup, env, payload, **overrides):
+    _, server, _, _, layout, _, _ = setup
+    kw = {**RUN, "model": "evo-net", "n_params": layout.n_params, "layout_sha256": layout.sha256, **overrides}
+    return params.validate_envelope(env, payload, server, **kw)
+
+
+def _reason(setup, env, payload, caplog, **overrides) -> str:
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="flame_private.secure.params"):
+        with pytest.raises(CiphertextRejected) as err:
+            _check(setup, env, payload, **overrides)
+    assert any("rejected ciphertext" in r.message and err.value.reason in r.message for r in caplog.records)
+    return err.value.reason
+
+
+def _forge(env: params.CiphertextEnvelope, payload: bytes, **changes) -> params.CiphertextEnvelope:
+    """A header consistent with ``payload`` (as a buggy or malicious site would send)."""
+    import hashlib
+
+    base = {"payload_sha256": hashlib.sha256(payload).hexdigest(), "n_bytes": len(payload)}
+    return env.model_copy(update={**base, **changes})
+
+
+def test_a_good_update_is_accepted(setup) -> None:
+    *_, env, payload = setup
+    cts = _check(setup, env, payload)
+    assert len(cts) == env.n_chunks
+
+
+def test_wrong_fingerprint(setup, caplog) -> None:
+    *_, env, payload = setup
+    bad = env.model_copy(update={"he_fingerprint": "0" * 64})
+    assert _reason(setup, bad, payload, caplog) == "fingerprint"
+
+
+def test_wrong_parameters(setup, caplog) -> None:
+    secret, server, other, sd, *_ , env, payload = setup
+    # Honestly labelled: the site's parameters differ, so does its fingerprint.
+    env2, payload2 = codec.encrypt_update(other, sd, 30, model="evo-net", **RUN)
+    assert _reason(setup, env2, payload2, caplog) == "fingerprint"
+    # Forged label: the bytes themselves are refused by SEAL for these parameters.
+    assert _reason(setup, _forge(env, payload2, he_fingerprint=server.fingerprint), payload2, caplog) == "params"
+    # Slots per chunk from another ring degree.
+    assert _reason(setup, env.model_copy(update={"slots_per_chunk": 2048}), payload, caplog) == "params"
+
+
+def test_truncated(setup, caplog) -> None:
+    *_, env, payload = setup
+    cut = payload[: len(payload) - 1000]
+    assert _reason(setup, env, cut, caplog) == "length"  # the header's byte count catches it first
+    assert _reason(setup, _forge(env, cut), cut, caplog) == "truncated"
+    assert _reason(setup, _forge(env, payload[:10]), payload[:10], caplog) == "truncated"
+
+
+def test_garbage(setup, caplog) -> None:
+    *_, env, payload = setup
+    junk = os.urandom(len(payload))
+    assert _reason(setup, env, junk, caplog) == "checksum"
+    assert _reason(setup, _forge(env, junk), junk, caplog) == "garbage"
+    flipped = bytearray(payload)
+    flipped[5000:5100] = os.urandom(100)
+    assert _reason(setup, _forge(env, bytes(flipped)), bytes(flipped), caplog) == "params"
+    assert _reason(setup, env, "not bytes", caplog) in {"garbage", "length"}  # type: ignore[arg-type]
+
+
+def test_wrong_chunk_count_or_length(setup, caplog) -> None:
+    secret, *_, env, payload = setup
+    assert _reason(setup, env.model_copy(update={"n_chunks": env.n_chunks + 1}), payload, caplog) == "chunk_count"
+    chunks = params.split_payload(payload)
+    short = b"".join(chunks[:-1])
+    assert _reason(setup, _forge(env, short), short, caplog) == "chunk_count"
+    assert _reason(setup, env, payload + b"\0" * 10, caplog) == "length"
+    assert _reason(setup, _forge(env, payload + b"\0" * 10), payload + b"\0" * 10, caplog) == "truncated"
+    assert _reason(setup, env.model_copy(update={"n_params": env.n_params + 1}), payload, caplog) == "layout"
+    assert _reason(setup, env.model_copy(update={"layout_sha256": "1" * 64}), payload, caplog) == "layout"
+
+
+def test_wrong_round_task_run_or_model(setup, caplog) -> None:
+    *_, env, payload = setup
+    assert _reason(setup, env, payload, caplog, round=3) == "round"
+    assert _reason(setup, env, payload, caplog, task="response") == "task"
+    assert _reason(setup, env, payload, caplog, run_id="run-0") == "run"
+    assert _reason(setup, env, payload, caplog, model="response-net") == "model"
+    assert _reason(setup, env, payload, caplog, kind="aggregate") == "kind"
+
+
+def test_oversized(setup, caplog) -> None:
+    *_, env, payload = setup
+    assert _reason(setup, env, payload, caplog, max_bytes=len(payload) - 1) == "oversized"
+    huge = payload + os.urandom(env.n_chunks * params.ParamsContext.from_config(HEConfig()).max_chunk_bytes())
+    assert _reason(setup, _forge(env, huge), huge, caplog) == "oversized"
+
+
+def test_malformed_header(setup, caplog) -> None:
+    *_, env, payload = setup
+    raw = env.model_dump()
+    assert _reason(setup, {**raw, "round": -1}, payload, caplog) == "header"
+    assert _reason(setup, {**raw, "extra": 1}, payload, caplog) == "header"
+    assert _reason(setup, b"{not json", payload, caplog) == "header"
+
+
+def test_server_sum_rejects_mismatched_payloads(setup) -> None:
+    secret, server, *_ , payload = setup
+    small = codec.encrypt_vector(secret, np.ones(10))
+    with pytest.raises(CiphertextRejected) as err:
+        params.add_ciphertexts([payload, small], server)
+    assert err.value.reason in {"chunk_count", "oversized"}
