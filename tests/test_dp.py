@@ -94,3 +94,27 @@ def test_make_private_runs_exactly_the_planned_mechanism() -> None:
     assert private.loader.sample_rate == pytest.approx(plan.sample_rate)
     assert private.optimizer.noise_multiplier == pytest.approx(1.3)
     assert private.optimizer.max_grad_norm == pytest.approx(plan.max_grad_norm)
+
+
+def test_an_empty_poisson_batch_is_a_noise_only_step_that_still_counts() -> None:
+    """Poisson sampling can draw nobody; the step must still add noise and be accounted."""
+    from torch.utils.data import Dataset
+
+    from flame_private.training import TrainSettings, train
+
+    class Tiny(Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            g = 8
+            return {"image": torch.randn(4, g, g, g), "seg": torch.zeros(1, g, g, g, dtype=torch.long),
+                    "treatment": torch.eye(3)[0], "covariates": torch.zeros(6), "label": torch.tensor(1.0)}
+
+    model = build_model("response", SMALL)
+    before = [p.detach().clone() for p in model.parameters()]
+    settings = TrainSettings(epochs=20, batch_size=1, seed=5)  # q = 1/2: empty batches are certain over 40 steps
+    plan = plan_dp(model, 2, 1, 20, DPConfig(noise_multiplier=1.0))
+    result = train(model, "response", Tiny(), settings, plan)
+    assert result.steps == plan.steps == 40
+    assert any(not torch.equal(a, b) for a, b in zip(before, result.model.parameters(), strict=True))

@@ -83,3 +83,14 @@ def test_trained_conditioning_changes_the_prediction_between_modalities() -> Non
     b = batch(b=1)
     outs = [model(b["image"], b["seg"], torch.eye(3)[[i]], b["interval"]) for i in range(3)]
     assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[1], outs[2])
+
+
+def test_an_untrained_evolution_model_predicts_no_change() -> None:
+    """The persistence prior: before training, the predicted follow-up is the baseline segmentation."""
+    torch.manual_seed(0)
+    b = batch(b=2, g=16)
+    model = build_model("evolution", SMALL)
+    torch.nn.init.zeros_(model.out.weight)
+    torch.nn.init.zeros_(model.out.bias)
+    pred = model(b["image"], b["seg"], b["treatment"], b["interval"]).argmax(1)
+    assert torch.equal(pred, b["seg"][:, 0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flame_private import __version__
+from flame_private.federation.audit_cli import audit as audit_command
 from flame_private.privacy.cli import budget_app
 from flame_private.secure.cli import keys_app
 from flame_private.config import (
@@ -40,7 +42,6 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(budget_app, name="budget")
 
 console = Console()
-DEFAULT_DEMO_CONFIG = Path("configs/cohort/demo.yaml")
 CONFIG_KINDS = {
     "cohort": CohortConfig,
     "site": SiteConfig,
@@ -164,23 +165,47 @@ def config_validate(
 
 @app.command("demo")
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo run goes.")] = Path("runs/demo"),
-    config: Annotated[Path, typer.Option("--config", "-c", help="Cohort config.")] = DEFAULT_DEMO_CONFIG,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo run goes (must match configs/sites).")]
+    = Path("runs/demo"),
+    workers: Annotated[int, typer.Option(help="Worker processes for the cohort.")] = 0,
 ) -> None:
-    """The embedded default: synthesise the 4-site demo cohort and check every site's data."""
-    from flame_private.data.checks import check_site
+    """The embedded default: synthetic 4-site cohort, key ceremony, federation, exports, audits."""
+    from flame_private.demo import run_demo
 
-    cfg = _load(config, CohortConfig)
-    cohort_dir = out / "cohort"
-    summary = _synthesise(cfg, cohort_dir, workers or _default_workers(), overwrite=True)  # type: ignore[arg-type]
-    _print_cohort_summary(summary, cohort_dir)
-    for s in summary["sites"]:
-        report = check_site(cohort_dir / s["site_id"], layout="flame")
-        status = "[green]all cases valid[/]" if report.ok else f"[red]{len(report.invalid_ids)} invalid[/]"
-        console.print(f"flame data check {cohort_dir / s['site_id']}: {status}")
-        if not report.ok:
-            raise typer.Exit(1)
+    t0 = time.perf_counter()
+    with Progress(TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=console) as progress:
+        current: dict[str, object] = {}
+
+        def step(name: str, detail: str = "") -> None:
+            if "task" in current:
+                progress.update(current["task"], completed=1, total=1)  # type: ignore[arg-type]
+            current["task"] = progress.add_task(f"{name}: {detail}", total=None)
+
+        result = _guarded(lambda: run_demo(out, workers, progress=step))
+        progress.update(current["task"], completed=1, total=1)  # type: ignore[arg-type]
+    table = Table(title=f"demo run {result.run_id}: per-site privacy and audit")
+    for col in ("site", "epsilon spent", "cap", "delta", "releases", "declined", "audit"):
+        table.add_column(col, justify="left" if col == "site" else "right")
+    for r in result.sites:
+        table.add_row(r["site_id"], f"{r['epsilon']:.2f}", f"{r['cap']:.2f}", f"{r['delta']:g}",
+                      str(r["releases"]), str(r["declined"]),
+                      "[green]ok[/]" if r["audit_ok"] else f"[red]FAILED: {', '.join(r['audit_failures'])}[/]")
+    console.print(table)
+    metrics = Table(title="global models on the sites' validation patients (decrypted by site-a)")
+    metrics.add_column("model")
+    metrics.add_column("metrics")
+    for task, m in result.metrics.items():
+        keys = ("auc", "balanced_accuracy", "brier", "n") if task == "response" else (
+            "dice_whole_tumour", "dice_enhancing", "enhancing_volume_mae_ml", "rano_class_agreement", "n")
+        metrics.add_row(task, ", ".join(f"{k}={m[k]:.3f}" if isinstance(m.get(k), float) else f"{k}={m.get(k)}"
+                                        for k in keys))
+    console.print(metrics)
+    console.print(f"cohort: {out / 'cohort'}   exports: {out / 'state' / '<site>' / 'exports' / result.run_id}")
+    console.print(f"server checkpoints: {out / 'federation' / 'server'}   summary: {out / 'demo-summary.json'}")
+    console.print("times: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+                  + f", total {time.perf_counter() - t0:.0f} s")
+    if not all(r["audit_ok"] for r in result.sites):
+        raise typer.Exit(1)
 
 
 train_app = typer.Typer(help="Train the response or evolution model locally or pooled.", no_args_is_help=True)
@@ -325,6 +350,9 @@ def predict(
     console.print(table)
     png = plot_prediction(pred, out or case.parent / f"{case.name}-prediction.png")
     console.print(f"wrote {png}")
+
+
+app.command("audit")(audit_command)
 
 
 @app.command("version")

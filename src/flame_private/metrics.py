@@ -69,6 +69,11 @@ class ResponseSums:
         v = np.asarray(v, float)
         return cls(v[:N_BINS].copy(), v[N_BINS:2 * N_BINS].copy(), float(v[-3]), float(v[-2]), float(v[-1]))
 
+    @staticmethod
+    def integral() -> np.ndarray:
+        """Which entries of the vector are counts (exact integers before encryption noise)."""
+        return np.concatenate([np.ones(2 * N_BINS, bool), [True, True, False]])
+
     def metrics(self) -> dict[str, float]:
         n_pos, n_neg = float(self.pos_hist.sum()), float(self.neg_hist.sum())
         n = n_pos + n_neg
@@ -78,7 +83,7 @@ class ResponseSums:
             "n": n,
             "auc": auc_from_histograms(self.pos_hist, self.neg_hist),
             "balanced_accuracy": float(np.nanmean([sens, spec])) if n else float("nan"),
-            "brier": self.brier / n if n else float("nan"),
+            "brier": max(0.0, self.brier / n) if n else float("nan"),
         }
 
 
@@ -124,13 +129,18 @@ class EvolutionSums:
         v = np.asarray(v, float)
         return cls(v[:4].copy(), v[4:8].copy(), float(v[8]), float(v[9]), float(v[10]))
 
+    @staticmethod
+    def integral() -> np.ndarray:
+        """Which entries of the vector are counts (exact integers before encryption noise)."""
+        return np.array([True] * 8 + [False, True, True])
+
     def metrics(self) -> dict[str, float]:
         with np.errstate(invalid="ignore", divide="ignore"):
-            dice = np.where(self.dice_den > 0, self.dice_num / self.dice_den, np.nan)
+            dice = np.where(self.dice_den > 0, np.abs(self.dice_num) / np.maximum(self.dice_den, 1e-12), np.nan)
         out = {f"dice_{LABEL_NAMES[lab]}": float(dice[i]) for i, lab in enumerate(LABELS)}
         out["dice_whole_tumour"] = float(dice[3])
         out["n"] = self.n
-        out["enhancing_volume_mae_ml"] = self.enh_abs_error_ml / self.n if self.n else float("nan")
+        out["enhancing_volume_mae_ml"] = max(0.0, self.enh_abs_error_ml / self.n) if self.n else float("nan")
         out["rano_class_agreement"] = self.rano_agree / self.n if self.n else float("nan")
         return out
 

@@ -118,8 +118,13 @@ def train(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSetting
         for batch in loader:
             optimizer.zero_grad(set_to_none=True)
             if batch[0].shape[0] == 0:
-                # An empty Poisson batch is still a step: the optimiser adds noise and the accountant counts it.
-                optimizer.step()
+                # An empty Poisson batch is still a step: no patient's gradient, only the noise, and the
+                # accountant counts it.  Opacus needs zero-length per-sample gradients to take it.
+                if plan is not None:
+                    for p in net.parameters():
+                        if p.requires_grad:
+                            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+                    optimizer.step()
                 result.steps += 1
                 continue
             out, target = forward(net, batch)

@@ -1,0 +1,117 @@
+"""The embedded default: the whole system on the synthetic 4-site cohort, under ``runs/demo``.
+
+Cohort -> key ceremony -> federation in Flower's simulation engine (both models,
+DP-SGD, CKKS) -> each site exports the decrypted global models -> each site's
+DPO audit -> a summary table.  Synthetic data only: the demo starts from a
+clean folder each time (its ledgers are demo ledgers, not a site's real ones).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flame_private.config import CohortConfig, FederationConfig, SiteConfig, load_config
+
+log = logging.getLogger(__name__)
+
+SITE_CONFIGS = [Path(f"configs/sites/site-{s}.yaml") for s in "abcd"]
+FEDERATION_CONFIG = Path("configs/federation/demo.yaml")
+COHORT_CONFIG = Path("configs/cohort/demo.yaml")
+
+
+@dataclass
+class DemoResult:
+    run_id: str
+    out: Path
+    sites: list[dict[str, Any]]
+    metrics: dict[str, dict[str, Any]]
+    seconds: dict[str, float]
+    server_summary: dict[str, Any]
+
+
+def _site_paths(site: SiteConfig, out: Path) -> None:
+    """The demo's site configs must point inside ``out`` (they do: runs/demo/...)."""
+    for p in (site.data_dir, site.state_dir, site.secret_context):
+        if p is not None and not str(p).startswith(str(out)):
+            raise ValueError(f"demo site {site.site_id}: {p} is outside {out}; the demo only writes there")
+
+
+def distribute_keys(ceremony_dir: Path, sites: list[SiteConfig]) -> None:
+    """What the key custodian does out of band: give each site the secret context (mode 0600)."""
+    secret = ceremony_dir / "site-secret.ctx"
+    for site in sites:
+        assert site.secret_context is not None
+        target = Path(site.secret_context)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shutil.copyfile(secret, target)
+        os.chmod(target, 0o600)
+
+
+def run_demo(out: Path = Path("runs/demo"), workers: int = 0,
+             progress: Any = None) -> DemoResult:
+    """Everything, in order; ``progress(step, detail)`` is called as each step starts."""
+    from flame_private.cohort.writer import synthesise_cohort
+    from flame_private.federation.audit import audit_site
+    from flame_private.federation.simulation import simulate_federation
+    from flame_private.privacy import open_site_budget
+    from flame_private.secure.keys import key_ceremony
+
+    say = progress or (lambda step, detail="": log.info("%s %s", step, detail))
+    seconds: dict[str, float] = {}
+    cohort_cfg = load_config(COHORT_CONFIG, CohortConfig)
+    fed = load_config(FEDERATION_CONFIG, FederationConfig)
+    sites = [load_config(p, SiteConfig) for p in SITE_CONFIGS]
+    for s in sites:
+        _site_paths(s, out)
+    for sub in ("state", "keys", "federation"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    run_id = f"{fed.run_name}-{time.strftime('%Y%m%dT%H%M%S')}"
+
+    t = time.perf_counter()
+    say("cohort", f"synthesising {sum(s.n_patients for s in cohort_cfg.sites)} patients at {cohort_cfg.grid}^3")
+    synthesise_cohort(cohort_cfg, out / "cohort", workers=workers or max(1, os.cpu_count() or 1), overwrite=True)
+    seconds["cohort"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("keys", "key ceremony (CKKS) and distribution of the secret context to the sites")
+    ceremony = key_ceremony(fed.he, out / "keys" / "ceremony")
+    distribute_keys(out / "keys" / "ceremony", sites)
+    seconds["keys"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("federation", f"{fed.rounds} rounds x {len(fed.tasks)} models, {len(sites)} sites, DP-SGD + CKKS")
+    summary = simulate_federation(FEDERATION_CONFIG, SITE_CONFIGS, ceremony.params_path, out / "federation",
+                                  run_id)
+    seconds["federation"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("audit", "each site's DPO audit: egress log, ledger, ciphertexts only")
+    rows = []
+    for site in sites:
+        report = audit_site(site, ceremony.params_path)
+        guard = open_site_budget(site)
+        declined = sum(1 for r in summary["rounds"] for sid in r.get("declined", {}) if sid == site.site_id)
+        rows.append({"site_id": site.site_id, "epsilon": guard.spent(), "cap": guard.policy.epsilon_cap,
+                     "delta": guard.policy.delta, "releases": len(guard.ledger), "declined": declined,
+                     "audit_ok": report.ok, "all_ciphertexts": report.all_ciphertexts,
+                     "audit_failures": [c.name for c in report.checks if not c.ok]})
+    seconds["audit"] = time.perf_counter() - t
+
+    metrics: dict[str, dict[str, Any]] = {}
+    first_export = Path(sites[0].state_dir) / "exports" / run_id
+    for task in fed.tasks:
+        path = first_export / f"{task}-metrics.json"
+        metrics[task] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    result = DemoResult(run_id=run_id, out=out, sites=rows, metrics=metrics, seconds=seconds,
+                        server_summary=summary)
+    (out / "demo-summary.json").write_text(json.dumps({
+        "run_id": run_id, "sites": rows, "metrics": metrics, "seconds": seconds,
+        "server": summary}, indent=2, default=str) + "\n", encoding="utf-8")
+    return result

@@ -1,0 +1,483 @@
+"""The site audit: can the DPO verify everything that left the site?  Read-only, key-free.
+
+``audit_site(site)`` opens the site's egress log and privacy ledger read-only
+(nothing on disk is changed, even where a crash left something to tidy) and
+checks, in order:
+
+``egress log``        chain, canonical form and head verify (``EgressLog.open``);
+``privacy ledger``    chain and head verify, every ``epsilon_after`` recomputed by Opacus;
+``outbox``            every entry's payload file exists with the logged byte count and sha256;
+``ciphertext only``   every "update" and "metrics" payload is its envelope's CKKS ciphertexts
+                      under the agreed parameters, none transparent: no plaintext weights or
+                      metrics left the site;
+``declined``          every "declined" payload is a small JSON object holding only a reason;
+``ledger agreement``  every update names the ledger entry that paid for it, with the same run,
+                      round, task, DP settings and epsilon, recorded no later than the update;
+                      no two updates share one entry.  A ledger entry without an update is a
+                      *warning* (spend recorded but never released: over-counting, safe);
+``budget``            the site's epsilon is within the cap of its approved policy;
+``code identity``     the app hashes that produced the messages (one per distinct value).
+
+HE parameters: the server's params-only context (``params_context``, or
+``server-params.ctx`` next to the site's secret context).  Without one, they are
+rebuilt from the *header* of the site's secret context; its body, the key, is
+never read.  The envelope's fingerprint must equal the site's in both cases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import stat
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from flame_private.config import SiteConfig
+from flame_private.federation.egress import (
+    KINDS,
+    METRICS_MODEL_PREFIX,
+    OUTBOX_NAME,
+    EgressEntry,
+    EgressLog,
+    EgressLogError,
+    app_identity,
+)
+from flame_private.privacy.ledger import EPSILON_RTOL, Ledger, LedgerEntry, LedgerError
+from flame_private.privacy.policy import PolicyError, load_policy
+from flame_private.secure.errors import CiphertextRejected, HEError
+from flame_private.secure.params import (
+    ParamsContext,
+    check_header_parameters,
+    load_params_context,
+    parse_envelope,
+    read_context_header,
+    validate_envelope,
+)
+
+SERVER_PARAMS_NAME = "server-params.ctx"
+"""The params-only context the key ceremony writes beside the secret one (secure.keys.PARAMS_NAME)."""
+MAX_DECLINED_BYTES = 4096
+"""A declined status is a short JSON ``{"reason": ...}``; anything larger is not one."""
+
+UNCHECKED = "not checked: the kept payload is missing or differs from what was logged (see outbox)"
+
+Severity = Literal["pass", "warning", "fail"]
+
+
+class AuditCheck(BaseModel):
+    """One finding: what was checked, whether it passed, and the detail a DPO can act on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    ok: bool
+    detail: str
+    warning: bool = False
+    """True for findings that are not failures but deserve a look (e.g. spend recorded, never released)."""
+
+    @property
+    def severity(self) -> Severity:
+        return "fail" if not self.ok else "warning" if self.warning else "pass"
+
+
+class ChainHead(BaseModel):
+    """What to write down at each review: entries so far and the hash of the last one."""
+
+    count: int
+    hash: str
+
+
+class AppHashUse(BaseModel):
+    """One distinct code identity and the messages it produced."""
+
+    app_hash: str
+    messages: int
+    first_seq: int
+    last_seq: int
+    first_time: str
+    last_time: str
+    installed: bool
+    """Whether it equals ``app_identity()`` of the flame_private installed where the audit runs."""
+
+
+class AuditReport(BaseModel):
+    """The result of ``audit_site``: every check, and the summary the DPO reads first."""
+
+    site_id: str
+    state_dir: str
+    generated_at: str
+    checks: list[AuditCheck]
+    messages_by_kind: dict[str, int]
+    bytes_by_kind: dict[str, int]
+    egress_head: ChainHead | None
+    ledger_head: ChainHead | None
+    params_source: str | None
+    """Where the HE parameters the ciphertexts were checked against came from."""
+    he_fingerprint: str | None
+    epsilon_spent: float | None
+    epsilon_cap: float | None
+    policy: str | None
+    """The approved policy in one line, or why it could not be read."""
+    app_hashes: list[AppHashUse]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ok(self) -> bool:
+        """False if any check failed; warnings do not fail the audit."""
+        return all(c.ok for c in self.checks)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def all_ciphertexts(self) -> bool | None:
+        """Whether every update and metrics payload was verified as ciphertext (None: nothing to check)."""
+        if not any(self.messages_by_kind.get(k) for k in ("update", "metrics")):
+            return None
+        relevant = [c for c in self.checks if c.name == "ciphertext only"]
+        return bool(relevant) and all(c.ok for c in relevant)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.bytes_by_kind.values())
+
+    def failures(self) -> list[AuditCheck]:
+        return [c for c in self.checks if not c.ok]
+
+    def warnings(self) -> list[AuditCheck]:
+        return [c for c in self.checks if c.ok and c.warning]
+
+
+class _Checks:
+    def __init__(self) -> None:
+        self.items: list[AuditCheck] = []
+
+    def ok(self, name: str, detail: str) -> None:
+        self.items.append(AuditCheck(name=name, ok=True, detail=detail))
+
+    def warn(self, name: str, detail: str) -> None:
+        self.items.append(AuditCheck(name=name, ok=True, detail=detail, warning=True))
+
+    def fail(self, name: str, detail: str) -> None:
+        self.items.append(AuditCheck(name=name, ok=False, detail=detail))
+
+
+# --------------------------------------------------------------------------- HE parameters
+
+
+def _he_parameters(site: SiteConfig, params_context: Path | None, checks: _Checks
+                   ) -> tuple[ParamsContext | None, str | None, str | None]:
+    """(context to parse with, where it came from, the site's fingerprint); failures are recorded as checks."""
+    name = "HE parameters"
+    site_fp: str | None = None
+    secret = site.secret_context
+    if secret is not None and secret.exists():
+        try:
+            header = read_context_header(secret)  # the header only: the key is never read
+            if header.kind != "secret":
+                checks.fail(name, f"{secret}: the site's secret_context is a {header.kind} context, not the "
+                                  "secret one")
+            else:
+                site_fp = header.fingerprint
+        except HEError as exc:
+            checks.fail(name, f"cannot read the header of the site's secret context: {exc}")
+    if params_context is None and secret is not None and (secret.parent / SERVER_PARAMS_NAME).exists():
+        params_context = secret.parent / SERVER_PARAMS_NAME
+    ctx: ParamsContext | None = None
+    source: str | None = None
+    if params_context is not None:
+        try:
+            ctx = load_params_context(params_context)
+            source = f"server params-only context {params_context}"
+        except HEError as exc:
+            checks.fail(name, f"cannot load the params-only context: {exc}")
+            return None, None, site_fp
+        if site_fp is not None and ctx.fingerprint != site_fp:
+            checks.fail(name, f"{params_context} has fingerprint {ctx.fingerprint[:16]}..., the site's secret "
+                              f"context {site_fp[:16]}...: they are not from the same key ceremony's parameters")
+            return None, source, site_fp
+    elif site_fp is not None:
+        try:
+            ctx = check_header_parameters(secret, read_context_header(secret))  # type: ignore[arg-type]
+            source = f"header of the site's secret context {secret} (key not read)"
+        except HEError as exc:
+            checks.fail(name, f"cannot rebuild the parameters from the site's secret context header: {exc}")
+            return None, None, site_fp
+    else:
+        where = f" ({secret} not found)" if secret is not None else " (the site config names no secret_context)"
+        checks.fail(name, "no HE parameters to check the ciphertexts against" + where +
+                          f"; pass --params with the federation's {SERVER_PARAMS_NAME}")
+        return None, None, None
+    fp = site_fp or ctx.fingerprint
+    checks.ok(name, f"fingerprint {fp} from {source}")
+    return ctx, source, fp
+
+
+# --------------------------------------------------------------------------- per-entry checks
+
+
+def _read_payload(egress: EgressLog, entry: EgressEntry) -> tuple[bytes | None, str | None, bool]:
+    """(payload, problem, too open): the bytes if they match the entry, else the reason."""
+    path = egress.payload_path(entry)
+    try:
+        st = path.stat()
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, f"seq {entry.seq}: {path} is missing", False
+    except OSError as exc:
+        return None, f"seq {entry.seq}: cannot read {path} ({exc})", False
+    if len(data) != entry.byte_count:
+        return None, f"seq {entry.seq}: {path.name} has {len(data)} bytes, the log says {entry.byte_count}", False
+    if hashlib.sha256(data).hexdigest() != entry.payload_sha256:
+        return None, f"seq {entry.seq}: {path.name} does not match the logged sha256: changed after it was sent", \
+            False
+    return data, None, bool(stat.S_IMODE(st.st_mode) & 0o077)
+
+
+def _check_ciphertext(entry: EgressEntry, payload: bytes, ctx: ParamsContext, site_fp: str) -> str | None:
+    """None if ``payload`` is the ciphertext its envelope describes under ``ctx``; else why not."""
+    try:
+        env = parse_envelope(entry.envelope or {})
+    except CiphertextRejected as exc:
+        return f"envelope does not validate ({exc.detail})"
+    if env.he_fingerprint != site_fp or entry.he_fingerprint != site_fp:
+        return (f"encrypted under other parameters: fingerprint {env.he_fingerprint[:16]}..., the site's is "
+                f"{site_fp[:16]}...")
+    want_model = METRICS_MODEL_PREFIX + entry.task if entry.kind == "metrics" else None
+    if want_model is not None and env.model != want_model:
+        return f"metrics envelope names model {env.model!r}, expected {want_model!r}"
+    if entry.kind == "update" and env.model.startswith(METRICS_MODEL_PREFIX):
+        return f"update envelope names the metrics model {env.model!r}"
+    try:
+        cts = validate_envelope(env, payload, ctx, run_id=entry.run_id, task=entry.task, round=entry.round,
+                                kind="update", source=f"egress seq {entry.seq}")
+    except CiphertextRejected as exc:
+        return f"not a ciphertext of the agreed parameters ({exc.reason}: {exc.detail})"
+    transparent = [i for i, ct in enumerate(cts) if ct.is_transparent()]
+    if transparent:
+        return f"chunk(s) {transparent[:5]} are transparent ciphertexts: their plaintext is readable by anyone"
+    return None
+
+
+def _check_declined(payload: bytes) -> str | None:
+    if len(payload) > MAX_DECLINED_BYTES:
+        return f"{len(payload)} bytes, more than a declined status ({MAX_DECLINED_BYTES} bytes at most)"
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return "not JSON"
+    if not isinstance(obj, dict) or set(obj) != {"reason"} or not isinstance(obj["reason"], str):
+        keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        return f"must be a JSON object with only a string 'reason'; holds {keys}"
+    return None
+
+
+def _agreement(updates: list[EgressEntry], ledger: Ledger, checks: _Checks) -> None:
+    name = "ledger agreement"
+    by_seq = {e.seq: e for e in ledger.entries}
+    claimed: dict[int, int] = {}
+    problems = 0
+    for u in updates:
+        where = f"update seq {u.seq} ({u.run_id} round {u.round}, {u.task})"
+        if u.ledger_seq is None:
+            checks.fail(name, f"{where} names no privacy-ledger entry: its privacy spend is not accounted for")
+            problems += 1
+            continue
+        le: LedgerEntry | None = by_seq.get(u.ledger_seq)
+        if le is None:
+            checks.fail(name, f"{where} names ledger entry {u.ledger_seq}, which does not exist "
+                              f"(the ledger holds {len(ledger)}): released without recorded spend")
+            problems += 1
+            continue
+        diffs = [f"{k} {a!r} vs {b!r}" for k, a, b in (("run", u.run_id, le.run_id), ("round", u.round, le.round),
+                                                       ("task", u.task, le.task)) if a != b]
+        if u.epsilon_after is None or not math.isclose(u.epsilon_after, le.epsilon_after, rel_tol=EPSILON_RTOL,
+                                                        abs_tol=1e-12):
+            diffs.append(f"epsilon_after {u.epsilon_after!r} vs {le.epsilon_after!r}")
+        if u.dp is None:
+            diffs.append("no DP settings")
+        else:
+            for k in ("noise_multiplier", "sample_rate", "steps", "max_grad_norm", "delta"):
+                a, b = getattr(u.dp, k), getattr(le, k)
+                if a != b:
+                    diffs.append(f"{k} {a!r} vs {b!r}")
+        if le.time > u.time:
+            diffs.append(f"ledger entry written at {le.time}, after the update left at {u.time}")
+        if diffs:
+            checks.fail(name, f"{where} disagrees with ledger entry {le.seq} (egress vs ledger): {'; '.join(diffs)}")
+            problems += 1
+        if u.ledger_seq in claimed:
+            checks.fail(name, f"{where} and update seq {claimed[u.ledger_seq]} both name ledger entry "
+                              f"{u.ledger_seq}: one release's spend was recorded for two updates")
+            problems += 1
+        else:
+            claimed[u.ledger_seq] = u.seq
+    if not problems:
+        checks.ok(name, f"{len(updates)} update(s), each covered by its own ledger entry with the same run, "
+                        "round, task, DP settings and epsilon, recorded before it left")
+    unreleased = [e for e in ledger.entries if e.seq not in claimed]
+    if unreleased:
+        shown = ", ".join(f"{e.seq} ({e.run_id} round {e.round}, {e.task})" for e in unreleased[:10])
+        more = f" and {len(unreleased) - 10} more" if len(unreleased) > 10 else ""
+        checks.warn(name, f"{len(unreleased)} ledger entr{'y' if len(unreleased) == 1 else 'ies'} with no update "
+                          f"in the egress log: {shown}{more}. Spend recorded but never released (e.g. the round "
+                          "failed after training): safe, the budget over-counts")
+
+
+# --------------------------------------------------------------------------- the audit
+
+
+def audit_site(site: SiteConfig, params_context: Path | None = None, *,
+               recompute: Literal["last", "all"] = "all") -> AuditReport:
+    """Audit everything ``site`` has sent, read-only and without its secret key.
+
+    ``params_context``: the federation's params-only context (default: the
+    ``server-params.ctx`` beside ``site.secret_context``; else the parameters in
+    that secret context's header).  ``recompute``: whose ``epsilon_after`` the
+    ledger check recomputes with Opacus (every entry's by default, like
+    ``flame budget verify``).
+    """
+    checks = _Checks()
+    state = site.state_dir
+    if not state.exists():
+        checks.warn("state directory", f"{state} does not exist: this site has recorded nothing (no message sent)")
+
+    egress: EgressLog | None = None
+    try:
+        egress = EgressLog.open(state, site.site_id, readonly=True)
+        checks.ok("egress log", f"{egress.path}: {len(egress)} entries, hash chain intact, head agrees")
+        for note in egress.notices:
+            checks.warn("egress log", note)
+    except EgressLogError as exc:
+        checks.fail("egress log", f"{exc}. The egress log cannot be trusted: the other checks of sent messages "
+                                  "were not run")
+
+    ledger: Ledger | None = None
+    try:
+        ledger = Ledger.open(state, site.site_id, readonly=True, recompute=recompute)
+        checks.ok("privacy ledger", f"{ledger.path}: {len(ledger)} entries, hash chain intact, head agrees, "
+                                    f"epsilon_after recomputed with Opacus ({recompute} entries)")
+        for note in ledger.notices:
+            checks.warn("privacy ledger", note)
+    except LedgerError as exc:
+        checks.fail("privacy ledger", str(exc))
+
+    ctx, source, site_fp = _he_parameters(site, params_context, checks)
+
+    entries = list(egress.entries) if egress is not None else []
+    by_kind = {k: 0 for k in KINDS}
+    bytes_by_kind = {k: 0 for k in KINDS}
+    for e in entries:
+        by_kind[e.kind] += 1
+        bytes_by_kind[e.kind] += e.byte_count
+
+    if egress is not None:
+        _check_payloads(egress, entries, ctx, site_fp, checks)
+        if ledger is not None:
+            _agreement([e for e in entries if e.kind == "update"], ledger, checks)
+        else:
+            checks.fail("ledger agreement", "not checked: the privacy ledger did not verify")
+
+    epsilon_spent, epsilon_cap, policy_line = None, None, None
+    try:
+        policy = load_policy(site.privacy_policy)
+        policy_line = policy.describe()
+        epsilon_cap = policy.epsilon_cap
+        if ledger is not None:
+            epsilon_spent = ledger.epsilon(policy.delta, policy.accountant) if len(ledger) else 0.0
+            if epsilon_spent <= epsilon_cap:
+                checks.ok("budget", f"epsilon {epsilon_spent:.3f} of the approved cap {epsilon_cap:.2f} "
+                                    f"(delta={policy.delta:g}, {policy.accountant.upper()})")
+            else:
+                checks.fail("budget", f"epsilon {epsilon_spent:.3f} exceeds the approved cap {epsilon_cap:.2f} "
+                                      f"(delta={policy.delta:g}, {policy.accountant.upper()})")
+        if policy.site_id != site.site_id:
+            checks.fail("budget", f"{site.privacy_policy} is the policy of {policy.site_id!r}, not {site.site_id!r}")
+    except PolicyError as exc:
+        policy_line = f"not readable: {exc}"
+        checks.warn("budget", f"cannot compare the spend with a cap: {exc}")
+
+    apps = _app_hashes(entries)
+    if apps:
+        listed = "; ".join(f"{a.app_hash} ({a.messages} message(s), seq {a.first_seq}-{a.last_seq}"
+                           f"{', = installed code' if a.installed else ''})" for a in apps)
+        checks.ok("code identity", f"{len(apps)} distinct app hash(es): {listed}. Compare with the approved release")
+
+    ledger_head = ChainHead(count=len(ledger), hash=ledger.head_hash) if ledger is not None else None
+    egress_head = ChainHead(count=len(egress), hash=egress.head_hash) if egress is not None else None
+    return AuditReport(site_id=site.site_id, state_dir=str(state),
+                       generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                       checks=checks.items, messages_by_kind=by_kind, bytes_by_kind=bytes_by_kind,
+                       egress_head=egress_head, ledger_head=ledger_head, params_source=source, he_fingerprint=site_fp,
+                       epsilon_spent=epsilon_spent, epsilon_cap=epsilon_cap, policy=policy_line, app_hashes=apps)
+
+
+def _check_payloads(egress: EgressLog, entries: list[EgressEntry], ctx: ParamsContext | None, site_fp: str | None,
+                    checks: _Checks) -> None:
+    missing = cipher_bad = declined_bad = 0
+    open_files: list[int] = []
+    n_cipher = n_declined = 0
+    for e in entries:
+        payload, problem, too_open = _read_payload(egress, e)
+        if problem is not None:
+            checks.fail("outbox", problem)
+            missing += 1
+        if too_open:
+            open_files.append(e.seq)
+        if e.kind == "declined":
+            n_declined += 1
+            why = _check_declined(payload) if payload is not None else UNCHECKED
+            if why is not None:
+                checks.fail("declined", f"seq {e.seq} ({e.run_id} round {e.round}, {e.task}): {why}")
+                declined_bad += 1
+            continue
+        n_cipher += 1
+        if payload is None:
+            why: str | None = UNCHECKED
+        elif ctx is None or site_fp is None:
+            why = "not checked: no HE parameters (see HE parameters)"
+        else:
+            why = _check_ciphertext(e, payload, ctx, site_fp)
+        if why is not None:
+            checks.fail("ciphertext only", f"{e.kind} seq {e.seq} ({e.run_id} round {e.round}, {e.task}): {why}")
+            cipher_bad += 1
+
+    if not missing:
+        checks.ok("outbox", f"{len(entries)} payload(s) in {egress.outbox}, each matching its logged byte count "
+                            "and sha256")
+    if open_files:
+        checks.warn("outbox", f"payload(s) of seq {open_files[:10]} are readable by group or others: "
+                              f"run `chmod 600` on them")
+    logged = {e.payload_name for e in entries}
+    try:
+        on_disk = sorted(p.name for p in egress.outbox.iterdir() if p.is_file())
+    except FileNotFoundError:
+        on_disk = []
+    orphans = [n for n in on_disk if n not in logged]
+    if orphans:
+        interrupted = f"{len(entries) + 1:06d}-"
+        why = ("prepared by an append interrupted before its log line: never sent"
+               if all(n.startswith((interrupted, ".")) for n in orphans) else "named by no entry: investigate")
+        checks.warn("outbox", f"{len(orphans)} file(s) in {OUTBOX_NAME}/ not in the log ({why}): {orphans[:10]}")
+    if n_cipher and not cipher_bad:
+        checks.ok("ciphertext only", f"{n_cipher} update/metrics payload(s), each a valid CKKS ciphertext of the "
+                                     "agreed parameters matching its envelope: no plaintext weights or metrics left")
+    if n_declined and not declined_bad:
+        checks.ok("declined", f"{n_declined} declined status(es), each a short JSON holding only a reason")
+
+
+def _app_hashes(entries: list[EgressEntry]) -> list[AppHashUse]:
+    installed = app_identity()
+    out: dict[str, AppHashUse] = {}
+    for e in entries:
+        seen = out.get(e.app_hash)
+        if seen is None:
+            out[e.app_hash] = AppHashUse(app_hash=e.app_hash, messages=1, first_seq=e.seq, last_seq=e.seq,
+                                         first_time=e.time, last_time=e.time, installed=e.app_hash == installed)
+        else:
+            out[e.app_hash] = seen.model_copy(update={"messages": seen.messages + 1, "last_seq": e.seq,
+                                                      "last_time": e.time})
+    return list(out.values())
+

@@ -1,0 +1,89 @@
+"""``flame audit``: the DPO's view of everything that left a site.  Thin: load, audit, print.
+
+Wire into the main app with ``app.command("audit")(audit)``.  Read-only: nothing
+on disk is changed, and the site's secret key is never read.  Exit status: 0 when
+every check passed (warnings allowed), 1 when any failed, 2 when the site YAML
+cannot be read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flame_private.config import ConfigError, SiteConfig, load_config
+from flame_private.federation.audit import AuditReport, audit_site
+
+_STYLE = {"pass": "[green]pass[/]", "warning": "[yellow]warning[/]", "fail": "[bold red]FAIL[/]"}
+
+
+def audit(
+    site: Annotated[Path, typer.Option("--site", "-s", help="The site's YAML (see configs/sites/); its paths are "
+                                                             "relative to the current directory.")],
+    params: Annotated[Optional[Path], typer.Option(
+        "--params", help="The federation's params-only context (server-params.ctx). Default: the one beside the "
+                         "site's secret context, else the parameters in that context's header (key never read).")
+    ] = None,
+    json_out: Annotated[Optional[Path], typer.Option(
+        "--json-out", "--json", help="Also write the full report as JSON to this file.")] = None,
+) -> None:
+    """Verify everything the site sent: egress log, outbox payloads, ciphertexts, ledger agreement, code identity."""
+    out = Console(highlight=False)
+    try:
+        site_cfg = load_config(site, SiteConfig)
+    except ConfigError as exc:
+        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    report = audit_site(site_cfg, params)
+    _print(out, report)
+    if json_out is not None:
+        json_out.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        out.print(f"JSON report written to {json_out}")
+    if not report.ok:
+        out.print(f"[bold red]AUDIT FAILED[/]: {len(report.failures())} check(s) failed. See docs/dpo-guide.md, "
+                  "'When a check fails'.")
+        raise typer.Exit(1)
+    out.print(f"[green]audit passed[/] ({len(report.warnings())} warning(s)).")
+
+
+def _yes_no(value: bool | None) -> str:
+    return "[dim]nothing to check[/]" if value is None else "[green]yes[/]" if value else "[bold red]NO[/]"
+
+
+def _print(out: Console, report: AuditReport) -> None:
+    summary = Table(title=f"site {report.site_id}: what left the site ({report.state_dir})", show_header=False)
+    summary.add_column("", style="bold")
+    summary.add_column("")
+    for kind, n in report.messages_by_kind.items():
+        summary.add_row(f"messages: {kind}", f"{n} ({report.bytes_by_kind[kind]:,} bytes)")
+    summary.add_row("total bytes sent", f"{report.total_bytes:,}")
+    summary.add_row("all updates and metrics encrypted", _yes_no(report.all_ciphertexts))
+    summary.add_row("HE fingerprint", report.he_fingerprint or "[red]unknown[/]")
+    for label, head in (("egress log head", report.egress_head), ("privacy ledger head", report.ledger_head)):
+        summary.add_row(label, f"{head.count} entries, {head.hash}" if head else "[bold red]does not verify[/]")
+    if report.epsilon_cap is not None and report.epsilon_spent is not None:
+        summary.add_row("epsilon spent / cap", f"{report.epsilon_spent:.3f} / {report.epsilon_cap:.2f} "
+                                               f"(remaining {max(0.0, report.epsilon_cap - report.epsilon_spent):.3f})")
+    summary.add_row("policy", report.policy or "-")
+    out.print(summary)
+
+    checks = Table(title="checks")
+    checks.add_column("result")
+    checks.add_column("check")
+    checks.add_column("detail", overflow="fold")
+    for c in report.checks:
+        checks.add_row(_STYLE[c.severity], c.name, c.detail)
+    out.print(checks)
+
+    if report.app_hashes:
+        apps = Table(title="code identity (app hashes): compare with the approved release")
+        for col in ("app hash", "messages", "seq", "first (UTC)", "last (UTC)", "installed here"):
+            apps.add_column(col, overflow="fold")
+        for a in report.app_hashes:
+            apps.add_row(a.app_hash, str(a.messages), f"{a.first_seq}-{a.last_seq}", a.first_time[:19],
+                         a.last_time[:19], "yes" if a.installed else "no")
+        out.print(apps)

@@ -1,0 +1,87 @@
+"""The site's Flower ClientApp: unpack the message, call the site, pack the reply.
+
+Each handler is one protocol step of ``site.Site``.  Which site this node is
+comes from the node config (``site-config`` in deployment) or, in simulation,
+from the partition id indexing the run's list of site configs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from flame_private.federation.protocol import (
+    METRICS,
+    MODEL,
+    STATUS,
+    UPDATE,
+    SiteStatus,
+    ct_record,
+    read_ct_record,
+    read_instruction,
+)
+from flame_private.federation.site import Reply, Site
+
+log = logging.getLogger(__name__)
+_SITES: dict[str, Site] = {}
+
+
+def _site(context: Context, site_yamls: list[Path] | None, fed_yaml: Path | None) -> Site:
+    """The Site for this node, loaded once per process (Ray workers serve several rounds)."""
+    if "site-config" in context.node_config:
+        site_yaml = Path(str(context.node_config["site-config"]))
+    elif site_yamls is not None:
+        site_yaml = site_yamls[int(context.node_config["partition-id"])]
+    else:
+        site_yaml = Path(str(context.run_config["site-configs"]).split(",")[int(context.node_config["partition-id"])])
+    fed = fed_yaml or Path(str(context.run_config["federation-config"]))
+    key = f"{site_yaml}|{fed}"
+    if key not in _SITES:
+        torch.set_num_threads(max(1, int(context.node_config.get("torch-threads", 1))))
+        _SITES[key] = Site.load(site_yaml, fed)
+    return _SITES[key]
+
+
+def _reply(site: Site, reply: Reply, msg: Message) -> Message:
+    content = RecordDict({STATUS: ConfigRecord({STATUS: SiteStatus(site_id=site.site_id, status=reply.status,  # type: ignore[arg-type]
+                                                                   reason=reply.reason).model_dump_json()})})
+    if reply.header_json is not None and reply.payload is not None:
+        content[UPDATE] = ct_record(reply.header_json, reply.payload)
+    return Message(content, reply_to=msg)
+
+
+def make_client_app(site_yamls: list[Path] | None = None, fed_yaml: Path | None = None) -> ClientApp:
+    """A ClientApp; explicit site configs (simulation) or from node/run config (deployment)."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        site = _site(context, site_yamls, fed_yaml)
+        ins = read_instruction(msg.content)
+        model = read_ct_record(msg.content[MODEL]) if ins.has_model else (None, None)  # type: ignore[arg-type]
+        return _reply(site, site.train_round(ins.run_id, ins.task, ins.round, *model), msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        site = _site(context, site_yamls, fed_yaml)
+        ins = read_instruction(msg.content)
+        header, payload = read_ct_record(msg.content[MODEL])  # type: ignore[arg-type]
+        return _reply(site, site.evaluate_round(ins.run_id, ins.task, ins.round, header, payload), msg)
+
+    @app.query()
+    def finish(msg: Message, context: Context) -> Message:
+        site = _site(context, site_yamls, fed_yaml)
+        ins = read_instruction(msg.content)
+        model = read_ct_record(msg.content[MODEL])  # type: ignore[arg-type]
+        metrics = read_ct_record(msg.content[METRICS]) if METRICS in msg.content else None  # type: ignore[arg-type]
+        site.export(ins.run_id, ins.task, model, metrics)
+        return _reply(site, Reply(status="ok"), msg)
+
+    return app
+
+
+app = make_client_app()

@@ -1,0 +1,212 @@
+"""What a site does in a federated round, without Flower: train, spend, encrypt, log.
+
+One method per protocol step (DESIGN.md 2), each step one line of intent:
+decrypt the global model, check the budget, train under DP-SGD, record the
+spend (fsynced) before anything leaves, encrypt, log the egress, reply.  The
+ClientApp only unpacks messages and calls these; tests call them directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flame_private.config import FederationConfig, SiteConfig, Task, load_config
+from flame_private.data.checks import load_site
+from flame_private.data.splits import Splits, split_records
+from flame_private.experiments import initial_model, make_dataset
+from flame_private.federation.egress import EgressLog, app_identity
+from flame_private.metrics import EvolutionSums, ResponseSums
+from flame_private.models.io import save_model
+from flame_private.privacy import REFUSALS, BudgetGuard, PlannedSpend, open_site_budget
+from flame_private.secure.codec import decrypt_aggregate, encrypt_update
+from flame_private.secure.keys import SecretContext, load_secret_context
+from flame_private.secure.packing import ParamLayout
+from flame_private.secure.params import CiphertextEnvelope, parse_envelope
+from flame_private.training import TrainSettings, evaluate, plan_training, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Reply:
+    """What the site sends back: a ciphertext and its header, or a refusal."""
+
+    status: str
+    reason: str = ""
+    header_json: str | None = None
+    payload: bytes | None = None
+
+
+METRIC_SCALE = 4096.0
+"""Metric sums are encrypted divided by this: voxel counts must stay inside the CKKS headroom."""
+
+
+def _metrics_state(vector: np.ndarray) -> dict[str, torch.Tensor]:
+    return {"sums": torch.tensor(vector / METRIC_SCALE, dtype=torch.float64)}
+
+
+@dataclass
+class Site:
+    """A site's long-lived state across the rounds of a run."""
+
+    config: SiteConfig
+    fed: FederationConfig
+    secret: SecretContext
+    guard: BudgetGuard
+    egress: EgressLog
+    splits: Splits
+    app_hash: str
+    _datasets: dict[tuple[str, str], Any] = field(default_factory=dict)
+    _layouts: dict[str, ParamLayout] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, site_yaml: Path, fed_yaml: Path, app_hash: str | None = None) -> Site:
+        """Everything a site needs; refuses (with the reason) a world-readable key or a broken ledger."""
+        config = load_config(site_yaml, SiteConfig)
+        fed = load_config(fed_yaml, FederationConfig)
+        if config.secret_context is None:
+            raise ValueError(f"{site_yaml}: secret_context is not set; the site cannot decrypt or encrypt")
+        secret = load_secret_context(config.secret_context)
+        guard = open_site_budget(config)
+        if guard.policy.delta != fed.dp.delta or guard.policy.accountant != fed.dp.accountant:
+            log.warning("%s: the approved policy (delta %g, %s) governs accounting, not the run config "
+                        "(delta %g, %s)", config.site_id, guard.policy.delta, guard.policy.accountant,
+                        fed.dp.delta, fed.dp.accountant)
+        records = load_site(config.data_dir, config.layout, config.site_id).records
+        return cls(config=config, fed=fed, secret=secret, guard=guard,
+                   egress=EgressLog.open(config.state_dir, config.site_id), splits=split_records(records, fed.data),
+                   app_hash=app_hash or app_identity())
+
+    @property
+    def site_id(self) -> str:
+        return self.config.site_id
+
+    # ------------------------------------------------------------------ helpers
+
+    def dataset(self, task: Task, split: str) -> Any:
+        key = (task, split)
+        if key not in self._datasets:
+            self._datasets[key] = make_dataset(task, getattr(self.splits, split), self.fed)
+        return self._datasets[key]
+
+    def layout(self, task: Task) -> ParamLayout:
+        if task not in self._layouts:
+            self._layouts[task] = ParamLayout.from_state_dict(initial_model(task, self.fed).state_dict())
+        return self._layouts[task]
+
+    def global_model(self, task: Task, run_id: str, round_: int, header_json: str | None,
+                     payload: bytes | None) -> torch.nn.Module:
+        """Round 1: the seeded initial model; later: decrypt the server's sum (FedAvg)."""
+        model = initial_model(task, self.fed)
+        if header_json is None or payload is None:
+            return model
+        env = parse_envelope(header_json)
+        state, total = decrypt_aggregate(self.secret, env, payload, self.layout(task), run_id=run_id, task=task,
+                                         round=env.round, model=task, min_contributors=self.fed.min_sites)
+        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()})
+        log.info("%s: decrypted global %s model of round %d (%d patients)", self.site_id, task, env.round, total)
+        return model
+
+    def _decline(self, run_id: str, round_: int, task: Task, reason: str) -> Reply:
+        body = json.dumps({"reason": reason}).encode()
+        self.egress.append(run_id=run_id, round=round_, task=task, kind="declined", payload=body,
+                           app_hash=self.app_hash)
+        log.warning("%s declines %s round %d: %s", self.site_id, task, round_, reason)
+        return Reply(status="declined", reason=reason)
+
+    # ------------------------------------------------------------------ protocol steps
+
+    def train_round(self, run_id: str, task: Task, round_: int, header_json: str | None,
+                    payload: bytes | None) -> Reply:
+        """Train on the global model under DP-SGD and return Enc([n_k w_k | n_k])."""
+        model = self.global_model(task, run_id, round_, header_json, payload)
+        train_ds = self.dataset(task, "train")
+        settings = TrainSettings(epochs=self.fed.local_epochs, batch_size=self.fed.batch_size,
+                                 learning_rate=self.fed.learning_rate, seed=self.fed.seed + round_)
+        plan = plan_training(model, task, train_ds, settings, self.fed.dp)
+        if plan is None:
+            return self._decline(run_id, round_, task, "the run config disables DP; this site only releases "
+                                                       "DP-SGD updates")
+        planned = PlannedSpend(run_id=run_id, round=round_, task=task, noise_multiplier=plan.noise_multiplier,
+                               sample_rate=plan.sample_rate, steps=plan.steps, max_grad_norm=plan.max_grad_norm)
+        try:
+            self.guard.authorise(planned)
+        except REFUSALS as exc:
+            return self._decline(run_id, round_, task, str(exc))
+        result = train(model, task, train_ds, settings, plan)
+        try:
+            entry = self.guard.record(planned)  # durable before anything leaves
+        except REFUSALS as exc:
+            return self._decline(run_id, round_, task, str(exc))
+        n_patients = len(self.splits.train)
+        env, ct = encrypt_update(self.secret, result.model.state_dict(), n_patients, run_id=run_id, task=task,
+                                 round=round_, model=task, layout=self.layout(task),
+                                 max_sites=self.fed.he.max_sites)
+        header = env.model_dump_json()
+        self.egress.append(run_id=run_id, round=round_, task=task, kind="update", payload=ct, envelope=header,
+                           ledger_entry=entry, app_hash=self.app_hash)
+        log.info("%s: %s round %d trained (%d steps, epsilon now %.3f), sent %d bytes", self.site_id, task,
+                 round_, plan.steps, entry.epsilon_after, len(ct))
+        return Reply(status="ok", header_json=header, payload=ct)
+
+    def evaluate_round(self, run_id: str, task: Task, round_: int, header_json: str,
+                       payload: bytes) -> Reply:
+        """Score the global model on the validation split and return Enc(metric sums)."""
+        model = self.global_model(task, run_id, round_, header_json, payload)
+        ds = self.dataset(task, "val")
+        if len(ds) == 0:
+            sums = ResponseSums() if task == "response" else EvolutionSums()
+        else:
+            sums = evaluate(model, task, ds, self.fed.batch_size, self.fed.data.voxel_mm**3 / 1000.0)
+        env, ct = encrypt_update(self.secret, _metrics_state(sums.vector()), 1, run_id=run_id, task=task,
+                                 round=round_, model=f"metrics:{task}", max_sites=self.fed.he.max_sites)
+        header = env.model_dump_json()
+        self.egress.append(run_id=run_id, round=round_, task=task, kind="metrics", payload=ct, envelope=header,
+                           app_hash=self.app_hash)
+        return Reply(status="ok", header_json=header, payload=ct)
+
+    def decrypt_metrics(self, run_id: str, task: Task, header_json: str, payload: bytes) -> dict[str, float]:
+        """The federation's metrics: the decrypted sum of every site's metric sums."""
+        env: CiphertextEnvelope = parse_envelope(header_json)
+        zeros = (ResponseSums() if task == "response" else EvolutionSums()).vector()
+        layout = ParamLayout.from_state_dict(_metrics_state(zeros))
+        state, sites = decrypt_aggregate(self.secret, env, payload, layout, run_id=run_id, task=task,
+                                         round=env.round, model=f"metrics:{task}",
+                                         min_contributors=self.fed.min_sites)
+        kind = ResponseSums if task == "response" else EvolutionSums
+        vector = state["sums"].numpy() * sites * METRIC_SCALE  # the sum, not the mean over sites
+        counts = kind.integral()
+        vector[counts] = np.rint(vector[counts])  # counts are integers; drop the encryption noise
+        sums = kind.from_vector(vector)
+        return {**sums.metrics(), "sites": float(sites), "round": float(env.round)}
+
+    def export(self, run_id: str, task: Task, model_ct: tuple[str, bytes], metrics_ct: tuple[str, bytes] | None,
+               out: Path | None = None) -> dict[str, Any]:
+        """Decrypt the final global model and metrics, write ``<task>.pt`` + model card under the state dir."""
+        out = out or Path(self.config.state_dir) / "exports" / run_id
+        model = self.global_model(task, run_id, 0, *model_ct)
+        env = parse_envelope(model_ct[0])
+        metrics = self.decrypt_metrics(run_id, task, *metrics_ct) if metrics_ct else {}
+        card = {
+            "run_id": run_id, "site_id": self.site_id, "rounds": env.round, "contributors_last_round": env.contributors,
+            "federated_validation_metrics": {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                                             for k, v in metrics.items()},
+            "training": {"local_epochs": self.fed.local_epochs, "batch_size": self.fed.batch_size,
+                         "learning_rate": self.fed.learning_rate, "dp": self.fed.dp.model_dump(mode="json"),
+                         "he": self.fed.he.model_dump(mode="json")},
+            "privacy": {"site_epsilon_spent": self.guard.spent(), "delta": self.guard.policy.delta,
+                        "epsilon_cap": self.guard.policy.epsilon_cap, "accountant": self.guard.policy.accountant,
+                        "unit_of_privacy": "patient"},
+            "app_hash": self.app_hash,
+        }
+        save_model(out / f"{task}.pt", task, model, self.fed.model, self.fed.data, card=card)
+        clean = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
+        (out / f"{task}-metrics.json").write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
+        return card

@@ -1,0 +1,150 @@
+"""The keyless aggregation strategy: validate ciphertexts, add them, never decrypt.
+
+A Flower ``Strategy`` (Message API) whose aggregation is CKKS addition with a
+params-only context: it can check a ciphertext's header, size and parameters
+and add ciphertexts, and nothing else.  Replies that failed, were declined, or
+carry a malformed ciphertext are dropped with a logged reason; with fewer than
+``min_sites`` valid contributions the round is refused, not aggregated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from flame_private.federation.protocol import (
+    INSTRUCTION,
+    MODEL,
+    UPDATE,
+    Instruction,
+    ct_record,
+    read_ct_record,
+    read_status,
+)
+from flame_private.secure.errors import HEError
+from flame_private.secure.params import (
+    CiphertextEnvelope,
+    ParamsContext,
+    aggregate_updates,
+    parse_envelope,
+    validate_envelope,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundOutcome:
+    """Who contributed, who declined or was rejected and why, and the encrypted sum if any."""
+
+    contributors: list[str] = field(default_factory=list)
+    declined: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    aggregate: tuple[str, bytes] | None = None
+    refusal: str | None = None
+
+    def metrics(self) -> MetricRecord:
+        return MetricRecord({"contributors": len(self.contributors), "declined": len(self.declined),
+                             "rejected": len(self.rejected), "aggregated": int(self.aggregate is not None)})
+
+
+class EncryptedFedAvg(Strategy):
+    """FedAvg over CKKS ciphertexts of n_k * w_k with the count in a slot (DESIGN.md 2, 4).
+
+    The instruction (run, task, round, step) travels in the ``config`` given to
+    ``configure_*``; the current encrypted model in ``arrays``.
+    """
+
+    def __init__(self, ctx: ParamsContext, run_id: str, min_sites: int = 3, max_bytes: int = 2**31 - 1) -> None:
+        if min_sites < 3:
+            raise ValueError("min_sites must be at least 3: with two sites each learns the other's update")
+        self.ctx, self.run_id, self.min_sites, self.max_bytes = ctx, run_id, min_sites, max_bytes
+        self._instruction: Instruction | None = None
+        self.last = RoundOutcome()
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        return self._configure(arrays, config, grid, MessageType.TRAIN)
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        outcome = self._aggregate(replies, model_name=self._task())
+        return (ct_record(*outcome.aggregate) if outcome.aggregate else None), outcome.metrics()
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return self._configure(arrays, config, grid, MessageType.EVALUATE)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Sums the encrypted metric sums; the ciphertext is in ``self.last.aggregate`` (only sites decrypt it)."""
+        return self._aggregate(replies, model_name=f"metrics:{self._task()}").metrics()
+
+    def summary(self) -> None:
+        log.info("EncryptedFedAvg: run %s, CKKS N=%d, at least %d sites per round, holds no key", self.run_id,
+                 self.ctx.he.poly_modulus_degree, self.min_sites)
+
+    # ----------------------------------------------------------------------------------
+
+    def _task(self) -> str:
+        if self._instruction is None:
+            raise RuntimeError("aggregate called before configure")
+        return self._instruction.task
+
+    def _configure(self, arrays: ArrayRecord, config: ConfigRecord, grid: Grid, message_type: str) -> list[Message]:
+        self._instruction = Instruction.model_validate_json(str(config[INSTRUCTION]))
+        out = []
+        for node in grid.get_node_ids():
+            content = RecordDict({INSTRUCTION: config})
+            if len(arrays):
+                content[MODEL] = arrays
+            out.append(Message(content, dst_node_id=node, message_type=message_type))
+        return out
+
+    def _aggregate(self, replies: Iterable[Message], model_name: str) -> RoundOutcome:
+        ins = self._instruction
+        assert ins is not None
+        outcome = RoundOutcome()
+        valid: list[tuple[CiphertextEnvelope, bytes]] = []
+        for reply in replies:
+            source = f"node {reply.metadata.src_node_id}"
+            if reply.has_error():
+                outcome.rejected[source] = f"error reply: {reply.error.reason}"
+                log.warning("%s: error reply (%s); dropped", source, reply.error.reason)
+                continue
+            try:
+                status = read_status(reply.content)
+            except Exception as exc:  # noqa: BLE001 - any malformed status is a rejected reply, never a crash
+                outcome.rejected[source] = f"malformed status ({type(exc).__name__})"
+                log.warning("%s: malformed status; dropped", source)
+                continue
+            source = f"{status.site_id} ({source})"
+            if status.status == "declined":
+                outcome.declined[status.site_id] = status.reason
+                log.info("%s declined %s round %d: %s", source, ins.task, ins.round, status.reason)
+                continue
+            try:
+                header, payload = read_ct_record(reply.content[UPDATE])  # type: ignore[arg-type]
+                env = parse_envelope(header)
+                validate_envelope(env, payload, self.ctx, run_id=self.run_id, task=ins.task, round=ins.round,
+                                  kind="update", model=model_name, max_bytes=self.max_bytes, source=source)
+            except (HEError, KeyError, ValueError, UnicodeDecodeError) as exc:
+                outcome.rejected[source] = str(exc) or type(exc).__name__
+                log.warning("%s: %s round %d reply rejected: %s", source, ins.task, ins.round, exc)
+                continue
+            valid.append((env, payload))
+            outcome.contributors.append(status.site_id)
+        if len(valid) < self.min_sites:
+            outcome.refusal = (f"{model_name} round {ins.round}: {len(valid)} valid contribution(s), at least "
+                               f"{self.min_sites} required; not aggregated")
+            log.error("%s (declined: %s; rejected: %s)", outcome.refusal, outcome.declined or "-",
+                      outcome.rejected or "-")
+        else:
+            env, payload = aggregate_updates(valid, self.ctx, min_contributors=self.min_sites)
+            outcome.aggregate = (env.model_dump_json(), payload)
+        self.last = outcome
+        return outcome

@@ -1,0 +1,235 @@
+"""The encrypted federation: the server adds ciphertexts it cannot read; faults do not break a round.
+
+The server, strategy, ClientApp and site code run unchanged; an in-process Grid
+(tests/federation_harness.py) delivers messages so a test can kill a site or
+tamper with a reply in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Message
+
+from federation_harness import LocalGrid, make_federation, run
+from flame_private.federation.protocol import UPDATE, ct_record, read_ct_record
+from flame_private.privacy import Ledger
+from flame_private.secure.keys import key_ceremony, load_secret_context
+from flame_private.secure.packing import ParamLayout
+
+
+@pytest.fixture(scope="module")
+def ceremony(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("keys")
+    key_ceremony(__import__("flame_private.config", fromlist=["HEConfig"]).HEConfig(), out)
+    return out
+
+
+def _drop(*sites: str, step: str = "train"):
+    """Replies of these sites to ``step`` messages never arrive (killed mid-round, after training)."""
+    def tamper(site_id: str, reply: Message) -> Message | None:
+        return None if site_id in sites and reply.metadata.message_type == step else reply
+    return tamper
+
+
+def _round(summary: dict, task: str, round_: int) -> dict:
+    return next(r for r in summary["rounds"] if r["task"] == task and r["round"] == round_)
+
+
+def _ledger(sites: dict[str, Path], sid: str) -> Ledger:
+    return Ledger.open(sites[sid].parent / "state", sid)
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory: pytest.TempPathFactory, cohort_dir: Path, ceremony: Path):
+    root = tmp_path_factory.mktemp("fed")
+    sites, fed = make_federation(root, cohort_dir, ceremony, n_sites=4, rounds=2)
+    summary = run(LocalGrid(sites, fed), fed, ceremony, root / "run")
+    return root, sites, fed, summary
+
+
+def test_both_models_are_trained_by_all_sites_for_every_round(clean_run) -> None:
+    _, sites, _, summary = clean_run
+    for task in ("response", "evolution"):
+        for r in (1, 2):
+            assert sorted(_round(summary, task, r)["contributors"]) == sorted(sites)
+
+
+def test_every_site_records_each_release_once_before_sending(clean_run) -> None:
+    _, sites, _, _ = clean_run
+    for sid in sites:
+        entries = _ledger(sites, sid).entries
+        assert sorted((e.task, e.round) for e in entries) == sorted(
+            (t, r) for t in ("response", "evolution") for r in (1, 2))
+
+
+def test_each_site_exports_the_decrypted_models_with_a_model_card(clean_run) -> None:
+    _, sites, _, _ = clean_run
+    for sid, yaml in sites.items():
+        export = yaml.parent / "state" / "exports" / "run-1"
+        for task in ("response", "evolution"):
+            card = json.loads((export / f"{task}.json").read_text())
+            assert card["rounds"] == 2 and card["site_id"] == sid
+            assert card["privacy"]["site_epsilon_spent"] == pytest.approx(_ledger(sites, sid).epsilon())
+            metrics = json.loads((export / f"{task}-metrics.json").read_text())
+            assert metrics["sites"] == 4.0
+
+
+def test_all_sites_decrypt_the_same_global_model(clean_run) -> None:
+    _, sites, _, _ = clean_run
+    states = [torch.load(y.parent / "state" / "exports" / "run-1" / "response.pt", weights_only=True)["state_dict"]
+              for y in sites.values()]
+    for other in states[1:]:
+        for k in states[0]:
+            torch.testing.assert_close(states[0][k], other[k])
+
+
+def test_the_server_checkpoint_holds_only_ciphertexts(clean_run, ceremony: Path) -> None:
+    root, _, _, _ = clean_run
+    server = root / "run" / "server"
+    from flame_private.secure.params import load_ciphertexts, load_params_context, parse_envelope
+
+    ctx = load_params_context(ceremony / "server-params.ctx")
+    for ct in server.glob("*.ct"):
+        env = parse_envelope(ct.with_suffix(".json").read_text())
+        assert len(load_ciphertexts(ct.read_bytes(), ctx, env.n_chunks, max_bytes=2**31 - 1, source="test")) \
+            == env.n_chunks
+
+
+def test_aggregate_equals_the_plaintext_weighted_fedavg(clean_run, ceremony: Path) -> None:
+    """Decrypt each site's sent update (the test holds the key), average in plaintext, compare."""
+    from flame_private.secure.codec import decrypt_vector
+
+    root, sites, _, _ = clean_run
+    secret = load_secret_context(ceremony / "site-secret.ctx")
+    updates = []
+    for yaml in sites.values():
+        state = yaml.parent / "state"
+        lines = [json.loads(line) for line in (state / "egress_log.jsonl").read_text().splitlines()]
+        entry = next(e for e in lines if e["kind"] == "update" and e["task"] == "response" and e["round"] == 2)
+        payload = next((state / "outbox").glob(f"{entry['seq']:06d}-*")).read_bytes()
+        updates.append(decrypt_vector(secret, payload, entry["envelope"]["n_params"] + 1))
+    total = np.sum(updates, axis=0)
+    plaintext_mean = total[:-1] / total[-1]
+    export = next(iter(sites.values())).parent / "state" / "exports" / "run-1" / "response.pt"
+    state_dict = torch.load(export, weights_only=True)["state_dict"]
+    layout = ParamLayout.from_state_dict(state_dict)
+    from flame_private.secure.packing import flatten
+
+    assert np.max(np.abs(flatten(state_dict, layout) - plaintext_mean)) < 1e-6
+
+
+def test_round_completes_with_three_when_one_of_four_sites_is_killed(tmp_path: Path, cohort_dir: Path,
+                                                                      ceremony: Path) -> None:
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=4, rounds=1, tasks="[response]")
+    summary = run(LocalGrid(sites, fed, tamper=_drop("site-d")), fed, ceremony, tmp_path / "run")
+    r = _round(summary, "response", 1)
+    assert sorted(r["contributors"]) == ["site-a", "site-b", "site-c"] and "refused" not in r
+    assert (tmp_path / "run" / "server" / "response-model.ct").is_file()
+    # site-d trained and recorded its spend before it died: counted, never under-counted.
+    assert len(_ledger(sites, "site-d").entries) == 1
+
+
+def test_round_with_only_two_sites_left_is_refused_not_aggregated(tmp_path: Path, cohort_dir: Path,
+                                                                   ceremony: Path) -> None:
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=4, rounds=1, tasks="[response]")
+    summary = run(LocalGrid(sites, fed, tamper=_drop("site-c", "site-d")), fed, ceremony, tmp_path / "run")
+    r = _round(summary, "response", 1)
+    assert "2 valid contribution(s), at least 3 required" in r["refused"]
+    assert not (tmp_path / "run" / "server" / "response-model.ct").exists()
+    assert summary["exports"]["response"] == "no global model (every round refused)"
+
+
+def test_restarted_server_resumes_after_its_last_checkpoint_without_double_spend(tmp_path: Path, cohort_dir: Path,
+                                                                                ceremony: Path) -> None:
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=1, tasks="[response]")
+    run(LocalGrid(sites, fed), fed, ceremony, tmp_path / "run")
+    # The server dies after round 1; it is restarted with the run extended to 3 rounds.
+    fed.write_text(fed.read_text().replace("rounds: 1", "rounds: 3"))
+    grid = LocalGrid(sites, fed)
+    summary = run(grid, fed, ceremony, tmp_path / "run")
+    assert [r["round"] for r in summary["rounds"]] == [1, 2, 3]
+    assert sum(1 for _, kind in grid.delivered if kind == "train") == 2 * 3  # rounds 2 and 3 only
+    for sid in sites:
+        assert [e.round for e in _ledger(sites, sid).entries] == [1, 2, 3]
+
+
+def _corrupt(kind: str):
+    def tamper(site_id: str, reply: Message) -> Message | None:
+        if site_id != "site-b" or reply.metadata.message_type != "train" or UPDATE not in reply.content:
+            return reply
+        header, payload = read_ct_record(reply.content[UPDATE])
+        env = json.loads(header)
+        if kind == "truncated":
+            payload = payload[: len(payload) // 2]
+        elif kind == "garbage":
+            payload = bytes(np.random.default_rng(0).integers(0, 256, len(payload), dtype=np.uint8))
+        elif kind == "oversized":
+            payload = payload + payload
+        elif kind == "wrong-fingerprint":
+            env["he_fingerprint"] = "0" * 64
+        elif kind == "wrong-round":
+            env["round"] = 7
+        elif kind == "plaintext":
+            payload = np.zeros(env["n_params"], np.float32).tobytes()
+        reply.content[UPDATE] = ct_record(json.dumps(env), payload)
+        return reply
+    return tamper
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage", "oversized", "wrong-fingerprint", "wrong-round",
+                                  "plaintext"])
+def test_a_bad_ciphertext_is_rejected_and_the_others_round_completes(kind: str, tmp_path: Path, cohort_dir: Path,
+                                                                      ceremony: Path) -> None:
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=4, rounds=1, tasks="[response]")
+    summary = run(LocalGrid(sites, fed, tamper=_corrupt(kind)), fed, ceremony, tmp_path / "run")
+    r = _round(summary, "response", 1)
+    assert sorted(r["contributors"]) == ["site-a", "site-c", "site-d"]
+    assert any(k.startswith("site-b") for k in r["rejected"])
+
+
+def test_a_site_over_its_budget_declines_and_the_federation_goes_on(tmp_path: Path, cohort_dir: Path,
+                                                                     ceremony: Path) -> None:
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=4, rounds=1, tasks="[response]",
+                                 caps={"site-d": 0.01})
+    summary = run(LocalGrid(sites, fed), fed, ceremony, tmp_path / "run")
+    r = _round(summary, "response", 1)
+    assert "site-d" in r["declined"] and "cap" in r["declined"]["site-d"]
+    assert sorted(r["contributors"]) == ["site-a", "site-b", "site-c"]
+    assert len(_ledger(sites, "site-d").entries) == 0
+    log = (sites["site-d"].parent / "state" / "egress_log.jsonl").read_text()
+    assert '"kind":"declined"' in log.replace(" ", "")
+
+
+def test_a_site_refuses_a_secret_context_readable_by_others(tmp_path: Path, cohort_dir: Path, ceremony: Path) -> None:
+    import os
+
+    from flame_private.federation.site import Site
+    from flame_private.secure.errors import HEError
+
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=1)
+    os.chmod(sites["site-a"].parent / "secret.ctx", 0o644)
+    with pytest.raises(HEError, match="secret.ctx"):
+        Site.load(sites["site-a"], fed)
+
+
+def test_the_server_side_cannot_reach_key_handling() -> None:
+    code = ("import sys, flame_private.federation.server_app, flame_private.federation.strategy; "
+            "bad = [m for m in sys.modules if m in ('flame_private.secure.keys', 'flame_private.secure.codec', "
+            "'flame_private.federation.site', 'flame_private.federation.client_app')]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_strategy_refuses_fewer_than_three_sites_by_construction(ceremony: Path) -> None:
+    from flame_private.federation.strategy import EncryptedFedAvg
+    from flame_private.secure.params import load_params_context
+
+    with pytest.raises(ValueError, match="at least 3"):
+        EncryptedFedAvg(load_params_context(ceremony / "server-params.ctx"), "r", min_sites=2)
