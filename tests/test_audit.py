@@ -80,12 +80,19 @@ class Site:
         self.egress.append(run_id=RUN, round=round, task=task, kind="update", payload=payload, envelope=env,
                            ledger_entry=paid)
 
+    def evaluation_spend(self, round: int, task: str) -> LedgerEntry:
+        """Metric sums of validation patients are a DP release (Gaussian mechanism: q = 1, one step)."""
+        return self.guard.record(PlannedSpend(run_id=RUN, round=round, task=task,  # type: ignore[arg-type]
+                                              noise_multiplier=3.0, sample_rate=1.0, steps=1, max_grad_norm=1.75))
+
     def metrics(self, round: int, task: str) -> None:
+        paid = self.evaluation_spend(round, task)
         sums = np.arange(12, dtype=np.float64)
         payload = encrypt_vector(self.secret, sums)
         env = make_envelope(kind="update", run_id=RUN, task=task, round=round, model=f"metrics:{task}",
                             layout_sha256="1" * 64, n_params=11, ctx=self.secret.params, payload=payload)
-        self.egress.append(run_id=RUN, round=round, task=task, kind="metrics", payload=payload, envelope=env)
+        self.egress.append(run_id=RUN, round=round, task=task, kind="metrics", payload=payload, envelope=env,
+                           ledger_entry=paid)
 
     def decline(self, round: int, task: str, status: dict | None = None) -> None:
         payload = json.dumps(status or {"reason": "privacy budget: the round would pass the approved cap"}).encode()
@@ -94,7 +101,7 @@ class Site:
     def forged_update(self, round: int, task: str, payload: bytes, *, model: str | None = None,
                       kind: str = "update", n_params: int = 38) -> None:
         """Log ``payload`` with a header made to look right for it: what a buggy or hostile client might send."""
-        paid = self.spend(round, task) if kind == "update" else None
+        paid = self.spend(round, task) if kind == "update" else self.evaluation_spend(round, task)
         env = make_envelope(kind="update", run_id=RUN, task=task, round=round, model=model or task,
                             layout_sha256="2" * 64, n_params=n_params, ctx=self.secret.params, payload=payload)
         self.egress.append(run_id=RUN, round=round, task=task, kind=kind, payload=payload,  # type: ignore[arg-type]
@@ -170,7 +177,7 @@ def test_a_clean_site_passes_every_check(site: Site) -> None:
     assert report.all_ciphertexts is True
     assert report.egress_head is not None and report.egress_head.count == 7
     assert report.egress_head.hash == site.egress.head_hash
-    assert report.ledger_head is not None and report.ledger_head.count == 4
+    assert report.ledger_head is not None and report.ledger_head.count == 6
     assert report.epsilon_cap == 50.0 and 0 < report.epsilon_spent <= 50.0  # type: ignore[operator]
     assert report.he_fingerprint == site.secret.fingerprint
     assert "server params-only context" in (report.params_source or "")
@@ -363,7 +370,7 @@ def test_spend_recorded_but_never_released_is_only_a_warning(site: Site) -> None
     report = site.audit()
     assert report.ok, report.failures()
     [why] = warned(report, "ledger agreement")
-    assert why.startswith("1 ledger entry with no update in the egress log: 5 (run-1 round 3, evolution)")
+    assert why.startswith("1 ledger entry with no update in the egress log: 7 (run-1 round 3, evolution)")
 
 
 def test_a_payload_file_no_entry_names_is_a_warning(site: Site) -> None:

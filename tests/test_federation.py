@@ -65,8 +65,25 @@ def test_every_site_records_each_release_once_before_sending(clean_run) -> None:
     _, sites, _, _ = clean_run
     for sid in sites:
         entries = _ledger(sites, sid).entries
-        assert sorted((e.task, e.round) for e in entries) == sorted(
-            (t, r) for t in ("response", "evolution") for r in (1, 2))
+        training = [(e.task, e.round) for e in entries if e.sample_rate < 1.0]
+        assert sorted(training) == sorted((t, r) for t in ("response", "evolution") for r in (1, 2))
+
+
+def test_validation_metrics_leave_a_site_only_as_a_recorded_dp_release(clean_run) -> None:
+    """Metric sums are about validation patients: Gaussian mechanism, in the ledger, before sending."""
+    from flame_private.federation.egress import EgressLog
+    from flame_private.metrics import PATIENT_SENSITIVITY
+
+    _, sites, _, _ = clean_run
+    for sid in sites:
+        ledger = _ledger(sites, sid)
+        evaluations = [e for e in ledger.entries if e.sample_rate == 1.0]
+        assert sorted((e.task, e.round, e.steps) for e in evaluations) == [("evolution", 2, 1), ("response", 2, 1)]
+        assert {e.max_grad_norm for e in evaluations} == {PATIENT_SENSITIVITY["response"],
+                                                         PATIENT_SENSITIVITY["evolution"]}
+        metrics = [e for e in EgressLog.open(sites[sid].parent / "state", sid, readonly=True).entries
+                   if e.kind == "metrics"]
+        assert sorted(m.ledger_seq for m in metrics) == sorted(e.seq for e in evaluations)
 
 
 def test_each_site_exports_the_decrypted_models_with_a_model_card(clean_run) -> None:
@@ -133,7 +150,7 @@ def test_round_completes_with_three_when_one_of_four_sites_is_killed(tmp_path: P
     assert sorted(r["contributors"]) == ["site-a", "site-b", "site-c"] and "refused" not in r
     assert (tmp_path / "run" / "server" / "response-model.ct").is_file()
     # site-d trained and recorded its spend before it died: counted, never under-counted.
-    assert len(_ledger(sites, "site-d").entries) == 1
+    assert [e.round for e in _ledger(sites, "site-d").entries if e.sample_rate < 1.0] == [1]
 
 
 def test_round_with_only_two_sites_left_is_refused_not_aggregated(tmp_path: Path, cohort_dir: Path,
@@ -157,7 +174,7 @@ def test_restarted_server_resumes_after_its_last_checkpoint_without_double_spend
     assert [r["round"] for r in summary["rounds"]] == [1, 2, 3]
     assert sum(1 for _, kind in grid.delivered if kind == "train") == 2 * 3  # rounds 2 and 3 only
     for sid in sites:
-        assert [e.round for e in _ledger(sites, sid).entries] == [1, 2, 3]
+        assert [e.round for e in _ledger(sites, sid).entries if e.sample_rate < 1.0] == [1, 2, 3]
 
 
 def _corrupt(kind: str):

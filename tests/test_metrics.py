@@ -32,7 +32,9 @@ def test_histogram_auc_is_within_one_bin_of_the_exact_auc() -> None:
     p = np.clip(rng.normal(0.5 + 0.15 * y, 0.2), 0, 1)
     sums = ResponseSums()
     sums.add(p, y)
-    assert sums.metrics()["auc"] == pytest.approx(roc_auc_score(y, p), abs=0.01)
+    from flame_private.metrics import N_BINS
+
+    assert sums.metrics()["auc"] == pytest.approx(roc_auc_score(y, p), abs=1.0 / N_BINS)
 
 
 def test_response_metrics_match_scikit_learn() -> None:
@@ -84,6 +86,16 @@ def test_dice_per_label_and_whole_tumour() -> None:
     assert np.isnan(m["dice_necrotic_core"])  # absent in both: undefined, not perfect
 
 
+def test_each_patient_counts_once_whatever_its_number_of_follow_ups() -> None:
+    perfect = np.full((4, 4, 4), 2, np.uint8)
+    wrong = np.zeros((4, 4, 4), np.uint8)
+    sums = EvolutionSums()
+    sums.add_patient([(perfect, perfect, perfect)] * 3, 1.0)  # three perfect follow-ups
+    sums.add_patient([(wrong, perfect, perfect)], 1.0)  # one failed follow-up
+    assert sums.n == 2
+    assert sums.metrics()["dice_oedema"] == pytest.approx(0.5)
+
+
 def test_enhancing_volume_error_and_rano_agreement() -> None:
     base = np.zeros((1, 10, 10, 10), np.uint8)
     base[0, :2, :5] = 3  # 100 voxels enhancing = 100 mL at 1 mL voxels
@@ -93,8 +105,31 @@ def test_enhancing_volume_error_and_rano_agreement() -> None:
     sums = EvolutionSums()
     sums.add(pred, truth, base, voxel_ml=1.0)
     m = sums.metrics()
-    assert m["enhancing_volume_mae_ml"] == pytest.approx(100.0)
+    assert m["enhancing_volume_error_ml"] == pytest.approx(50.0)  # 100 mL, clipped at 50 mL
     assert m["rano_class_agreement"] == 0.0
+
+
+def test_one_patient_moves_the_metric_vectors_by_at_most_the_stated_sensitivity() -> None:
+    from flame_private.metrics import PATIENT_SENSITIVITY
+
+    rng = np.random.default_rng(7)
+    one = ResponseSums()
+    one.add(np.array([0.7]), np.array([1]))
+    assert np.linalg.norm(one.vector()) <= PATIENT_SENSITIVITY["response"] + 1e-12
+    evo = EvolutionSums()
+    evo.add_patient([(rng.integers(0, 4, (5, 5, 5)), rng.integers(0, 4, (5, 5, 5)), rng.integers(0, 4, (5, 5, 5)))
+                     for _ in range(3)], 1.0)
+    assert np.linalg.norm(evo.vector()) <= PATIENT_SENSITIVITY["evolution"] + 1e-12
+
+
+def test_dp_release_clips_each_patient_and_adds_calibrated_noise() -> None:
+    from flame_private.metrics import dp_release
+
+    big = [np.full(4, 10.0)] * 1000
+    released = [dp_release(big, 4, 1.0, 2.0, np.random.default_rng(s)) for s in range(200)]
+    mean = np.mean(released, axis=0)
+    assert mean == pytest.approx(np.full(4, 1000 * 0.5), abs=0.5)  # each clipped to norm 1: 0.5 per entry
+    assert np.std(np.array(released)[:, 0]) == pytest.approx(2.0, rel=0.15)
 
 
 def test_evolution_sums_round_trip_through_a_vector() -> None:

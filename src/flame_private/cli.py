@@ -196,7 +196,7 @@ def demo(
     metrics.add_column("metrics")
     for task, m in result.metrics.items():
         keys = ("auc", "balanced_accuracy", "brier", "n") if task == "response" else (
-            "dice_whole_tumour", "dice_enhancing", "enhancing_volume_mae_ml", "rano_class_agreement", "n")
+            "dice_whole_tumour", "dice_enhancing", "enhancing_volume_error_ml", "rano_class_agreement", "n")
         metrics.add_row(task, ", ".join(f"{k}={m[k]:.3f}" if isinstance(m.get(k), float) else f"{k}={m.get(k)}"
                                         for k in keys))
     console.print(metrics)

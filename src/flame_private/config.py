@@ -346,6 +346,15 @@ class HEConfig(StrictModel):
         return self
 
 
+class EvaluationConfig(StrictModel):
+    """Federated evaluation: sites release DP-noised metric sums of their validation patients."""
+
+    noise_multiplier: Annotated[float, Field(gt=0.0, le=1000.0)] = 3.0
+    """Gaussian noise (times the per-patient sensitivity) on each site's metric sums; spent like a round."""
+    every_round: bool = False
+    """Evaluate after every round (costs budget each time) or only the final global models."""
+
+
 class FederationConfig(StrictModel):
     """One federated run: rounds, tasks, who must take part."""
 
@@ -361,6 +370,7 @@ class FederationConfig(StrictModel):
     reply_timeout_s: Annotated[float, Field(gt=0.0)] = 600.0
     model: ModelConfig = ModelConfig()
     dp: DPConfig = DPConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     he: HEConfig = HEConfig()
     data: DataConfig = DataConfig()
 

@@ -16,8 +16,10 @@ from scipy.stats import rankdata
 
 from flame_private.cohort.rano import classify
 
-N_BINS = 100
-"""Score histogram resolution: AUC from histograms differs from the exact AUC by < 1/N_BINS."""
+N_BINS = 20
+"""Score histogram resolution: AUC from histograms differs from the exact AUC by < 1/N_BINS.
+
+Coarse on purpose: federated metric sums carry DP noise in every bin."""
 LABELS = (1, 2, 3)
 LABEL_NAMES = {1: "necrotic_core", 2: "oedema", 3: "enhancing"}
 
@@ -75,6 +77,7 @@ class ResponseSums:
         return np.concatenate([np.ones(2 * N_BINS, bool), [True, True, False]])
 
     def metrics(self) -> dict[str, float]:
+        self.pos_hist, self.neg_hist = np.clip(self.pos_hist, 0, None), np.clip(self.neg_hist, 0, None)
         n_pos, n_neg = float(self.pos_hist.sum()), float(self.neg_hist.sum())
         n = n_pos + n_neg
         sens = self.true_pos / n_pos if n_pos else float("nan")
@@ -87,42 +90,64 @@ class ResponseSums:
         }
 
 
+ENH_ERROR_CLIP_ML = 50.0
+"""Enhancing-volume errors are clipped here so that one patient's contribution is bounded."""
+
+
+def _case_stats(pred: np.ndarray, target: np.ndarray, baseline: np.ndarray, voxel_ml: float) -> np.ndarray:
+    """Per-case [dice x4, defined x4, clipped |enhancing error| / clip, RANO agreement], all in [0, 1]."""
+    out = np.zeros(10)
+    for i, (a, c) in enumerate([(pred == lab, target == lab) for lab in LABELS] + [(pred > 0, target > 0)]):
+        den = float(a.sum() + c.sum())
+        if den > 0:
+            out[i] = 2.0 * float((a & c).sum()) / den
+            out[4 + i] = 1.0
+    v_pred, v_true = float((pred == 3).sum()) * voxel_ml, float((target == 3).sum()) * voxel_ml
+    v_base = float((baseline == 3).sum()) * voxel_ml
+    out[8] = min(abs(v_pred - v_true), ENH_ERROR_CLIP_ML) / ENH_ERROR_CLIP_ML
+    out[9] = float(classify(v_base, v_pred) == classify(v_base, v_true))
+    return out
+
+
 @dataclass
 class EvolutionSums:
-    """Sufficient statistics of the evolution metrics.
+    """Sufficient statistics of the evolution metrics, one bounded contribution per patient.
 
-    Dice per label and for the whole tumour (numerator 2|A&B|, denominator
-    |A|+|B|, summed over cases: a volume-weighted Dice), absolute error of the
-    enhancing volume, and agreement of the volumetric RANO class.
+    Each patient contributes the mean over its follow-ups of: Dice per label and
+    for the whole tumour (where the label is present in prediction or truth),
+    the enhancing-volume error (clipped at 50 mL) and RANO-class agreement; every
+    entry is in [0, 1], so one patient moves the vector by at most sqrt(11) (what
+    the DP release of federated metrics relies on).  Metrics are means over patients.
     """
 
-    dice_num: np.ndarray = field(default_factory=lambda: np.zeros(4))
-    dice_den: np.ndarray = field(default_factory=lambda: np.zeros(4))
-    enh_abs_error_ml: float = 0.0
+    dice: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    defined: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    enh_error: float = 0.0
     rano_agree: float = 0.0
     n: float = 0.0
 
+    def add_patient(self, cases: list[tuple[np.ndarray, np.ndarray, np.ndarray]], voxel_ml: float) -> None:
+        """Add one patient's follow-ups: (prediction, truth, baseline) label maps each."""
+        if not cases:
+            return
+        stats = np.array([_case_stats(p, t, b, voxel_ml) for p, t, b in cases])
+        defined = stats[:, 4:8]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dice = np.where(defined.sum(0) > 0, (stats[:, :4] * defined).sum(0) / defined.sum(0), 0.0)
+        has = (defined.sum(0) > 0).astype(float)
+        self.dice += dice * has
+        self.defined += has
+        self.enh_error += float(stats[:, 8].mean())
+        self.rano_agree += float(stats[:, 9].mean())
+        self.n += 1
+
     def add(self, pred: np.ndarray, target: np.ndarray, baseline: np.ndarray, voxel_ml: float) -> None:
-        """Add a batch of label maps [B, ...] (prediction, truth, baseline segmentation)."""
-        pred, target, baseline = np.asarray(pred), np.asarray(target), np.asarray(baseline)
-        for b in range(pred.shape[0]):
-            p, t = pred[b], target[b]
-            for i, lab in enumerate(LABELS):
-                a, c = p == lab, t == lab
-                self.dice_num[i] += 2.0 * float((a & c).sum())
-                self.dice_den[i] += float(a.sum() + c.sum())
-            a, c = p > 0, t > 0
-            self.dice_num[3] += 2.0 * float((a & c).sum())
-            self.dice_den[3] += float(a.sum() + c.sum())
-            v_pred = float((p == 3).sum()) * voxel_ml
-            v_true = float((t == 3).sum()) * voxel_ml
-            v_base = float((baseline[b] == 3).sum()) * voxel_ml
-            self.enh_abs_error_ml += abs(v_pred - v_true)
-            self.rano_agree += float(classify(v_base, v_pred) == classify(v_base, v_true))
-            self.n += 1
+        """Add a batch [B, ...] of single-follow-up patients."""
+        for b in range(np.asarray(pred).shape[0]):
+            self.add_patient([(np.asarray(pred)[b], np.asarray(target)[b], np.asarray(baseline)[b])], voxel_ml)
 
     def vector(self) -> np.ndarray:
-        return np.concatenate([self.dice_num, self.dice_den, [self.enh_abs_error_ml, self.rano_agree, self.n]])
+        return np.concatenate([self.dice, self.defined, [self.enh_error, self.rano_agree, self.n]])
 
     @classmethod
     def from_vector(cls, v: np.ndarray) -> EvolutionSums:
@@ -131,18 +156,39 @@ class EvolutionSums:
 
     @staticmethod
     def integral() -> np.ndarray:
-        """Which entries of the vector are counts (exact integers before encryption noise)."""
-        return np.array([True] * 8 + [False, True, True])
+        """Which entries are counts (exact integers before encryption noise)."""
+        return np.array([False] * 4 + [True] * 4 + [False, False, True])
 
     def metrics(self) -> dict[str, float]:
         with np.errstate(invalid="ignore", divide="ignore"):
-            dice = np.where(self.dice_den > 0, np.abs(self.dice_num) / np.maximum(self.dice_den, 1e-12), np.nan)
+            dice = np.where(self.defined > 0.5, np.clip(self.dice / np.maximum(self.defined, 1e-12), 0, 1), np.nan)
         out = {f"dice_{LABEL_NAMES[lab]}": float(dice[i]) for i, lab in enumerate(LABELS)}
         out["dice_whole_tumour"] = float(dice[3])
         out["n"] = self.n
-        out["enhancing_volume_mae_ml"] = max(0.0, self.enh_abs_error_ml / self.n) if self.n else float("nan")
-        out["rano_class_agreement"] = self.rano_agree / self.n if self.n else float("nan")
+        n = max(self.n, 1e-12)
+        out["enhancing_volume_error_ml"] = (float(np.clip(self.enh_error / n, 0, 1)) * ENH_ERROR_CLIP_ML
+                                            if self.n >= 0.5 else float("nan"))
+        out["rano_class_agreement"] = float(np.clip(self.rano_agree / n, 0, 1)) if self.n >= 0.5 else float("nan")
         return out
+
+
+PATIENT_SENSITIVITY = {"response": float(np.sqrt(3.0)), "evolution": float(np.sqrt(11.0))}
+"""Largest L2 change of a site's metric-sum vector when one patient is added or removed."""
+
+
+def dp_release(patient_vectors: list[np.ndarray], length: int, sensitivity: float, noise_multiplier: float,
+               rng: np.random.Generator) -> np.ndarray:
+    """Sum of per-patient vectors, each clipped to ``sensitivity`` in L2, plus N(0, (sigma * sensitivity)^2).
+
+    The Gaussian mechanism: what a site releases about its validation patients
+    is (epsilon, delta)-DP like its model updates, and is accounted the same way
+    (one step at sampling rate 1 with this noise multiplier).
+    """
+    total = np.zeros(length)
+    for v in patient_vectors:
+        norm = float(np.linalg.norm(v))
+        total += v * min(1.0, sensitivity / norm) if norm > 0 else v
+    return total + rng.normal(0.0, noise_multiplier * sensitivity, size=length)
 
 
 def treatment_comparison(predicted: dict[str, dict[str, float]], truth: dict[str, dict[str, dict]]) -> dict[str, float]:

@@ -144,20 +144,42 @@ def train(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSetting
 
 
 @torch.no_grad()
+def patient_contributions(model: nn.Module, task: Task, dataset: Dataset, batch_size: int = 4,
+                          voxel_ml: float = 0.001) -> list[np.ndarray]:
+    """Each patient's metric-sum vector (see metrics.py): the unit a DP release bounds."""
+    model.eval()
+    loader = DataLoader(TupleView(dataset, task), batch_size=batch_size, shuffle=False)
+    if task == "response":
+        out: list[np.ndarray] = []
+        for batch in loader:
+            probs = torch.sigmoid(forward(model, batch)[0]).numpy()
+            for p, y in zip(probs, batch[-1].numpy(), strict=True):
+                one = ResponseSums()
+                one.add(np.array([p]), np.array([y]))
+                out.append(one.vector())
+        return out
+    owners = [r for r, _ in dataset.index] if isinstance(dataset, EvolutionDataset) else list(range(len(dataset)))
+    cases: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    i = 0
+    for batch in loader:
+        pred = forward(model, batch)[0].argmax(dim=1).numpy()
+        for b in range(pred.shape[0]):
+            cases.setdefault(owners[i], []).append((pred[b], batch[-1][b, 0].numpy(), batch[1][b, 0].numpy()))
+            i += 1
+    vectors = []
+    for patient_cases in cases.values():
+        one = EvolutionSums()
+        one.add_patient(patient_cases, voxel_ml)
+        vectors.append(one.vector())
+    return vectors
+
+
 def evaluate(model: nn.Module, task: Task, dataset: Dataset, batch_size: int = 4,
              voxel_ml: float = 0.001) -> ResponseSums | EvolutionSums:
     """Evaluation sums over ``dataset`` (see metrics.py); ``voxel_ml`` is the model grid's voxel volume."""
-    model.eval()
-    loader = DataLoader(TupleView(dataset, task), batch_size=batch_size, shuffle=False)
-    sums: ResponseSums | EvolutionSums = ResponseSums() if task == "response" else EvolutionSums()
-    for batch in loader:
-        out, target = forward(model, batch)
-        if task == "response":
-            sums.add(torch.sigmoid(out).numpy(), target.numpy())  # type: ignore[call-arg]
-        else:
-            pred = out.argmax(dim=1).numpy()
-            sums.add(pred, target[:, 0].numpy(), batch[1][:, 0].numpy(), voxel_ml)  # type: ignore[call-arg]
-    return sums
+    kind = ResponseSums if task == "response" else EvolutionSums
+    vectors = patient_contributions(model, task, dataset, batch_size, voxel_ml)
+    return kind.from_vector(np.sum(vectors, axis=0)) if vectors else kind()
 
 
 @torch.no_grad()

@@ -280,7 +280,7 @@ def _agreement(updates: list[EgressEntry], ledger: Ledger, checks: _Checks) -> N
     claimed: dict[int, int] = {}
     problems = 0
     for u in updates:
-        where = f"update seq {u.seq} ({u.run_id} round {u.round}, {u.task})"
+        where = f"{u.kind} seq {u.seq} ({u.run_id} round {u.round}, {u.task})"
         if u.ledger_seq is None:
             checks.fail(name, f"{where} names no privacy-ledger entry: its privacy spend is not accounted for")
             problems += 1
@@ -376,7 +376,7 @@ def audit_site(site: SiteConfig, params_context: Path | None = None, *,
     if egress is not None:
         _check_payloads(egress, entries, ctx, site_fp, checks)
         if ledger is not None:
-            _agreement([e for e in entries if e.kind == "update"], ledger, checks)
+            _agreement([e for e in entries if e.kind in ("update", "metrics")], ledger, checks)
         else:
             checks.fail("ledger agreement", "not checked: the privacy ledger did not verify")
 

@@ -158,6 +158,11 @@ def _train_and_evaluate(grid: Grid, strategy: EncryptedFedAvg, ckpt: Checkpoint,
         ckpt.complete(task, round_, {**summary, "refused": outcome.refusal})
         return
     ckpt.save(f"{task}-model", read_ct_record(new))
+    if not (fed.evaluation.every_round or round_ == fed.rounds):
+        # Each evaluation costs the sites privacy budget: by default only the final models are scored.
+        ckpt.complete(task, round_, summary)
+        log.info("%s round %d: aggregated %d updates, checkpointed", task, round_, len(outcome.contributors))
+        return
     ins = _instruction(fed, run_id, task, round_, "evaluate", True, fingerprint)
     replies = grid.send_and_receive(strategy.configure_evaluate(round_, new, instruction_record(ins), grid),
                                     timeout=fed.reply_timeout_s)

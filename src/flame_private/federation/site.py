@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,14 @@ from flame_private.data.checks import load_site
 from flame_private.data.splits import Splits, split_records
 from flame_private.experiments import initial_model, make_dataset
 from flame_private.federation.egress import EgressLog, app_identity
-from flame_private.metrics import EvolutionSums, ResponseSums
+from flame_private.metrics import PATIENT_SENSITIVITY, EvolutionSums, ResponseSums, dp_release
 from flame_private.models.io import save_model
 from flame_private.privacy import REFUSALS, BudgetGuard, PlannedSpend, open_site_budget
 from flame_private.secure.codec import decrypt_aggregate, encrypt_update
 from flame_private.secure.keys import SecretContext, load_secret_context
 from flame_private.secure.packing import ParamLayout
 from flame_private.secure.params import CiphertextEnvelope, parse_envelope
-from flame_private.training import TrainSettings, evaluate, plan_training, train
+from flame_private.training import TrainSettings, patient_contributions, plan_training, train
 
 log = logging.getLogger(__name__)
 
@@ -158,18 +159,37 @@ class Site:
 
     def evaluate_round(self, run_id: str, task: Task, round_: int, header_json: str,
                        payload: bytes) -> Reply:
-        """Score the global model on the validation split and return Enc(metric sums)."""
+        """Score the global model on the validation split; return Enc(DP-noised metric sums).
+
+        Validation patients are protected like training patients: each one's
+        contribution is bounded, Gaussian noise is added (the Gaussian mechanism),
+        and the release is checked against the budget and recorded in the ledger
+        before it leaves.
+        """
         model = self.global_model(task, run_id, round_, header_json, payload)
         ds = self.dataset(task, "val")
-        if len(ds) == 0:
-            sums = ResponseSums() if task == "response" else EvolutionSums()
-        else:
-            sums = evaluate(model, task, ds, self.fed.batch_size, self.fed.data.voxel_mm**3 / 1000.0)
-        env, ct = encrypt_update(self.secret, _metrics_state(sums.vector()), 1, run_id=run_id, task=task,
+        kind = ResponseSums if task == "response" else EvolutionSums
+        sensitivity = PATIENT_SENSITIVITY[task]
+        sigma = self.fed.evaluation.noise_multiplier
+        planned = PlannedSpend(run_id=run_id, round=round_, task=task, noise_multiplier=sigma, sample_rate=1.0,
+                               steps=1, max_grad_norm=sensitivity)
+        try:
+            self.guard.authorise(planned)
+        except REFUSALS as exc:
+            return self._decline(run_id, round_, task, str(exc))
+        vectors = (patient_contributions(model, task, ds, self.fed.batch_size, self.fed.data.voxel_mm**3 / 1000.0)
+                   if len(ds) else [])
+        noise_rng = np.random.default_rng(secrets.randbits(128))  # noise the site itself cannot reproduce
+        released = dp_release(vectors, len(kind().vector()), sensitivity, sigma, noise_rng)
+        try:
+            entry = self.guard.record(planned)  # durable before anything leaves
+        except REFUSALS as exc:
+            return self._decline(run_id, round_, task, str(exc))
+        env, ct = encrypt_update(self.secret, _metrics_state(released), 1, run_id=run_id, task=task,
                                  round=round_, model=f"metrics:{task}", max_sites=self.fed.he.max_sites)
         header = env.model_dump_json()
         self.egress.append(run_id=run_id, round=round_, task=task, kind="metrics", payload=ct, envelope=header,
-                           app_hash=self.app_hash)
+                           ledger_entry=entry, app_hash=self.app_hash)
         return Reply(status="ok", header_json=header, payload=ct)
 
     def decrypt_metrics(self, run_id: str, task: Task, header_json: str, payload: bytes) -> dict[str, float]:
@@ -182,9 +202,7 @@ class Site:
                                          min_contributors=self.fed.min_sites)
         kind = ResponseSums if task == "response" else EvolutionSums
         vector = state["sums"].numpy() * sites * METRIC_SCALE  # the sum, not the mean over sites
-        counts = kind.integral()
-        vector[counts] = np.rint(vector[counts])  # counts are integers; drop the encryption noise
-        sums = kind.from_vector(vector)
+        sums = kind.from_vector(vector)  # DP-noised sums: counts are not integers and may be slightly off
         return {**sums.metrics(), "sites": float(sites), "round": float(env.round)}
 
     def export(self, run_id: str, task: Task, model_ct: tuple[str, bytes], metrics_ct: tuple[str, bytes] | None,

@@ -18,6 +18,8 @@ accountant stepped one step at a time to ~1e-12 (tests/test_privacy_accounting.p
 
 from __future__ import annotations
 
+import numpy as np
+
 import math
 from collections.abc import Iterable
 from functools import lru_cache
@@ -61,7 +63,8 @@ def _opacus_epsilon(history: tuple[HistoryItem, ...], delta: float, accountant: 
 
     acc = PRVAccountant() if accountant == "prv" else RDPAccountant()
     acc.history = list(history)
-    eps = float(acc.get_epsilon(delta))
+    with np.errstate(divide="ignore", invalid="ignore"):  # PRV takes log(1 - q), -inf at q = 1: handled, not an error
+        eps = float(acc.get_epsilon(delta))
     if not math.isfinite(eps) or eps < 0:
         raise ArithmeticError(f"Opacus {accountant} accountant returned epsilon={eps!r} for {list(history)}")
     return eps
