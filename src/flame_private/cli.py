@@ -17,6 +17,7 @@ from rich.table import Table
 from flame_private import __version__
 from flame_private.federation.audit_cli import audit as audit_command
 from flame_private.privacy.cli import budget_app
+from flame_private.site_init import site_init_command
 from flame_private.secure.cli import keys_app
 from flame_private.config import (
     CohortConfig,
@@ -40,6 +41,9 @@ app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(budget_app, name="budget")
+site_app = typer.Typer(help="Set up a new site (IT team and DPO).", no_args_is_help=True)
+app.add_typer(site_app, name="site")
+site_app.command("init")(site_init_command)
 
 console = Console()
 CONFIG_KINDS = {
@@ -191,14 +195,19 @@ def demo(
                       str(r["releases"]), str(r["declined"]),
                       "[green]ok[/]" if r["audit_ok"] else f"[red]FAILED: {', '.join(r['audit_failures'])}[/]")
     console.print(table)
-    metrics = Table(title="global models on the sites' validation patients (decrypted by site-a)")
+    metrics = Table(title="global models, as decrypted by site-a")
     metrics.add_column("model")
+    metrics.add_column("evaluated on")
     metrics.add_column("metrics")
-    for task, m in result.metrics.items():
+    for task, both in result.metrics.items():
         keys = ("auc", "balanced_accuracy", "brier", "n") if task == "response" else (
             "dice_whole_tumour", "dice_enhancing", "enhancing_volume_error_ml", "rano_class_agreement", "n")
-        metrics.add_row(task, ", ".join(f"{k}={m[k]:.3f}" if isinstance(m.get(k), float) else f"{k}={m.get(k)}"
-                                        for k in keys))
+        for label, m in (("site-a's test patients (not released)", both.get("local_not_released", {}).get("test", {})),
+                         ("all sites' validation patients (DP release, noise std "
+                          f"{both.get('federated_dp', {}).get('dp_noise_std_per_sum', 0):.1f} per sum)",
+                          both.get("federated_dp", {}))):
+            metrics.add_row(task, label, ", ".join(
+                f"{k}={m[k]:.3f}" if isinstance(m.get(k), float) else f"{k}={m.get(k)}" for k in keys))
     console.print(metrics)
     console.print(f"cohort: {out / 'cohort'}   exports: {out / 'state' / '<site>' / 'exports' / result.run_id}")
     console.print(f"server checkpoints: {out / 'federation' / 'server'}   summary: {out / 'demo-summary.json'}")

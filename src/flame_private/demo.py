@@ -108,7 +108,7 @@ def run_demo(out: Path = Path("runs/demo"), workers: int = 0,
     first_export = Path(sites[0].state_dir) / "exports" / run_id
     for task in fed.tasks:
         path = first_export / f"{task}-metrics.json"
-        metrics[task] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        metrics[task] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}  # federated + local
     result = DemoResult(run_id=run_id, out=out, sites=rows, metrics=metrics, seconds=seconds,
                         server_summary=summary)
     (out / "demo-summary.json").write_text(json.dumps({

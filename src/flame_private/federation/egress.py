@@ -12,7 +12,7 @@ Files in the site's ``state_dir``
     ``outbox/<seq:06d>-<kind>.bin``  the exact payload bytes that left (mode 0600).
 
 The chain, the head and the crash rules are those of the privacy ledger
-(``privacy/ledger.py``), with the same canonical JSON and hash helpers: each
+(``privacy/ledger.py``), implemented once in :mod:`flame_private.hashchain`: each
 entry carries ``prev_hash`` (64 zeros for the first) and ``hash``, the sha256
 of its canonical JSON without ``hash``; a line must be byte for byte that
 canonical form.
@@ -43,12 +43,9 @@ next append of that sequence number replaces it, and the audit lists it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
 import os
-from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -56,22 +53,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from flame_private.config import StrictModel, Task
-from flame_private.privacy.ledger import (
-    GENESIS_HASH,
-    LedgerEntry,
-    _fsync_dir,
-    _utc_now,
-    _write_all,
-    canonical_json,
-    entry_hash,
-)
+from flame_private.hashchain import HashChainLog, _fsync_dir, _utc_now, _write_all
+from flame_private.privacy.ledger import LedgerEntry
 from flame_private.secure.errors import CiphertextRejected
 from flame_private.secure.params import CiphertextEnvelope, parse_envelope
-
-try:  # POSIX; elsewhere appends are not serialised between processes
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -197,22 +182,25 @@ def _identity_of(root: Path) -> str:
 # --------------------------------------------------------------------------- the log
 
 
-class EgressLog:
+class EgressLog(HashChainLog[EgressEntry]):
     """A site's verified egress log.  Get one with :meth:`EgressLog.open`."""
 
+    entry_model = EgressEntry
+    error = EgressLogError
+    stem = "egress_log"
+    logger = log
+    noun = "egress log"
+    short = "log"
+    holder = "the log"
+    entry_noun = "an egress entry"
+    released = "sent"
+    kept = "kept"
+    lag_note = "the entry is kept: it may have been sent"
+    """The log over-reports, never under-reports: a lagging head's entry may or may not have left."""
+
     def __init__(self, state_dir: Path, site_id: str, *, readonly: bool) -> None:
-        self.state_dir = state_dir
-        self.site_id = site_id
-        self.readonly = readonly
-        self.path = state_dir / LOG_NAME
-        self.head_path = state_dir / HEAD_NAME
-        self.lock_path = state_dir / LOCK_NAME
+        super().__init__(state_dir, site_id, readonly=readonly)
         self.outbox = state_dir / OUTBOX_NAME
-        self.notices: list[str] = []
-        """What opening had to note or repair (torn final line moved aside, head advanced)."""
-        self._entries: list[EgressEntry] = []
-        self._disk: tuple[str, bytes] | None = None  # (sha256 of the log, head bytes) as last verified
-        self._sha = hashlib.sha256()
 
     # ------------------------------------------------------------------ opening
 
@@ -232,215 +220,7 @@ class EgressLog:
             egress._load()
         return egress
 
-    def _ensure_dir(self, path: Path) -> None:
-        if path.is_dir():
-            return
-        missing = [p for p in (path, *path.parents) if not p.exists()]
-        try:
-            path.mkdir(parents=True, mode=0o700)
-            os.chmod(path, 0o700)
-            _fsync_dir(missing[-1].parent)
-        except OSError as exc:
-            raise EgressLogError(f"{path}: cannot create the directory ({exc})") from None
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        if self.readonly or fcntl is None:
-            yield
-            return
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise EgressLogError(f"{self.lock_path}: cannot open the egress log lock ({exc})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
-    def _fail(self, line: int | None, reason: str) -> EgressLogError:
-        where = f"{self.path}, line {line}" if line is not None else str(self.path)
-        return EgressLogError(f"{where}: {reason}")
-
-    def _load(self) -> None:
-        self.notices = []
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            data = b""
-        except OSError as exc:
-            raise self._fail(None, f"cannot read ({exc})") from None
-
-        cut = data.rfind(b"\n") + 1
-        complete, tail = data[:cut], data[cut:]
-        entries: list[EgressEntry] = []
-        for lineno, raw in enumerate(complete.split(b"\n")[:-1], start=1):
-            entries.append(self._parse_line(raw, lineno, entries))
-        torn_reason = None
-        if tail:
-            try:
-                entries.append(self._parse_line(tail, len(entries) + 1, entries))
-            except EgressLogError as why:
-                torn_reason = str(why)
-
-        # Every check passes before anything on disk is repaired.
-        head_bytes = self._read_head()
-        advance = self._check_head(entries, head_bytes)
-        if tail and torn_reason is not None:
-            self._set_aside(tail, len(entries) + 1, torn_reason)
-        elif tail:
-            if self.readonly:
-                self.notices.append(f"line {len(entries)} lacks its final newline (a complete, valid entry: kept)")
-            else:
-                self._append_bytes(b"\n")
-                self.notices.append(f"line {len(entries)} lacked its final newline; completed (entry kept)")
-            complete = data + b"\n"
-        if advance:
-            n = len(entries)
-            if self.readonly:
-                self.notices.append(f"head records {n - 1} entries, the log holds {n}: a crash fell between writing "
-                                    "the last entry and the head (the entry is kept: it may have been sent)")
-            else:
-                head_bytes = self._write_head(entries[-1])
-                self.notices.append(f"head advanced from {n - 1} to {n} entries "
-                                    "(a crash fell between writing the entry and the head)")
-                log.warning("%s: head advanced from %d to %d entries after an interrupted append", self.path, n - 1, n)
-        self._entries = entries
-        self._sha = hashlib.sha256(complete)
-        self._disk = (self._sha.hexdigest(), head_bytes)
-
-    def _parse_line(self, raw: bytes, lineno: int, earlier: list[EgressEntry]) -> EgressEntry:
-        try:
-            text = raw.decode("ascii")
-            fields = json.loads(text)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise self._fail(lineno, f"not valid JSON ({exc})") from None
-        if not isinstance(fields, dict) or not isinstance(fields.get("hash"), str):
-            raise self._fail(lineno, "not an egress entry (a JSON object with a hash)")
-        if entry_hash(fields) != fields["hash"]:
-            raise self._fail(lineno, "hash mismatch: the entry was changed after it was written")
-        if canonical_json(fields) != text:
-            raise self._fail(lineno, "not in canonical form: the line was edited after it was written")
-        try:
-            entry = EgressEntry.model_validate(fields, strict=True)
-        except ValidationError as exc:
-            raise self._fail(lineno, f"invalid entry ({exc.error_count()} field error(s): "
-                                     f"{'; '.join(_loc(e) + ': ' + e['msg'] for e in exc.errors())})") from None
-        seq = len(earlier) + 1
-        if entry.seq != seq:
-            raise self._fail(lineno, f"seq {entry.seq} where {seq} was expected: "
-                                     "an entry is missing, duplicated or out of order")
-        prev = earlier[-1].hash if earlier else GENESIS_HASH
-        if entry.prev_hash != prev:
-            raise self._fail(lineno, f"prev_hash {entry.prev_hash[:12]}... does not match the hash of the "
-                                     f"previous entry ({prev[:12]}...): entries were removed, inserted or reordered")
-        if entry.site_id != self.site_id:
-            raise self._fail(lineno, f"entry is for site {entry.site_id!r}; this is the egress log of "
-                                     f"{self.site_id!r}")
-        return entry
-
-    def _set_aside(self, tail: bytes, lineno: int, why: str) -> None:
-        if self.readonly:
-            self.notices.append(f"line {lineno} is an incomplete write ({len(tail)} bytes, no final newline): "
-                                "not counted; nothing was sent under it")
-            return
-        stamp = _utc_now().replace("-", "").replace(":", "").replace(".", "")
-        aside = self.state_dir / f"egress_log.torn-{stamp}.txt"
-        n = 1
-        while aside.exists():
-            aside, n = self.state_dir / f"egress_log.torn-{stamp}-{n}.txt", n + 1
-        try:
-            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                _write_all(fd, tail)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            size = self.path.stat().st_size
-            with open(self.path, "r+b") as f:
-                f.truncate(size - len(tail))
-                f.flush()
-                os.fsync(f.fileno())
-            _fsync_dir(self.state_dir)
-        except OSError as exc:
-            raise self._fail(lineno, f"cannot move an incomplete final write aside ({exc})") from None
-        message = (f"line {lineno} was an incomplete write ({len(tail)} bytes, no final newline; {why}); "
-                   f"nothing was sent under it; moved to {aside.name}")
-        self.notices.append(message)
-        log.warning("%s: %s", self.path, message)
-
-    def _read_head(self) -> bytes:
-        try:
-            return self.head_path.read_bytes()
-        except FileNotFoundError:
-            return b""
-        except OSError as exc:
-            raise EgressLogError(f"{self.head_path}: cannot read ({exc})") from None
-
-    def _check_head(self, entries: list[EgressEntry], head_bytes: bytes) -> bool:
-        """Raise EgressLogError unless the head agrees with ``entries``; True when it lags by one (a crash)."""
-        n = len(entries)
-        if not head_bytes:
-            if n >= 2:
-                raise EgressLogError(f"{self.head_path}: missing, but the egress log holds {n} entries: "
-                                     "the head was deleted or the log copied without it")
-            count, last_hash = 0, GENESIS_HASH
-        else:
-            count, last_hash = self._parse_head(head_bytes)
-        if n < count:
-            raise EgressLogError(f"{self.path}: holds {n} entries but its head records {count}: entries were "
-                                 "removed (truncated, or an older copy restored)")
-        at_count = entries[count - 1].hash if count else GENESIS_HASH
-        if at_count != last_hash:
-            raise EgressLogError(f"{self.path}: entry {count} has hash {at_count[:12]}... but the head records "
-                                 f"{last_hash[:12]}...: the log or its head was rewritten")
-        if n > count + 1:
-            raise EgressLogError(f"{self.path}: holds {n} entries but its head records only {count}: a crash leaves "
-                                 "at most one unrecorded in the head; entries were added outside flame or the head "
-                                 "rolled back")
-        return n == count + 1
-
-    def _parse_head(self, head_bytes: bytes) -> tuple[int, str]:
-        try:
-            head = json.loads(head_bytes.decode("ascii"))
-            count, last_hash = head["count"], head["last_hash"]
-            ok = (set(head) == {"count", "last_hash"} and isinstance(count, int) and not isinstance(count, bool)
-                  and count >= 0 and isinstance(last_hash, str) and len(last_hash) == 64
-                  and all(c in "0123456789abcdef" for c in last_hash))
-        except (UnicodeDecodeError, ValueError, TypeError, KeyError):
-            ok = False
-        if not ok:
-            raise EgressLogError(f"{self.head_path}: not a valid head ({{count, last_hash}} expected)")
-        return count, last_hash
-
     # ------------------------------------------------------------------ writing
-
-    def _write_head(self, last: EgressEntry) -> bytes:
-        data = (canonical_json({"count": last.seq, "last_hash": last.hash}) + "\n").encode("ascii")
-        tmp = self.head_path.with_name(HEAD_NAME + ".tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                _write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.head_path)
-            _fsync_dir(self.state_dir)
-        except OSError as exc:
-            raise EgressLogError(f"{self.head_path}: cannot write the head ({exc})") from None
-        return data
-
-    def _append_bytes(self, data: bytes) -> None:
-        created = not self.path.exists()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if created:
-            _fsync_dir(self.state_dir)
 
     def _write_payload(self, name: str, payload: bytes) -> None:
         """Write the payload under its final name, durably, replacing a file an interrupted append left."""
@@ -458,22 +238,6 @@ class EgressLog:
             os.close(fd)
         os.replace(tmp, final)
         _fsync_dir(self.outbox)
-
-    def _changed_on_disk(self) -> bool:
-        return self._disk != self._fingerprint()
-
-    def _fingerprint(self) -> tuple[str, bytes]:
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            data = b""
-        return hashlib.sha256(data).hexdigest(), self._read_head()
-
-    def refresh(self) -> None:
-        """Re-read and re-verify the log if anything changed on disk since it was last verified."""
-        with self._locked():
-            if self._changed_on_disk():
-                self._load()
 
     def append(self, *, run_id: str, round: int, task: str, kind: EgressKind, payload: bytes,
                envelope: CiphertextEnvelope | dict | str | bytes | None = None,
@@ -510,12 +274,10 @@ class EgressLog:
                 raise EgressLogError("give either ledger_entry or dp/epsilon_after/ledger_seq, not both")
             dp = DPRecord.from_ledger(ledger_entry)
             epsilon_after, ledger_seq = ledger_entry.epsilon_after, ledger_entry.seq
-        with self._locked():
-            if self._changed_on_disk():
-                self._load()
-            seq = len(self._entries) + 1
+
+        def make_fields() -> dict[str, Any]:
             fields: dict[str, Any] = {
-                "seq": seq,
+                "seq": len(self._entries) + 1,
                 "time": _utc_now(),
                 "site_id": self.site_id,
                 "run_id": run_id,
@@ -537,25 +299,15 @@ class EgressLog:
                     fields["dp"] = DPRecord.model_validate(fields["dp"]).model_dump()
                 except ValidationError as exc:
                     raise EgressLogError(f"refusing to log: invalid dp ({exc.errors()[0]['msg']})") from None
-            fields["hash"] = entry_hash(fields)
-            try:
-                entry = EgressEntry.model_validate(fields, strict=True)
-            except ValidationError as exc:
-                raise EgressLogError(f"{self.path}: refusing to write an invalid entry "
-                                     f"({'; '.join(_loc(e) + ': ' + e['msg'] for e in exc.errors())}); "
-                                     "the message must not be sent") from None
-            line = (canonical_json(fields) + "\n").encode("ascii")
-            self._disk = None  # whatever happens next, re-read before trusting memory again
-            try:
-                self._write_payload(entry.payload_name, payload)
-                self._append_bytes(line)
-            except OSError as exc:
-                raise EgressLogError(f"{self.path}: cannot record the message ({exc}); it must not be sent") from None
-            self._entries.append(entry)
-            self._sha.update(line)
-            head = self._write_head(entry)
-            self._disk = (self._sha.hexdigest(), head)
-            return entry
+            return fields
+
+        def invalid(exc: ValidationError) -> str:
+            return (f"{self.path}: refusing to write an invalid entry "
+                    f"({'; '.join(_loc(e) + ': ' + e['msg'] for e in exc.errors())}); the message must not be sent")
+
+        # The payload is on disk before its line: nothing is ever sent that is not on disk first.
+        return self._append_entry(make_fields, invalid=invalid, cannot_record="message",
+                                  before_line=lambda entry: self._write_payload(entry.payload_name, payload))
 
     @staticmethod
     def _check_envelope(kind: str, envelope: object, payload: bytes, sha: str, run_id: str, task: str,
@@ -590,18 +342,6 @@ class EgressLog:
         return env.model_dump(mode="json"), env.he_fingerprint
 
     # ------------------------------------------------------------------ reading
-
-    @property
-    def entries(self) -> tuple[EgressEntry, ...]:
-        return tuple(self._entries)
-
-    @property
-    def head_hash(self) -> str:
-        """Hash of the last entry (64 zeros when empty): the value to note down and compare later."""
-        return self._entries[-1].hash if self._entries else GENESIS_HASH
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     def payload_path(self, entry: EgressEntry) -> Path:
         """Where the exact bytes of ``entry``'s message are kept."""

@@ -30,7 +30,7 @@ from flame_private.secure.codec import decrypt_aggregate, encrypt_update
 from flame_private.secure.keys import SecretContext, load_secret_context
 from flame_private.secure.packing import ParamLayout
 from flame_private.secure.params import CiphertextEnvelope, parse_envelope
-from flame_private.training import TrainSettings, patient_contributions, plan_training, train
+from flame_private.training import TrainSettings, evaluate, patient_contributions, plan_training, train
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,11 @@ class Reply:
     reason: str = ""
     header_json: str | None = None
     payload: bytes | None = None
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe: NaN (undefined, e.g. a class absent) becomes null."""
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
 
 
 METRIC_SCALE = 4096.0
@@ -202,8 +207,10 @@ class Site:
                                          min_contributors=self.fed.min_sites)
         kind = ResponseSums if task == "response" else EvolutionSums
         vector = state["sums"].numpy() * sites * METRIC_SCALE  # the sum, not the mean over sites
-        sums = kind.from_vector(vector)  # DP-noised sums: counts are not integers and may be slightly off
-        return {**sums.metrics(), "sites": float(sites), "round": float(env.round)}
+        sums = kind.from_vector(vector)  # DP-noised sums: counts are not integers and may be off
+        noise = self.fed.evaluation.noise_multiplier * PATIENT_SENSITIVITY[task] * float(np.sqrt(sites))
+        return {**sums.metrics(), "sites": float(sites), "round": float(env.round),
+                "dp_noise_std_per_sum": noise}
 
     def export(self, run_id: str, task: Task, model_ct: tuple[str, bytes], metrics_ct: tuple[str, bytes] | None,
                out: Path | None = None) -> dict[str, Any]:
@@ -212,10 +219,17 @@ class Site:
         model = self.global_model(task, run_id, 0, *model_ct)
         env = parse_envelope(model_ct[0])
         metrics = self.decrypt_metrics(run_id, task, *metrics_ct) if metrics_ct else {}
+        # The site's own patients, scored where they are: exact, and never released.
+        local = {}
+        for split in ("val", "test"):
+            ds = self.dataset(task, split)
+            if len(ds):
+                sums = evaluate(model, task, ds, self.fed.batch_size, self.fed.data.voxel_mm**3 / 1000.0)
+                local[split] = _finite(sums.metrics())
         card = {
             "run_id": run_id, "site_id": self.site_id, "rounds": env.round, "contributors_last_round": env.contributors,
-            "federated_validation_metrics": {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-                                             for k, v in metrics.items()},
+            "federated_validation_metrics": _finite(metrics),
+            "local_metrics_not_released": local,
             "training": {"local_epochs": self.fed.local_epochs, "batch_size": self.fed.batch_size,
                          "learning_rate": self.fed.learning_rate, "dp": self.fed.dp.model_dump(mode="json"),
                          "he": self.fed.he.model_dump(mode="json")},
@@ -225,6 +239,7 @@ class Site:
             "app_hash": self.app_hash,
         }
         save_model(out / f"{task}.pt", task, model, self.fed.model, self.fed.data, card=card)
-        clean = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
-        (out / f"{task}-metrics.json").write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
+        (out / f"{task}-metrics.json").write_text(
+            json.dumps({"federated_dp": _finite(metrics), "local_not_released": local}, indent=2) + "\n",
+            encoding="utf-8")
         return card

@@ -1,0 +1,126 @@
+"""`flame site init`: the scaffold of a new site for its IT team and DPO."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from flame_private.config import SiteConfig, load_config
+from flame_private.privacy.policy import PolicyError, load_policy
+from flame_private.site_init import TEMPLATE_MARKER, SiteInitError, init_site, site_init_command
+
+FILLED = {"epsilon_cap": 8.0, "delta": 1.0e-5, "approved_by": "Research Ethics Committee of Site E",
+          "approval_reference": "REC-E-2026-001", "approved_on": "2026-01-15", "expires_on": "2029-01-14"}
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> tuple[Path, list[Path]]:
+    data = tmp_path / "data"
+    data.mkdir()
+    root = tmp_path / "sites" / "site-e"
+    return root, init_site("site-e", root, data, "brats2021")
+
+
+def test_the_scaffold_validates_as_a_site_config(site, tmp_path: Path) -> None:
+    root, written = site
+    assert [p.name for p in written] == ["site.yaml", "privacy-policy.yaml", "state", "keys", "DPO-CHECKLIST.md"]
+    cfg = load_config(root / "site.yaml", SiteConfig)
+    assert cfg.site_id == "site-e"
+    assert cfg.layout == "brats2021"
+    assert cfg.data_dir == tmp_path / "data"
+    assert cfg.state_dir == root / "state"
+    assert cfg.privacy_policy == root / "privacy-policy.yaml"
+    assert cfg.secret_context == root / "keys" / "secret.ctx"
+    assert all(Path(p).is_absolute() for p in (cfg.data_dir, cfg.state_dir, cfg.privacy_policy, cfg.secret_context))
+
+
+def test_the_policy_template_is_refused_until_filled_in(site) -> None:
+    root, _ = site
+    policy = root / "privacy-policy.yaml"
+    with pytest.raises(PolicyError) as err:
+        load_policy(policy)
+    message = str(err.value)
+    for field in ("epsilon_cap", "delta", "approved_by", "approval_reference", "approved_on", "expires_on",
+                  TEMPLATE_MARKER):
+        assert field in message
+
+    raw = yaml.safe_load(policy.read_text())
+    # Every field filled but the template marker forgotten: still refused.
+    policy.write_text(yaml.safe_dump({**raw, **FILLED}))
+    with pytest.raises(PolicyError, match=TEMPLATE_MARKER):
+        load_policy(policy)
+    # Marker deleted but one field left as the placeholder: refused, naming the field.
+    policy.write_text(yaml.safe_dump({k: v for k, v in {**raw, **FILLED, "approved_by": None}.items()
+                                      if k != TEMPLATE_MARKER}))
+    with pytest.raises(PolicyError, match="approved_by"):
+        load_policy(policy)
+    # Filled in completely, marker deleted: a valid policy for this site.
+    policy.write_text(yaml.safe_dump({k: v for k, v in {**raw, **FILLED}.items() if k != TEMPLATE_MARKER}))
+    loaded = load_policy(policy)
+    assert loaded.site_id == "site-e" and loaded.epsilon_cap == 8.0 and loaded.unit_of_privacy == "patient"
+
+
+def test_state_and_keys_are_private_to_the_owner(site) -> None:
+    root, _ = site
+    assert _mode(root / "state") == 0o700
+    assert _mode(root / "keys") == 0o700
+    for name in ("site.yaml", "privacy-policy.yaml", "DPO-CHECKLIST.md"):
+        assert _mode(root / name) & 0o007 == 0, name
+    assert list((root / "keys").iterdir()) == []  # the key comes from the custodian, never from init
+
+
+def test_the_checklist_covers_what_the_dpo_must_approve(site) -> None:
+    root, _ = site
+    text = (root / "DPO-CHECKLIST.md").read_text()
+    for needle in ("privacy-policy.yaml", "fingerprint", "0600", "flame data check", "flame audit",
+                   "egress", "FAB", "TLS", "auth-supernode-private-key", str(root / "site.yaml")):
+        assert needle in text, needle
+
+
+def test_an_existing_site_folder_is_never_overwritten(site, tmp_path: Path) -> None:
+    root, _ = site
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(SiteInitError, match="refusing to overwrite"):
+        init_site("site-e", root, tmp_path / "data")
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    other = tmp_path / "not-empty"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(SiteInitError):
+        init_site("site-f", other, tmp_path / "data")
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+
+
+def test_an_empty_folder_is_used_and_bad_input_leaves_nothing(tmp_path: Path) -> None:
+    empty = tmp_path / "prepared-by-it"
+    empty.mkdir()
+    init_site("site-g", empty, tmp_path / "data")
+    assert (empty / "site.yaml").is_file()
+    for bad_id, layout in (("../etc", "flame"), ("site-h", "dicom")):
+        target = tmp_path / f"bad-{layout}"
+        with pytest.raises(SiteInitError):
+            init_site(bad_id, target, tmp_path / "data", layout)
+        assert not target.exists()
+
+
+def test_the_command_is_typer_compatible(tmp_path: Path) -> None:
+    app = typer.Typer()
+    app.command()(site_init_command)
+    out = tmp_path / "site-x"
+    runner = CliRunner()
+    result = runner.invoke(app, ["site-x", "--out", str(out), "--data-dir", str(tmp_path / "scans")])
+    assert result.exit_code == 0, result.output
+    assert "DPO-CHECKLIST.md" in result.output and "does not exist yet" in result.output
+    assert load_config(out / "site.yaml", SiteConfig).layout == "flame"
+    again = runner.invoke(app, ["site-x", "--out", str(out), "--data-dir", str(tmp_path / "scans")])
+    assert again.exit_code == 2
+    assert "refusing to overwrite" in again.output
