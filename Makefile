@@ -31,8 +31,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 bench: $(STAMP)
-	$(PY) benchmarks/cohort_speed.py
-	$(PY) benchmarks/cohort_difficulty.py
+	for b in cohort_speed cohort_difficulty dp_step he_costs round_costs; do $(PY) benchmarks/$$b.py || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

@@ -3,7 +3,7 @@
 Four sites encrypt [n_k * w_k | n_k] for 1 M parameters (w uniform in [-0.1, 0.1],
 n_k = 40, 60, 80, 100), the keyless server adds, one site decrypts and divides.
 Compares the default (N=8192 [60,60] 2^40) with the N=4096 options of
-REFERENCE.md 8 and one N=4096 option sized by the range analysis.
+docs/references.md 8 and one N=4096 option sized by the range analysis.
 
     .venv/bin/python benchmarks/he_costs.py [--params 1000000]
 """

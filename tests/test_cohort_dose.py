@@ -1,4 +1,4 @@
-"""Dose maps (cohort/dose.py) and radiobiology (cohort/radiobiology.py): REFERENCE.md 5."""
+"""Dose maps (cohort/dose.py) and radiobiology (cohort/radiobiology.py): docs/references.md 5."""
 
 from __future__ import annotations
 

@@ -125,7 +125,7 @@ def test_explicit_step_refuses_dt_above_the_stability_bound() -> None:
 
 @pytest.mark.parametrize("spacing", [(2.0, 2.0, 2.0), SPACING])
 def test_stability_bound_is_within_the_textbook_limit(spacing: tuple[float, float, float]) -> None:
-    """dt <= 1 / (2 D_max sum 1/h_i^2): dx^2 / (2 ndim D_max) on an isotropic grid (REFERENCE.md 4)."""
+    """dt <= 1 / (2 D_max sum 1/h_i^2): dx^2 / (2 ndim D_max) on an isotropic grid (docs/references.md 4)."""
     tissue = _box_tissue()
     d_white = 1.2
     d = diffusivity_map(np.zeros(tissue.shape, np.float32), np.ones(tissue.shape, np.float32), tissue, d_white, 0.1)

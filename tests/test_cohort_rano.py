@@ -1,4 +1,4 @@
-"""Volumetric RANO 2.0 response (cohort/rano.py, REFERENCE.md 1): PR at -65 %, PD at +40 %."""
+"""Volumetric RANO 2.0 response (cohort/rano.py, docs/references.md 1): PR at -65 %, PD at +40 %."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def stepped(accountant: str, history: list[tuple[float, float, int]]):
 
 
 def test_reference_figures_of_opacus_are_reproduced() -> None:
-    """REFERENCE.md 9: q=4/60, sigma=1, delta=1e-5, 15 steps: 2.85 (RDP), 2.33 (PRV)."""
+    """docs/references.md 9: q=4/60, sigma=1, delta=1e-5, 15 steps: 2.85 (RDP), 2.33 (PRV)."""
     assert epsilon_for([(1.0, Q_RESPONSE, 15)], DELTA, "rdp") == pytest.approx(2.85, abs=0.005)
     assert epsilon_for([(1.0, Q_RESPONSE, 15)], DELTA, "prv") == pytest.approx(2.33, abs=0.005)
     assert epsilon_for([(1.0, Q_RESPONSE, 15)], DELTA) == epsilon_for([(1.0, Q_RESPONSE, 15)], DELTA, "prv")

@@ -96,7 +96,7 @@ def test_insecure_or_overflowing_configs_are_refused(tmp_path: Path) -> None:
     insecure = HEConfig.model_construct(poly_modulus_degree=4096, coeff_mod_bit_sizes=[60, 60], scale_bits=40)
     with pytest.raises(HEConfigError, match="128-bit"):
         keys.key_ceremony(insecure, tmp_path / "a")
-    # REFERENCE.md 8's smallest option cannot hold n_k * w_k summed over 16 sites.
+    # docs/references.md 8's smallest option cannot hold n_k * w_k summed over 16 sites.
     with pytest.raises(HEConfigError, match="required"):
         keys.key_ceremony(HEConfig(poly_modulus_degree=4096, coeff_mod_bit_sizes=[32], scale_bits=28),
                           tmp_path / "b")

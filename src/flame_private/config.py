@@ -116,7 +116,7 @@ class SiteCohortConfig(StrictModel):
 
 
 class TumourParams(StrictModel):
-    """Fisher-KPP growth parameters (REFERENCE.md 4)."""
+    """Fisher-KPP growth parameters (docs/references.md 4)."""
 
     velocity_range: tuple[PositiveFloat, PositiveFloat] = (0.03, 0.16)
     """Radial front speed v = 2 sqrt(D rho) in white matter, mm/day, sampled log-uniformly."""
@@ -142,7 +142,7 @@ class TumourParams(StrictModel):
 
 
 class TherapyParams(StrictModel):
-    """Surgery, radiotherapy and temozolomide (REFERENCE.md 5)."""
+    """Surgery, radiotherapy and temozolomide (docs/references.md 5)."""
 
     prescription_gy: Annotated[float, Field(gt=0, le=100)] = 60.0
     fractions: Annotated[int, Field(ge=1, le=60)] = 30

@@ -1,7 +1,7 @@
 """Modality-specific radiotherapy dose maps, in Gy(RBE), on the simulation grid.
 
 A geometric model, not a treatment-planning system: it reproduces the features
-that make the three modalities differ for the same target (REFERENCE.md 5):
+that make the three modalities differ for the same target (docs/references.md 5):
 
 * photons: several coplanar beams with entrance *and* exit dose, a broad
   low-dose bath and a wide penumbra;
@@ -46,7 +46,7 @@ BEAMS: dict[str, BeamModel] = {
 }
 """Calibrated so that, for a typical glioblastoma PTV (~180 mL), the mean dose to
 brain outside the PTV is ~22 Gy for photons and ~10 Gy(RBE) for protons at 60 Gy,
-the ratio of the published photon/proton comparison (REFERENCE.md 5)."""
+the ratio of the published photon/proton comparison (docs/references.md 5)."""
 
 
 def target_volume(gross: np.ndarray, brain: np.ndarray, spacing: tuple[float, float, float],

@@ -1,6 +1,6 @@
 """Linear-quadratic cell kill with RBE and oxygen effect, temozolomide, repopulation.
 
-Pure functions (REFERENCE.md 5).  Dose maps are already RBE-weighted (Gy(RBE)),
+Pure functions (docs/references.md 5).  Dose maps are already RBE-weighted (Gy(RBE)),
 so in well-oxygenated tissue every modality kills the same; what differs is the
 oxygen enhancement ratio in hypoxic tumour (carbon ions at high LET barely
 care about oxygen) and the dose outside the target.

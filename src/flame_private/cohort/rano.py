@@ -1,4 +1,4 @@
-"""Volumetric RANO 2.0 response from enhancing-tumour volumes (REFERENCE.md 1).
+"""Volumetric RANO 2.0 response from enhancing-tumour volumes (docs/references.md 1).
 
 For newly diagnosed glioblastoma RANO 2.0 takes the post-radiotherapy MRI as
 the reference scan (so early treatment effects do not count as progression);

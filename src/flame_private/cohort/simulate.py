@@ -114,7 +114,7 @@ def vasogenic_oedema(enhancing: np.ndarray, anatomy: Anatomy, extent_mm: float) 
 def labels_from(state: TumourState, cfg: CohortConfig, anatomy: Anatomy, oedema_mm: float,
                 effect: np.ndarray | None = None,
                 rn_core: np.ndarray | None = None) -> tuple[np.ndarray, Compartments]:
-    """Canonical labels and image compartments from density thresholds (REFERENCE.md 4)."""
+    """Canonical labels and image compartments from density thresholds (docs/references.md 4)."""
     tum = cfg.tumour
     c, n = state.cellularity, state.necrosis
     necrotic = n >= tum.necrosis_threshold

@@ -1,7 +1,6 @@
 """The one MONAI preprocessing chain that turns any case record into model tensors.
 
-Every layout ends here with the same steps (STYLE.md, "MONAI: declarative
-pipelines"): load, channel-first, reorient to RAS, resample to the model's voxel
+Every layout ends here with the same steps : load, channel-first, reorient to RAS, resample to the model's voxel
 size, map segmentation labels to the canonical set, crop/pad around the brain to
 the model grid, and z-score each MRI sequence inside the brain.  Only the label
 map differs between layouts (and, for LUMIERE, between patients), so the chain is

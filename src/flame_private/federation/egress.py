@@ -2,7 +2,7 @@
 
 Each message a site sends the server (an encrypted model update, encrypted
 metric sums, or a plaintext "declined" status) is logged *before* it is sent
-(DESIGN.md 2, "egress log: append"), so the site's data-protection officer (DPO)
+(docs/design.md 2, "egress log: append"), so the site's data-protection officer (DPO)
 can see, and re-check byte for byte, everything that left (docs/dpo-guide.md).
 
 Files in the site's ``state_dir``

@@ -1,4 +1,4 @@
-"""Message contents of the wire protocol (DESIGN.md 2), shared by server and sites.
+"""Message contents of the wire protocol (docs/design.md 2), shared by server and sites.
 
 Ciphertexts travel as opaque bytes in an ``ArrayRecord`` split into 5 MiB
 arrays (what worked in real deployments), with their ``CiphertextEnvelope``

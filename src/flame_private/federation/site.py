@@ -1,6 +1,6 @@
 """What a site does in a federated round, without Flower: train, spend, encrypt, log.
 
-One method per protocol step (DESIGN.md 2), each step one line of intent:
+One method per protocol step (docs/design.md 2), each step one line of intent:
 decrypt the global model, check the budget, train under DP-SGD, record the
 spend (fsynced) before anything leaves, encrypt, log the egress, reply.  The
 ClientApp only unpacks messages and calls these; tests call them directly.

@@ -54,7 +54,7 @@ class RoundOutcome:
 
 
 class EncryptedFedAvg(Strategy):
-    """FedAvg over CKKS ciphertexts of n_k * w_k with the count in a slot (DESIGN.md 2, 4).
+    """FedAvg over CKKS ciphertexts of n_k * w_k with the count in a slot (docs/design.md 2, 4).
 
     The instruction (run, task, round, step) travels in the ``config`` given to
     ``configure_*``; the current encrypted model in ``arrays``.

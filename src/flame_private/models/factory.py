@@ -1,6 +1,6 @@
 """Build either model from a ModelConfig, enforcing the parameter budget.
 
-Every parameter costs ~8 bytes per site per round once encrypted (DESIGN.md 4),
+Every parameter costs ~8 bytes per site per round once encrypted (docs/design.md 4),
 so the budget is part of the config, not an afterthought.
 """
 

@@ -2,7 +2,7 @@
 
 ``<state_dir>/privacy_ledger.jsonl`` holds one JSON object per line, one line per
 release of a model update trained on the site's patients.  The entries *are* the
-accountant's history (STYLE.md): replaying the ledger is handing its
+accountant's history, as in Opacus: replaying the ledger is handing its
 ``(noise_multiplier, sample_rate, steps)`` to Opacus, nothing else.
 
 Tamper evidence

@@ -1,6 +1,6 @@
 """Bytes in and out of SEAL objects.
 
-``tenseal.sealapi`` saves and loads only through file paths (REFERENCE.md 9).  On
+``tenseal.sealapi`` saves and loads only through file paths (docs/references.md 9).  On
 Linux an anonymous in-memory file (``memfd_create``) gives a path without touching
 a disk; elsewhere a private temporary directory (mode 0700) is used.  Only
 ciphertexts and parameters travel through here: secret keys are loaded straight

@@ -4,7 +4,7 @@ SITE-ONLY: uses the shared secret key.  Encryption is seeded symmetric
 (``Encryptor(ctx, secret_key).encrypt_symmetric``): the saved ciphertext is one
 polynomial plus a seed, half the size of a public-key ciphertext, and fresher
 (smaller noise).  Anyone who can encrypt this way can also decrypt; every site
-holds the key anyway (DESIGN.md 1).
+holds the key anyway (docs/design.md 1).
 
 Range analysis (docs/encryption.md has the derivation): CKKS stores
 ``round(scale * m)`` in polynomial coefficients modulo the data modulus ``q``

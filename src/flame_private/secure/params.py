@@ -55,7 +55,7 @@ _SEAL_HEADER = struct.Struct("<HBBBBHQ")
 _SEAL_MAGIC = 0xA15E
 _SEAL_COMPR_MODES = {0, 1, 2}  # none, zlib, zstd
 DEFAULT_MAX_PAYLOAD_BYTES = 2**31 - 1
-"""Flower's message cap (REFERENCE.md 9); anything bigger cannot be an honest reply."""
+"""Flower's message cap (docs/references.md 9); anything bigger cannot be an honest reply."""
 
 HexDigest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
