@@ -251,3 +251,18 @@ def test_the_strategy_refuses_fewer_than_three_sites_by_construction(ceremony: P
 
     with pytest.raises(ValueError, match="at least 3"):
         EncryptedFedAvg(load_params_context(ceremony / "server-params.ctx"), "r", min_sites=2)
+
+
+@pytest.mark.slow
+def test_the_same_apps_run_in_flowers_simulation_engine(tmp_path: Path, cohort_dir: Path, ceremony: Path) -> None:
+    """End to end through Ray-backed virtual SuperNodes, as `flame demo` runs it."""
+    from flame_private.federation.simulation import simulate_federation
+
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=1, tasks="[response]")
+    summary = simulate_federation(fed, list(sites.values()), ceremony / "server-params.ctx", tmp_path / "run",
+                                  "sim-1", cpus=2)
+    r = _round(summary, "response", 1)
+    assert sorted(r["contributors"]) == ["site-a", "site-b", "site-c"]
+    assert summary["exports"]["response"] == {"site-a": "ok", "site-b": "ok", "site-c": "ok"}
+    for sid in sites:
+        assert (sites[sid].parent / "state" / "exports" / "sim-1" / "response.pt").is_file()
