@@ -189,3 +189,22 @@ def test_local_dp_run_over_the_cap_is_refused_before_training(cohort_dir: Path, 
     assert not (tmp_path / "out" / "response.pt").exists()
     assert not (tmp_path / "state" / "privacy_ledger.jsonl").exists() or \
         (tmp_path / "state" / "privacy_ledger.jsonl").read_text() == ""
+
+
+def test_training_stops_on_an_invalid_case_unless_asked_to_skip_it_and_then_lists_it(cohort_dir: Path,
+                                                                                     tmp_path: Path) -> None:
+    import shutil
+
+    from flame_private.data.errors import DataError
+
+    data = tmp_path / "site-a"
+    shutil.copytree(cohort_dir / "site-a", data)
+    bad = data / "site-a-001" / "baseline" / "t2.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated
+    site = SiteConfig(site_id="site-a", data_dir=data, layout="flame", state_dir=tmp_path / "state",
+                      privacy_policy=tmp_path / "policy.yaml")
+    with pytest.raises(DataError, match="site-a-001"):
+        run_local(site, "response", fed_config(), tmp_path / "out", dp=False, epochs=1)
+    report = run_local(site, "response", fed_config(), tmp_path / "out", dp=False, epochs=1, skip_invalid=True)
+    [skipped] = report["skipped_cases"]
+    assert skipped["patient_id"] == "site-a-001" and any("t2.nii.gz" in p for p in skipped["problems"])

@@ -237,6 +237,14 @@ def _truth_for(site_cfg: SiteConfig, truth: Optional[Path]) -> Optional[Path]:
     return guess if guess.is_file() else None
 
 
+def _print_skipped(by_site: dict) -> None:
+    """Cases left out with --skip-invalid, each with its reasons: never a silent skip."""
+    for site_id, cases in by_site.items():
+        for case in cases:
+            console.print(f"[yellow]skipped[/] {site_id}/{case['patient_id']}: " + "; ".join(case["problems"]),
+                          highlight=False)
+
+
 def _print_report(report: dict, title: str) -> None:
     table = Table(title=title)
     table.add_column("split / site")
@@ -264,6 +272,7 @@ def train_local(
     epochs: Annotated[Optional[int], typer.Option(help="Override local_epochs.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/local/<site>).")] = None,
     truth: Annotated[Optional[Path], typer.Option(help="Counterfactual truth JSON, for scoring only.")] = None,
+    skip_invalid: Annotated[bool, typer.Option(help="Leave out invalid cases (listed) instead of stopping.")] = False,
 ) -> None:
     """Train one site's model on its own data (DP-SGD by default, recorded in its ledger)."""
     from flame_private.experiments import run_local
@@ -274,9 +283,10 @@ def train_local(
     with _step_progress() as progress:
         bar = progress.add_task("train", total=None, loss="-")
         report = _guarded(lambda: run_local(site_cfg, _task(task), fed, out, dp=dp, epochs=epochs,  # type: ignore[arg-type]
-                                            truth=_truth_for(site_cfg, truth),  # type: ignore[arg-type]
+                                            truth=_truth_for(site_cfg, truth), skip_invalid=skip_invalid,  # type: ignore[arg-type]
                                             on_step=lambda i, loss: progress.update(bar, completed=i,
                                                                                     loss=f"{loss:.3f}")))
+    _print_skipped({site_cfg.site_id: report["skipped_cases"]})  # type: ignore[attr-defined]
     _print_report(report, f"{site_cfg.site_id}: {task} ({'DP' if dp else 'no DP'})")  # type: ignore[attr-defined]
     if report.get("epsilon_site_total") is not None:
         console.print(f"site epsilon after this run: {report['epsilon_site_total']:.3f} (delta {report['delta']:g})")
@@ -291,6 +301,7 @@ def train_central(
     epochs: Annotated[Optional[int], typer.Option(help="Override local_epochs.")] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/central"),
     truth: Annotated[Optional[Path], typer.Option(help="Counterfactual truth JSON, for scoring only.")] = None,
+    skip_invalid: Annotated[bool, typer.Option(help="Leave out invalid cases (listed) instead of stopping.")] = False,
 ) -> None:
     """Pool the sites' data without privacy: the upper reference for the federation."""
     from flame_private.experiments import run_central
@@ -301,8 +312,10 @@ def train_central(
         bar = progress.add_task("train", total=None, loss="-")
         report = _guarded(lambda: run_central(site_cfgs, _task(task), fed, out, epochs=epochs,  # type: ignore[arg-type]
                                               truth=_truth_for(site_cfgs[0], truth),  # type: ignore[arg-type]
+                                              skip_invalid=skip_invalid,
                                               on_step=lambda i, loss: progress.update(bar, completed=i,
                                                                                       loss=f"{loss:.3f}")))
+    _print_skipped(report["skipped_cases"])
     _print_report(report, f"central {task} (pooled, no DP)")
     console.print(f"model: {out / (task + '.pt')}")
 

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from flame_private.config import FederationConfig, SiteConfig, Task
-from flame_private.data.checks import load_site
+from flame_private.data.checks import LoadedSite, load_site
 from flame_private.data.datasets import EvolutionDataset, ResponseDataset, encode_covariates
 from flame_private.data.records import CaseRecord
 from flame_private.data.splits import split_records
@@ -78,12 +78,21 @@ def _metrics(task: Task, model: torch.nn.Module, ds: Dataset, cfg: FederationCon
     return sums.metrics()
 
 
+def _skipped(loaded: LoadedSite) -> list[dict[str, Any]]:
+    return [{"patient_id": s.patient_id, "problems": [str(p) for p in s.problems]} for s in loaded.skipped]
+
+
 def run_local(site: SiteConfig, task: Task, cfg: FederationConfig, out: Path, dp: bool = True,
               epochs: int | None = None, truth: Path | None = None, run_id: str | None = None,
-              on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
-    """Train one site's model on its own data; with DP the site's budget is checked and spent."""
+              on_step: Callable[[int, float], None] | None = None, skip_invalid: bool = False) -> dict[str, Any]:
+    """Train one site's model on its own data; with DP the site's budget is checked and spent.
+
+    Invalid cases stop the run (listed in the error) unless ``skip_invalid``; then
+    they are left out and listed in the report.
+    """
     run_id = run_id or f"local-{task}-{time.strftime('%Y%m%dT%H%M%S')}"
-    records = load_site(site.data_dir, site.layout, site.site_id).records
+    loaded = load_site(site.data_dir, site.layout, site.site_id, skip_invalid=skip_invalid)
+    records = loaded.records
     splits = split_records(records, cfg.data)
     train_ds = make_dataset(task, splits.train, cfg)
     settings = settings_from(cfg, epochs)
@@ -105,6 +114,7 @@ def run_local(site: SiteConfig, task: Task, cfg: FederationConfig, out: Path, dp
         epsilon = entry.epsilon_after
     report: dict[str, Any] = {
         "run_id": run_id, "site_id": site.site_id, "task": task, "dp": plan is not None,
+        "skipped_cases": _skipped(loaded),
         "epsilon_site_total": epsilon, "delta": cfg.dp.delta if plan else None,
         "noise_multiplier": plan.noise_multiplier if plan else None,
         "sample_rate": plan.sample_rate if plan else None, "steps": result.steps,
@@ -122,19 +132,20 @@ def run_local(site: SiteConfig, task: Task, cfg: FederationConfig, out: Path, dp
 
 def run_central(sites: Sequence[SiteConfig], task: Task, cfg: FederationConfig, out: Path,
                 epochs: int | None = None, truth: Path | None = None,
-                on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+                on_step: Callable[[int, float], None] | None = None, skip_invalid: bool = False) -> dict[str, Any]:
     """Pool every site's training patients (no privacy): the upper reference for the federation."""
-    per_site = {}
+    per_site, skipped = {}, {}
     for site in sites:
-        records = load_site(site.data_dir, site.layout, site.site_id).records
-        per_site[site.site_id] = split_records(records, cfg.data)
+        loaded = load_site(site.data_dir, site.layout, site.site_id, skip_invalid=skip_invalid)
+        per_site[site.site_id] = split_records(loaded.records, cfg.data)
+        skipped[site.site_id] = _skipped(loaded)
     train_ds = ConcatDataset([make_dataset(task, s.train, cfg) for s in per_site.values()])
     settings = settings_from(cfg, epochs)
     model = initial_model(task, cfg)
     result = train(model, task, train_ds, settings, None, on_step=on_step)
     voxel_ml = cfg.data.voxel_mm**3 / 1000.0
     pooled: ResponseSums | EvolutionSums = ResponseSums() if task == "response" else EvolutionSums()
-    report: dict[str, Any] = {"task": task, "dp": False, "steps": result.steps,
+    report: dict[str, Any] = {"task": task, "dp": False, "steps": result.steps, "skipped_cases": skipped,
                               "parameters": count_parameters(result.model),
                               "train_seconds": round(result.seconds, 2), "sites": {}}
     comparisons = []
