@@ -235,7 +235,7 @@ def test_one_changed_byte_of_a_kept_payload_fails_the_audit(site: Site) -> None:
     payload.write_bytes(bytes(data))
     report = site.audit()
     assert not report.ok
-    assert failed(report, "outbox") == [f"seq 2: 000002-update.bin does not match the logged sha256: changed "
+    assert failed(report, "outbox") == ["seq 2: 000002-update.bin does not match the logged sha256: changed "
                                         "after it was sent"]
     assert report.all_ciphertexts is False
 

@@ -16,17 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
-import random
-import signal
 import stat
-import subprocess
-import sys
-import threading
-import time
+import contextlib
 from pathlib import Path
 
 import pytest
+from crash_harness import killed_writers
 
 from flame_private.federation.egress import (
     EgressLog,
@@ -360,23 +355,6 @@ for command in sys.stdin:
 """
 
 
-class Lines:
-    """The helper's stdout, read by a thread so that a read can time out."""
-
-    def __init__(self, stream) -> None:
-        self._q: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [self._q.put(line.rstrip("\n")) for line in stream], daemon=True).start()
-
-    def until(self, prefix: str, timeout: float = 60.0) -> tuple[str, list[str]]:
-        before: list[str] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            line = self._q.get(timeout=max(0.01, deadline - time.monotonic()))
-            if line.startswith(prefix):
-                return line, before
-            before.append(line)
-
-
 def _payloads_match(log: EgressLog) -> None:
     for e in log.entries:
         data = log.payload_path(e).read_bytes()
@@ -386,35 +364,16 @@ def _payloads_match(log: EgressLog) -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork and SIGKILL")
 def test_sigkill_at_random_moments_never_loses_a_logged_message_or_its_payload(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    rng = random.Random(SEED)
-    errors = (tmp_path / "helper.stderr").open("w")
-    helper = subprocess.Popen([sys.executable, "-c", HELPER, str(state)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=errors, text=True, bufsize=1)
-    try:
-        out = Lines(helper.stdout)
-        out.until("helper ready", timeout=120)
-        sent_total, entries_before = 0, 0
-        for i in range(ITERATIONS):
-            helper.stdin.write(f"go {i}\n")
-            helper.stdin.flush()
-            line, early = out.until("writer ")
-            time.sleep(rng.uniform(0.0, 0.2))
-            os.kill(int(line.split()[1]), signal.SIGKILL)
-            _, late = out.until("reaped")
-            said = early + late
-            assert not [s for s in said if s.startswith("writer failed")], said
-            sent = sum(s.startswith("sent ") for s in said)
-
+    sent_total, entries_before = 0, 0
+    kills = killed_writers(HELPER, state, tmp_path / "helper.stderr", ITERATIONS, SEED, 0.2, reported="sent ")
+    with contextlib.closing(kills):
+        for i, sent in enumerate(kills):
             log = EgressLog.open(state, SITE)  # verifies the chain and the head; repairs what a crash leaves
             assert len(log) >= entries_before + sent, f"iteration {i}: a message reported as logged was lost"
             assert len(log) <= entries_before + sent + 1, f"iteration {i}: more than one unreported entry"
             _payloads_match(log)  # the payload is on disk before its line
             sent_total += sent
             entries_before = len(log)
-    finally:
-        helper.kill()
-        helper.wait()
-        errors.close()
     final = EgressLog.open(state, SITE, readonly=True)
     assert final.notices == []
     assert len(final) >= sent_total > ITERATIONS // 2

@@ -12,16 +12,11 @@ most one more: the one written but not yet reported when the kill came).
 from __future__ import annotations
 
 import os
-import queue
-import random
-import signal
-import subprocess
-import sys
-import threading
-import time
+import contextlib
 from pathlib import Path
 
 import pytest
+from crash_harness import killed_writers
 
 from flame_private.privacy.ledger import Ledger
 
@@ -60,55 +55,18 @@ for command in sys.stdin:
 """
 
 
-class Lines:
-    """The helper's stdout, read by a thread so that a read can time out."""
-
-    def __init__(self, stream) -> None:
-        self._q: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [self._q.put(line.rstrip("\n")) for line in stream], daemon=True).start()
-
-    def until(self, prefix: str, timeout: float = 60.0) -> tuple[str, list[str]]:
-        """Lines up to the first that starts with ``prefix``: (that line, the ones before it)."""
-        before: list[str] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            line = self._q.get(timeout=max(0.01, deadline - time.monotonic()))
-            if line.startswith(prefix):
-                return line, before
-            before.append(line)
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork and SIGKILL")
 def test_sigkill_at_random_moments_never_leaves_less_spend_than_was_released(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    rng = random.Random(SEED)
-    errors = (tmp_path / "helper.stderr").open("w")
-    helper = subprocess.Popen([sys.executable, "-c", HELPER, str(state)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=errors, text=True, bufsize=1)
-    try:
-        out = Lines(helper.stdout)
-        out.until("helper ready", timeout=120)
-        released_total, entries_before = 0, 0
-        for i in range(ITERATIONS):
-            helper.stdin.write(f"go {i}\n")
-            helper.stdin.flush()
-            line, early = out.until("writer ")
-            time.sleep(rng.uniform(0.0, 0.25))
-            os.kill(int(line.split()[1]), signal.SIGKILL)
-            _, late = out.until("reaped")
-            said = early + late
-            assert not [s for s in said if s.startswith("writer failed")], said
-            released = sum(s.startswith("released ") for s in said)
-
+    released_total, entries_before = 0, 0
+    kills = killed_writers(HELPER, state, tmp_path / "helper.stderr", ITERATIONS, SEED, 0.25, reported="released ")
+    with contextlib.closing(kills):
+        for i, released in enumerate(kills):
             ledger = Ledger.open(state, SITE)  # verifies the chain and the head; repairs what a crash leaves
             assert len(ledger) >= entries_before + released, f"iteration {i}: released spend lost"
             assert len(ledger) <= entries_before + released + 1, f"iteration {i}: more than one unreported entry"
             released_total += released
             entries_before = len(ledger)
-    finally:
-        helper.kill()
-        helper.wait()
-        errors.close()
     final = Ledger.open(state, SITE, recompute="all")
     # Not vacuous: releases did happen and were interrupted (how many depends on the machine's speed).
     assert len(final) >= released_total > 0

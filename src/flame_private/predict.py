@@ -104,33 +104,17 @@ def plot_prediction(pred: Prediction, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from flame_private.cohort.figure import LABEL_COLOURS
+    from flame_private.cohort.figure import overlay, save_figure
 
     tumour = np.argwhere(pred.baseline_seg > 0)
     z = int(np.median(tumour[:, 2])) if len(tumour) else pred.baseline_seg.shape[2] // 2
     panels = [("baseline", pred.baseline_seg)] + [(m, pred.segmentations[m]) for m in MODALITIES]
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0))
-    img = np.rot90(pred.baseline_image[:, :, z])
-    lo, hi = np.percentile(img, [1, 99.5])
     enh = pred.enhancing_ml()
     for ax, (name, seg) in zip(axes, panels, strict=True):
-        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
-        rgba = np.zeros((*seg.shape[:2], 4))
-        sl = seg[:, :, z]
-        for lab, colour in LABEL_COLOURS.items():
-            rgba[sl == lab] = (*colour, 0.45)
-        ax.imshow(np.rot90(rgba))
-        if name == "baseline":
-            title = f"{pred.patient_id}\nbaseline"
-        else:
-            title = f"{name}: P(response) {pred.probabilities[name]:.2f}\nenhancing {enh[name]:.1f} mL"
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
+        title = (f"{pred.patient_id}\nbaseline" if name == "baseline" else
+                 f"{name}: P(response) {pred.probabilities[name]:.2f}\nenhancing {enh[name]:.1f} mL")
+        overlay(ax, pred.baseline_image[:, :, z], seg[:, :, z], title)
     fig.suptitle(f"predicted tumour {pred.interval_days} days after the planning MRI "
                  "(red necrosis, green oedema, yellow enhancing)", fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
+    return save_figure(fig, out)

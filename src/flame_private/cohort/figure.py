@@ -24,8 +24,11 @@ def _ras(path: Path) -> np.ndarray:
     return np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj)
 
 
-def _overlay(ax, image: np.ndarray, seg: np.ndarray | None, title: str) -> None:
-    lo, hi = np.percentile(image[image > 0], [1, 99.5]) if (image > 0).any() else (0, 1)
+def overlay(ax, image: np.ndarray, seg: np.ndarray | None, title: str) -> None:  # noqa: ANN001
+    """One axial slice, windowed on the brain (non-zero voxels), with the labels in colour."""
+    brain = image[image != 0]
+    lo, hi = np.percentile(brain, [1, 99.5]) if brain.size else (0, 1)
+    image = np.where(image != 0, image, lo - (hi - lo))  # outside the brain: black, whatever the intensity scale
     ax.imshow(np.rot90(image), cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
     if seg is not None:
         rgba = np.zeros((*seg.shape, 4))
@@ -63,18 +66,25 @@ def plot_patients(cohort: Path, out: Path, site_id: str | None = None, n_patient
         seg0 = _ras(cohort / site_id / base["seg"])
         tumour = np.argwhere(seg0 > 0)
         z = int(np.median(tumour[:, 2])) if len(tumour) else seg0.shape[2] // 2
-        _overlay(row[0], t1ce[:, :, z], None, f"{p['patient_id']} baseline T1ce")
-        _overlay(row[1], flair[:, :, z], seg0[:, :, z], f"baseline FLAIR + seg ({p['resection']})")
+        overlay(row[0], t1ce[:, :, z], None, f"{p['patient_id']} baseline T1ce")
+        overlay(row[1], flair[:, :, z], seg0[:, :, z], f"baseline FLAIR + seg ({p['resection']})")
         fu = _ras(cohort / site_id / evaluation["files"]["t1ce"])
-        _overlay(row[2], fu[:, :, z], None, f"day {evaluation['day']} T1ce ({p['treatment']})")
+        overlay(row[2], fu[:, :, z], None, f"day {evaluation['day']} T1ce ({p['treatment']})")
         outcomes = by_id[p["patient_id"]]["outcomes"]
         for ax, m in zip(row[3:], MODALITIES, strict=True):
             seg = _ras(cohort / outcomes[m]["segs"]["evaluation"])
             given = " (given)" if m == p["treatment"] else ""
-            _overlay(ax, t1ce[:, :, z], seg[:, :, z], f"{m}{given}: {outcomes[m]['rano']}")
+            overlay(ax, t1ce[:, :, z], seg[:, :, z], f"{m}{given}: {outcomes[m]['rano']}")
     fig.suptitle(f"{site_id}: baseline and first evaluation under each modality "
                  "(red necrosis, green oedema, yellow enhancing)", fontsize=9)
-    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def save_figure(fig, out: Path) -> Path:  # noqa: ANN001
+    """Lay out, write as PNG (creating the folder) and free the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout(rect=(0, 0, 1, 0.94))  # leave room for the suptitle above two-line panel titles
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)

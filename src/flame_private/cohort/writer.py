@@ -34,7 +34,6 @@ import numpy as np
 from flame_private import __version__
 from flame_private.cohort.anatomy import Anatomy, load_anatomy
 from flame_private.cohort.imaging import (
-    Compartments,
     apply_scanner,
     bias_field,
     proliferation_index,

@@ -13,6 +13,9 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from torch import nn
 
+IN_CHANNELS = 7
+"""T1, T1ce, T2, FLAIR + one-hot necrotic core, oedema, enhancing of the baseline segmentation."""
+
 
 def conv_block(in_ch: int, out_ch: int, stride: int, groups: int) -> Convolution:
     """Conv3d(3x3x3) -> GroupNorm -> ReLU (not in place)."""
@@ -68,6 +71,15 @@ class EncoderStage(nn.Module):
         return self.film(self.conv2(self.conv1(x)), cond)
 
 
+def encoder(channels: tuple[int, ...], groups: int, cond_dim: int) -> nn.ModuleList:
+    """Encoder stages from the 7 input channels: full resolution first, then halving at each stage."""
+    stages, prev = [], IN_CHANNELS
+    for i, ch in enumerate(channels):
+        stages.append(EncoderStage(prev, ch, 1 if i == 0 else 2, groups, cond_dim))
+        prev = ch
+    return nn.ModuleList(stages)
+
+
 class DecoderStage(nn.Module):
     """Upsample (trilinear), concatenate the skip, two convolutions, FiLM."""
 
@@ -88,5 +100,3 @@ def model_inputs(image: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
     onehot = torch.stack([(seg == k) for k in (1, 2, 3)], dim=1).to(image.dtype)
     return torch.cat([image, onehot], dim=1)
 
-
-IN_CHANNELS = 7

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from flame_private.models.blocks import IN_CHANNELS, DecoderStage, EncoderStage, model_inputs
+from flame_private.models.blocks import DecoderStage, encoder, model_inputs
 
 COND_DIM = 3 + 1
 """Treatment one-hot + follow-up interval in years."""
@@ -26,12 +26,8 @@ class EvolutionNet(nn.Module):
 
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 128), groups: int = 8) -> None:
         super().__init__()
-        enc, prev = [], IN_CHANNELS
-        for i, ch in enumerate(channels):
-            enc.append(EncoderStage(prev, ch, 1 if i == 0 else 2, groups, COND_DIM))
-            prev = ch
-        self.encoder = nn.ModuleList(enc)
-        dec = []
+        self.encoder = encoder(channels, groups, COND_DIM)
+        dec, prev = [], channels[-1]
         for skip_ch in reversed(channels[:-1]):
             dec.append(DecoderStage(prev, skip_ch, skip_ch, groups, COND_DIM))
             prev = skip_ch

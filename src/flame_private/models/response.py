@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from flame_private.models.blocks import IN_CHANNELS, EncoderStage, model_inputs
+from flame_private.models.blocks import encoder, model_inputs
 
 COND_DIM = 3 + 6
 """Treatment one-hot (photon, proton, carbon) + 6 clinical covariates (data.datasets.encode_covariates)."""
@@ -20,13 +20,9 @@ class ResponseNet(nn.Module):
 
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 128), groups: int = 8, dropout: float = 0.1) -> None:
         super().__init__()
-        stages, prev = [], IN_CHANNELS
-        for i, ch in enumerate(channels):
-            stages.append(EncoderStage(prev, ch, 1 if i == 0 else 2, groups, COND_DIM))
-            prev = ch
-        self.stages = nn.ModuleList(stages)
+        self.stages = encoder(channels, groups, COND_DIM)
         self.head = nn.Sequential(
-            nn.Linear(prev + COND_DIM, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, 1)
+            nn.Linear(channels[-1] + COND_DIM, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, 1)
         )
 
     def forward(self, image: torch.Tensor, seg: torch.Tensor, treatment: torch.Tensor,

@@ -32,7 +32,6 @@ import tenseal.sealapi as sa
 
 from flame_private.config import HEConfig
 from flame_private.secure.codec import (
-    DEFAULT_MAX_SITES,
     DEFAULT_REQUIRED_MAGNITUDE,
     check_headroom,
     decrypt_vector,
