@@ -17,6 +17,7 @@ from rich.table import Table
 from flame_private import __version__
 from flame_private.federation.audit_cli import audit as audit_command
 from flame_private.privacy.cli import budget_app
+from flame_private.reports.cli import report_app
 from flame_private.site_init import site_init_command
 from flame_private.secure.cli import keys_app
 from flame_private.config import (
@@ -41,6 +42,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(budget_app, name="budget")
+app.add_typer(report_app, name="report")
 site_app = typer.Typer(help="Set up a new site (IT team and DPO).", no_args_is_help=True)
 app.add_typer(site_app, name="site")
 site_app.command("init")(site_init_command)
@@ -188,12 +190,14 @@ def demo(
         result = _guarded(lambda: run_demo(out, workers, progress=step))
         progress.update(current["task"], completed=1, total=1)  # type: ignore[arg-type]
     table = Table(title=f"demo run {result.run_id}: per-site privacy and audit")
-    for col in ("site", "epsilon spent", "cap", "delta", "releases", "declined", "audit"):
+    for col in ("site", "epsilon spent", "cap", "delta", "releases", "declined", "audit", "report"):
         table.add_column(col, justify="left" if col == "site" else "right")
     for r in result.sites:
         table.add_row(r["site_id"], f"{r['epsilon']:.2f}", f"{r['cap']:.2f}", f"{r['delta']:g}",
                       str(r["releases"]), str(r["declined"]),
-                      "[green]ok[/]" if r["audit_ok"] else f"[red]FAILED: {', '.join(r['audit_failures'])}[/]")
+                      "[green]ok[/]" if r["audit_ok"] else f"[red]FAILED: {', '.join(r['audit_failures'])}[/]",
+                      {"ok": "[green]ok[/]", "attention": "[yellow]attention[/]"}.get(r.get("report", ""),
+                                                                                      "[red]PROBLEM[/]"))
     console.print(table)
     metrics = Table(title="global models, as decrypted by site-a")
     metrics.add_column("model")
@@ -211,9 +215,11 @@ def demo(
     console.print(metrics)
     console.print(f"cohort: {out / 'cohort'}   exports: {out / 'state' / '<site>' / 'exports' / result.run_id}")
     console.print(f"server checkpoints: {out / 'federation' / 'server'}   summary: {out / 'demo-summary.json'}")
+    console.print(f"reports for ethics committees and DPOs: {out / 'reports'} (ethics-<site>-<lang>.pdf/.html per "
+                  "site, consortium-<lang>.pdf/.html; English and French; see docs/reports.md)")
     console.print("times: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
                   + f", total {time.perf_counter() - t0:.0f} s")
-    if not all(r["audit_ok"] for r in result.sites):
+    if not all(r["audit_ok"] and r.get("report") != "fail" for r in result.sites):
         raise typer.Exit(1)
 
 
@@ -332,6 +338,9 @@ def _guarded(fn):  # noqa: ANN001, ANN202
                           if hasattr(_budget, n))
     except ImportError:  # pragma: no cover
         pass
+    from flame_private.reports.errors import ReportError
+
+    refusals += (ReportError,)
     try:
         return fn()
     except refusals as exc:

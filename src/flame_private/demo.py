@@ -2,8 +2,10 @@
 
 Cohort -> key ceremony -> federation in Flower's simulation engine (both models,
 DP-SGD, CKKS) -> each site exports the decrypted global models -> each site's
-DPO audit -> a summary table.  Synthetic data only: the demo starts from a
-clean folder each time (its ledgers are demo ledgers, not a site's real ones).
+DPO audit -> ethics-committee reports (``reports/``, with the attack results
+of ``attacks/`` when that folder exists) -> a summary table.  Synthetic data
+only: the demo starts from a clean folder each time (its ledgers are demo
+ledgers, not a site's real ones).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,8 @@ class DemoResult:
     metrics: dict[str, dict[str, Any]]
     seconds: dict[str, float]
     server_summary: dict[str, Any]
+    reports: list[Path] = field(default_factory=list)
+    """Each site's ethics report and the consortium overview (HTML and PDF, English and French)."""
 
 
 def _site_paths(site: SiteConfig, out: Path) -> None:
@@ -70,7 +74,7 @@ def run_demo(out: Path = Path("runs/demo"), workers: int = 0,
     sites = [load_config(p, SiteConfig) for p in SITE_CONFIGS]
     for s in sites:
         _site_paths(s, out)
-    for sub in ("state", "keys", "federation"):
+    for sub in ("state", "keys", "federation", "reports"):
         shutil.rmtree(out / sub, ignore_errors=True)
     run_id = f"{fed.run_name}-{time.strftime('%Y%m%dT%H%M%S')}"
 
@@ -104,13 +108,25 @@ def run_demo(out: Path = Path("runs/demo"), workers: int = 0,
                      "audit_failures": [c.name for c in report.checks if not c.ok]})
     seconds["audit"] = time.perf_counter() - t
 
+    t = time.perf_counter()
+    attacks = out / "attacks"
+    say("reports", "ethics-committee reports (HTML, PDF; English, French)"
+                   + (f" with the attack results in {attacks}" if attacks.is_dir() else ""))
+    from flame_private.reports.bundle import write_reports
+
+    bundle = write_reports(SITE_CONFIGS, out / "reports", attacks_dir=attacks if attacks.is_dir() else None,
+                           params=ceremony.params_path)
+    for row, facts in zip(rows, bundle.sites, strict=True):
+        row["report"] = facts.verdict.level
+    seconds["reports"] = time.perf_counter() - t
+
     metrics: dict[str, dict[str, Any]] = {}
     first_export = Path(sites[0].state_dir) / "exports" / run_id
     for task in fed.tasks:
         path = first_export / f"{task}-metrics.json"
         metrics[task] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}  # federated + local
     result = DemoResult(run_id=run_id, out=out, sites=rows, metrics=metrics, seconds=seconds,
-                        server_summary=summary)
+                        server_summary=summary, reports=bundle.files)
     (out / "demo-summary.json").write_text(json.dumps({
         "run_id": run_id, "sites": rows, "metrics": metrics, "seconds": seconds,
         "server": summary}, indent=2, default=str) + "\n", encoding="utf-8")

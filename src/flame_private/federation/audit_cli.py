@@ -44,8 +44,9 @@ def audit(
         json_out.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
         out.print(f"JSON report written to {json_out}")
     if not report.ok:
-        out.print(f"[bold red]AUDIT FAILED[/]: {len(report.failures())} check(s) failed. See docs/dpo-guide.md, "
-                  "'When a check fails'.")
+        names = ", ".join(dict.fromkeys(c.name for c in report.failures()))
+        out.print(f"[bold red]AUDIT FAILED[/]: {len(report.failures())} check(s) failed ({names}). "
+                  "See docs/dpo-guide.md, 'When a check fails'.")
         raise typer.Exit(1)
     out.print(f"[green]audit passed[/] ({len(report.warnings())} warning(s)).")
 

@@ -1,0 +1,106 @@
+"""The consortium overview laid out as a document in one language: one table, one plot, refusals, heads."""
+
+from __future__ import annotations
+
+from flame_private.reports.blocks import (
+    Block,
+    Callout,
+    Document,
+    Figure,
+    Heading,
+    Paragraph,
+    Signature,
+    Table,
+    Title,
+)
+from flame_private.reports.consortium import ConsortiumReport
+from flame_private.reports.ethics_doc import chain_cell
+from flame_private.reports.figures import consortium_plot
+from flame_private.reports.i18n import (
+    Lang,
+    day,
+    num,
+    percent,
+    t,
+    task_name,
+    timestamp,
+    yes_no,
+)
+
+
+def consortium_document(report: ConsortiumReport, lang: Lang) -> Document:
+    blocks: list[Block] = [
+        Title(title=t("cons.title", lang), subtitle=t("cons.subtitle", lang),
+              facts=[(t("f.study", lang), report.study or t("default_study", lang)),
+                     (t("cons.sites", lang), ", ".join(s.site_id for s in report.sites)),
+                     (t("f.generated", lang), f"{report.generated_at} UTC"),
+                     (t("f.software", lang), t("software", lang, version=report.flame_version))]),
+        _verdict(report, lang),
+        Paragraph(text=t("cons.intro", lang)),
+        _table(report, lang),
+        Figure(png=consortium_plot([s.site_id for s in report.sites], [s.spent for s in report.sites],
+                                   [s.epsilon_cap for s in report.sites], lang),
+               caption=t("figure", lang, n=1, caption=t("fig.consortium", lang)), width=0.75),
+        *_declined(report, lang),
+        Heading(text=t("cons.heads", lang), level=2),
+        _heads(report, lang),
+        Heading(text=t("sign.title", lang), level=2),
+        Signature(intro=t("cons.sign_intro", lang, n=len(report.sites)), decision_label=t("sign.decision", lang),
+                  decisions=[t(f"sign.d.{i}", lang) for i in (1, 2, 3)], remarks_label=t("sign.remarks", lang),
+                  labels=(t("sign.name", lang), t("sign.role", lang), t("sign.date", lang),
+                          t("sign.signature", lang)),
+                  roles=[t("role.coordinator", lang), t("role.dpo", lang)]),
+    ]
+    return Document(lang=lang, title=t("cons.title", lang), header=t("cons.header", lang),
+                    footer=f"{', '.join(s.site_id for s in report.sites)} · "
+                           f"{t('generated', lang, when=report.generated_at)}", blocks=blocks)
+
+
+def _verdict(report: ConsortiumReport, lang: Lang) -> Callout:
+    level = report.level
+    bad = [s.site_id for s in report.sites if s.verdict.level == "fail"]
+    items = [f"{s.site_id}: {t(f'reason.{r.code}', lang, detail=r.detail)}"
+             for s in report.sites for r in s.verdict.reasons]
+    tone = {"ok": "ok", "attention": "attention", "fail": "fail"}[level]
+    return Callout(tone=tone, text=t(f"cons.verdict.{level}", lang, sites=", ".join(bad)), items=items)  # type: ignore[arg-type]
+
+
+def _table(report: ConsortiumReport, lang: Lang) -> Table:
+    columns = [t(k, lang) for k in ("f.site", "col.committee", "col.expires", "col.spent_cap", "col.used",
+                                    "col.taken_part", "col.declined", "col.records_ok", "col.verdict")]
+    rows, tones = [], []
+    for s in report.sites:
+        spent = (f"{num(s.spent, lang)} / {num(s.epsilon_cap, lang)}" if s.spent is not None
+                 else f"{t('unverified', lang).upper()} / {num(s.epsilon_cap, lang)}")
+        used = percent(s.spent / s.epsilon_cap, lang) if s.spent is not None else "-"
+        records = f"{yes_no(s.ledger.verified, lang)} / {yes_no(s.egress.verified, lang)}"
+        expires = day(s.expires_on, lang) + ("" if s.policy_valid else f" ({t('policy.invalid', lang).split(':')[0]})")
+        rows.append([s.site_id, f"{s.approved_by} ({s.approval_reference})", expires, spent, used,
+                     str(s.rounds_taken_part), str(s.rounds_declined), records, t(f"level.{s.verdict.level}", lang)])
+        tones.append({"ok": None, "attention": "attention", "fail": "fail"}[s.verdict.level])
+    return Table(columns=columns, rows=rows, widths=[0.07, 0.27, 0.13, 0.11, 0.07, 0.10, 0.08, 0.08, 0.09],
+                 align=["L", "L", "L", "R", "R", "R", "R", "C", "C"], tones=tones, small=True)  # type: ignore[arg-type]
+
+
+def _declined(report: ConsortiumReport, lang: Lang) -> list[Block]:
+    rows = [[s.site_id, timestamp(d.time), d.run_id, task_name(d.task, lang), str(d.round), d.reason]
+            for s in report.sites for d in s.declined]
+    if not rows:
+        return [Heading(text=t("cons.declined", lang), level=2), Paragraph(text=t("cons.no_declined", lang))]
+    columns = [t(k, lang) for k in ("f.site", "col.date", "col.run", "col.model", "col.round", "col.reason")]
+    return [Heading(text=t("cons.declined", lang), level=2),
+            Table(columns=columns, rows=rows, widths=[0.08, 0.13, 0.14, 0.12, 0.06, 0.47], small=True,
+                  align=["L", "L", "L", "L", "R", "L"])]
+
+
+def _heads(report: ConsortiumReport, lang: Lang) -> Table:
+    """Two rows per site (ledger, egress log): a full 64-digit hash fits on one line."""
+    rows, tones = [], []
+    for s in report.sites:
+        for chain in (s.ledger, s.egress):
+            rows.append([s.site_id, t(f"record.{chain.record}", lang), chain_cell(chain, lang),
+                         chain.hash or t("unverified", lang).upper()])
+            tones.append(None if chain.verified else "fail")
+    return Table(columns=[t(k, lang) for k in ("f.site", "col.record", "col.entries", "col.head")], rows=rows,
+                 widths=[0.08, 0.24, 0.09, 0.59], mono=[3], small=True, tones=tones,  # type: ignore[arg-type]
+                 align=["L", "L", "R", "L"])

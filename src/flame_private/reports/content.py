@@ -1,0 +1,440 @@
+"""The facts of a site's ethics report, gathered from the site's own files and verified.
+
+``build_ethics_report(site_yaml)`` reads the site config, its approved policy,
+its privacy ledger and egress log (through ``federation.audit.audit_site``,
+which verifies both chains, every kept payload and every ciphertext, without
+the site's key), replays the ledger with the Opacus accountant, and loads any
+attack results.  The result is an :class:`EthicsReport`: data only, no wording
+and no layout, so the HTML and PDF renderings, in either language, say the same.
+
+Bad input (no site file, no policy, an unreadable ledger) raises ReportError
+naming the file.  Records that *do not verify* are not bad input: they are the
+most important finding, and the report states them in its verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Literal
+
+from flame_private import __version__
+from flame_private.config import ConfigError, SiteConfig, StrictModel, load_config
+from flame_private.federation.audit import AuditReport, audit_site
+from flame_private.federation.egress import EgressEntry, EgressLog, EgressLogError
+from flame_private.privacy.accounting import epsilon_for
+from flame_private.privacy.ledger import EPSILON_RTOL, Ledger, LedgerEntry, LedgerError
+from flame_private.privacy.policy import (
+    PolicyError,
+    PrivacyPolicy,
+    check_policy_valid,
+    load_policy,
+)
+from flame_private.reports.errors import ReportError
+from flame_private.reports.evidence import AttackEvidence, load_attack_evidence
+from flame_private.reports.meaning import (
+    FALSE_ACCUSATION_RATES,
+    max_true_positive_rate,
+    odds_factor,
+)
+
+log = logging.getLogger(__name__)
+
+Level = Literal["ok", "attention", "fail"]
+ReasonCode = Literal["ledger_broken", "egress_broken", "audit_failed", "over_cap", "replay_mismatch",
+                     "attack_failed", "attack_inconclusive", "policy_not_valid", "audit_warnings", "no_state"]
+FAILING: frozenset[str] = frozenset({"ledger_broken", "egress_broken", "audit_failed", "over_cap",
+                                     "replay_mismatch", "attack_failed"})
+"""Reasons that make the verdict "fail" (and the command exit non-zero); the others ask for attention."""
+
+
+class PolicyFacts(StrictModel):
+    """The approved policy, as the committee approved it, and whether it authorises spending today."""
+
+    path: str
+    site_id: str
+    epsilon_cap: float
+    delta: float
+    unit_of_privacy: str
+    accountant: str
+    approved_by: str
+    approval_reference: str
+    approved_on: date
+    expires_on: date
+    notes: str | None
+    valid_today: bool
+    status_detail: str | None
+    """Why the policy does not authorise spending today (expired, not yet valid, another site's); None if it does."""
+
+
+class SpendRow(StrictModel):
+    """One privacy-ledger entry: one release of something computed from the site's patients."""
+
+    seq: int
+    time: str
+    run_id: str
+    round: int
+    task: str
+    purpose: Literal["training", "evaluation"]
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    max_grad_norm: float
+    epsilon_after: float
+    """As recorded in the ledger."""
+    epsilon_replayed: float
+    """Recomputed for this report from the ledger's history up to this entry."""
+    sent: bool
+    """Whether an egress-log message names this entry (False: spend recorded, never released; over-counts)."""
+    hash: str
+
+
+class MechanismRow(StrictModel):
+    """One distinct DP setting and how often it was used."""
+
+    purpose: Literal["training", "evaluation"]
+    task: str
+    noise_multiplier: float
+    sample_rate: float
+    max_grad_norm: float
+    releases: int
+    steps: int
+
+
+class SpendFacts(StrictModel):
+    verified: bool
+    failure: str | None
+    rows: list[SpendRow]
+    spent: float | None
+    """The site's epsilon at the policy's delta, by its accountant; None when the ledger does not verify."""
+    replay_agrees: bool
+    mechanisms: list[MechanismRow]
+    runs: list[str]
+
+
+class MembershipBound(StrictModel):
+    false_positive_rate: float
+    tpr_spent: float
+    tpr_cap: float
+
+
+class MeaningFacts(StrictModel):
+    """What the spend and the cap allow any attacker, in the terms of a membership test."""
+
+    epsilon_spent: float
+    epsilon_cap: float
+    delta: float
+    odds_factor_spent: float
+    odds_factor_cap: float
+    bounds: list[MembershipBound]
+
+
+class DeclinedRow(StrictModel):
+    seq: int
+    time: str
+    run_id: str
+    round: int
+    task: str
+    reason: str
+
+
+class ParticipationRow(StrictModel):
+    run_id: str
+    task: str
+    rounds_sent: list[int]
+    rounds_declined: list[int]
+
+
+class EgressFacts(StrictModel):
+    verified: bool
+    failure: str | None
+    messages_by_kind: dict[str, int]
+    bytes_by_kind: dict[str, int]
+    total_bytes: int
+    all_ciphertexts: bool | None
+    """True: every update and metrics payload verified as ciphertext; None: none was sent."""
+    first_time: str | None
+    last_time: str | None
+    he_fingerprint: str | None
+    declined: list[DeclinedRow]
+    participation: list[ParticipationRow]
+
+
+class ChainFacts(StrictModel):
+    """One hash chain and its head: what the committee writes in its minutes."""
+
+    record: Literal["ledger", "egress"]
+    path: str
+    verified: bool
+    count: int | None
+    hash: str | None
+    failure: str | None
+
+
+class CheckFacts(StrictModel):
+    name: str
+    severity: Literal["pass", "warning", "fail"]
+    detail: str
+
+
+class AppHashFacts(StrictModel):
+    app_hash: str
+    messages: int
+    first_seq: int
+    last_seq: int
+    installed: bool
+
+
+class Reason(StrictModel):
+    code: ReasonCode
+    detail: str = ""
+    """Technical detail (the library's English message, a check name, a title)."""
+
+
+class Verdict(StrictModel):
+    level: Level
+    reasons: list[Reason]
+
+    @classmethod
+    def of(cls, reasons: list[Reason]) -> Verdict:
+        level: Level = ("fail" if any(r.code in FAILING for r in reasons) else "attention" if reasons else "ok")
+        return cls(level=level, reasons=reasons)
+
+
+class EthicsReport(StrictModel):
+    """Everything one site's ethics report states."""
+
+    kind: Literal["ethics"] = "ethics"
+    study: str | None
+    site_id: str
+    site_config: str
+    state_dir: str
+    state_exists: bool
+    generated_at: str
+    """UTC, ``YYYY-MM-DD HH:MM``."""
+    flame_version: str = __version__
+    policy: PolicyFacts
+    spend: SpendFacts
+    meaning: MeaningFacts | None
+    egress: EgressFacts
+    chains: list[ChainFacts]
+    checks: list[CheckFacts]
+    app_hashes: list[AppHashFacts]
+    params_source: str | None
+    attacks_dir: str | None
+    attacks: list[AttackEvidence]
+    verdict: Verdict
+
+    def chain(self, record: Literal["ledger", "egress"]) -> ChainFacts:
+        return next(c for c in self.chains if c.record == record)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_ethics_report(site_yaml: Path | str, *, attacks_dir: Path | None = None, params: Path | None = None,
+                        study: str | None = None, today: date | None = None,
+                        now: datetime | None = None) -> EthicsReport:
+    """Gather and verify the facts of ``site_yaml``'s ethics report; ReportError on bad input."""
+    site = _site(Path(site_yaml))
+    policy = _policy(site)
+    state = Path(site.state_dir)
+    for name in ("privacy_ledger.jsonl", "privacy_ledger.head.json", "egress_log.jsonl", "egress_log.head.json"):
+        _readable(state / name)
+    attacks = load_attack_evidence(attacks_dir) if attacks_dir is not None else []
+
+    audit = audit_site(site, params, recompute="all")
+    ledger, ledger_failure = _open_ledger(site)
+    egress, egress_failure = _open_egress(site)
+
+    policy_facts = _policy_facts(site, policy, today or date.today())
+    spend = _spend(ledger, ledger_failure, egress, policy)
+    egress_facts = _egress(audit, egress, egress_failure)
+    chains = [ChainFacts(record="ledger", path=str(state / "privacy_ledger.jsonl"), verified=ledger is not None,
+                         count=len(ledger) if ledger is not None else None,
+                         hash=ledger.head_hash if ledger is not None else None, failure=ledger_failure),
+              ChainFacts(record="egress", path=str(state / "egress_log.jsonl"), verified=egress is not None,
+                         count=len(egress) if egress is not None else None,
+                         hash=egress.head_hash if egress is not None else None, failure=egress_failure)]
+    meaning = (_meaning(spend.spent, policy) if spend.spent is not None else None)
+    checks = [CheckFacts(name=c.name, severity=c.severity, detail=c.detail) for c in audit.checks]
+    report = EthicsReport(
+        study=study, site_id=site.site_id, site_config=str(site_yaml), state_dir=str(state),
+        state_exists=state.is_dir(), generated_at=(now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M"),
+        policy=policy_facts, spend=spend, meaning=meaning, egress=egress_facts, chains=chains, checks=checks,
+        app_hashes=[AppHashFacts(app_hash=a.app_hash, messages=a.messages, first_seq=a.first_seq,
+                                 last_seq=a.last_seq, installed=a.installed) for a in audit.app_hashes],
+        params_source=audit.params_source, attacks_dir=str(attacks_dir) if attacks_dir is not None else None,
+        attacks=attacks, verdict=Verdict(level="ok", reasons=[]))
+    verdict = Verdict.of(_reasons(report, audit))
+    log.debug("%s: ethics report facts gathered (verdict %s)", site.site_id, verdict.level)
+    return report.model_copy(update={"verdict": verdict})
+
+
+def _site(path: Path) -> SiteConfig:
+    try:
+        return load_config(path, SiteConfig)
+    except ConfigError as exc:
+        raise ReportError(f"site config: {exc}") from None
+
+
+def _policy(site: SiteConfig) -> PrivacyPolicy:
+    try:
+        return load_policy(site.privacy_policy)
+    except PolicyError as exc:
+        raise ReportError(f"{site.site_id}: {exc}; a report needs the approved policy") from None
+
+
+def _readable(path: Path) -> None:
+    """An existing record that cannot be read is bad input, not a finding: say which file."""
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _open_ledger(site: SiteConfig) -> tuple[Ledger | None, str | None]:
+    try:
+        return Ledger.open(site.state_dir, site.site_id, readonly=True, recompute="last"), None
+    except LedgerError as exc:
+        return None, str(exc)
+
+
+def _open_egress(site: SiteConfig) -> tuple[EgressLog | None, str | None]:
+    try:
+        return EgressLog.open(site.state_dir, site.site_id, readonly=True), None
+    except EgressLogError as exc:
+        return None, str(exc)
+
+
+def _policy_facts(site: SiteConfig, policy: PrivacyPolicy, today: date) -> PolicyFacts:
+    try:
+        check_policy_valid(policy, site.site_id, today)
+        detail = None
+    except PolicyError as exc:
+        detail = str(exc)
+    return PolicyFacts(path=str(site.privacy_policy), **policy.model_dump(), valid_today=detail is None,
+                       status_detail=detail)
+
+
+def _purpose(entry: LedgerEntry, kinds: dict[int, str]) -> Literal["training", "evaluation"]:
+    """What a release was: the egress message that names it says; else a one-step q=1 release is evaluation."""
+    kind = kinds.get(entry.seq)
+    if kind is not None:
+        return "evaluation" if kind == "metrics" else "training"
+    return "evaluation" if entry.sample_rate == 1.0 and entry.steps == 1 else "training"
+
+
+def _spend(ledger: Ledger | None, failure: str | None, egress: EgressLog | None,
+           policy: PrivacyPolicy) -> SpendFacts:
+    if ledger is None:
+        return SpendFacts(verified=False, failure=failure, rows=[], spent=None, replay_agrees=False, mechanisms=[],
+                          runs=[])
+    kinds = {e.ledger_seq: e.kind for e in (egress.entries if egress is not None else ()) if e.ledger_seq}
+    entries = list(ledger.entries)
+    rows: list[SpendRow] = []
+    agrees = True
+    for i, e in enumerate(entries):
+        replayed = epsilon_for([x.history_item() for x in entries[: i + 1]], e.delta, e.accountant)
+        agrees &= math.isclose(replayed, e.epsilon_after, rel_tol=EPSILON_RTOL, abs_tol=1e-12)
+        rows.append(SpendRow(seq=e.seq, time=e.time, run_id=e.run_id, round=e.round, task=e.task,
+                             purpose=_purpose(e, kinds), noise_multiplier=e.noise_multiplier,
+                             sample_rate=e.sample_rate, steps=e.steps, max_grad_norm=e.max_grad_norm,
+                             epsilon_after=e.epsilon_after, epsilon_replayed=replayed, sent=e.seq in kinds,
+                             hash=e.hash))
+    mechanisms: dict[tuple[str, str, float, float, float], list[int]] = {}
+    for r in rows:
+        key = (r.purpose, r.task, r.noise_multiplier, r.sample_rate, r.max_grad_norm)
+        count = mechanisms.setdefault(key, [0, 0])
+        count[0] += 1
+        count[1] += r.steps
+    spent = epsilon_for(ledger.history(), policy.delta, policy.accountant)
+    return SpendFacts(
+        verified=True, failure=None, rows=rows, spent=spent, replay_agrees=agrees,
+        mechanisms=[MechanismRow(purpose=p, task=task, noise_multiplier=s, sample_rate=q, max_grad_norm=c,  # type: ignore[arg-type]
+                                 releases=n, steps=steps) for (p, task, s, q, c), (n, steps) in mechanisms.items()],
+        runs=list(dict.fromkeys(r.run_id for r in rows)))
+
+
+def _meaning(spent: float, policy: PrivacyPolicy) -> MeaningFacts:
+    return MeaningFacts(
+        epsilon_spent=spent, epsilon_cap=policy.epsilon_cap, delta=policy.delta, odds_factor_spent=odds_factor(spent),
+        odds_factor_cap=odds_factor(policy.epsilon_cap),
+        bounds=[MembershipBound(false_positive_rate=f, tpr_spent=max_true_positive_rate(spent, policy.delta, f),
+                                tpr_cap=max_true_positive_rate(policy.epsilon_cap, policy.delta, f))
+                for f in FALSE_ACCUSATION_RATES])
+
+
+def declined_reason(egress: EgressLog, entry: EgressEntry) -> str:
+    """The reason a declined status gave, read from the kept payload (the audit checks it holds only that)."""
+    try:
+        doc = json.loads(egress.payload_path(entry).read_bytes())
+        reason = doc.get("reason") if isinstance(doc, dict) else None
+        return reason if isinstance(reason, str) else "(no reason given)"
+    except (OSError, ValueError):
+        return "(the kept payload is missing or unreadable; see the outbox check)"
+
+
+def _egress(audit: AuditReport, egress: EgressLog | None, failure: str | None) -> EgressFacts:
+    entries = list(egress.entries) if egress is not None else []
+    declined = [DeclinedRow(seq=e.seq, time=e.time, run_id=e.run_id, round=e.round, task=e.task,
+                            reason=declined_reason(egress, e))  # type: ignore[arg-type]
+                for e in entries if e.kind == "declined"]
+    return EgressFacts(verified=egress is not None, failure=failure, messages_by_kind=dict(audit.messages_by_kind),
+                       bytes_by_kind=dict(audit.bytes_by_kind), total_bytes=audit.total_bytes,
+                       all_ciphertexts=audit.all_ciphertexts,
+                       first_time=entries[0].time if entries else None,
+                       last_time=entries[-1].time if entries else None,
+                       he_fingerprint=audit.he_fingerprint, declined=declined,
+                       participation=participation(entries))
+
+
+def participation(entries: list[EgressEntry]) -> list[ParticipationRow]:
+    """Per run and model: the rounds the site sent an update for, and the rounds it declined."""
+    table: dict[tuple[str, str], tuple[set[int], set[int]]] = {}
+    for e in entries:
+        if e.kind == "metrics":
+            continue
+        sent, declined = table.setdefault((e.run_id, e.task), (set(), set()))
+        (sent if e.kind == "update" else declined).add(e.round)
+    return [ParticipationRow(run_id=run, task=task, rounds_sent=sorted(sent), rounds_declined=sorted(declined - sent))
+            for (run, task), (sent, declined) in table.items()]
+
+
+def _reasons(report: EthicsReport, audit: AuditReport) -> list[Reason]:
+    out: list[Reason] = []
+    ledger, egress = report.chain("ledger"), report.chain("egress")
+    if not ledger.verified:
+        out.append(Reason(code="ledger_broken", detail=ledger.failure or ""))
+    if not egress.verified:
+        out.append(Reason(code="egress_broken", detail=egress.failure or ""))
+    spent = report.spend.spent
+    over = spent is not None and spent > report.policy.epsilon_cap
+    # Chain failures have their own reasons; "not checked" follows from them; an exceeded cap is over_cap.
+    other = [c.name for c in audit.failures() if c.name not in ("egress log", "privacy ledger")
+             and not c.detail.startswith("not checked") and not (over and c.name == "budget")]
+    if other:
+        out.append(Reason(code="audit_failed", detail=", ".join(dict.fromkeys(other))))
+    if over:
+        out.append(Reason(code="over_cap", detail=f"{spent:.3f} > {report.policy.epsilon_cap:.2f}"))
+    if report.spend.verified and not report.spend.replay_agrees:
+        out.append(Reason(code="replay_mismatch"))
+    for a in report.attacks:
+        if a.result.positive_control_ok and not a.result.protection_held:
+            out.append(Reason(code="attack_failed", detail=a.result.title))
+        elif not a.result.positive_control_ok:
+            out.append(Reason(code="attack_inconclusive", detail=a.result.title))
+    if not report.state_exists:
+        out.append(Reason(code="no_state", detail=report.state_dir))
+    if not report.policy.valid_today:
+        out.append(Reason(code="policy_not_valid", detail=report.policy.status_detail or ""))
+    warnings = [c for c in audit.warnings() if c.name != "state directory"]
+    if warnings:
+        out.append(Reason(code="audit_warnings", detail=str(len(warnings))))
+    return out
