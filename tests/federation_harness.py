@@ -1,76 +1,21 @@
-"""An in-process Flower Grid and a small federation on the test cohort, for the federation tests.
+"""A small federation on the test cohort, run through the in-process Grid, for the federation tests.
 
-``LocalGrid`` delivers each message to the real ClientApp in this process, so the
-server code, the strategy and the site code run unchanged; a test can drop a
-site's reply (a site killed mid-round or too late) or tamper with it in flight.
+``LocalGrid`` (``flame_private.federation.inprocess``) delivers each message to the
+real ClientApp in this process, so the server code, the strategy and the site code
+run unchanged; a test can drop a site's reply (a site killed mid-round or too
+late) or tamper with it in flight.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
-from flwr.app import Context, Error, Message, RecordDict
-from flwr.serverapp import Grid
-
-from flame_private.federation.client_app import make_client_app
+from flame_private.federation.inprocess import LocalGrid, Tamper
 from flame_private.federation.server_app import ServerSettings, run_server
 
-Tamper = Callable[[str, Message], Message | None]
-"""(site_id, reply) -> the reply to deliver, or None to drop it."""
-
-
-class LocalGrid(Grid):
-    def __init__(self, site_yamls: dict[str, Path], fed_yaml: Path, tamper: Tamper | None = None) -> None:
-        from flwr.supercore.task_identity import TaskIdentity
-
-        TaskIdentity.run_id = 1  # what Flower's runtime sets before a ServerApp creates messages
-        TaskIdentity.node_id = 0
-        TaskIdentity.task_id = 1
-        self.app = make_client_app()
-        self.sites = {1000 + i: (sid, path) for i, (sid, path) in enumerate(site_yamls.items())}
-        self.contexts = {node: Context(run_id=1, node_id=node, node_config={"site-config": str(path)},
-                                       state=RecordDict(), run_config={"federation-config": str(fed_yaml)})
-                         for node, (_, path) in self.sites.items()}
-        self.tamper = tamper
-        self.delivered: list[tuple[str, str]] = []
-
-    def set_run(self, run) -> None:  # noqa: ANN001
-        pass
-
-    @property
-    def run(self):  # noqa: ANN201
-        raise NotImplementedError
-
-    def create_message(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
-        raise NotImplementedError
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.sites)
-
-    def push_messages(self, messages):  # noqa: ANN001, ANN201
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):  # noqa: ANN001, ANN201
-        raise NotImplementedError
-
-    def send_and_receive(self, messages, *, timeout=None) -> list[Message]:  # noqa: ANN001
-        replies = []
-        for msg in messages:
-            node = msg.metadata.dst_node_id
-            site_id = self.sites[node][0]
-            try:
-                reply = self.app(msg, self.contexts[node])
-            except Exception as exc:  # noqa: BLE001 - a crashing site is an error reply, as in Flower
-                reply = Message(Error(code=1, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
-            self.delivered.append((site_id, msg.metadata.message_type))
-            if self.tamper is not None:
-                reply = self.tamper(site_id, reply)
-            if reply is not None:
-                replies.append(reply)
-        return replies
+__all__ = ["LocalGrid", "Tamper", "make_federation", "run"]
 
 
 POLICY = """site_id: {site}

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flame_private import __version__
+from flame_private.attacks.cli import attack_app
 from flame_private.federation.audit_cli import audit as audit_command
 from flame_private.privacy.cli import budget_app
 from flame_private.reports.cli import report_app
@@ -43,6 +44,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(budget_app, name="budget")
 app.add_typer(report_app, name="report")
+app.add_typer(attack_app, name="attack")
 site_app = typer.Typer(help="Set up a new site (IT team and DPO).", no_args_is_help=True)
 app.add_typer(site_app, name="site")
 site_app.command("init")(site_init_command)
@@ -174,8 +176,10 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo run goes (must match configs/sites).")]
     = Path("runs/demo"),
     workers: Annotated[int, typer.Option(help="Worker processes for the cohort.")] = 0,
+    attacks: Annotated[bool, typer.Option("--attacks/--no-attacks", help=(
+        "Also run the four simulated attacks (about 7 min more) and put their results in the reports."))] = False,
 ) -> None:
-    """The embedded default: synthetic 4-site cohort, key ceremony, federation, exports, audits."""
+    """The embedded default: synthetic 4-site cohort, key ceremony, federation, exports, audits, reports."""
     from flame_private.demo import run_demo
 
     t0 = time.perf_counter()
@@ -187,7 +191,7 @@ def demo(
                 progress.update(current["task"], completed=1, total=1)  # type: ignore[arg-type]
             current["task"] = progress.add_task(f"{name}: {detail}", total=None)
 
-        result = _guarded(lambda: run_demo(out, workers, progress=step))
+        result = _guarded(lambda: run_demo(out, workers, progress=step, attacks=attacks))
         progress.update(current["task"], completed=1, total=1)  # type: ignore[arg-type]
     table = Table(title=f"demo run {result.run_id}: per-site privacy and audit")
     for col in ("site", "epsilon spent", "cap", "delta", "releases", "declined", "audit", "report"):

@@ -2,4 +2,5 @@
 
 Server side (``server_app``, ``strategy``, ``protocol``) never imports key
 handling; the site side (``client_app``, ``site``) is the only place that does.
+``inprocess`` runs both sides in one process, for tests and attack simulations.
 """

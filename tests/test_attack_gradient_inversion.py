@@ -1,0 +1,64 @@
+"""Gradient inversion: a plaintext update gives a patient's MRI away; DP-SGD and CKKS do not.
+
+Runs ``flame attack gradient-inversion`` at the CI size (seeded) and reads its JSON
+result, as a report would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flame_private.attacks.result import AttackResult, load_result
+from flame_private.cli import app
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[AttackResult, Path]:
+    out = tmp_path_factory.mktemp("inversion")
+    run = CliRunner().invoke(app, ["attack", "gradient-inversion", "--out", str(out), "--seed", "0"],
+                             env={"COLUMNS": "200"})
+    assert run.exit_code == 0, run.output
+    return load_result(out / "gradient-inversion.json"), out
+
+
+def _arm(result: AttackResult, protection: str):
+    return next(a for a in result[0].arms if a.protection == protection)
+
+
+def test_without_dp_the_reconstruction_clearly_beats_a_guess_from_other_patients(result):
+    plain = _arm(result, "none")
+    assert plain.is_control and plain.attack_succeeded, plain.detail
+    assert plain.metrics["ssim"] >= plain.metrics["ssim_prior_only"] + 0.1
+    assert plain.metrics["psnr_db"] >= plain.metrics["psnr_prior_only_db"] + 2.0
+
+
+def test_without_dp_the_label_and_the_clinical_condition_leak_exactly(result):
+    plain = _arm(result, "none")
+    assert plain.metrics["label_recovered"] is True
+    assert plain.metrics["condition_max_abs_error"] < 1e-4
+
+
+def test_with_the_sites_dp_sgd_the_reconstruction_is_no_better_than_the_prior(result):
+    dp = _arm(result, "dp")
+    assert not dp.attack_succeeded, dp.detail
+    assert dp.metrics["ssim"] < dp.metrics["ssim_prior_only"] + 0.1
+    assert dp.metrics["condition_max_abs_error"] > 0.1
+
+
+def test_under_ckks_the_server_has_no_gradient_to_start_from(result):
+    he = _arm(result, "he")
+    assert not he.attack_succeeded
+    assert he.metrics["server_holds_secret_key"] is False
+    assert abs(he.metrics["cosine_own_key_decryption_vs_update"]) < 0.05
+    assert he.metrics["site_decryption_max_error"] < 1e-6  # the site itself decrypts it fine
+
+
+def test_the_panel_and_the_verdict_are_written(result):
+    res, out = result
+    assert res.passed and res.figures == ["gradient-inversion.png"]
+    assert (out / "gradient-inversion.png").stat().st_size > 10_000
