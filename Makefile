@@ -31,7 +31,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 bench: $(STAMP)
-	for b in cohort_speed cohort_difficulty dp_step he_costs round_costs; do $(PY) benchmarks/$$b.py || exit 1; done
+	for b in cohort_speed cohort_difficulty dp_step he_costs round_costs attacks; do $(PY) benchmarks/$$b.py || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

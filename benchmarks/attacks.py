@@ -7,7 +7,7 @@ to ``benchmarks/results/attacks.json``.
 
     .venv/bin/python benchmarks/attacks.py [--only dp-audit membership-inference ...] [--seed 0]
 
-About 25-40 minutes on 2 CPU cores, most of it membership inference (2 x 16 models).
+About 22 minutes on an idle 2-core CPU, 15 of them membership inference (2 x 16 models).
 """
 
 from __future__ import annotations

@@ -29,6 +29,22 @@ def test_lira_separates_members_whose_confidence_is_shifted():
     assert roc_auc(phi.ravel(), membership.ravel()) < 0.6  # the uncalibrated score is swamped by difficulty
 
 
+def test_lira_is_at_chance_when_the_outputs_carry_no_membership_signal():
+    """The balanced design (each patient in half the models) must not leak membership by itself."""
+    aucs = []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        membership = balanced_membership(60, 8, seed=seed)
+        phi = rng.normal(0, 1, size=60)[None, :] + rng.normal(0, 1, size=membership.shape)
+        aucs.append(roc_auc(lira_scores(phi, membership).ravel(), membership.ravel()))
+    assert abs(np.mean(aucs) - 0.5) < 0.015
+
+
+def test_lira_refuses_too_few_models():
+    with pytest.raises(ValueError, match="at least 4"):
+        lira_scores(np.zeros((2, 5)), balanced_membership(5, 2, seed=0))
+
+
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> AttackResult:
     out = tmp_path_factory.mktemp("membership")
@@ -43,6 +59,7 @@ def test_without_dp_the_overfitted_model_gives_members_away(result):
     assert ctrl.attack_succeeded, ctrl.detail
     assert max(ctrl.metrics["loss_auc"], ctrl.metrics["lira_auc"]) >= 0.7
     assert ctrl.metrics["lira_tpr_at_1pct_fpr"] > 0.03  # several times the 1 % a blind guess gets
+    assert ctrl.metrics["lira_epsilon_lower_bound"] > 0 or ctrl.metrics["loss_epsilon_lower_bound"] > 0
     assert ctrl.metrics["train_accuracy"] > ctrl.metrics["heldout_accuracy"] + 0.2
 
 
@@ -53,4 +70,6 @@ def test_with_dp_sgd_the_attacks_are_near_chance_and_prove_less_than_the_account
     assert max(dp.metrics["loss_auc"], dp.metrics["lira_auc"]) < 0.65
     for attack in ("loss", "lira"):
         assert dp.metrics[f"{attack}_epsilon_lower_bound"] <= dp.metrics["accounted_epsilon"]
+        # What the bound could reach with this many decisions is reported, so a reader can judge the check.
+        assert 0 < dp.metrics[f"{attack}_epsilon_bound_ceiling"] < 10
     assert result.accounted_epsilon == pytest.approx(5.0, abs=0.1)

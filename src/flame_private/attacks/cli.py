@@ -82,7 +82,7 @@ def gradient_inversion(
 @attack_app.command("membership-inference")
 def membership_inference(
     out: OutOption = Path("runs/attacks"), size: SizeOption = "ci", seed: SeedOption = 0,
-    models: Annotated[int | None, typer.Option("--models", min=2,
+    models: Annotated[int | None, typer.Option("--models", min=4,
                                                   help="Shadow/target models per arm (even).")] = None,
 ) -> None:
     """LOSS and LiRA membership inference against a site's model, without and with DP-SGD."""

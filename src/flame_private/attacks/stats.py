@@ -5,7 +5,9 @@
   (eps, delta)-DP mechanism satisfies TPR <= e^eps FPR + delta (and the same for
   the complementary test), so a test whose TPR is confidently high at a
   confidently low FPR proves eps >= ln((TPR - delta) / FPR).  Confidence comes
-  from Clopper-Pearson intervals, so the bound holds with that confidence.
+  from Clopper-Pearson intervals over independent trials; membership decisions
+  pooled over models that share patients are not fully independent, so on such
+  data the bound is a heuristic, not a certificate.
 - One-run audit (Steinke, Nasr, Jagielski 2023): m canaries each included with
   probability 1/2; the auditor guesses r of them and gets v right.  Under
   (eps, delta)-DP the number right is dominated by Binomial(r, e^eps/(1+e^eps))
@@ -51,40 +53,60 @@ def tpr_at_fpr(scores: np.ndarray, members: np.ndarray, fpr: float) -> float:
     return float((scores[members] > threshold).mean())
 
 
-def empirical_epsilon(scores: np.ndarray, members: np.ndarray, delta: float, confidence: float = 0.95,
-                      select: np.ndarray | None = None) -> dict[str, float]:
-    """Lower bound on epsilon from a threshold test on ``scores``, with Clopper-Pearson confidence.
+def _test_bounds(scores: np.ndarray, members: np.ndarray, t: float, delta: float,
+                 confidence: float) -> tuple[float, float, float, float]:
+    """For 'member if score > t': (bound, complementary bound, TPR, FPR).
 
-    The threshold (and direction) are chosen on the entries where ``select`` is True and the
-    bound is computed on the others, so that choosing the best threshold does not inflate it.
-    Without ``select`` every threshold is tried on all entries (optimistic; for exploration).
+    DP gives TPR <= e^eps FPR + delta and, for the complementary test,
+    TNR <= e^eps FNR + delta; each proves eps >= ln((rate_lo - delta) / other_hi).
+    """
+    said = scores > t
+    tp, fp = int((said & members).sum()), int((said & ~members).sum())
+    n_pos, n_neg = int(members.sum()), int((~members).sum())
+    tpr_lo = clopper_pearson(tp, n_pos, confidence)[0]
+    fpr_hi = clopper_pearson(fp, n_neg, confidence)[1]
+    tnr_lo, fnr_hi = 1.0 - fpr_hi, 1.0 - tpr_lo
+
+    def ln_ratio(num: float, den: float) -> float:
+        return max(0.0, math.log((num - delta) / den)) if num > delta and den > 0 else 0.0
+
+    return ln_ratio(tpr_lo, fpr_hi), ln_ratio(tnr_lo, fnr_hi), tp / max(n_pos, 1), fp / max(n_neg, 1)
+
+
+def empirical_epsilon(scores: np.ndarray, members: np.ndarray, delta: float, confidence: float = 0.95,
+                      select: np.ndarray | None = None) -> dict[str, float | None]:
+    """Lower bound on epsilon from a threshold test on ``scores`` ('member' above it), Clopper-Pearson.
+
+    The threshold, and which of the test and its complement to use, are chosen on
+    the entries where ``select`` is True and the bound is computed on the others,
+    so that choosing the best threshold does not inflate it.  Without ``select``
+    every threshold is tried on all entries (optimistic; for exploration).
     """
     scores, members = np.asarray(scores, float), np.asarray(members, bool)
     if select is None:
         pick, judge = np.ones_like(members), np.ones_like(members)
     else:
         pick, judge = np.asarray(select, bool), ~np.asarray(select, bool)
+    best: tuple[float, float | None, int] = (0.0, None, 0)
+    for t in np.unique(scores[pick]):
+        bounds = _test_bounds(scores[pick], members[pick], float(t), delta, confidence)
+        for which in (0, 1):
+            if bounds[which] > best[0]:
+                best = (bounds[which], float(t), which)
+    if best[1] is None:
+        return {"epsilon_lower_bound": 0.0, "threshold": None, "tpr": None, "fpr": None}
+    judged = _test_bounds(scores[judge], members[judge], best[1], delta, confidence)
+    return {"epsilon_lower_bound": judged[best[2]], "threshold": best[1], "tpr": judged[2], "fpr": judged[3]}
 
-    def bound(s: np.ndarray, m: np.ndarray, t: float, direction: int) -> tuple[float, float, float]:
-        said = (s > t) if direction > 0 else (s <= t)
-        tp, fp = int((said & m).sum()), int((said & ~m).sum())
-        n_pos, n_neg = int(m.sum()), int((~m).sum())
-        tpr_lo = clopper_pearson(tp, n_pos, confidence)[0]
-        fpr_hi = clopper_pearson(fp, n_neg, confidence)[1]
-        eps = math.log((tpr_lo - delta) / fpr_hi) if tpr_lo > delta and fpr_hi > 0 else 0.0
-        return max(0.0, eps), tp / max(n_pos, 1), fp / max(n_neg, 1)
 
-    best = (0.0, float("nan"), 1)
-    s_pick, m_pick = scores[pick], members[pick]
-    for t in np.unique(s_pick):
-        for direction in (1, -1):  # 'member' above the threshold, or (for the complementary test) below it
-            eps = bound(s_pick, m_pick, float(t), direction)[0]
-            if eps > best[0]:
-                best = (eps, float(t), direction)
-    if math.isnan(best[1]):
-        return {"epsilon_lower_bound": 0.0, "threshold": float("nan"), "tpr": float("nan"), "fpr": float("nan")}
-    eps, tpr, fpr = bound(scores[judge], members[judge], best[1], best[2])
-    return {"epsilon_lower_bound": eps, "threshold": best[1], "tpr": tpr, "fpr": fpr}
+def epsilon_ceiling(members: np.ndarray, delta: float, confidence: float = 0.95) -> float:
+    """The largest bound ``empirical_epsilon`` could prove on these entries: a perfect test's.
+
+    With few non-members even a flawless attack proves little; a bound below the
+    accountant's epsilon only means something when this ceiling is above it.
+    """
+    members = np.asarray(members, bool)
+    return _test_bounds(members.astype(float), members, 0.5, delta, confidence)[0]
 
 
 def one_run_p_value(m: int, r: int, v: int, eps: float, delta: float) -> float:
