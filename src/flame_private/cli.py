@@ -177,7 +177,7 @@ def demo(
     = Path("runs/demo"),
     workers: Annotated[int, typer.Option(help="Worker processes for the cohort.")] = 0,
     attacks: Annotated[bool, typer.Option("--attacks/--no-attacks", help=(
-        "Also run the four simulated attacks (about 7 min more) and put their results in the reports."))] = False,
+        "Also run the four simulated attacks (about 6 min more) and put their results in the reports."))] = False,
 ) -> None:
     """The embedded default: synthetic 4-site cohort, key ceremony, federation, exports, audits, reports."""
     from flame_private.demo import run_demo

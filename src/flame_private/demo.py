@@ -62,7 +62,7 @@ def run_demo(out: Path = Path("runs/demo"), workers: int = 0,
              progress: Any = None, attacks: bool = False) -> DemoResult:
     """Everything, in order; ``progress(step, detail)`` is called as each step starts.
 
-    With ``attacks`` the four simulated attacks run first (about 7 minutes more on
+    With ``attacks`` the four simulated attacks run first (about 6 minutes more on
     2 cores) and their results go into every report.
     """
     from flame_private.cohort.writer import synthesise_cohort
