@@ -212,17 +212,20 @@ def _best_plaintext_cosine(payload: bytes, truth: np.ndarray) -> float:
     (the check's own positive control: applied to the plaintext bytes it gives 1).
     """
     best = 0.0
+    unit_truth = truth / np.linalg.norm(truth)
     for dtype in (np.float64, np.float32):
         size = np.dtype(dtype).itemsize
         for offset in range(size):
-            usable = (len(payload) - offset) // size
-            if usable < truth.size:
+            if (len(payload) - offset) // size < truth.size:
                 continue
-            view = np.frombuffer(payload, dtype=dtype, count=truth.size, offset=offset).astype(np.float64)
+            with np.errstate(invalid="ignore", over="ignore"):  # random bits read as floats: NaNs, infinities
+                view = np.frombuffer(payload, dtype=dtype, count=truth.size, offset=offset).astype(np.float64)
             view = np.nan_to_num(view, nan=0.0, posinf=0.0, neginf=0.0)
-            norm = np.linalg.norm(view) * np.linalg.norm(truth)
-            if norm > 0 and np.isfinite(norm):
-                best = max(best, abs(float(np.dot(view, truth) / norm)))
+            peak = float(np.abs(view).max())
+            if peak == 0.0:
+                continue
+            view = view / peak  # values up to 1e308 would overflow the norm and hide the reading
+            best = max(best, abs(float(np.dot(view / np.linalg.norm(view), unit_truth))))
     return best
 
 
