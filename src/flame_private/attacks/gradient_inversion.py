@@ -25,6 +25,7 @@ and the CKKS ciphertext of the update, which is all the server receives.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -128,8 +129,7 @@ def dp_gradient(model: nn.Module, x: torch.Tensor, cond: torch.Tensor, y: torch.
     they were sampled.  ``pre_step`` is Opacus's clip-accumulate-noise-scale, read before the update.
     """
     torch.manual_seed(seed)
-    clone = SliceResponseNet(x.shape[-1], tuple(m.out_channels for m in model.convs))  # type: ignore[attr-defined]
-    clone.load_state_dict(model.state_dict())
+    clone = copy.deepcopy(model)  # Opacus wraps the model it is given; the attacker's copy stays plain
     dp = DPConfig(noise_multiplier=settings.noise_multiplier, max_grad_norm=settings.max_grad_norm)
     plan = plan_dp(clone, len(y), len(y), 1, dp)
     data = torch.utils.data.TensorDataset(x, cond, y)

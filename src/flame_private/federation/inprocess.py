@@ -26,6 +26,8 @@ Tamper = Callable[[str, Message], Message | None]
 FIRST_NODE_ID = 1000
 
 
+_SYNC_ONLY = "the in-process grid only delivers synchronously: the ServerApp uses send_and_receive"
+
 class LocalGrid(Grid):
     """A Grid whose nodes are the given sites, each served by the ClientApp in this process.
 
@@ -62,22 +64,24 @@ class LocalGrid(Grid):
     def set_run(self, run: Run) -> None:
         pass
 
+    # Grid's asynchronous half (create/push/pull) and the Run record are not used by our ServerApp,
+    # which talks only through send_and_receive; they refuse loudly rather than pretend.
     @property
     def run(self) -> Run:
-        raise NotImplementedError
+        raise NotImplementedError(_SYNC_ONLY)
 
     def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
                        ttl: float | None = None) -> Message:
-        raise NotImplementedError
+        raise NotImplementedError(_SYNC_ONLY)
 
     def get_node_ids(self) -> list[int]:
         return list(self.sites)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError
+        raise NotImplementedError(_SYNC_ONLY)
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise NotImplementedError
+        raise NotImplementedError(_SYNC_ONLY)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         replies = []
