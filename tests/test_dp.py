@@ -8,7 +8,8 @@ from opacus.grad_sample import GradSampleModule
 
 from flame_private.config import DPConfig, ModelConfig
 from flame_private.models import build_model
-from flame_private.privacy.dp import default_grad_sample_mode, make_private, plan_dp
+from flame_private.privacy.dp import SecretNoiseDPOptimizer, default_grad_sample_mode, make_private, plan_dp
+from flame_private.privacy.randomness import SecretPoissonSampler
 from flame_private.training import make_loss
 
 SMALL = ModelConfig(response_channels=(4, 8, 8), evolution_channels=(4, 8, 8), norm_groups=2, dropout=0.0)
@@ -91,7 +92,10 @@ def test_make_private_runs_exactly_the_planned_mechanism() -> None:
     plan = plan_dp(model, n_samples=8, batch_size=4, epochs=1, dp=DPConfig(noise_multiplier=1.3))
     data = TensorDataset(torch.randn(8, 4, 8, 8, 8))
     private = make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), data, plan)
-    assert private.loader.sample_rate == pytest.approx(plan.sample_rate)
+    assert isinstance(private.loader.batch_sampler, SecretPoissonSampler)
+    assert private.loader.batch_sampler.sample_rate == pytest.approx(plan.sample_rate)
+    assert len(private.loader) == plan.steps
+    assert isinstance(private.optimizer, SecretNoiseDPOptimizer)
     assert private.optimizer.noise_multiplier == pytest.approx(1.3)
     assert private.optimizer.max_grad_norm == pytest.approx(plan.max_grad_norm)
 

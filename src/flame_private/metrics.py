@@ -15,6 +15,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from flame_private.cohort.rano import classify
+from flame_private.privacy.randomness import DPRandomness
 
 N_BINS = 20
 """Score histogram resolution: AUC from histograms differs from the exact AUC by < 1/N_BINS.
@@ -177,18 +178,20 @@ PATIENT_SENSITIVITY = {"response": float(np.sqrt(3.0)), "evolution": float(np.sq
 
 
 def dp_release(patient_vectors: list[np.ndarray], length: int, sensitivity: float, noise_multiplier: float,
-               rng: np.random.Generator) -> np.ndarray:
+               randomness: DPRandomness | None = None) -> np.ndarray:
     """Sum of per-patient vectors, each clipped to ``sensitivity`` in L2, plus N(0, (sigma * sensitivity)^2).
 
     The Gaussian mechanism: what a site releases about its validation patients
     is (epsilon, delta)-DP like its model updates, and is accounted the same way
-    (one step at sampling rate 1 with this noise multiplier).
+    (one step at sampling rate 1 with this noise multiplier).  The noise is
+    fresh and secret (``DPRandomness.secret()``) unless a test passes its own.
     """
+    randomness = randomness or DPRandomness.secret()
     total = np.zeros(length)
     for v in patient_vectors:
         norm = float(np.linalg.norm(v))
         total += v * min(1.0, sensitivity / norm) if norm > 0 else v
-    return total + rng.normal(0.0, noise_multiplier * sensitivity, size=length)
+    return total + randomness.standard_normal(length) * (noise_multiplier * sensitivity)
 
 
 def treatment_comparison(predicted: dict[str, dict[str, float]], truth: dict[str, dict[str, dict]]) -> dict[str, float]:

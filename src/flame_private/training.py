@@ -5,6 +5,11 @@ everything else (optimiser, DP wrapping, epochs, evaluation sums) is the same
 code whoever calls it.  Privacy spend is not recorded here: callers check the
 budget with the plan from ``plan_training`` before training and record it
 before anything leaves the site.
+
+``TrainSettings.seed`` is public (it comes from the run config): it fixes what
+may be reproducible (non-private shuffling, dropout, which follow-up stands for a
+patient).  DP-SGD's noise and Poisson sampling never depend on it: they come
+from fresh secret randomness (``privacy.randomness``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -24,6 +30,7 @@ from flame_private.config import MODALITIES, DPConfig, Task
 from flame_private.data.datasets import EvolutionDataset, OneFollowUpPerPatient
 from flame_private.metrics import EvolutionSums, ResponseSums
 from flame_private.privacy.dp import DPPlan, make_private, plan_dp, unwrap
+from flame_private.privacy.randomness import DPRandomness
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,8 @@ class TrainSettings:
     batch_size: int = 4
     learning_rate: float = 1e-3
     seed: int = 0
+    """Public: reproducible shuffling and dropout; never DP noise or sampling."""
+    optimizer: Literal["adam", "sgd"] = "adam"
 
 
 @dataclass
@@ -95,17 +104,29 @@ def plan_training(model: nn.Module, task: Task, dataset: Dataset, settings: Trai
     return plan_dp(model, training_size(task, dataset), settings.batch_size, settings.epochs, dp)
 
 
+def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=settings.learning_rate)
+    return torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+
+
 def train(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSettings, plan: DPPlan | None,
-          on_step: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Train ``model`` in place; DP-SGD when ``plan`` is given, plain SGD (Adam) otherwise."""
+          on_step: Callable[[int, float], None] | None = None,
+          randomness: DPRandomness | None = None) -> TrainResult:
+    """Train ``model`` in place; DP-SGD when ``plan`` is given, plain Adam (or SGD) otherwise.
+
+    Under DP the noise and sampling come from ``randomness``: fresh secret
+    randomness when None (every real training); a replayable one only in the
+    attack suite's positive control and in tests.
+    """
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     if task == "evolution" and isinstance(dataset, EvolutionDataset):
         dataset = OneFollowUpPerPatient(dataset, seed=settings.seed)  # the unit of privacy is the patient
     data = TupleView(dataset, task)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    optimizer = make_optimizer(model, settings)
     if plan is not None:
-        private = make_private(model, optimizer, data, plan, generator=generator)
+        private = make_private(model, optimizer, data, plan, randomness=randomness or DPRandomness.secret())
         net, optimizer, loader = private.model, private.optimizer, private.loader
     else:
         net = model

@@ -100,3 +100,11 @@ def dp_audit(
     from flame_private.attacks.dp_audit import run_dp_audit
 
     _run(run_dp_audit, out, size, seed, canaries=canaries)
+
+
+@attack_app.command("noise-replay")
+def noise_replay(out: OutOption = Path("runs/attacks"), size: SizeOption = "ci", seed: SeedOption = 0) -> None:
+    """Regenerate a site's DP noise from the public config and subtract it; must fail with secret noise."""
+    from flame_private.attacks.noise_replay import run_noise_replay
+
+    _run(run_noise_replay, out, size, seed)

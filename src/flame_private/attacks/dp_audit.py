@@ -111,8 +111,8 @@ def audited_training(data: ResponseTensors, settings: AuditSettings, fault: Faul
     dp = DPConfig(target_epsilon=settings.claimed_epsilon, delta=settings.delta, max_grad_norm=settings.max_grad_norm)
     dataset = TupleView(PatientSubset(data, np.arange(len(data))), "response")
     plan = plan_dp(model, len(data), settings.batch_size, settings.epochs, dp)
-    private = make_private(model, torch.optim.SGD(model.parameters(), lr=settings.learning_rate), dataset, plan,
-                           generator=torch.Generator().manual_seed(seed))
+    # The mechanism's own noise and sampling are secret, as at a site; the seed fixes canaries and model only.
+    private = make_private(model, torch.optim.SGD(model.parameters(), lr=settings.learning_rate), dataset, plan)
     _break(private.optimizer, plan, fault, settings)
     loss_fn = make_loss("response")
     scores = np.zeros(settings.canaries)

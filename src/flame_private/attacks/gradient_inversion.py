@@ -133,8 +133,7 @@ def dp_gradient(model: nn.Module, x: torch.Tensor, cond: torch.Tensor, y: torch.
     dp = DPConfig(noise_multiplier=settings.noise_multiplier, max_grad_norm=settings.max_grad_norm)
     plan = plan_dp(clone, len(y), len(y), 1, dp)
     data = torch.utils.data.TensorDataset(x, cond, y)
-    private = make_private(clone, torch.optim.SGD(clone.parameters(), lr=0.0), data, plan,
-                           generator=torch.Generator().manual_seed(seed))
+    private = make_private(clone, torch.optim.SGD(clone.parameters(), lr=0.0), data, plan)  # secret noise
     loss_fn = make_loss("response")
     for xb, cb, yb in private.loader:
         private.optimizer.zero_grad(set_to_none=True)

@@ -19,8 +19,9 @@ from pydantic import Field
 from flame_private import __version__
 from flame_private.config import StrictModel
 
-AttackName = Literal["curious-server", "gradient-inversion", "membership-inference", "dp-audit"]
-ATTACKS: tuple[AttackName, ...] = ("curious-server", "gradient-inversion", "membership-inference", "dp-audit")
+AttackName = Literal["curious-server", "gradient-inversion", "membership-inference", "dp-audit", "noise-replay"]
+ATTACKS: tuple[AttackName, ...] = ("curious-server", "gradient-inversion", "membership-inference", "dp-audit",
+                                   "noise-replay")
 
 
 class AttackArm(StrictModel):

@@ -13,6 +13,7 @@ _ENTRY_POINTS = {
     "gradient-inversion": ("flame_private.attacks.gradient_inversion", "run_gradient_inversion"),
     "membership-inference": ("flame_private.attacks.membership", "run_membership_inference"),
     "dp-audit": ("flame_private.attacks.dp_audit", "run_dp_audit"),
+    "noise-replay": ("flame_private.attacks.noise_replay", "run_noise_replay"),
 }
 assert tuple(_ENTRY_POINTS) == ATTACKS
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,8 +183,7 @@ class Site:
             return self._decline(run_id, round_, task, str(exc))
         vectors = (patient_contributions(model, task, ds, self.fed.batch_size, self.fed.data.voxel_mm**3 / 1000.0)
                    if len(ds) else [])
-        noise_rng = np.random.default_rng(secrets.randbits(128))  # noise the site itself cannot reproduce
-        released = dp_release(vectors, len(kind().vector()), sensitivity, sigma, noise_rng)
+        released = dp_release(vectors, len(kind().vector()), sensitivity, sigma)  # fresh secret noise
         try:
             entry = self.guard.record(planned)  # durable before anything leaves
         except REFUSALS as exc:

@@ -5,20 +5,29 @@ per-sample clipping at ``max_grad_norm`` and Gaussian noise of
 ``noise_multiplier * max_grad_norm``.  The grad-sample mode defaults to
 expanded weights ("ew"), the fastest mode that is exact for our models
 (tests compare its per-sample gradients with a per-example loop).
+
+Opacus computes the per-sample gradients and clips them; the sampling masks and
+the noise come from ``randomness.DPRandomness``, fresh and secret for every
+training, never from torch's global generator that the run's public seed sets.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import torch
 from opacus import PrivacyEngine
 from opacus.accountants.utils import get_noise_multiplier
+from opacus.data_loader import dtype_safe, shape_safe, wrap_collate_with_empty
+from opacus.optimizers import DPOptimizer
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from flame_private.config import DPConfig
+from flame_private.privacy.randomness import DPRandomness, SecretPoissonSampler
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +98,57 @@ def plan_dp(model: nn.Module, n_samples: int, batch_size: int, epochs: int, dp: 
                   expected_batch_size=batch)
 
 
+class SecretNoiseDPOptimizer(DPOptimizer):
+    """Opacus's DP optimiser (clip, sum, scale) with its Gaussian noise drawn from ``DPRandomness``."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, randomness: DPRandomness, **kwargs: object) -> None:
+        super().__init__(optimizer, **kwargs)  # type: ignore[arg-type]
+        self.randomness = randomness
+
+    def add_noise(self) -> None:
+        sums = [p.summed_grad for p in self.params]
+        for s in sums:
+            _check_processed_flag(s)
+        noises = self.randomness.normal_like(sums, self.noise_multiplier * self.max_grad_norm)
+        for p, s, noise in zip(self.params, sums, noises, strict=True):
+            p.grad = (s + noise).view_as(p)
+            _mark_as_processed(s)
+
+
+def poisson_loader(dataset: Dataset, plan: DPPlan, randomness: DPRandomness) -> DataLoader:
+    """Batches drawn by Poisson sampling at ``plan.sample_rate``; empty batches keep their structure."""
+    first = dataset[0]
+    steps_per_epoch = round(1.0 / plan.sample_rate)
+    sampler = SecretPoissonSampler(len(dataset), plan.sample_rate, steps_per_epoch, randomness)  # type: ignore[arg-type]
+    collate = wrap_collate_with_empty(collate_fn=default_collate, sample_empty_shapes=[(0, *shape_safe(x)) for x in first],
+                                      dtypes=[dtype_safe(x) for x in first])
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+
+
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset, plan: DPPlan,
-                 generator: torch.Generator | None = None) -> PrivateTraining:
-    """Wrap for DP-SGD exactly as ``plan`` says (Poisson sampling at ``plan.sample_rate``)."""
-    loader = DataLoader(dataset, batch_size=plan.expected_batch_size, shuffle=False, generator=generator)
-    engine = PrivacyEngine(accountant=plan.accountant, secure_mode=False)
-    pmodel, popt, ploader = engine.make_private(
+                 randomness: DPRandomness | None = None) -> PrivateTraining:
+    """Wrap for DP-SGD exactly as ``plan`` says (Poisson sampling at ``plan.sample_rate``).
+
+    ``randomness`` defaults to fresh secret randomness; only the attack suite's
+    positive control and tests pass a replayable one.
+    """
+    randomness = randomness or DPRandomness.secret()
+    loader = poisson_loader(dataset, plan, randomness)
+    if abs(1.0 / len(loader) - plan.sample_rate) > 1e-12:  # what we will record must be what runs
+        raise RuntimeError(f"Poisson sampler rate {1.0 / len(loader)} differs from the plan's {plan.sample_rate}")
+    with warnings.catch_warnings():  # "secure RNG turned off": Opacus's generator is not used for noise here
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant=plan.accountant, secure_mode=False)
+    pmodel, _, ploader = engine.make_private(
         module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=plan.noise_multiplier,
-        max_grad_norm=plan.max_grad_norm, poisson_sampling=True, grad_sample_mode=plan.grad_sample_mode,
+        max_grad_norm=plan.max_grad_norm, poisson_sampling=False, grad_sample_mode=plan.grad_sample_mode,
     )
-    if abs(ploader.sample_rate - plan.sample_rate) > 1e-12:  # what we will record must be what Opacus does
-        raise RuntimeError(f"Opacus sample rate {ploader.sample_rate} differs from the plan's {plan.sample_rate}")
+    pmodel.forbid_grad_accumulation()
+    # Opacus's own optimiser would draw noise from torch's generator; ours draws it from ``randomness``.
+    popt = SecretNoiseDPOptimizer(optimizer, randomness=randomness, noise_multiplier=plan.noise_multiplier,
+                                  max_grad_norm=plan.max_grad_norm,
+                                  expected_batch_size=int(len(dataset) * plan.sample_rate),  # type: ignore[arg-type]
+                                  loss_reduction="mean")
     return PrivateTraining(model=pmodel, optimizer=popt, loader=ploader, engine=engine, plan=plan)
 
 
