@@ -1,16 +1,22 @@
-"""DP-SGD step time and peak memory: non-private vs each Opacus grad-sample mode, both models.
+"""DP-SGD step time and peak memory: non-private vs each Opacus grad-sample mode, both models; noise sources.
 
 Each configuration runs in a fresh process (peak RSS is per process; CUDA peak
 memory from torch.cuda.max_memory_allocated). Prints a table and saves
 benchmarks/results/dp_step[_cuda].json.
 
+Noise sources (``--noises``), all keyed or seeded from the OS's CSPRNG, fresh per process:
+  chacha20        what sites run: ChaCha20 keystream, Box-Muller in float64 (privacy.randomness)
+  torch           Opacus's default sampler, torch.normal on a Mersenne Twister seeded from the OS
+  torch-hardened  Opacus's secure-mode sampler (4 draws summed, against floating-point attacks) on that
+                  generator; Opacus's secure_mode itself needs torchcsprng (recorded as available or not)
+
 Usage: python benchmarks/dp_step.py [--grids 32 48] [--batch 4] [--steps 6] [--device cpu|cuda]
+                                    [--modes none ew hooks functorch] [--noises chacha20 torch torch-hardened]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import resource
 import statistics
@@ -19,9 +25,22 @@ import time
 from _common import save
 
 MODES = ("none", "ew", "hooks", "functorch")
+NOISES = ("chacha20", "torch", "torch-hardened")
 
 
-def measure(task: str, mode: str, grid: int, batch: int, steps: int, device: str, queue: mp.Queue) -> None:
+def secure_mode_available() -> str:
+    """Whether Opacus's own secure_mode can run here (it needs the torchcsprng package)."""
+    try:
+        import torchcsprng  # noqa: F401
+    except ImportError as exc:
+        return f"no: {exc}"
+    return "yes"
+
+
+def measure(task: str, mode: str, noise: str, grid: int, batch: int, steps: int, device: str,
+            queue: mp.Queue) -> None:
+    import secrets
+
     import torch
     from opacus import GradSampleModule
     from opacus.grad_sample import GradSampleModuleExpandedWeights
@@ -29,6 +48,8 @@ def measure(task: str, mode: str, grid: int, batch: int, steps: int, device: str
 
     from flame_private.config import ModelConfig
     from flame_private.models import build_model
+    from flame_private.privacy.dp import SecretNoiseDPOptimizer
+    from flame_private.privacy.randomness import DPRandomness
     from flame_private.training import make_loss
 
     torch.manual_seed(0)
@@ -40,8 +61,13 @@ def measure(task: str, mode: str, grid: int, batch: int, steps: int, device: str
         net = GradSampleModuleExpandedWeights(model, batch_first=True, loss_reduction="mean")
     elif mode in ("hooks", "functorch"):
         net = GradSampleModule(model, batch_first=True, loss_reduction="mean", force_functorch=mode == "functorch")
-    if mode != "none":
-        opt = DPOptimizer(opt, noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=batch)
+    if mode != "none" and noise == "chacha20":
+        opt = SecretNoiseDPOptimizer(opt, randomness=DPRandomness.secret(), noise_multiplier=1.0,
+                                     max_grad_norm=1.0, expected_batch_size=batch)
+    elif mode != "none":
+        generator = torch.Generator(device=dev).manual_seed(secrets.randbits(63))
+        opt = DPOptimizer(opt, noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=batch,
+                          generator=generator, secure_mode=noise == "torch-hardened")
     g = grid
     image = torch.randn(batch, 4, g, g, g, device=dev)
     seg = torch.randint(0, 4, (batch, 1, g, g, g), device=dev)
@@ -67,8 +93,8 @@ def measure(task: str, mode: str, grid: int, batch: int, steps: int, device: str
             times.append(time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    queue.put({"task": task, "mode": mode, "grid": grid, "batch": batch, "step_s": statistics.median(times),
-               "peak_mb": round(peak, 1)})
+    queue.put({"task": task, "mode": mode, "noise": noise if mode != "none" else None, "grid": grid, "batch": batch,
+               "step_s": statistics.median(times), "peak_mb": round(peak, 1)})
 
 
 def main() -> None:
@@ -78,30 +104,36 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--modes", nargs="+", default=list(MODES))
+    ap.add_argument("--noises", nargs="+", default=list(NOISES), help="noise sources, measured in mode 'ew'")
     args = ap.parse_args()
     ctx = mp.get_context("spawn")
     rows = []
     for grid in args.grids:
         for task in ("response", "evolution"):
-            for mode in args.modes:
+            configs = [(m, "chacha20") for m in args.modes]
+            configs += [("ew", n) for n in args.noises if n != "chacha20" and "ew" in args.modes]
+            for mode, noise in configs:
                 q: mp.Queue = ctx.Queue()
-                p = ctx.Process(target=measure, args=(task, mode, grid, args.batch, args.steps, args.device, q))
+                p = ctx.Process(target=measure, args=(task, mode, noise, grid, args.batch, args.steps, args.device, q))
                 p.start()
                 p.join()
+                label = mode if mode == "none" else f"{mode}/{noise}"
                 if p.exitcode != 0 or q.empty():
-                    rows.append({"task": task, "mode": mode, "grid": grid, "batch": args.batch, "error": p.exitcode})
-                    print(f"{task:9s} {grid:3d}^3 {mode:9s} FAILED (exit {p.exitcode})", flush=True)
+                    rows.append({"task": task, "mode": mode, "noise": noise, "grid": grid, "batch": args.batch,
+                                 "error": p.exitcode})
+                    print(f"{task:9s} {grid:3d}^3 {label:18s} FAILED (exit {p.exitcode})", flush=True)
                     continue
                 row = q.get()
                 base = next((r for r in rows if r["task"] == task and r["grid"] == grid and r["mode"] == "none"
                              and "step_s" in r), None)
                 row["ratio_to_non_private"] = round(row["step_s"] / base["step_s"], 2) if base else 1.0
                 rows.append(row)
-                print(f"{task:9s} {grid:3d}^3 {mode:9s} step {row['step_s']:.3f} s  x{row['ratio_to_non_private']:.2f}"
+                ratio = row["ratio_to_non_private"]
+                print(f"{task:9s} {grid:3d}^3 {label:18s} step {row['step_s']:.3f} s  x{ratio:.2f}"
                       f"  peak {row['peak_mb']:.0f} MB", flush=True)
     name = "dp_step" if args.device == "cpu" else f"dp_step_{args.device}"
-    print(f"saved {save(name, {'device': args.device, 'rows': rows})}")
-    print(json.dumps(rows[:1]))
+    figures = {"device": args.device, "opacus_secure_mode_available": secure_mode_available(), "rows": rows}
+    print(f"saved {save(name, figures)}")
 
 
 if __name__ == "__main__":

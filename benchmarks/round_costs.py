@@ -80,11 +80,12 @@ def main() -> None:
         result, t_train = timed(lambda: train(model, task, data, settings, plan))  # noqa: B023
         state = result.model.state_dict()
         layout = ParamLayout.from_state_dict(state)
-        (env, ct), t_enc = timed(lambda: encrypt_update(secret, state, args.patients, run_id="bench", task=task,  # noqa: B023
+        (env, ct), t_enc = timed(lambda: encrypt_update(secret, state, args.patients, site_id="site-0",  # noqa: B023
+                                                        run_id="bench", task=task,  # noqa: B023
                                                         round=1, model=task, layout=layout))  # noqa: B023
         record, t_ser = timed(lambda: ct_record(env.model_dump_json(), ct))  # noqa: B023
         _, t_de = timed(lambda: read_ct_record(record))  # noqa: B023
-        updates = [(env, ct)] * args.sites
+        updates = [(env.model_copy(update={"contributor_ids": [f"site-{i}"]}), ct) for i in range(args.sites)]
         (agg_env, agg), t_add = timed(lambda: aggregate_updates(updates, ctx, min_contributors=3))  # noqa: B023
         _, t_dec = timed(lambda: decrypt_aggregate(secret, agg_env, agg, layout, run_id="bench", task=task,  # noqa: B023
                                                    round=1, model=task))

@@ -75,8 +75,8 @@ class Site:
     def release(self, round: int, task: str, secret: SecretContext | None = None) -> None:
         """Train (not here), record the spend, encrypt [n w | n], log, (send)."""
         paid = self.spend(round, task)
-        env, payload = encrypt_update(secret or self.secret, tiny_model(task, round), 40, run_id=RUN, task=task,
-                                      round=round, model=task)
+        env, payload = encrypt_update(secret or self.secret, tiny_model(task, round), 40, site_id=SITE, run_id=RUN,
+                                      task=task, round=round, model=task)
         self.egress.append(run_id=RUN, round=round, task=task, kind="update", payload=payload, envelope=env,
                            ledger_entry=paid)
 
@@ -95,8 +95,10 @@ class Site:
                            ledger_entry=paid)
 
     def decline(self, round: int, task: str, status: dict | None = None) -> None:
-        payload = json.dumps(status or {"reason": "privacy budget: the round would pass the approved cap"}).encode()
-        self.egress.append(run_id=RUN, round=round, task=task, kind="declined", payload=payload)
+        """What a site sends when it declines: who, and "declined"; the reason is kept in the entry."""
+        payload = json.dumps(status or {"site_id": SITE, "status": "declined"}).encode()
+        self.egress.append(run_id=RUN, round=round, task=task, kind="declined", payload=payload,
+                           reason="privacy budget: the round would pass the approved cap")
 
     def forged_update(self, round: int, task: str, payload: bytes, *, model: str | None = None,
                       kind: str = "update", n_params: int = 38) -> None:
@@ -284,16 +286,26 @@ def test_an_update_encrypted_under_other_parameters_is_caught(site: Site, other_
 def test_a_foreign_ciphertext_claiming_the_agreed_fingerprint_is_caught(site: Site, other_keys: Path) -> None:
     other = load_secret_context(other_keys / "site-secret.ctx")
     state = tiny_model("response", 3)
-    foreign = encrypt_update(other, state, 40, run_id=RUN, task="response", round=3, model="response")[1]
+    foreign = encrypt_update(other, state, 40, site_id=SITE, run_id=RUN, task="response", round=3,
+                             model="response")[1]
     site.forged_update(3, "response", foreign, n_params=ParamLayout.from_state_dict(state).n_params)
     [why] = failed(site.audit(), "ciphertext only")
     assert "not a ciphertext of the agreed parameters (params" in why
 
 
-def test_a_declined_status_carrying_more_than_a_reason_is_caught(site: Site) -> None:
-    site.decline(4, "evolution", {"reason": "budget", "val_auc": 0.81})
+def test_a_declined_status_carrying_more_than_declined_is_caught(site: Site) -> None:
+    site.decline(4, "evolution", {"site_id": SITE, "status": "declined", "val_auc": 0.81})
     [why] = failed(site.audit(), "declined")
-    assert why.startswith("seq 8 (run-1 round 4, evolution): must be a JSON object with only a string 'reason'")
+    assert why.startswith(f"seq 8 (run-1 round 4, evolution): must be the JSON status {{'site_id': '{SITE}'")
+
+
+def test_a_declined_status_that_sent_its_reason_in_clear_is_a_warning(site: Site) -> None:
+    """Sites before 0.2 told the server why they declined; the DPO learns that this reason left the site."""
+    site.decline(4, "evolution", {"reason": "would bring epsilon from 7.73 to 8.48"})
+    report = site.audit()
+    assert report.ok
+    [why] = warned(report, "declined")
+    assert "sent its reason in clear" in why and "7.73" in why
 
 
 def test_without_a_params_file_the_secret_context_header_gives_the_parameters(site: Site, tmp_path: Path,
@@ -347,8 +359,8 @@ def test_an_update_with_no_ledger_entry_is_caught(site: Site) -> None:
 
 def test_an_update_whose_epsilon_disagrees_with_the_ledger_is_caught(site: Site) -> None:
     paid = site.spend(3, "response")
-    env, payload = encrypt_update(site.secret, tiny_model("response", 3), 40, run_id=RUN, task="response",
-                                  round=3, model="response")
+    env, payload = encrypt_update(site.secret, tiny_model("response", 3), 40, site_id=SITE, run_id=RUN,
+                                  task="response", round=3, model="response")
     site.egress.append(run_id=RUN, round=3, task="response", kind="update", payload=payload, envelope=env,
                        dp=site.egress.entries[0].dp, epsilon_after=paid.epsilon_after - 0.5, ledger_seq=paid.seq)
     [why] = failed(site.audit(), "ledger agreement")
@@ -381,7 +393,8 @@ def test_a_payload_file_no_entry_names_is_a_warning(site: Site) -> None:
 
 
 def test_an_app_hash_other_than_the_installed_code_is_listed(site: Site) -> None:
-    site.egress.append(run_id=RUN, round=4, task="response", kind="declined", payload=b'{"reason":"x"}',
+    site.egress.append(run_id=RUN, round=4, task="response", kind="declined",
+                       payload=json.dumps({"site_id": SITE, "status": "declined"}).encode(), reason="x",
                        app_hash="fab:" + "9" * 64)
     report = site.audit()
     assert report.ok

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from federation_harness import make_federation
 from scipy import stats
 from torch.utils.data import Dataset
 
-from federation_harness import make_federation
 from flame_private.config import DPConfig, ModelConfig
 from flame_private.federation.site import Site
 from flame_private.models import build_model

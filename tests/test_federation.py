@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from federation_harness import LocalGrid, make_federation, run
 from flwr.app import Message
 
-from federation_harness import LocalGrid, make_federation, run
+from flame_private.federation.egress import EgressLog
 from flame_private.federation.protocol import UPDATE, ct_record, read_ct_record
 from flame_private.privacy import Ledger
 from flame_private.secure.keys import key_ceremony, load_secret_context
@@ -111,13 +112,19 @@ def test_all_sites_decrypt_the_same_global_model(clean_run) -> None:
 def test_the_server_checkpoint_holds_only_ciphertexts(clean_run, ceremony: Path) -> None:
     root, _, _, _ = clean_run
     server = root / "run" / "server"
+    from flame_private.federation.checkpoint import read_checkpoint_file
     from flame_private.secure.params import load_ciphertexts, load_params_context, parse_envelope
 
     ctx = load_params_context(ceremony / "server-params.ctx")
-    for ct in server.glob("*.ct"):
-        env = parse_envelope(ct.with_suffix(".json").read_text())
-        assert len(load_ciphertexts(ct.read_bytes(), ctx, env.n_chunks, max_bytes=2**31 - 1, source="test")) \
-            == env.n_chunks
+    files = sorted(server.glob("*.ckpt"))
+    assert [f.name for f in files] == ["evolution-metrics.r00002.ckpt", "evolution-model.r00002.ckpt",
+                                       "response-metrics.r00002.ckpt", "response-model.r00002.ckpt"]
+    for f in files:
+        header, payload = read_checkpoint_file(f)
+        env = parse_envelope(header)
+        assert env.kind == "aggregate" and env.round == 2 and env.contributor_ids == sorted(env.contributor_ids)
+        assert len(load_ciphertexts(payload, ctx, env.n_chunks, max_bytes=2**31 - 1, source="test")) == env.n_chunks
+    assert set(server.iterdir()) == {*files, server / "state.json", server / "summary.json"}
 
 
 def test_aggregate_equals_the_plaintext_weighted_fedavg(clean_run, ceremony: Path) -> None:
@@ -149,7 +156,7 @@ def test_round_completes_with_three_when_one_of_four_sites_is_killed(tmp_path: P
     summary = run(LocalGrid(sites, fed, tamper=_drop("site-d")), fed, ceremony, tmp_path / "run")
     r = _round(summary, "response", 1)
     assert sorted(r["contributors"]) == ["site-a", "site-b", "site-c"] and "refused" not in r
-    assert (tmp_path / "run" / "server" / "response-model.ct").is_file()
+    assert (tmp_path / "run" / "server" / "response-model.r00001.ckpt").is_file()
     # site-d trained and recorded its spend before it died: counted, never under-counted.
     assert [e.round for e in _ledger(sites, "site-d").entries if e.sample_rate < 1.0] == [1]
 
@@ -159,8 +166,8 @@ def test_round_with_only_two_sites_left_is_refused_not_aggregated(tmp_path: Path
     sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=4, rounds=1, tasks="[response]")
     summary = run(LocalGrid(sites, fed, tamper=_drop("site-c", "site-d")), fed, ceremony, tmp_path / "run")
     r = _round(summary, "response", 1)
-    assert "2 valid contribution(s), at least 3 required" in r["refused"]
-    assert not (tmp_path / "run" / "server" / "response-model.ct").exists()
+    assert "2 valid contribution(s), between 3 and 16 (max_sites) required" in r["refused"]
+    assert not list((tmp_path / "run" / "server").glob("response-model*"))
     assert summary["exports"]["response"] == "no global model (every round refused)"
 
 
@@ -218,11 +225,17 @@ def test_a_site_over_its_budget_declines_and_the_federation_goes_on(tmp_path: Pa
                                  caps={"site-d": 0.01})
     summary = run(LocalGrid(sites, fed), fed, ceremony, tmp_path / "run")
     r = _round(summary, "response", 1)
-    assert "site-d" in r["declined"] and "cap" in r["declined"]["site-d"]
+    assert r["declined"] == ["site-d"]  # who, never why: the server learns nothing of site-d's budget
     assert sorted(r["contributors"]) == ["site-a", "site-b", "site-c"]
+    assert "cap" not in (tmp_path / "run" / "server" / "summary.json").read_text()
     assert len(_ledger(sites, "site-d").entries) == 0
-    log = (sites["site-d"].parent / "state" / "egress_log.jsonl").read_text()
-    assert '"kind":"declined"' in log.replace(" ", "")
+    egress = EgressLog.open(sites["site-d"].parent / "state", "site-d", readonly=True)
+    declined = [e for e in egress.entries if e.kind == "declined"]
+    assert [e.round for e in declined] == [1, 1]  # training, then evaluation of the final model
+    for e in declined:
+        assert "cap" in e.reason  # the reason stays at the site ...
+        sent = json.loads(egress.payload_path(e).read_bytes())
+        assert sent == {"site_id": "site-d", "status": "declined"}  # ... and the logged bytes are what left
 
 
 def test_a_site_refuses_a_secret_context_readable_by_others(tmp_path: Path, cohort_dir: Path, ceremony: Path) -> None:

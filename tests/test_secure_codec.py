@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -58,7 +57,8 @@ def test_fedavg_round_trip_matches_plaintext_weighted_mean(contexts) -> None:
     counts = [7, 40, 123, 1000]
     sites = [{k: v + 0.05 * torch.randn_like(v) for k, v in base.items()} for _ in counts]
     layout = packing.ParamLayout.from_state_dict(base)
-    updates = [codec.encrypt_update(secret, sd, n, model="response-net", **RUN) for sd, n in zip(sites, counts)]
+    updates = [codec.encrypt_update(secret, sd, n, site_id=f"site-{i}", model="response-net", **RUN)
+               for i, (sd, n) in enumerate(zip(sites, counts))]
     accepted = []
     for env, payload in updates:
         params.validate_envelope(env.model_dump(), payload, server, model="response-net",
@@ -66,6 +66,7 @@ def test_fedavg_round_trip_matches_plaintext_weighted_mean(contexts) -> None:
         accepted.append((env, payload))
     env, total = params.aggregate_updates(accepted, server)
     assert env.kind == "aggregate" and env.contributors == 4
+    assert env.contributor_ids == ["site-0", "site-1", "site-2", "site-3"]
     mean, n = codec.decrypt_aggregate(secret, env.model_dump_json(), total, layout, model="response-net", **RUN)
     assert n == sum(counts)
     for k in base:
@@ -81,7 +82,7 @@ def test_fedavg_round_trip_matches_plaintext_weighted_mean(contexts) -> None:
 def test_aggregate_needs_three_contributors(contexts) -> None:
     secret, server = contexts
     sd = _model(2)
-    two = [codec.encrypt_update(secret, sd, 5, model="m", **RUN) for _ in range(2)]
+    two = [codec.encrypt_update(secret, sd, 5, site_id=f"site-{i}", model="m", **RUN) for i in range(2)]
     with pytest.raises(HEError, match="at least 3"):
         params.aggregate_updates(two, server)
 
@@ -101,7 +102,8 @@ def test_overflow_is_refused_before_encryption(contexts) -> None:
     with pytest.raises(OverflowRisk, match="exceeds"):
         codec.encrypt_vector(secret, np.array([0.0, limit * 1.01]), max_sites=16)
     with pytest.raises(OverflowRisk):  # the count slot counts too
-        codec.encrypt_update(secret, {"w": torch.zeros(3)}, 20_000, model="m", max_sites=16, **RUN)
+        codec.encrypt_update(secret, {"w": torch.zeros(3)}, 20_000, site_id="s", model="m", max_sites=16,
+                             **RUN)
     with pytest.raises(OverflowRisk, match="NaN"):
         codec.encrypt_vector(secret, np.array([np.nan]))
     assert codec.max_safe_magnitude(HEConfig(), max_sites=4) == pytest.approx(4 * limit, rel=1e-6)
@@ -128,10 +130,10 @@ def test_wire_size_uses_the_compact_encoding(contexts) -> None:
     secret, server = contexts
     chunk = server.values_per_chunk
     n_params = 12 * chunk - 1  # 98,303 parameters + the count slot fill 12 chunks exactly
-    env, payload = codec.encrypt_update(secret, {"w": torch.randn(n_params) * 0.1}, 50, model="m", **RUN)
+    env, payload = codec.encrypt_update(secret, {"w": torch.randn(n_params) * 0.1}, 50, site_id="s", model="m", **RUN)
     assert env.n_chunks == 12
     assert len(payload) / n_params <= 8.5
     # With a partly filled last chunk (100,000 params -> 13 chunks) the padding costs < 1 chunk.
-    env, payload = codec.encrypt_update(secret, {"w": torch.randn(100_000) * 0.1}, 50, model="m", **RUN)
+    env, payload = codec.encrypt_update(secret, {"w": torch.randn(100_000) * 0.1}, 50, site_id="s", model="m", **RUN)
     assert len(payload) / (env.n_chunks * chunk) <= 8.1
     assert len(payload) <= 8.1 * 100_000 + 8.1 * chunk

@@ -26,7 +26,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
     other = keys.load_secret_context(keys.key_ceremony(OTHER, root / "other").secret_path)
     sd = {"a.weight": torch.randn(15000) * 0.1, "b.bias": torch.randn(40, 50) * 0.1}
     layout = packing.ParamLayout.from_state_dict(sd)
-    env, payload = codec.encrypt_update(secret, sd, 30, model="evo-net", **RUN)
+    env, payload = codec.encrypt_update(secret, sd, 30, site_id="site-a", model="evo-net", **RUN)
     return secret, server, other, sd, layout, env, payload
 
 
@@ -68,7 +68,7 @@ def test_wrong_fingerprint(setup, caplog) -> None:
 def test_wrong_parameters(setup, caplog) -> None:
     secret, server, other, sd, *_ , env, payload = setup
     # Honestly labelled: the site's parameters differ, so does its fingerprint.
-    env2, payload2 = codec.encrypt_update(other, sd, 30, model="evo-net", **RUN)
+    env2, payload2 = codec.encrypt_update(other, sd, 30, site_id="site-a", model="evo-net", **RUN)
     assert _reason(setup, env2, payload2, caplog) == "fingerprint"
     # Forged label: the bytes themselves are refused by SEAL for these parameters.
     assert _reason(setup, _forge(env, payload2, he_fingerprint=server.fingerprint), payload2, caplog) == "params"

@@ -1,3 +1,3 @@
 """flame-private: privacy-first federated learning for glioblastoma radiotherapy outcomes."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

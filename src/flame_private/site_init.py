@@ -63,6 +63,8 @@ POLICY_TEMPLATE = """\
 site_id: {site_id}
 epsilon_cap: null          # FILL IN: total epsilon ever spent on this site's patients (all models, rounds, runs)
 delta: null                # FILL IN: e.g. 1.0e-5; must be below 1e-3 and well below 1 / number of patients
+# The number of patients the site trains on is public to the consortium (the aggregate carries the
+# total, and the sampling rate and training time follow it); the guarantee protects each patient's data.
 unit_of_privacy: patient   # the only unit accepted: all scans of one patient form one record
 accountant: prv            # prv (default) or rdp
 approved_by: null          # FILL IN: "Research Ethics Committee of ..."

@@ -10,7 +10,9 @@ checks, in order:
 ``ciphertext only``   every "update" and "metrics" payload is its envelope's CKKS ciphertexts
                       under the agreed parameters, none transparent: no plaintext weights or
                       metrics left the site;
-``declined``          every "declined" payload is a small JSON object holding only a reason;
+``declined``          every "declined" payload is the generic status ``{"site_id", "status"}``:
+                      the reason stays in the entry, at the site (a payload that carried its
+                      reason, as before 0.2, is a *warning*: that reason reached the server);
 ``ledger agreement``  every update names the ledger entry that paid for it, with the same run,
                       round, task, DP settings and epsilon, recorded no later than the update;
                       no two updates share one entry.  A ledger entry without an update is a
@@ -61,7 +63,7 @@ from flame_private.secure.params import (
 SERVER_PARAMS_NAME = "server-params.ctx"
 """The params-only context the key ceremony writes beside the secret one (secure.keys.PARAMS_NAME)."""
 MAX_DECLINED_BYTES = 4096
-"""A declined status is a short JSON ``{"reason": ...}``; anything larger is not one."""
+"""A declined status is a short JSON ``{"site_id": ..., "status": "declined"}``; anything larger is not one."""
 
 UNCHECKED = "not checked: the kept payload is missing or differs from what was logged (see outbox)"
 
@@ -261,17 +263,20 @@ def _check_ciphertext(entry: EgressEntry, payload: bytes, ctx: ParamsContext, si
     return None
 
 
-def _check_declined(payload: bytes) -> str | None:
+def _check_declined(payload: bytes, site_id: str) -> tuple[Severity, str] | None:
+    """None for the generic status; a warning for the pre-0.2 ``{"reason": ...}``; a failure for anything else."""
     if len(payload) > MAX_DECLINED_BYTES:
-        return f"{len(payload)} bytes, more than a declined status ({MAX_DECLINED_BYTES} bytes at most)"
+        return "fail", f"{len(payload)} bytes, more than a declined status ({MAX_DECLINED_BYTES} bytes at most)"
     try:
         obj = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        return "not JSON"
-    if not isinstance(obj, dict) or set(obj) != {"reason"} or not isinstance(obj["reason"], str):
-        keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-        return f"must be a JSON object with only a string 'reason'; holds {keys}"
-    return None
+        return "fail", "not JSON"
+    if obj == {"site_id": site_id, "status": "declined"}:
+        return None
+    if isinstance(obj, dict) and set(obj) == {"reason"} and isinstance(obj["reason"], str):
+        return "warning", f"the status sent its reason in clear (flame-private < 0.2): {obj['reason'][:120]!r}"
+    keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+    return "fail", f"must be the JSON status {{'site_id': {site_id!r}, 'status': 'declined'}}; holds {keys}"
 
 
 def _agreement(updates: list[EgressEntry], ledger: Ledger, checks: _Checks) -> None:
@@ -428,10 +433,15 @@ def _check_payloads(egress: EgressLog, entries: list[EgressEntry], ctx: ParamsCo
             open_files.append(e.seq)
         if e.kind == "declined":
             n_declined += 1
-            why = _check_declined(payload) if payload is not None else UNCHECKED
-            if why is not None:
-                checks.fail("declined", f"seq {e.seq} ({e.run_id} round {e.round}, {e.task}): {why}")
-                declined_bad += 1
+            verdict = _check_declined(payload, e.site_id) if payload is not None else ("fail", UNCHECKED)
+            if verdict is not None:
+                severity, why = verdict
+                where = f"seq {e.seq} ({e.run_id} round {e.round}, {e.task}): {why}"
+                if severity == "fail":
+                    checks.fail("declined", where)
+                    declined_bad += 1
+                else:
+                    checks.warn("declined", where)
             continue
         n_cipher += 1
         if payload is None:
@@ -465,7 +475,8 @@ def _check_payloads(egress: EgressLog, entries: list[EgressEntry], ctx: ParamsCo
         checks.ok("ciphertext only", f"{n_cipher} update/metrics payload(s), each a valid CKKS ciphertext of the "
                                      "agreed parameters matching its envelope: no plaintext weights or metrics left")
     if n_declined and not declined_bad:
-        checks.ok("declined", f"{n_declined} declined status(es), each a short JSON holding only a reason")
+        checks.ok("declined", f"{n_declined} declined status(es), each saying only \"declined\" (the reasons "
+                              "stay in the log, at the site)")
 
 
 def _app_hashes(entries: list[EgressEntry]) -> list[AppHashUse]:

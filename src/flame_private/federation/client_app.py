@@ -19,12 +19,12 @@ from flame_private.federation.protocol import (
     MODEL,
     STATUS,
     UPDATE,
-    SiteStatus,
     ct_record,
     read_ct_record,
     read_instruction,
 )
 from flame_private.federation.site import Reply, Site
+from flame_private.secure.errors import HEError
 
 log = logging.getLogger(__name__)
 _SITES: dict[str, Site] = {}
@@ -47,8 +47,7 @@ def _site(context: Context, site_yamls: list[Path] | None, fed_yaml: Path | None
 
 
 def _reply(site: Site, reply: Reply, msg: Message) -> Message:
-    content = RecordDict({STATUS: ConfigRecord({STATUS: SiteStatus(site_id=site.site_id, status=reply.status,  # type: ignore[arg-type]
-                                                                   reason=reply.reason).model_dump_json()})})
+    content = RecordDict({STATUS: ConfigRecord({STATUS: reply.status_json(site.site_id)})})
     if reply.header_json is not None and reply.payload is not None:
         content[UPDATE] = ct_record(reply.header_json, reply.payload)
     return Message(content, reply_to=msg)
@@ -78,7 +77,11 @@ def make_client_app(site_yamls: list[Path] | None = None, fed_yaml: Path | None 
         ins = read_instruction(msg.content)
         model = read_ct_record(msg.content[MODEL])  # type: ignore[arg-type]
         metrics = read_ct_record(msg.content[METRICS]) if METRICS in msg.content else None  # type: ignore[arg-type]
-        site.export(ins.run_id, ins.task, model, metrics)
+        try:
+            site.export(ins.run_id, ins.task, ins.round, model, metrics, ins.metrics_round)
+        except HEError as exc:
+            log.error("%s: refused the final %s model or metrics: %s", site.site_id, ins.task, exc)
+            return _reply(site, Reply(status="declined", reason=str(exc)), msg)
         return _reply(site, Reply(status="ok"), msg)
 
     return app

@@ -119,6 +119,9 @@ class EgressEntry(StrictModel):
     """The privacy-ledger entry that covers this release (updates only)."""
     app_hash: Annotated[str, Field(min_length=1, max_length=200)]
     """Identity of the code that produced the message: Flower's FAB hash, or ``app_identity()``."""
+    reason: Annotated[str, Field(min_length=1, max_length=4000)] | None = None
+    """Why the site declined ("declined" only).  Kept here, never sent: the status that leaves says only
+    "declined" (entries written before this field existed carry the reason in their payload)."""
     prev_hash: Annotated[str, Field(pattern=_HEX64)]
     hash: Annotated[str, Field(pattern=_HEX64)]
 
@@ -128,6 +131,8 @@ class EgressEntry(StrictModel):
             raise ValueError("a declined status carries no ciphertext envelope or HE fingerprint")
         if self.kind != "declined" and (self.envelope is None or self.he_fingerprint is None):
             raise ValueError(f"a {self.kind} message must carry its ciphertext envelope and HE fingerprint")
+        if self.kind != "declined" and self.reason is not None:
+            raise ValueError(f"a {self.kind} message carries no decline reason")
         return self
 
     @property
@@ -243,12 +248,13 @@ class EgressLog(HashChainLog[EgressEntry]):
                envelope: CiphertextEnvelope | dict | str | bytes | None = None,
                ledger_entry: LedgerEntry | None = None, dp: DPRecord | dict | None = None,
                epsilon_after: float | None = None, ledger_seq: int | None = None,
-               app_hash: str | None = None) -> EgressEntry:
+               app_hash: str | None = None, reason: str | None = None) -> EgressEntry:
         """Record a message about to leave the site; only after this returns may it be sent.
 
         ``payload`` is the exact byte string that will be sent; ``envelope`` its
         ciphertext header (required for "update" and "metrics", refused for
-        "declined").  For an update, pass the privacy-ledger entry that covers it
+        "declined", whose ``reason`` is recorded here and not sent).  For an update, pass the privacy-ledger
+        entry that covers it
         as ``ledger_entry`` (its seq, DP settings and epsilon_after are copied), or
         ``dp``, ``epsilon_after`` and ``ledger_seq`` explicitly.  ``app_hash``
         defaults to :func:`app_identity`; pass Flower's FAB hash when there is one.
@@ -294,6 +300,8 @@ class EgressLog(HashChainLog[EgressEntry]):
                 "app_hash": app_hash if app_hash is not None else app_identity(),
                 "prev_hash": self.head_hash,
             }
+            if reason is not None:  # absent, not null, otherwise: older entries hash without the key
+                fields["reason"] = reason
             if isinstance(fields["dp"], dict):  # normalise floats so the written JSON is what validates strictly
                 try:
                     fields["dp"] = DPRecord.model_validate(fields["dp"]).model_dump()

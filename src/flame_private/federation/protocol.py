@@ -43,14 +43,16 @@ class Instruction(StrictModel):
     """False in round 1 of a task: every site builds the same initial model from the run's seed."""
     min_sites: int = Field(ge=3)
     he_fingerprint: str
+    metrics_round: int | None = Field(default=None, ge=1)
+    """With ``finish``: the round whose metric sums travel in ``metrics`` (None when none do)."""
 
 
 class SiteStatus(StrictModel):
-    """Plaintext part of a site's reply: whether it took part, and if not, why."""
+    """Plaintext part of a site's reply: whether it took part.  Never why not: a reason such as "would pass
+    the epsilon cap" tells the server about the site's budget; it stays in the site's own records."""
 
     site_id: str
     status: Literal["ok", "declined"]
-    reason: str = ""
 
 
 def ct_record(header_json: str, payload: bytes) -> ArrayRecord:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from flwr.app import ArrayRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from flame_private.config import FederationConfig, Task, load_config
+from flame_private.federation.checkpoint import Checkpoint, carried_forward
 from flame_private.federation.protocol import (
     INSTRUCTION,
     METRICS,
@@ -58,50 +58,6 @@ class ServerSettings:
                    expected_sites=int(run_config.get("expected-sites", 0)))
 
 
-class Checkpoint:
-    """Encrypted global models and metric sums on the server's disk, and which rounds are done."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.state_path = root / "state.json"
-        self.state: dict[str, Any] = (json.loads(self.state_path.read_text(encoding="utf-8"))
-                                      if self.state_path.is_file() else {"done": {}, "rounds": []})
-
-    def _write(self, path: Path, data: bytes) -> None:
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
-    def last_round(self, task: str) -> int:
-        return int(self.state["done"].get(task, 0))
-
-    def model(self, task: str) -> tuple[str, bytes] | None:
-        return self._read(f"{task}-model")
-
-    def metrics(self, task: str) -> tuple[str, bytes] | None:
-        return self._read(f"{task}-metrics")
-
-    def _read(self, stem: str) -> tuple[str, bytes] | None:
-        head, body = self.root / f"{stem}.json", self.root / f"{stem}.ct"
-        if not head.is_file() or not body.is_file():
-            return None
-        return head.read_text(encoding="utf-8"), body.read_bytes()
-
-    def save(self, stem: str, ct: tuple[str, bytes]) -> None:
-        self._write(self.root / f"{stem}.ct", ct[1])
-        self._write(self.root / f"{stem}.json", ct[0].encode())
-
-    def complete(self, task: str, round_: int, summary: dict[str, Any]) -> None:
-        """Mark a round done, after its ciphertexts are on disk."""
-        self.state["done"][task] = round_
-        self.state["rounds"].append({"task": task, "round": round_, **summary})
-        self._write(self.state_path, json.dumps(self.state, indent=1).encode())
-
-
 def wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -118,7 +74,7 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict[str, Any]:
     if ctx.fingerprint != he_fingerprint(fed.he):
         raise ValueError(f"{settings.params_context}: HE fingerprint {ctx.fingerprint[:16]}... does not match the "
                          f"run config's parameters ({he_fingerprint(fed.he)[:16]}...)")
-    strategy = EncryptedFedAvg(ctx, settings.run_id, fed.min_sites)
+    strategy = EncryptedFedAvg(ctx, settings.run_id, fed.min_sites, fed.he.max_sites)
     strategy.summary()
     ckpt = Checkpoint(settings.run_dir / "server")
     nodes = wait_for_nodes(grid, max(settings.expected_sites, fed.min_sites), settings.node_wait_s)
@@ -137,13 +93,14 @@ def run_server(grid: Grid, settings: ServerSettings) -> dict[str, Any]:
 
 
 def _instruction(fed: FederationConfig, run_id: str, task: Task, round_: int, step: str, has_model: bool,
-                 fingerprint: str) -> Instruction:
+                 fingerprint: str, metrics_round: int | None = None) -> Instruction:
     return Instruction(run_id=run_id, task=task, round=round_, step=step, has_model=has_model,  # type: ignore[arg-type]
-                       min_sites=fed.min_sites, he_fingerprint=fingerprint)
+                       min_sites=fed.min_sites, he_fingerprint=fingerprint, metrics_round=metrics_round)
 
 
 def _train_and_evaluate(grid: Grid, strategy: EncryptedFedAvg, ckpt: Checkpoint, fed: FederationConfig,
                         run_id: str, task: Task, round_: int, fingerprint: str) -> None:
+    """One round of one task: collect and add the updates, evaluate if due, then commit the round at once."""
     current = ckpt.model(task)
     ins = _instruction(fed, run_id, task, round_, "train", current is not None, fingerprint)
     arrays = ct_record(*current) if current else ArrayRecord()
@@ -155,22 +112,21 @@ def _train_and_evaluate(grid: Grid, strategy: EncryptedFedAvg, ckpt: Checkpoint,
                                "rejected": outcome.rejected}
     if new is None:
         # Refused: the global model stays as it was; sites' spend is on their ledgers (over-counted, never under).
-        ckpt.complete(task, round_, {**summary, "refused": outcome.refusal})
+        carried = carried_forward(current, round_) if current else None
+        ckpt.commit(task, round_, {**summary, "refused": outcome.refusal}, model=carried)
         return
-    ckpt.save(f"{task}-model", read_ct_record(new))
+    model = read_ct_record(new)
     if not (fed.evaluation.every_round or round_ == fed.rounds):
         # Each evaluation costs the sites privacy budget: by default only the final models are scored.
-        ckpt.complete(task, round_, summary)
+        ckpt.commit(task, round_, summary, model=model)
         log.info("%s round %d: aggregated %d updates, checkpointed", task, round_, len(outcome.contributors))
         return
     ins = _instruction(fed, run_id, task, round_, "evaluate", True, fingerprint)
     replies = grid.send_and_receive(strategy.configure_evaluate(round_, new, instruction_record(ins), grid),
                                     timeout=fed.reply_timeout_s)
     strategy.aggregate_evaluate(round_, replies)
-    if strategy.last.aggregate is not None:
-        ckpt.save(f"{task}-metrics", strategy.last.aggregate)
     summary["evaluated_by"] = strategy.last.contributors
-    ckpt.complete(task, round_, summary)
+    ckpt.commit(task, round_, summary, model=model, metrics=strategy.last.aggregate)
     log.info("%s round %d: aggregated %d updates, checkpointed", task, round_, len(outcome.contributors))
 
 
@@ -183,11 +139,12 @@ def _finish(grid: Grid, strategy: EncryptedFedAvg, ckpt: Checkpoint, fed: Federa
         if model is None:
             out[task] = "no global model (every round refused)"
             continue
-        ins = _instruction(fed, run_id, task, ckpt.last_round(task), "finish", True, fingerprint)
+        metrics = ckpt.metrics(task)
+        metrics_round = json.loads(metrics[0])["round"] if metrics else None
+        ins = _instruction(fed, run_id, task, ckpt.last_round(task), "finish", True, fingerprint, metrics_round)
         messages = []
         for node in grid.get_node_ids():
             content = {MODEL: ct_record(*model)}
-            metrics = ckpt.metrics(task)
             if metrics:
                 content[METRICS] = ct_record(*metrics)
             messages.append(Message(RecordDict({INSTRUCTION: instruction_record(ins), **content}),
@@ -199,7 +156,7 @@ def _finish(grid: Grid, strategy: EncryptedFedAvg, ckpt: Checkpoint, fed: Federa
                 out[task][str(r.metadata.src_node_id)] = f"error: {r.error.reason}"
             else:
                 status = read_status(r.content)
-                out[task][status.site_id] = status.status if not status.reason else status.reason
+                out[task][status.site_id] = status.status
     return out
 
 

@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -22,10 +22,12 @@ from flame_private.data.checks import load_site
 from flame_private.data.splits import Splits, split_records
 from flame_private.experiments import initial_model, make_dataset
 from flame_private.federation.egress import EgressLog, app_identity
+from flame_private.federation.protocol import SiteStatus
 from flame_private.metrics import PATIENT_SENSITIVITY, EvolutionSums, ResponseSums, dp_release
 from flame_private.models.io import save_model
 from flame_private.privacy import REFUSALS, BudgetGuard, PlannedSpend, open_site_budget
 from flame_private.secure.codec import decrypt_aggregate, encrypt_update
+from flame_private.secure.errors import HEError
 from flame_private.secure.keys import SecretContext, load_secret_context
 from flame_private.secure.packing import ParamLayout
 from flame_private.secure.params import CiphertextEnvelope, parse_envelope
@@ -38,10 +40,15 @@ log = logging.getLogger(__name__)
 class Reply:
     """What the site sends back: a ciphertext and its header, or a refusal."""
 
-    status: str
+    status: Literal["ok", "declined"]
     reason: str = ""
+    """Why the site declined: logged and kept at the site, never sent."""
     header_json: str | None = None
     payload: bytes | None = None
+
+    def status_json(self, site_id: str) -> str:
+        """The plaintext status that leaves the site: who, and ok or declined; nothing else."""
+        return SiteStatus(site_id=site_id, status=self.status).model_dump_json()
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -106,32 +113,54 @@ class Site:
             self._layouts[task] = ParamLayout.from_state_dict(initial_model(task, self.fed).state_dict())
         return self._layouts[task]
 
-    def global_model(self, task: Task, run_id: str, round_: int, header_json: str | None,
+    def global_model(self, task: Task, run_id: str, expected_round: int, header_json: str | None,
                      payload: bytes | None) -> torch.nn.Module:
-        """Round 1: the seeded initial model; later: decrypt the server's sum (FedAvg)."""
+        """Without a ciphertext: the seeded initial model.  With one: the server's sum of ``expected_round``.
+
+        The aggregate is checked before anything is decrypted (``decrypt_aggregate``):
+        this run, this task, ``expected_round``, the agreed parameters, and
+        ``min_sites`` to ``he.max_sites`` distinct sites.  Anything else raises
+        HEError; the caller declines the round.
+        """
         model = initial_model(task, self.fed)
         if header_json is None or payload is None:
+            if expected_round > 0:
+                log.warning("%s: no global %s model for round %d; starting from the initial model", self.site_id,
+                            task, expected_round)
             return model
-        env = parse_envelope(header_json)
-        state, total = decrypt_aggregate(self.secret, env, payload, self.layout(task), run_id=run_id, task=task,
-                                         round=env.round, model=task, min_contributors=self.fed.min_sites)
+        state, total = decrypt_aggregate(self.secret, header_json, payload, self.layout(task), run_id=run_id,
+                                         task=task, round=expected_round, model=task, min_sites=self.fed.min_sites,
+                                         max_sites=self.fed.he.max_sites)
         model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()})
-        log.info("%s: decrypted global %s model of round %d (%d patients)", self.site_id, task, env.round, total)
+        log.info("%s: decrypted global %s model of round %d (%d patients)", self.site_id, task, expected_round,
+                 total)
         return model
 
     def _decline(self, run_id: str, round_: int, task: Task, reason: str) -> Reply:
-        body = json.dumps({"reason": reason}).encode()
-        self.egress.append(run_id=run_id, round=round_, task=task, kind="declined", payload=body,
-                           app_hash=self.app_hash)
+        """Tell the server only "declined"; the reason stays in the site's log and egress record."""
+        reply = Reply(status="declined", reason=reason)
+        self.egress.append(run_id=run_id, round=round_, task=task, kind="declined",
+                           payload=reply.status_json(self.site_id).encode(), reason=reason, app_hash=self.app_hash)
         log.warning("%s declines %s round %d: %s", self.site_id, task, round_, reason)
-        return Reply(status="declined", reason=reason)
+        return reply
+
+    def _received(self, task: Task, run_id: str, expected_round: int, header_json: str | None,
+                  payload: bytes | None, step: str) -> torch.nn.Module | str:
+        """The checked, decrypted global model, or the reason to decline the round."""
+        try:
+            return self.global_model(task, run_id, expected_round, header_json, payload)
+        except HEError as exc:
+            return (f"refused the global {task} model sent for {step} (expected the aggregate of round "
+                    f"{expected_round} of run {run_id}): {exc}")
 
     # ------------------------------------------------------------------ protocol steps
 
     def train_round(self, run_id: str, task: Task, round_: int, header_json: str | None,
                     payload: bytes | None) -> Reply:
-        """Train on the global model under DP-SGD and return Enc([n_k w_k | n_k])."""
-        model = self.global_model(task, run_id, round_, header_json, payload)
+        """Train on the global model of round ``round_ - 1`` under DP-SGD and return Enc([n_k w_k | n_k])."""
+        model = self._received(task, run_id, round_ - 1, header_json, payload, "training")
+        if isinstance(model, str):
+            return self._decline(run_id, round_, task, model)
         train_ds = self.dataset(task, "train")
         settings = TrainSettings(epochs=self.fed.local_epochs, batch_size=self.fed.batch_size,
                                  learning_rate=self.fed.learning_rate, seed=self.fed.seed + round_)
@@ -151,7 +180,8 @@ class Site:
         except REFUSALS as exc:
             return self._decline(run_id, round_, task, str(exc))
         n_patients = len(self.splits.train)
-        env, ct = encrypt_update(self.secret, result.model.state_dict(), n_patients, run_id=run_id, task=task,
+        env, ct = encrypt_update(self.secret, result.model.state_dict(), n_patients, site_id=self.site_id,
+                                 run_id=run_id, task=task,
                                  round=round_, model=task, layout=self.layout(task),
                                  max_sites=self.fed.he.max_sites)
         header = env.model_dump_json()
@@ -170,7 +200,9 @@ class Site:
         and the release is checked against the budget and recorded in the ledger
         before it leaves.
         """
-        model = self.global_model(task, run_id, round_, header_json, payload)
+        model = self._received(task, run_id, round_, header_json, payload, "evaluation")
+        if isinstance(model, str):
+            return self._decline(run_id, round_, task, model)
         ds = self.dataset(task, "val")
         kind = ResponseSums if task == "response" else EvolutionSums
         sensitivity = PATIENT_SENSITIVITY[task]
@@ -188,21 +220,23 @@ class Site:
             entry = self.guard.record(planned)  # durable before anything leaves
         except REFUSALS as exc:
             return self._decline(run_id, round_, task, str(exc))
-        env, ct = encrypt_update(self.secret, _metrics_state(released), 1, run_id=run_id, task=task,
+        env, ct = encrypt_update(self.secret, _metrics_state(released), 1, site_id=self.site_id, run_id=run_id,
+                                 task=task,
                                  round=round_, model=f"metrics:{task}", max_sites=self.fed.he.max_sites)
         header = env.model_dump_json()
         self.egress.append(run_id=run_id, round=round_, task=task, kind="metrics", payload=ct, envelope=header,
                            ledger_entry=entry, app_hash=self.app_hash)
         return Reply(status="ok", header_json=header, payload=ct)
 
-    def decrypt_metrics(self, run_id: str, task: Task, header_json: str, payload: bytes) -> dict[str, float]:
-        """The federation's metrics: the decrypted sum of every site's metric sums."""
+    def decrypt_metrics(self, run_id: str, task: Task, round_: int, header_json: str,
+                        payload: bytes) -> dict[str, float]:
+        """The federation's metrics: the decrypted sum of every site's metric sums of ``round_``."""
         env: CiphertextEnvelope = parse_envelope(header_json)
         zeros = (ResponseSums() if task == "response" else EvolutionSums()).vector()
         layout = ParamLayout.from_state_dict(_metrics_state(zeros))
         state, sites = decrypt_aggregate(self.secret, env, payload, layout, run_id=run_id, task=task,
-                                         round=env.round, model=f"metrics:{task}",
-                                         min_contributors=self.fed.min_sites)
+                                         round=round_, model=f"metrics:{task}", min_sites=self.fed.min_sites,
+                                         max_sites=self.fed.he.max_sites)
         kind = ResponseSums if task == "response" else EvolutionSums
         vector = state["sums"].numpy() * sites * METRIC_SCALE  # the sum, not the mean over sites
         sums = kind.from_vector(vector)  # DP-noised sums: counts are not integers and may be off
@@ -210,13 +244,19 @@ class Site:
         return {**sums.metrics(), "sites": float(sites), "round": float(env.round),
                 "dp_noise_std_per_sum": noise}
 
-    def export(self, run_id: str, task: Task, model_ct: tuple[str, bytes], metrics_ct: tuple[str, bytes] | None,
+    def export(self, run_id: str, task: Task, round_: int, model_ct: tuple[str, bytes],
+               metrics_ct: tuple[str, bytes] | None, metrics_round: int | None = None,
                out: Path | None = None) -> dict[str, Any]:
-        """Decrypt the final global model and metrics, write ``<task>.pt`` + model card under the state dir."""
+        """Decrypt the final global model (of ``round_``) and metrics, write ``<task>.pt`` + model card.
+
+        Raises HEError, before decrypting, for a model or metrics that are not the
+        aggregate the server said it sends.
+        """
         out = out or Path(self.config.state_dir) / "exports" / run_id
-        model = self.global_model(task, run_id, 0, *model_ct)
+        model = self.global_model(task, run_id, round_, *model_ct)
         env = parse_envelope(model_ct[0])
-        metrics = self.decrypt_metrics(run_id, task, *metrics_ct) if metrics_ct else {}
+        metrics = (self.decrypt_metrics(run_id, task, round_ if metrics_round is None else metrics_round, *metrics_ct)
+                   if metrics_ct else {})
         # The site's own patients, scored where they are: exact, and never released.
         local = {}
         for split in ("val", "test"):

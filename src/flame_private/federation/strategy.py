@@ -3,8 +3,11 @@
 A Flower ``Strategy`` (Message API) whose aggregation is CKKS addition with a
 params-only context: it can check a ciphertext's header, size and parameters
 and add ciphertexts, and nothing else.  Replies that failed, were declined, or
-carry a malformed ciphertext are dropped with a logged reason; with fewer than
-``min_sites`` valid contributions the round is refused, not aggregated.
+carry a malformed ciphertext are dropped with a logged reason; so is a second
+reply from a site id already counted (one site on two nodes must not make up
+the minimum).  With fewer than ``min_sites`` or more than ``max_sites`` (the
+number the overflow headroom is sized for) valid contributions the round is
+refused, not aggregated.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ class RoundOutcome:
     """Who contributed, who declined or was rejected and why, and the encrypted sum if any."""
 
     contributors: list[str] = field(default_factory=list)
-    declined: dict[str, str] = field(default_factory=dict)
+    declined: list[str] = field(default_factory=list)
+    """Sites that declined.  Never why: a site keeps its reasons."""
     rejected: dict[str, str] = field(default_factory=dict)
     aggregate: tuple[str, bytes] | None = None
     refusal: str | None = None
@@ -60,9 +64,13 @@ class EncryptedFedAvg(Strategy):
     ``configure_*``; the current encrypted model in ``arrays``.
     """
 
-    def __init__(self, ctx: ParamsContext, run_id: str, min_sites: int = 3, max_bytes: int = 2**31 - 1) -> None:
+    def __init__(self, ctx: ParamsContext, run_id: str, min_sites: int = 3, max_sites: int | None = None,
+                 max_bytes: int = 2**31 - 1) -> None:
         if min_sites < 3:
             raise ValueError("min_sites must be at least 3: with two sites each learns the other's update")
+        self.max_sites = ctx.he.max_sites if max_sites is None else max_sites
+        if self.max_sites < min_sites:
+            raise ValueError(f"max_sites ({self.max_sites}) is below min_sites ({min_sites}): no round could run")
         self.ctx, self.run_id, self.min_sites, self.max_bytes = ctx, run_id, min_sites, max_bytes
         self._instruction: Instruction | None = None
         self.last = RoundOutcome()
@@ -123,28 +131,37 @@ class EncryptedFedAvg(Strategy):
                 log.warning("%s: malformed status; dropped", source)
                 continue
             source = f"{status.site_id} ({source})"
+            if status.site_id in outcome.contributors or status.site_id in outcome.declined:
+                outcome.rejected[source] = f"site id {status.site_id} already replied this round; only its first " \
+                                           "reply counts"
+                log.warning("%s: a second reply from site %s in %s round %d; dropped", source, status.site_id,
+                            ins.task, ins.round)
+                continue
             if status.status == "declined":
-                outcome.declined[status.site_id] = status.reason
-                log.info("%s declined %s round %d: %s", source, ins.task, ins.round, status.reason)
+                outcome.declined.append(status.site_id)
+                log.info("%s declined %s round %d", source, ins.task, ins.round)
                 continue
             try:
                 header, payload = read_ct_record(reply.content[UPDATE])  # type: ignore[arg-type]
                 env = parse_envelope(header)
                 validate_envelope(env, payload, self.ctx, run_id=self.run_id, task=ins.task, round=ins.round,
                                   kind="update", model=model_name, max_bytes=self.max_bytes, source=source)
+                if env.contributor_ids != [status.site_id]:
+                    raise HEError(f"the update's header names {env.contributor_ids}, not the replying site")
             except (HEError, KeyError, ValueError, UnicodeDecodeError) as exc:
                 outcome.rejected[source] = str(exc) or type(exc).__name__
                 log.warning("%s: %s round %d reply rejected: %s", source, ins.task, ins.round, exc)
                 continue
             valid.append((env, payload))
             outcome.contributors.append(status.site_id)
-        if len(valid) < self.min_sites:
-            outcome.refusal = (f"{model_name} round {ins.round}: {len(valid)} valid contribution(s), at least "
-                               f"{self.min_sites} required; not aggregated")
+        if not self.min_sites <= len(valid) <= self.max_sites:
+            outcome.refusal = (f"{model_name} round {ins.round}: {len(valid)} valid contribution(s), between "
+                               f"{self.min_sites} and {self.max_sites} (max_sites) required; not aggregated")
             log.error("%s (declined: %s; rejected: %s)", outcome.refusal, outcome.declined or "-",
                       outcome.rejected or "-")
         else:
-            env, payload = aggregate_updates(valid, self.ctx, min_contributors=self.min_sites)
+            env, payload = aggregate_updates(valid, self.ctx, min_contributors=self.min_sites,
+                                             max_contributors=self.max_sites)
             outcome.aggregate = (env.model_dump_json(), payload)
         self.last = outcome
         return outcome

@@ -120,7 +120,8 @@ def poisson_loader(dataset: Dataset, plan: DPPlan, randomness: DPRandomness) -> 
     first = dataset[0]
     steps_per_epoch = round(1.0 / plan.sample_rate)
     sampler = SecretPoissonSampler(len(dataset), plan.sample_rate, steps_per_epoch, randomness)  # type: ignore[arg-type]
-    collate = wrap_collate_with_empty(collate_fn=default_collate, sample_empty_shapes=[(0, *shape_safe(x)) for x in first],
+    collate = wrap_collate_with_empty(collate_fn=default_collate,
+                                      sample_empty_shapes=[(0, *shape_safe(x)) for x in first],
                                       dtypes=[dtype_safe(x) for x in first])
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
 

@@ -372,7 +372,10 @@ def _meaning(spent: float, policy: PrivacyPolicy) -> MeaningFacts:
 
 
 def declined_reason(egress: EgressLog, entry: EgressEntry) -> str:
-    """The reason a declined status gave, read from the kept payload (the audit checks it holds only that)."""
+    """Why the site declined: the entry's own record (never sent), or, for entries written before 0.2, the
+    reason the status then carried in its payload."""
+    if entry.reason is not None:
+        return entry.reason
     try:
         doc = json.loads(egress.payload_path(entry).read_bytes())
         reason = doc.get("reason") if isinstance(doc, dict) else None

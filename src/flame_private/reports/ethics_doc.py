@@ -350,7 +350,7 @@ def _threat(_r: EthicsReport, lang: Lang, _figures: _FigureCounter) -> list[Bloc
             Heading(text=t("threat.guarantees", lang), level=2),
             Bullets(items=[t(f"threat.g.{i}", lang) for i in (1, 2, 3)], numbered=True),
             Heading(text=t("threat.limits", lang), level=2),
-            Bullets(items=[t(f"threat.l.{i}", lang) for i in range(1, 7)], numbered=True)]
+            Bullets(items=[t(f"threat.l.{i}", lang) for i in range(1, 8)], numbered=True)]
 
 
 def _integrity(r: EthicsReport, lang: Lang, _figures: _FigureCounter) -> list[Block]:

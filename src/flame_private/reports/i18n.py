@@ -315,8 +315,8 @@ TEXTS: dict[str, tuple[str, str]] = {
                                                                            "chiffrés (CKKS)"),
     "content.metrics": _("encrypted (CKKS) sums of metrics, with DP noise", "sommes de métriques chiffrées (CKKS), "
                                                                            "avec bruit DP"),
-    "content.declined": _("a short text: the reason only, no data", "un court texte : le motif seulement, aucune "
-                                                                   "donnée"),
+    "content.declined": _("a short status saying only \u201cdeclined\u201d: no reason, no data",
+                          "un court statut disant seulement « refusé » : ni motif, ni donnée"),
     "egress.total": _("total", "total"),
     "egress.ciphertexts": _("Every model update and metrics message was a ciphertext of the agreed parameters",
                            "Chaque mise à jour de modèle et message de métriques était un chiffré des paramètres "
@@ -328,8 +328,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "col.rounds_sent": _("Rounds with an update sent", "Tours avec mise à jour envoyée"),
     "col.rounds_declined": _("Rounds declined", "Tours refusés"),
     "egress.declined": _("Refusals to take part", "Refus de participer"),
-    "egress.declined_intro": _("The site refused these rounds and sent only its reason:",
-                              "Le site a refusé ces tours et n'a envoyé que son motif :"),
+    "egress.declined_intro": _("The site refused these rounds. It told the server only that it declined; the "
+                              "reasons below stayed at the site:",
+                              "Le site a refusé ces tours. Il a seulement indiqué au serveur qu'il refusait ; les "
+                              "motifs ci-dessous sont restés au site :"),
     "col.reason": _("Reason (from the software, in English)", "Motif (message du logiciel, en anglais)"),
     "egress.never": _("What never left the site", "Ce qui n'a jamais quitté le site"),
     "egress.never.1": _("MRI scans (T1, T1ce, T2, FLAIR) and tumour segmentations;",
@@ -448,6 +450,13 @@ TEXTS: dict[str, tuple[str, str]] = {
                    "Quiconque a un accès en écriture aux registres du site pourrait les reconstruire entièrement. "
                    "Les têtes de chaîne ci-dessous, consignées au procès-verbal du comité, permettent de le "
                    "détecter."),
+    "threat.l.7": _("The number of patients a site trains on is not hidden. The other sites see the total across "
+                   "sites, so sites working together can work out one site's number, and the server can estimate it "
+                   "from how long the site takes. It is treated as public; no patient's data depend on it.",
+                   "Le nombre de patients sur lequel un site s'entraîne n'est pas caché. Les autres sites voient le "
+                   "total, si bien que des sites associés peuvent en déduire le nombre d'un site, et le serveur "
+                   "peut l'estimer d'après la durée de ses calculs. Il est considéré comme public ; aucune donnée "
+                   "de patient n'en dépend."),
     # ------------------------------------------------------------------ integrity
     "integrity.title": _("Integrity of the records", "Intégrité des registres"),
     "integrity.intro": _("The privacy ledger and the egress log are hash chains: each entry contains the SHA-256 "

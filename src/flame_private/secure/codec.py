@@ -30,11 +30,12 @@ import torch
 
 from flame_private.config import HEConfig
 from flame_private.secure._sealio import save_bytes, scratch
-from flame_private.secure.errors import HEConfigError, HEError, OverflowRisk
+from flame_private.secure.errors import HEConfigError, OverflowRisk
 from flame_private.secure.packing import ParamLayout, from_slots, to_slots, update_vector, weighted_mean
 from flame_private.secure.params import (
     CiphertextEnvelope,
     ParamsContext,
+    check_contributors,
     he_summary,
     load_ciphertexts,
     make_envelope,
@@ -124,14 +125,15 @@ def decrypt_vector(secret: SecretContext, payload: bytes, n_values: int) -> np.n
     return decrypt_ciphertexts(secret, load_ciphertexts(payload, secret.params, n_chunks), n_values)
 
 
-def encrypt_update(secret: SecretContext, state_dict: Mapping[str, torch.Tensor], count: int, *, run_id: str,
-                   task: str, round: int, model: str, layout: ParamLayout | None = None,
+def encrypt_update(secret: SecretContext, state_dict: Mapping[str, torch.Tensor], count: int, *, site_id: str,
+                   run_id: str, task: str, round: int, model: str, layout: ParamLayout | None = None,
                    max_sites: int | None = None) -> tuple[CiphertextEnvelope, bytes]:
-    """A site's reply: Enc([n_k * w_k | n_k]) and its header."""
+    """A site's reply: Enc([n_k * w_k | n_k]) and its header, which names the site (``contributor_ids``)."""
     layout = layout or ParamLayout.from_state_dict(state_dict)
     payload = encrypt_vector(secret, update_vector(state_dict, layout, count), max_sites=max_sites)
     env = make_envelope(kind="update", run_id=run_id, task=task, round=round, model=model,
-                        layout_sha256=layout.sha256, n_params=layout.n_params, ctx=secret.params, payload=payload)
+                        layout_sha256=layout.sha256, n_params=layout.n_params, ctx=secret.params, payload=payload,
+                        contributor_ids=[site_id])
     log.info("encrypted %s update (%s round %d): %d params -> %d bytes (%.2f B/param)", model, task, round,
              layout.n_params, len(payload), len(payload) / layout.n_params)
     return env, payload
@@ -139,14 +141,19 @@ def encrypt_update(secret: SecretContext, state_dict: Mapping[str, torch.Tensor]
 
 def decrypt_aggregate(secret: SecretContext, envelope: CiphertextEnvelope | dict | str | bytes, payload: bytes,
                       layout: ParamLayout, *, run_id: str, task: str, round: int, model: str | None = None,
-                      min_contributors: int = 3) -> tuple[dict[str, torch.Tensor], int]:
-    """Check and decrypt the server's sum; returns the FedAvg model and the total patient count."""
+                      min_sites: int = 3, max_sites: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
+    """Check and decrypt the server's sum; returns the FedAvg model and the total patient count.
+
+    Before anything is decrypted: the header must be an aggregate of this run,
+    task, ``round`` and model under the agreed parameters (a stale, replayed or
+    foreign sum is refused), summing ``min_sites`` to ``max_sites`` (default: the
+    parameters' ``max_sites``) distinct, named sites.
+    """
     env = parse_envelope(envelope)
+    check_contributors(env, min_sites, secret.params.he.max_sites if max_sites is None else max_sites)
     cts = validate_envelope(env, payload, secret.params, run_id=run_id, task=task, round=round,
                             kind="aggregate", model=model, n_params=layout.n_params, layout_sha256=layout.sha256,
                             source="server")
-    if env.contributors < min_contributors:
-        raise HEError(f"aggregate sums {env.contributors} site(s), fewer than the required {min_contributors}")
     state, total = weighted_mean(decrypt_ciphertexts(secret, cts, layout.n_params + 1), layout)
     log.info("decrypted %s aggregate round %d: %d patients", task, round, total)
     return state, total

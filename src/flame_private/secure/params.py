@@ -314,6 +314,9 @@ class CiphertextEnvelope(StrictModel):
     n_bytes: Annotated[int, Field(ge=1)]
     contributors: Annotated[int, Field(ge=1)] = 1
     """Sites summed into this payload (1 for an update)."""
+    contributor_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list)
+    """Site ids summed into this payload: the sender's own for an update, every contributor's for an aggregate.
+    Lets each site check that no site was counted twice towards ``min_sites``."""
 
 
 def parse_envelope(raw: object) -> CiphertextEnvelope:
@@ -471,25 +474,52 @@ def add_ciphertexts(payloads: Sequence[bytes], ctx: ParamsContext) -> bytes:
 
 def make_envelope(*, kind: Literal["update", "aggregate"], run_id: str, task: str, round: int, model: str,
                   layout_sha256: str, n_params: int, ctx: ParamsContext, payload: bytes,
-                  contributors: int = 1) -> CiphertextEnvelope:
+                  contributors: int = 1, contributor_ids: Sequence[str] = ()) -> CiphertextEnvelope:
     """Header describing ``payload``; used by sites for updates and by the server for the aggregate."""
     return CiphertextEnvelope(kind=kind, run_id=run_id, task=task, round=round, model=model,  # type: ignore[arg-type]
                               layout_sha256=layout_sha256, n_params=n_params, n_chunks=ctx.n_chunks(n_params + 1),
                               slots_per_chunk=ctx.slots, he_fingerprint=ctx.fingerprint,
                               payload_sha256=hashlib.sha256(payload).hexdigest(), n_bytes=len(payload),
-                              contributors=contributors)
+                              contributors=contributors, contributor_ids=list(contributor_ids))
+
+
+def check_contributors(env: CiphertextEnvelope, min_sites: int, max_sites: int) -> None:
+    """An aggregate must sum ``min_sites`` to ``max_sites`` distinct sites, and say which.
+
+    Fewer than ``min_sites`` and a site could learn another's update from the sum
+    (one site counted twice is the same leak); more than ``max_sites`` and the
+    sum may have overflowed the headroom the parameters were sized for.
+    """
+    ids = env.contributor_ids
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        raise HEError(f"the {env.kind} counts site(s) {', '.join(dupes)} more than once")
+    if len(ids) != env.contributors:
+        raise HEError(f"the {env.kind} says {env.contributors} contributor(s) but names {len(ids)}")
+    if not min_sites <= env.contributors <= max_sites:
+        raise HEError(f"the {env.kind} sums {env.contributors} site(s); between {min_sites} and {max_sites} "
+                      "are required")
 
 
 def aggregate_updates(updates: Sequence[tuple[CiphertextEnvelope, bytes]], ctx: ParamsContext, *,
-                      min_contributors: int = 3) -> tuple[CiphertextEnvelope, bytes]:
+                      min_contributors: int = 3, max_contributors: int | None = None
+                      ) -> tuple[CiphertextEnvelope, bytes]:
     """Sum already-validated updates of one round into the aggregate and its header.
 
     Refuses fewer than ``min_contributors`` (with two sites each learns the
-    other's update from the sum) and updates that disagree on run, task, round,
-    model or layout.
+    other's update from the sum), more than ``max_contributors`` (default: the
+    parameters' ``max_sites``, which the overflow headroom is sized for), a site
+    named twice, and updates that disagree on run, task, round, model or layout.
     """
+    limit = ctx.he.max_sites if max_contributors is None else max_contributors
     if len(updates) < min_contributors:
         raise HEError(f"{len(updates)} contributor(s), at least {min_contributors} are required")
+    if len(updates) > limit:
+        raise HEError(f"{len(updates)} contributor(s), at most {limit} (max_sites) may be added without overflow")
+    ids = [i for env, _ in updates for i in env.contributor_ids]
+    if len(set(ids)) != len(ids):
+        raise HEError(f"site(s) {', '.join(sorted({i for i in ids if ids.count(i) > 1}))} named in more than one "
+                      "update")
     first = updates[0][0]
     keys = ("run_id", "task", "round", "model", "layout_sha256", "n_params", "n_chunks", "he_fingerprint")
     for env, _ in updates[1:]:
@@ -499,6 +529,7 @@ def aggregate_updates(updates: Sequence[tuple[CiphertextEnvelope, bytes]], ctx: 
     payload = add_ciphertexts([p for _, p in updates], ctx)
     env = make_envelope(kind="aggregate", run_id=first.run_id, task=first.task, round=first.round,
                         model=first.model, layout_sha256=first.layout_sha256, n_params=first.n_params, ctx=ctx,
-                        payload=payload, contributors=sum(e.contributors for e, _ in updates))
+                        payload=payload, contributors=sum(e.contributors for e, _ in updates),
+                        contributor_ids=sorted(ids))
     log.info("aggregated %d updates (%s round %d): %d bytes", len(updates), first.task, first.round, len(payload))
     return env, payload

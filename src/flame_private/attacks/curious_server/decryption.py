@@ -24,6 +24,7 @@ from flame_private.attacks.curious_server.recorded_federation import (
     server_files,
 )
 from flame_private.attacks.curious_server.settings import RUN_ID
+from flame_private.federation.checkpoint import SUFFIX, read_checkpoint_file
 from flame_private.secure.codec import decrypt_vector
 from flame_private.secure.keys import SecretContext
 from flame_private.secure.params import ParamsContext, parse_envelope, validate_envelope
@@ -73,10 +74,9 @@ def decryption_check(fed: Federation, received: Sequence[Received], params: Para
                      secret: SecretContext) -> dict[str, Any]:
     """Parse each ciphertext as the server; decrypt with what it holds, with a fresh key, and with the site's key."""
     cts = [r for r in received if r.payload is not None]
-    for path in sorted(fed.run_dir.rglob("*.ct")):
-        header = path.with_suffix(".json").read_text(encoding="utf-8")
-        cts.append(Received(seq=0, site_id="server", step=path.stem, wire=b"", header=header,
-                            payload=path.read_bytes()))
+    for path in sorted(fed.run_dir.rglob(f"*{SUFFIX}")):  # what the server checkpointed
+        header, payload = read_checkpoint_file(path)
+        cts.append(Received(seq=0, site_id="server", step=path.stem, wire=b"", header=header, payload=payload))
     plains = [r.plain for r in received if r.plain is not None]
     sums = {k: np.sum([p.vector for p in g], axis=0) for k, g in global_sum_groups(plains).items()}
     fresh = SecretContext(params=params, secret_key=sa.KeyGenerator(params.seal).secret_key())

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from flame_private.federation import protocol, server_app, strategy  # noqa: F401 - the server's own imports
+from flame_private.federation.checkpoint import SUFFIX, read_checkpoint_file
 from flame_private.secure.params import (
     CiphertextEnvelope,
     aggregate_updates,
@@ -98,17 +99,20 @@ def load_server_holdings(params_path: Path, server_dir: Path) -> tuple[list[Any]
         held.append(data)
         counts["files"] += 1
         counts["bytes"] += len(data)
-        header = path.with_suffix(".json")
-        if path.suffix != ".ct" or not header.is_file():
+        if path.suffix == SUFFIX:  # the server's own checkpoint: header and payload in one file
+            head_text, data = read_checkpoint_file(path)
+        elif path.suffix == ".ct" and path.with_suffix(".json").is_file():
+            head_text = path.with_suffix(".json").read_text(encoding="utf-8")
+        else:
             continue
-        env = parse_envelope(header.read_text(encoding="utf-8"))
+        env = parse_envelope(head_text)
         held.append(load_ciphertexts(data, ctx, env.n_chunks, source=path.name))
         counts["ciphertexts"] += env.n_chunks
         if env.kind == "update":
             groups[(env.task, env.round, env.model)].append((env, data))
     for updates in groups.values():
         if len(updates) >= 3:
-            held.append(aggregate_updates(updates, ctx, min_contributors=3))
+            held.append(aggregate_updates(updates, ctx, min_contributors=3, max_contributors=len(updates)))
             counts["sums"] += 1
     return held, counts
 
