@@ -37,6 +37,40 @@ def secure_mode_available() -> str:
     return "yes"
 
 
+def noise_cost(repeats: int = 9) -> list[dict]:
+    """Milliseconds to draw one step's noise for each model, per source (no training around it)."""
+    import secrets
+
+    import torch
+    from opacus.optimizers.optimizer import _generate_noise
+
+    from flame_private.config import ModelConfig
+    from flame_private.models import build_model
+    from flame_private.privacy.randomness import DPRandomness
+
+    rows = []
+    for task in ("response", "evolution"):
+        params = [p.detach() for p in build_model(task, ModelConfig()).parameters()]  # type: ignore[arg-type]
+        gen = torch.Generator().manual_seed(secrets.randbits(63))
+        stream = DPRandomness.secret()
+        sources = {
+            "chacha20": lambda: stream.normal_like(params, 1.0),  # noqa: B023
+            "torch": lambda: [_generate_noise(1.0, p, gen, secure_mode=False) for p in params],  # noqa: B023
+            "torch-hardened": lambda: [_generate_noise(1.0, p, gen, secure_mode=True) for p in params],  # noqa: B023
+        }
+        for name, draw in sources.items():
+            draw()
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                draw()
+                times.append(time.perf_counter() - t0)
+            rows.append({"task": task, "noise": name, "parameters": sum(p.numel() for p in params),
+                         "ms_per_step": round(1000 * statistics.median(times), 1)})
+            print(f"noise {task:9s} {name:15s} {rows[-1]['ms_per_step']:7.1f} ms per step", flush=True)
+    return rows
+
+
 def measure(task: str, mode: str, noise: str, grid: int, batch: int, steps: int, device: str,
             queue: mp.Queue) -> None:
     import secrets
@@ -132,7 +166,8 @@ def main() -> None:
                 print(f"{task:9s} {grid:3d}^3 {label:18s} step {row['step_s']:.3f} s  x{ratio:.2f}"
                       f"  peak {row['peak_mb']:.0f} MB", flush=True)
     name = "dp_step" if args.device == "cpu" else f"dp_step_{args.device}"
-    figures = {"device": args.device, "opacus_secure_mode_available": secure_mode_available(), "rows": rows}
+    figures = {"device": args.device, "opacus_secure_mode_available": secure_mode_available(), "rows": rows,
+               "noise_per_step": noise_cost() if args.device == "cpu" else []}
     print(f"saved {save(name, figures)}")
 
 

@@ -80,6 +80,7 @@ def test_trained_conditioning_changes_the_prediction_between_modalities() -> Non
     model = EvolutionNet((8, 16), groups=4)
     for stage in [*model.encoder, *model.decoder]:
         torch.nn.init.normal_(stage.film.proj.weight, std=0.5)
+    torch.nn.init.normal_(model.out.weight, std=0.5)  # trained: the change path is no longer zero
     b = batch(b=1)
     outs = [model(b["image"], b["seg"], torch.eye(3)[[i]], b["interval"]) for i in range(3)]
     assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[1], outs[2])
@@ -89,8 +90,22 @@ def test_an_untrained_evolution_model_predicts_no_change() -> None:
     """The persistence prior: before training, the predicted follow-up is the baseline segmentation."""
     torch.manual_seed(0)
     b = batch(b=2, g=16)
-    model = build_model("evolution", SMALL)
-    torch.nn.init.zeros_(model.out.weight)
-    torch.nn.init.zeros_(model.out.bias)
+    model = build_model("evolution", SMALL)  # as built: no weight set by hand
     pred = model(b["image"], b["seg"], b["treatment"], b["interval"]).argmax(1)
     assert torch.equal(pred, b["seg"][:, 0])
+
+
+def test_training_moves_the_evolution_model_away_from_no_change() -> None:
+    """A zero output layer must not freeze the network: one step gives it a gradient and changes the logits."""
+    torch.manual_seed(0)
+    b = batch(b=2, g=16)
+    model = build_model("evolution", SMALL)
+    before = model(b["image"], b["seg"], b["treatment"], b["interval"]).detach()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = torch.nn.functional.cross_entropy(model(b["image"], b["seg"], b["treatment"], b["interval"]),
+                                             torch.zeros_like(b["seg"][:, 0]))
+    loss.backward()
+    assert model.out.weight.grad.abs().sum() > 0
+    opt.step()
+    after = model(b["image"], b["seg"], b["treatment"], b["interval"]).detach()
+    assert not torch.allclose(before, after)

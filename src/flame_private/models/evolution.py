@@ -32,7 +32,11 @@ class EvolutionNet(nn.Module):
             dec.append(DecoderStage(prev, skip_ch, skip_ch, groups, COND_DIM))
             prev = skip_ch
         self.decoder = nn.ModuleList(dec)
+        # The network predicts the change: its output layer starts at zero, so that an untrained model is
+        # exactly the persistence prior below ("no change") and every step of training moves it from there.
         self.out = nn.Conv3d(prev, N_CLASSES, kernel_size=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
         # Persistence prior: a 1x1 convolution from the baseline labels to the output logits,
         # initialised so that an untrained model predicts "no change".  Training learns the change.
         self.prior = nn.Conv3d(3, N_CLASSES, kernel_size=1)
