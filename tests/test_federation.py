@@ -97,7 +97,14 @@ def test_each_site_exports_the_decrypted_models_with_a_model_card(clean_run) -> 
             assert card["privacy"]["site_epsilon_spent"] == pytest.approx(_ledger(sites, sid).epsilon())
             metrics = json.loads((export / f"{task}-metrics.json").read_text())
             assert metrics["federated_dp"]["sites"] == 4.0 and metrics["federated_dp"]["dp_noise_std_per_sum"] > 0
-            assert set(metrics["local_not_released"]) <= {"val", "test"}  # small sites may have no val patients
+            local = metrics["local_not_released"]  # small sites may have no val patients
+            assert set(local) <= {"val", "test", "val_baselines", "test_baselines"}
+            want = {"response": {"prevalence", "logistic_observables"}, "evolution": {"no_change"}}[task]
+            for split in ("val", "test"):
+                if split in local:  # the baselines are scored on the same patients, with the same keys
+                    assert set(local[f"{split}_baselines"]) == want
+                    assert all(set(b) == set(local[split]) for b in local[f"{split}_baselines"].values())
+            assert "baselines" in card and "test" in card
 
 
 def test_all_sites_decrypt_the_same_global_model(clean_run) -> None:

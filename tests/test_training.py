@@ -105,9 +105,24 @@ def test_central_run_pools_sites_and_scores_each_and_the_treatment_choice(centra
     assert (out / "response.pt").is_file() and (out / "evolution.pt").is_file()
     r = reports["response"]
     assert set(r["sites"]) == {"site-a", "site-b", "site-c"}
-    assert r["test_pooled"]["n"] == sum(m["n"] for m in r["sites"].values())
+    assert r["test"]["n"] == sum(m["n"] for m in r["sites"].values())
     assert 0.0 <= r["treatment_comparison"]["best_modality_accuracy"] <= 1.0
-    assert "dice_whole_tumour" in reports["evolution"]["test_pooled"]
+    assert "dice_whole_tumour" in reports["evolution"]["test"]
+
+
+def test_every_evaluation_carries_its_baselines_on_the_same_patients_with_the_same_keys(central_models) -> None:
+    out, reports = central_models
+    response, evolution = reports["response"], reports["evolution"]
+    assert set(response["baselines"]) == {"prevalence", "logistic_observables"}
+    assert set(evolution["baselines"]) == {"no_change"}
+    for report in (response, evolution):
+        for baseline in report["baselines"].values():
+            assert set(baseline) == set(report["test"])  # same metric keys, intervals included
+            assert baseline["n"] == report["test"]["n"]  # same patients
+    lo, hi = evolution["test"]["dice_whole_tumour_ci95"]
+    assert lo <= evolution["test"]["dice_whole_tumour"] <= hi
+    card = json.loads((out / "response.json").read_text())
+    assert card["baselines"]["logistic_observables"]["n"] == card["test"]["n"]
 
 
 def test_local_run_without_dp_spends_no_budget(cohort_dir: Path, tmp_path: Path) -> None:

@@ -16,11 +16,6 @@ from rich.table import Table
 
 from flame_private import __version__
 from flame_private.attacks.cli import attack_app
-from flame_private.federation.audit_cli import audit as audit_command
-from flame_private.privacy.cli import budget_app
-from flame_private.reports.cli import report_app
-from flame_private.site_init import site_init_command
-from flame_private.secure.cli import keys_app
 from flame_private.config import (
     CohortConfig,
     ConfigError,
@@ -32,6 +27,11 @@ from flame_private.config import (
     SiteConfig,
     load_config,
 )
+from flame_private.federation.audit_cli import audit as audit_command
+from flame_private.privacy.cli import budget_app
+from flame_private.reports.cli import report_app
+from flame_private.secure.cli import keys_app
+from flame_private.site_init import site_init_command
 
 app = typer.Typer(help="flame-private: privacy-first federated learning for glioblastoma radiotherapy.",
                   no_args_is_help=True, add_completion=False)
@@ -259,12 +259,22 @@ def _print_report(report: dict, title: str) -> None:
     table = Table(title=title)
     table.add_column("split / site")
     table.add_column("metrics")
-    rows = [(k, report[k]) for k in ("val", "test", "test_pooled", "treatment_comparison") if k in report]
+    rows = [(k, report[k]) for k in ("val", "test", "treatment_comparison") if k in report]
+    rows += [(f"baseline: {name.replace('_', ' ')}", m) for name, m in report.get("baselines", {}).items()]
     rows += list(report.get("sites", {}).items())
+
+    def shown(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        if isinstance(v, list):
+            return "[" + ", ".join(shown(x) for x in v) + "]"
+        return str(v)
+
     for name, metrics in rows:
-        table.add_row(name, ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                      for k, v in metrics.items()))
+        table.add_row(name, ", ".join(f"{k}={shown(v)}" for k, v in metrics.items()))
     console.print(table)
+    if report.get("baselines"):
+        console.print("test and baselines: the same test patients; [lo, hi] are 95 % bootstrap intervals.")
 
 
 def _step_progress():  # noqa: ANN202 - a context manager factory

@@ -23,6 +23,7 @@ from flame_private.data.checks import LoadedSite, load_site
 from flame_private.data.datasets import EvolutionDataset, ResponseDataset, encode_covariates
 from flame_private.data.records import CaseRecord
 from flame_private.data.splits import split_records
+from flame_private.evaluation import evaluate_with_baselines
 from flame_private.metrics import EvolutionSums, ResponseSums, treatment_comparison
 from flame_private.models import build_model, count_parameters
 from flame_private.models.io import save_model
@@ -78,6 +79,15 @@ def _metrics(task: Task, model: torch.nn.Module, ds: Dataset, cfg: FederationCon
     return sums.metrics()
 
 
+def _test_with_baselines(task: Task, model: torch.nn.Module, train_ds: Dataset, test_ds: Dataset,
+                         cfg: FederationConfig) -> dict[str, Any]:
+    """``test`` (exact metrics, 95 % bootstrap intervals) and ``baselines`` on the same test patients."""
+    if len(test_ds) == 0:  # type: ignore[arg-type]
+        return {"test": {"n": 0.0}, "baselines": {}}
+    scored = evaluate_with_baselines(model, task, train_ds, test_ds, cfg.data.voxel_mm**3 / 1000.0, cfg.batch_size)
+    return {"test": scored["model"], "baselines": scored["baselines"]}
+
+
 def _skipped(loaded: LoadedSite) -> list[dict[str, Any]]:
     return [{"patient_id": s.patient_id, "problems": [str(p) for p in s.problems]} for s in loaded.skipped]
 
@@ -121,8 +131,8 @@ def run_local(site: SiteConfig, task: Task, cfg: FederationConfig, out: Path, dp
         "parameters": count_parameters(result.model), "train_seconds": round(result.seconds, 2),
         "patients": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
         "val": _metrics(task, result.model, make_dataset(task, splits.val, cfg), cfg),
-        "test": _metrics(task, result.model, make_dataset(task, splits.test, cfg), cfg),
     }
+    report.update(_test_with_baselines(task, result.model, train_ds, make_dataset(task, splits.test, cfg), cfg))
     if truth is not None and task == "response" and splits.test:
         report["treatment_comparison"] = compare_treatments(result.model, make_dataset(task, splits.test, cfg),
                                                             load_truth(truth))
@@ -159,7 +169,9 @@ def run_central(sites: Sequence[SiteConfig], task: Task, cfg: FederationConfig, 
         pooled = type(pooled).from_vector(pooled.vector() + sums.vector())  # type: ignore[attr-defined]
         if truth is not None and task == "response":
             comparisons.append(compare_treatments(result.model, test_ds, load_truth(truth)))  # type: ignore[arg-type]
-    report["test_pooled"] = pooled.metrics()
+    pooled_test = ConcatDataset([make_dataset(task, s.test, cfg) for s in per_site.values()])
+    report["test_pooled_sums"] = pooled.metrics()  # the federated-style sums (histogram AUC), for comparison
+    report.update(_test_with_baselines(task, result.model, train_ds, pooled_test, cfg))
     if comparisons:
         n = sum(c["n"] for c in comparisons)
         report["treatment_comparison"] = {

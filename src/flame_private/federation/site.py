@@ -20,6 +20,7 @@ import torch
 from flame_private.config import FederationConfig, SiteConfig, Task, load_config
 from flame_private.data.checks import load_site
 from flame_private.data.splits import Splits, split_records
+from flame_private.evaluation import evaluate_with_baselines
 from flame_private.experiments import initial_model, make_dataset
 from flame_private.federation.egress import EgressLog, app_identity
 from flame_private.federation.protocol import SiteStatus
@@ -31,7 +32,7 @@ from flame_private.secure.errors import HEError
 from flame_private.secure.keys import SecretContext, load_secret_context
 from flame_private.secure.packing import ParamLayout
 from flame_private.secure.params import CiphertextEnvelope, parse_envelope
-from flame_private.training import TrainSettings, evaluate, patient_contributions, plan_training, train
+from flame_private.training import TrainSettings, patient_contributions, plan_training, train
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,12 @@ class Reply:
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
-    """JSON-safe: NaN (undefined, e.g. a class absent) becomes null."""
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
+    """JSON-safe: NaN (undefined, e.g. a class absent) becomes null, also inside intervals."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        return [clean(x) for x in v] if isinstance(v, list) else v
+    return {k: clean(v) for k, v in metrics.items()}
 
 
 METRIC_SCALE = 4096.0
@@ -257,17 +262,22 @@ class Site:
         env = parse_envelope(model_ct[0])
         metrics = (self.decrypt_metrics(run_id, task, round_ if metrics_round is None else metrics_round, *metrics_ct)
                    if metrics_ct else {})
-        # The site's own patients, scored where they are: exact, and never released.
-        local = {}
+        # The site's own patients, scored where they are: exact, with 95 % intervals, beside the baselines
+        # fitted on the same site's training patients; never released.
+        local: dict[str, Any] = {}
         for split in ("val", "test"):
             ds = self.dataset(task, split)
             if len(ds):
-                sums = evaluate(model, task, ds, self.fed.batch_size, self.fed.data.voxel_mm**3 / 1000.0)
-                local[split] = _finite(sums.metrics())
+                scored = evaluate_with_baselines(model, task, self.dataset(task, "train"), ds,
+                                                 self.fed.data.voxel_mm**3 / 1000.0, self.fed.batch_size)
+                local[split] = _finite(scored["model"])
+                local[f"{split}_baselines"] = {k: _finite(v) for k, v in scored["baselines"].items()}
         card = {
             "run_id": run_id, "site_id": self.site_id, "rounds": env.round, "contributors_last_round": env.contributors,
             "federated_validation_metrics": _finite(metrics),
             "local_metrics_not_released": local,
+            "test": local.get("test", {"n": 0.0}),
+            "baselines": local.get("test_baselines", {}),
             "training": {"local_epochs": self.fed.local_epochs, "batch_size": self.fed.batch_size,
                          "learning_rate": self.fed.learning_rate, "dp": self.fed.dp.model_dump(mode="json"),
                          "he": self.fed.he.model_dump(mode="json")},

@@ -1,0 +1,82 @@
+"""The simple baselines every model figure is reported beside, on the same patients (docs/design.md 6).
+
+A model that does not beat these has learnt nothing, whatever its loss did:
+
+- evolution: **no change**: the follow-up segmentation predicted to be the
+  baseline segmentation;
+- response: **prevalence**: every patient given the training responder rate
+  (AUC 0.5 by construction; its Brier score is the one to beat), and a
+  **logistic regression on observable features**: baseline tumour volumes,
+  the clinical covariates, the treatment and treatment x MGMT, 16 in all,
+  fitted on the same training patients as the model (scikit-learn).
+
+Each baseline returns per-patient scores in the shape ``evaluation`` scores a
+model, so baselines and model share the same metrics and bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch.utils.data import Dataset
+
+from flame_private.evaluation import EvolutionScores, ResponseScores, patient_of_each_item
+
+FEATURES = ("necrotic_ml", "oedema_ml", "enhancing_ml", "whole_tumour_ml", "age", "female", "mgmt_methylated",
+            "gross_total", "subtotal", "biopsy", "photon", "proton", "carbon", "photon_x_mgmt", "proton_x_mgmt",
+            "carbon_x_mgmt")
+"""The observable features, in column order: what a clinician knows before treatment."""
+
+
+def observable_features(item: dict, voxel_ml: float) -> np.ndarray:
+    """The 16 features of one response item (``ResponseDataset``): volumes in log(1 + mL)."""
+    seg = item["seg"].numpy()
+    volumes = [float((seg == lab).sum()) * voxel_ml for lab in (1, 2, 3)]
+    volumes.append(float((seg > 0).sum()) * voxel_ml)
+    covariates = item["covariates"].numpy().astype(float)
+    treatment = item["treatment"].numpy().astype(float)
+    return np.concatenate([np.log1p(volumes), covariates, treatment, treatment * covariates[2]])
+
+
+def _matrix(dataset: Dataset, voxel_ml: float) -> tuple[np.ndarray, np.ndarray]:
+    items = [dataset[i] for i in range(len(dataset))]  # type: ignore[arg-type]
+    x = np.stack([observable_features(it, voxel_ml) for it in items]) if items else np.zeros((0, len(FEATURES)))
+    y = np.array([float(it["label"]) for it in items])
+    return x, y
+
+
+def prevalence(train: Dataset, test: Dataset) -> ResponseScores:
+    """Every test patient given the training patients' responder rate."""
+    _, y_train = _matrix(train, 1.0)
+    _, y_test = _matrix(test, 1.0)
+    rate = float(y_train.mean()) if len(y_train) else 0.5
+    return ResponseScores(probs=np.full(len(y_test), rate), labels=y_test)
+
+
+def logistic_observables(train: Dataset, test: Dataset, voxel_ml: float) -> ResponseScores:
+    """L2-regularised, class-balanced logistic regression on ``FEATURES``, fitted on ``train``.
+
+    Class-balanced so that a 0.5 threshold (balanced accuracy) is meaningful on a
+    site where most patients respond, as the models' loss is not.
+    """
+    x_train, y_train = _matrix(train, voxel_ml)
+    x_test, y_test = _matrix(test, voxel_ml)
+    if len(np.unique(y_train)) < 2:
+        rate = float(y_train.mean()) if len(y_train) else 0.5
+        return ResponseScores(probs=np.full(len(y_test), rate), labels=y_test)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000))
+    model.fit(x_train, y_train)
+    return ResponseScores(probs=model.predict_proba(x_test)[:, 1] if len(x_test) else np.zeros(0), labels=y_test)
+
+
+def no_change(dataset: Dataset, voxel_ml: float) -> EvolutionScores:
+    """The follow-up predicted to be the baseline segmentation, scored like a model."""
+    owners = patient_of_each_item(dataset)
+    cases: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    for i in range(len(dataset)):  # type: ignore[arg-type]
+        item = dataset[i]
+        base, target = item["seg"][0].numpy(), item["target"][0].numpy()
+        cases.setdefault(owners[i], []).append((base, target, base))
+    return EvolutionScores.from_cases(list(cases.values()), voxel_ml)
