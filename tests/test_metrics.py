@@ -154,3 +154,27 @@ def test_treatment_comparison_scores_the_predicted_best_against_truth() -> None:
     assert m["best_modality_accuracy"] == 0.5
     assert m["regret_viable_burden_ml"] == pytest.approx(0.5)
     assert m["lost_response_rate"] == 0.0
+
+
+def test_released_metrics_are_clamped_and_carry_the_spread_of_their_noise() -> None:
+    from flame_private.metrics import released_metrics
+
+    rng = np.random.default_rng(5)
+    exact = ResponseSums()
+    exact.add(rng.random(2000), rng.random(2000) < 0.6)
+    quiet = released_metrics(ResponseSums, exact.vector(), noise_sd=0.01)
+    assert quiet["auc"] == pytest.approx(exact.metrics()["auc"], abs=1e-3)
+    assert 0 < quiet["auc_dp_sd"] < 0.01 and "auc_status" not in quiet
+    skewed = exact.vector().copy()
+    skewed[-1] = -50.0  # noise pushed the Brier sum below zero
+    assert released_metrics(ResponseSums, skewed, noise_sd=0.01)["brier"] == 0.0
+
+
+def test_a_metric_the_noise_dominates_is_not_reported() -> None:
+    from flame_private.metrics import TOO_NOISY, released_metrics
+
+    small = ResponseSums()
+    small.add(np.array([0.9, 0.8, 0.3, 0.7]), np.array([1, 1, 0, 0]))  # four validation patients
+    loud = released_metrics(ResponseSums, small.vector() + np.random.default_rng(0).normal(0, 9, 43), noise_sd=9.0)
+    assert loud["auc"] is None and loud["auc_status"] == TOO_NOISY
+    assert loud["n"] is None and loud["n_status"] == TOO_NOISY

@@ -210,12 +210,15 @@ def demo(
     for task, both in result.metrics.items():
         keys = ("auc", "balanced_accuracy", "brier", "n") if task == "response" else (
             "dice_whole_tumour", "dice_enhancing", "enhancing_volume_error_ml", "rano_class_agreement", "n")
-        for label, m in (("site-a's test patients (not released)", both.get("local_not_released", {}).get("test", {})),
-                         ("all sites' validation patients (DP release, noise std "
-                          f"{both.get('federated_dp', {}).get('dp_noise_std_per_sum', 0):.1f} per sum)",
-                          both.get("federated_dp", {}))):
-            metrics.add_row(task, label, ", ".join(
-                f"{k}={m[k]:.3f}" if isinstance(m.get(k), float) else f"{k}={m.get(k)}" for k in keys))
+        local = both.get("local_not_released", {})
+        rows = [("site-a's test patients (not released)", local.get("test", {}))]
+        rows += [(f"  baseline '{name.replace('_', ' ')}', same patients", b)
+                 for name, b in local.get("test_baselines", {}).items()]
+        rows += [("all sites' validation patients (DP release, noise std "
+                  f"{both.get('federated_dp', {}).get('dp_noise_std_per_sum', 0):.1f} per sum)",
+                  both.get("federated_dp", {}))]
+        for label, m in rows:
+            metrics.add_row(task, label, ", ".join(_released(m, k) for k in keys))
     console.print(metrics)
     console.print(f"cohort: {out / 'cohort'}   exports: {out / 'state' / '<site>' / 'exports' / result.run_id}")
     console.print(f"server checkpoints: {out / 'federation' / 'server'}   summary: {out / 'demo-summary.json'}")
@@ -245,6 +248,20 @@ def _truth_for(site_cfg: SiteConfig, truth: Optional[Path]) -> Optional[Path]:
         return truth
     guess = Path(site_cfg.data_dir).parent / "truth" / "counterfactuals.json"
     return guess if guess.is_file() else None
+
+
+def _released(m: dict, key: str) -> str:
+    """One metric for a person: value with its interval or DP spread, or why there is none."""
+    value = m.get(key)
+    if value is None:
+        return f"{key}: {m.get(f'{key}_status', 'n/a')}"
+    text = f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}"
+    if isinstance(m.get(f"{key}_ci95"), list) and None not in m[f"{key}_ci95"]:
+        lo, hi = m[f"{key}_ci95"]
+        text += f" [{lo:.2f}, {hi:.2f}]"
+    elif isinstance(m.get(f"{key}_dp_sd"), float):
+        text += f" (+/- {m[f'{key}_dp_sd']:.2f} DP)"
+    return text
 
 
 def _print_skipped(by_site: dict) -> None:

@@ -77,6 +77,11 @@ class ResponseSums:
         """Which entries of the vector are counts (exact integers before encryption noise)."""
         return np.concatenate([np.ones(2 * N_BINS, bool), [True, True, False]])
 
+    @staticmethod
+    def count_slots() -> np.ndarray:
+        """The entries whose sum is the number of patients."""
+        return np.arange(2 * N_BINS)
+
     def metrics(self) -> dict[str, float]:
         self.pos_hist, self.neg_hist = np.clip(self.pos_hist, 0, None), np.clip(self.neg_hist, 0, None)
         n_pos, n_neg = float(self.pos_hist.sum()), float(self.neg_hist.sum())
@@ -160,6 +165,11 @@ class EvolutionSums:
         """Which entries are counts (exact integers before encryption noise)."""
         return np.array([False] * 4 + [True] * 4 + [False, False, True])
 
+    @staticmethod
+    def count_slots() -> np.ndarray:
+        """The entry that counts the patients."""
+        return np.array([10])
+
     def metrics(self) -> dict[str, float]:
         with np.errstate(invalid="ignore", divide="ignore"):
             dice = np.where(self.defined > 0.5, np.clip(self.dice / np.maximum(self.defined, 1e-12), 0, 1), np.nan)
@@ -175,6 +185,62 @@ class EvolutionSums:
 
 PATIENT_SENSITIVITY = {"response": float(np.sqrt(3.0)), "evolution": float(np.sqrt(11.0))}
 """Largest L2 change of a site's metric-sum vector when one patient is added or removed."""
+
+VALID_RANGE: dict[str, tuple[float, float]] = {
+    "auc": (0.0, 1.0), "balanced_accuracy": (0.0, 1.0), "brier": (0.0, 1.0),
+    "dice_necrotic_core": (0.0, 1.0), "dice_oedema": (0.0, 1.0), "dice_enhancing": (0.0, 1.0),
+    "dice_whole_tumour": (0.0, 1.0), "rano_class_agreement": (0.0, 1.0),
+    "enhancing_volume_error_ml": (0.0, ENH_ERROR_CLIP_ML), "n": (0.0, float("inf")),
+}
+TOO_NOISY_SD = 0.1
+"""A released rate (AUC, Dice, agreement...) whose DP noise alone moves it by more than this is not reported."""
+TOO_NOISY = "too noisy to report"
+
+
+def released_metrics(kind: type[ResponseSums] | type[EvolutionSums], noisy_sums: np.ndarray, noise_sd: float,
+                     draws: int = 200, seed: int = 0) -> dict[str, float | str | None]:
+    """Metrics of DP-noised sums, clamped to their valid range, each with the spread its noise causes.
+
+    The spread is a parametric bootstrap: fresh noise of the release's standard
+    deviation is added to the released sums ``draws`` times (post-processing of
+    released values: no privacy cost).  ``<metric>_dp_sd`` is that spread; a
+    metric whose spread exceeds ``TOO_NOISY_SD`` (or, for ``n``, half of ``n``)
+    is given as None with ``<metric>_status = "too noisy to report"``: a number
+    the noise dominates would mislead.
+    """
+    def clamped(vector: np.ndarray) -> dict[str, float]:
+        out = {}
+        for key, value in kind.from_vector(vector).metrics().items():
+            lo, hi = VALID_RANGE.get(key, (-np.inf, np.inf))
+            out[key] = float(np.clip(value, lo, hi)) if np.isfinite(value) else float("nan")
+        return out
+
+    point = clamped(noisy_sums)
+    # The patient count, unclamped, against its noise: if it cannot be told from zero, every rate (all are
+    # normalised by it) is noise too.  Clamping the bins at zero would hide this behind an upward bias.
+    slots = kind.count_slots()
+    n_raw, n_sd = float(noisy_sums[slots].sum()), noise_sd * float(np.sqrt(len(slots)))
+    if n_raw < 2.0 * n_sd:
+        out_all: dict[str, float | str | None] = {}
+        for key in point:
+            out_all[key], out_all[f"{key}_status"] = None, TOO_NOISY
+        out_all["n_dp_sd"] = n_sd
+        return out_all
+    rng = np.random.default_rng(seed)
+    samples = [clamped(noisy_sums + rng.normal(0.0, noise_sd, size=noisy_sums.shape)) for _ in range(draws)]
+    out: dict[str, float | str | None] = {}
+    for key, value in point.items():
+        values = np.array([s[key] for s in samples])
+        values = values[np.isfinite(values)]
+        sd = float(values.std()) if len(values) > 1 else float("nan")
+        limit = 0.5 * max(value, 1.0) if key == "n" else (
+            TOO_NOISY_SD * VALID_RANGE[key][1] if key == "enhancing_volume_error_ml" else TOO_NOISY_SD)
+        out[f"{key}_dp_sd"] = sd if np.isfinite(sd) else None
+        if not np.isfinite(value) or not np.isfinite(sd) or sd > limit:
+            out[key], out[f"{key}_status"] = None, TOO_NOISY if np.isfinite(value) else "undefined"
+        else:
+            out[key] = value
+    return out
 
 
 def dp_release(patient_vectors: list[np.ndarray], length: int, sensitivity: float, noise_multiplier: float,

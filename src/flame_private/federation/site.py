@@ -24,7 +24,7 @@ from flame_private.evaluation import evaluate_with_baselines
 from flame_private.experiments import initial_model, make_dataset
 from flame_private.federation.egress import EgressLog, app_identity
 from flame_private.federation.protocol import SiteStatus
-from flame_private.metrics import PATIENT_SENSITIVITY, EvolutionSums, ResponseSums, dp_release
+from flame_private.metrics import PATIENT_SENSITIVITY, EvolutionSums, ResponseSums, dp_release, released_metrics
 from flame_private.models.io import save_model
 from flame_private.privacy import REFUSALS, BudgetGuard, PlannedSpend, open_site_budget
 from flame_private.secure.codec import decrypt_aggregate, encrypt_update
@@ -234,7 +234,7 @@ class Site:
         return Reply(status="ok", header_json=header, payload=ct)
 
     def decrypt_metrics(self, run_id: str, task: Task, round_: int, header_json: str,
-                        payload: bytes) -> dict[str, float]:
+                        payload: bytes) -> dict[str, Any]:
         """The federation's metrics: the decrypted sum of every site's metric sums of ``round_``."""
         env: CiphertextEnvelope = parse_envelope(header_json)
         zeros = (ResponseSums() if task == "response" else EvolutionSums()).vector()
@@ -244,9 +244,9 @@ class Site:
                                          max_sites=self.fed.he.max_sites)
         kind = ResponseSums if task == "response" else EvolutionSums
         vector = state["sums"].numpy() * sites * METRIC_SCALE  # the sum, not the mean over sites
-        sums = kind.from_vector(vector)  # DP-noised sums: counts are not integers and may be off
         noise = self.fed.evaluation.noise_multiplier * PATIENT_SENSITIVITY[task] * float(np.sqrt(sites))
-        return {**sums.metrics(), "sites": float(sites), "round": float(env.round),
+        # DP-noised sums: clamped to valid ranges, each metric with its noise spread, or "too noisy to report".
+        return {**released_metrics(kind, vector, noise), "sites": float(sites), "round": float(env.round),
                 "dp_noise_std_per_sum": noise}
 
     def export(self, run_id: str, task: Task, round_: int, model_ct: tuple[str, bytes],
