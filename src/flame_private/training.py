@@ -112,12 +112,14 @@ def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Opt
 
 def train(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSettings, plan: DPPlan | None,
           on_step: Callable[[int, float], None] | None = None,
-          randomness: DPRandomness | None = None) -> TrainResult:
+          randomness: DPRandomness | None = None,
+          on_epoch: Callable[[int, nn.Module], None] | None = None) -> TrainResult:
     """Train ``model`` in place; DP-SGD when ``plan`` is given, plain Adam (or SGD) otherwise.
 
     Under DP the noise and sampling come from ``randomness``: fresh secret
     randomness when None (every real training); a replayable one only in the
-    attack suite's positive control and in tests.
+    attack suite's positive control and in tests.  ``on_epoch(epoch, model)`` is called after each
+    epoch with the plain model in eval mode (learning curves); training resumes in train mode.
     """
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -156,6 +158,10 @@ def train(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSetting
             result.losses.append(float(loss.detach()))
             if on_step:
                 on_step(result.steps, result.losses[-1])
+        if on_epoch is not None:
+            net.eval()
+            on_epoch(_epoch + 1, unwrap(net))
+            net.train()
     result.seconds = time.perf_counter() - t0
     if plan is not None and result.steps != plan.steps:
         raise RuntimeError(f"ran {result.steps} DP steps but planned {plan.steps}: the ledger would be wrong")

@@ -1,0 +1,131 @@
+"""Model quality, centralised and without DP, on the study cohort: do the models beat their baselines?
+
+Pools every site's training patients (the upper reference a federation is
+compared with), trains each model, and after every epoch scores it and its
+baselines on the pooled validation patients (learning curves); at the end, on
+the pooled test patients, with 95 % bootstrap intervals.  Baselines: no change
+(evolution); prevalence and a logistic regression on 16 observable features
+(response), fitted on the same training patients.
+
+Saves benchmarks/results/model_quality.json and docs/img/learning-curves.png.
+
+Usage: python benchmarks/model_quality.py [--cohort runs/study/cohort] [--epochs-response 10]
+                                          [--epochs-evolution 6] [--lr 1e-3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from _common import RESULTS, save
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cohort", type=Path, default=ROOT / "runs" / "study" / "cohort")
+    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "cohort" / "study.yaml")
+    ap.add_argument("--epochs-response", type=int, default=10)
+    ap.add_argument("--epochs-evolution", type=int, default=6)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--tasks", nargs="+", default=["response", "evolution"])
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    import torch
+    from torch.utils.data import ConcatDataset
+
+    from flame_private.config import CohortConfig, DataConfig, FederationConfig, load_config
+    from flame_private.data.checks import load_site
+    from flame_private.data.splits import split_records
+    from flame_private.evaluation import evaluate_with_baselines
+    from flame_private.experiments import initial_model, make_dataset
+    from flame_private.training import TrainSettings, train
+
+    torch.set_num_threads(2)
+    cohort_cfg = load_config(args.config, CohortConfig)
+    if not (args.cohort / "cohort.json").is_file():
+        from flame_private.cohort.writer import synthesise_cohort
+
+        synthesise_cohort(cohort_cfg, args.cohort, workers=2, overwrite=True)
+    fed = FederationConfig(seed=cohort_cfg.seed, batch_size=args.batch, learning_rate=args.lr,
+                           data=DataConfig(grid=cohort_cfg.grid))
+    voxel_ml = fed.data.voxel_mm**3 / 1000.0
+    splits = {s.site_id: split_records(load_site(args.cohort / s.site_id, "flame", s.site_id).records, fed.data)
+              for s in cohort_cfg.sites}
+    patients = {k: sum(len(getattr(sp, k)) for sp in splits.values()) for k in ("train", "val", "test")}
+    print(f"cohort {args.cohort}: {len(splits)} sites, patients {patients}", flush=True)
+
+    figures: dict[str, object] = {"cohort": str(args.config.relative_to(ROOT)), "patients": patients,
+                                  "grid": cohort_cfg.grid, "batch": args.batch, "learning_rate": args.lr}
+    for task in args.tasks:
+        epochs = args.epochs_response if task == "response" else args.epochs_evolution
+        pooled = {k: ConcatDataset([make_dataset(task, getattr(sp, k), fed) for sp in splits.values()])
+                  for k in ("train", "val", "test")}
+        curve: list[dict] = []
+        t0 = time.perf_counter()
+
+        def on_epoch(epoch: int, model: torch.nn.Module, task: str = task, pooled: dict = pooled,
+                     curve: list = curve, t0: float = t0) -> None:
+            val = evaluate_with_baselines(model, task, pooled["train"], pooled["val"], voxel_ml, args.batch)
+            curve.append({"epoch": epoch, "seconds": round(time.perf_counter() - t0, 1), **val})
+            key = "auc" if task == "response" else "dice_whole_tumour"
+            base = next(iter(val["baselines"].values()))
+            print(f"{task} epoch {epoch}: val {key} {val['model'][key]:.3f} "
+                  f"(first baseline {base[key]:.3f}), {curve[-1]['seconds']:.0f} s", flush=True)
+
+        model = initial_model(task, fed)
+        settings = TrainSettings(epochs=epochs, batch_size=args.batch, learning_rate=args.lr, seed=fed.seed)
+        result = train(model, task, pooled["train"], settings, None, on_epoch=on_epoch)
+        test = evaluate_with_baselines(result.model, task, pooled["train"], pooled["test"], voxel_ml, args.batch)
+        figures[task] = {"epochs": epochs, "train_seconds": round(result.seconds, 1), "curve": curve,
+                         "test": test["model"], "baselines": test["baselines"],
+                         "train_loss_first_last": [result.losses[0], result.losses[-1]] if result.losses else []}
+        print(json.dumps({"task": task, "test": test}, default=str)[:2000], flush=True)
+    command = ("python benchmarks/model_quality.py --epochs-response "
+               f"{args.epochs_response} --epochs-evolution {args.epochs_evolution} --lr {args.lr}")
+    figures["command"] = command
+    previous = RESULTS / "model_quality.json"
+    if previous.is_file() and set(args.tasks) != {"response", "evolution"}:
+        figures = {**json.loads(previous.read_text(encoding="utf-8"))["figures"], **figures}
+    print(f"saved {save('model_quality', figures)}")
+    plot(figures, ROOT / "docs" / "img" / "learning-curves.png")
+
+
+def plot(figures: dict, path: Path) -> None:
+    """Validation metric per epoch, model against its baselines, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in ("response", "evolution") if t in figures]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        key = "auc" if task == "response" else "dice_whole_tumour"
+        curve = figures[task]["curve"]
+        epochs = [c["epoch"] for c in curve]
+        ax.plot(epochs, [c["model"][key] for c in curve], "o-", label="model (central, no DP)")
+        lo = [c["model"][f"{key}_ci95"][0] for c in curve]
+        hi = [c["model"][f"{key}_ci95"][1] for c in curve]
+        ax.fill_between(epochs, lo, hi, alpha=0.2)
+        for name in curve[0]["baselines"]:
+            ax.plot(epochs, [c["baselines"][name][key] for c in curve], "--", label=f"baseline: {name}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"validation {key.replace('_', ' ')}")
+        ax.set_title(f"{task} model, study cohort")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"figure {path}")
+
+
+if __name__ == "__main__":
+    main()
