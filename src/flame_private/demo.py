@@ -105,7 +105,7 @@ def run_demo(out: Path = Path("runs/demo"), workers: int = 0,
     for site in sites:
         report = audit_site(site, ceremony.params_path)
         guard = open_site_budget(site)
-        declined = sum(1 for r in summary["rounds"] for sid in r.get("declined", {}) if sid == site.site_id)
+        declined = sum(1 for r in summary["rounds"] for sid in r.get("declined", []) if sid == site.site_id)
         rows.append({"site_id": site.site_id, "epsilon": guard.spent(), "cap": guard.policy.epsilon_cap,
                      "delta": guard.policy.delta, "releases": len(guard.ledger), "declined": declined,
                      "audit_ok": report.ok, "all_ciphertexts": report.all_ciphertexts,
