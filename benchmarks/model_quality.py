@@ -76,9 +76,9 @@ def main() -> None:
             val = evaluate_with_baselines(model, task, pooled["train"], pooled["val"], voxel_ml, args.batch)
             curve.append({"epoch": epoch, "seconds": round(time.perf_counter() - t0, 1), **val})
             key = "auc" if task == "response" else "dice_whole_tumour"
-            base = next(iter(val["baselines"].values()))
-            print(f"{task} epoch {epoch}: val {key} {val['model'][key]:.3f} "
-                  f"(first baseline {base[key]:.3f}), {curve[-1]['seconds']:.0f} s", flush=True)
+            bases = ", ".join(f"{name} {b[key]:.3f}" for name, b in val["baselines"].items())
+            print(f"{task} epoch {epoch}: val {key} {val['model'][key]:.3f} (baselines: {bases}), "
+                  f"{curve[-1]['seconds']:.0f} s", flush=True)
 
         model = initial_model(task, fed)
         settings = TrainSettings(epochs=epochs, batch_size=args.batch, learning_rate=args.lr, seed=fed.seed)
@@ -88,6 +88,11 @@ def main() -> None:
                          "test": test["model"], "baselines": test["baselines"],
                          "train_loss_first_last": [result.losses[0], result.losses[-1]] if result.losses else []}
         print(json.dumps({"task": task, "test": test}, default=str)[:2000], flush=True)
+        _save(figures, args)  # after each task: a stopped run keeps what it finished
+    plot(figures, ROOT / "docs" / "img" / "learning-curves.png")
+
+
+def _save(figures: dict, args: argparse.Namespace) -> None:
     command = ("python benchmarks/model_quality.py --epochs-response "
                f"{args.epochs_response} --epochs-evolution {args.epochs_evolution} --lr {args.lr}")
     figures["command"] = command
@@ -95,7 +100,6 @@ def main() -> None:
     if previous.is_file() and set(args.tasks) != {"response", "evolution"}:
         figures = {**json.loads(previous.read_text(encoding="utf-8"))["figures"], **figures}
     print(f"saved {save('model_quality', figures)}")
-    plot(figures, ROOT / "docs" / "img" / "learning-curves.png")
 
 
 def plot(figures: dict, path: Path) -> None:
