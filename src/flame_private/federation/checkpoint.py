@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from flame_private.hashchain import _fsync_dir  # the records layer's durable-directory helper
 from flame_private.secure.params import CiphertextEnvelope
 
 SUFFIX = ".ckpt"
@@ -47,14 +48,6 @@ def read_checkpoint_file(path: Path) -> tuple[str, bytes]:
 
 class CheckpointError(RuntimeError):
     """The server's checkpoint cannot be trusted as it is: resuming would silently start over or mix rounds."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
