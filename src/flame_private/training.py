@@ -185,20 +185,9 @@ def patient_contributions(model: nn.Module, task: Task, dataset: Dataset, batch_
                 one.add(np.array([p]), np.array([y]))
                 out.append(one.vector())
         return out
-    owners = [r for r, _ in dataset.index] if isinstance(dataset, EvolutionDataset) else list(range(len(dataset)))
-    cases: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-    i = 0
-    for batch in loader:
-        pred = forward(model, batch)[0].argmax(dim=1).numpy()
-        for b in range(pred.shape[0]):
-            cases.setdefault(owners[i], []).append((pred[b], batch[-1][b, 0].numpy(), batch[1][b, 0].numpy()))
-            i += 1
-    vectors = []
-    for patient_cases in cases.values():
-        one = EvolutionSums()
-        one.add_patient(patient_cases, voxel_ml)
-        vectors.append(one.vector())
-    return vectors
+    from flame_private.evaluation import score_evolution  # per-patient vectors, follow-ups grouped by patient
+
+    return list(score_evolution(model, dataset, voxel_ml, batch_size).vectors)
 
 
 def evaluate(model: nn.Module, task: Task, dataset: Dataset, batch_size: int = 4,
