@@ -209,6 +209,10 @@ class FollowUpParams(StrictModel):
         return self
 
 
+CohortLayout = Literal["flame", "lumiere", "brats2021"]
+"""Layouts the cohort writer can write a site in (a subset of ``Layout``: each has a reader)."""
+
+
 class CohortConfig(StrictModel):
     """A synthetic multi-centre cohort."""
 
@@ -216,6 +220,8 @@ class CohortConfig(StrictModel):
     seed: Annotated[int, Field(ge=0)] = 0
     grid: Annotated[int, Field(ge=16, le=256)] = 64
     """Voxels per axis of the simulation grid over the brain's bounding box."""
+    layout: CohortLayout = "flame"
+    """How every site folder is written: the project's manifest, or a public dataset's file naming."""
     sites: Annotated[list[SiteCohortConfig], Field(min_length=1)]
     tumour: TumourParams = TumourParams()
     therapy: TherapyParams = TherapyParams()

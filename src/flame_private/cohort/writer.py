@@ -8,6 +8,10 @@ Layout of ``OUT/``::
     truth/counterfactuals.json       every patient's outcome under all three modalities
     truth/<site_id>/<patient>/<timepoint>_<modality>_seg.nii.gz
 
+With ``layout: lumiere`` or ``layout: brats2021`` the site folders follow that
+public dataset's naming instead (``cohort/layouts.py``); the simulation, the
+images and ``truth/`` are the same, keyed by the patient ids the site holds.
+
 ``truth/`` is what training code never reads: it scores treatment-comparison
 predictions.  Site folders are written in each site's scanner space (voxel
 size, orientation, intensity), so readers are exercised as on real data.
@@ -41,6 +45,7 @@ from flame_private.cohort.imaging import (
     synthesise,
     to_scanner_space,
 )
+from flame_private.cohort.layouts import SITE_LAYOUTS, SiteLayout
 from flame_private.cohort.patient import choose_resection, choose_treatment, depth_map, draw_patient
 from flame_private.cohort.simulate import PatientCourse, Scan, simulate_course
 from flame_private.config import MODALITIES, MRI_SEQUENCES, CohortConfig
@@ -78,16 +83,13 @@ def _depth(anatomy: Anatomy, grid: int) -> np.ndarray:
     return _DEPTH_CACHE[grid]
 
 
-def patient_id(site_id: str, index: int) -> str:
-    return f"{site_id}-{index:03d}"
-
-
-def _write_scan(folder: Path, scan: Scan, anatomy: Anatomy, cfg: CohortConfig, site_index: int,
-                site_bias: np.ndarray, rng: np.random.Generator, root: Path,
-                aggression: float) -> tuple[dict[str, str], dict[str, float]]:
-    """Synthesise the four sequences of one scan, pass them through the site's scanner, save."""
+def _write_scan(paths: dict[str, Path], scan: Scan, anatomy: Anatomy, cfg: CohortConfig, site_index: int,
+                site_bias: np.ndarray, rng: np.random.Generator, root: Path, aggression: float,
+                layout: SiteLayout) -> tuple[dict[str, str], dict[str, float]]:
+    """Synthesise the four sequences of one scan, pass them through the site's scanner, save at ``paths``."""
     site = cfg.sites[site_index]
-    folder.mkdir(parents=True, exist_ok=True)
+    for path in paths.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     patient_bias = bias_field(anatomy.shape, 0.3 * site.scanner.bias_field, rng)
     for seq in MRI_SEQUENCES:
@@ -95,15 +97,15 @@ def _write_scan(folder: Path, scan: Scan, anatomy: Anatomy, cfg: CohortConfig, s
                            aggression)
         img = apply_scanner(clean, anatomy.brain, site.scanner, site_bias * patient_bias, rng)
         data, affine = to_scanner_space(img, anatomy.affine, site.scanner, is_label=False)
-        path = folder / f"{seq}.nii.gz"
-        save_nifti(path, data, affine, is_label=False)
-        files[seq] = path.relative_to(root).as_posix()
+        save_nifti(paths[seq], data, affine, is_label=False)
+        files[seq] = paths[seq].relative_to(root).as_posix()
     data, affine = to_scanner_space(scan.seg, anatomy.affine, site.scanner, is_label=True)
-    path = folder / "seg.nii.gz"
-    save_nifti(path, data, affine, is_label=True)
-    files["seg"] = path.relative_to(root).as_posix()
+    save_nifti(paths["seg"], layout.encode_seg(data), affine, is_label=True)
+    files["seg"] = paths["seg"].relative_to(root).as_posix()
     # Volumes as a site would measure them: on the written segmentation, in its own voxels.
-    return files, _volumes(data, abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0)
+    volumes = _volumes(data, abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0)
+    layout.describe_scan(paths, volumes)
+    return files, volumes
 
 
 def _volumes(seg: np.ndarray, voxel_ml: float) -> dict[str, float]:
@@ -114,8 +116,9 @@ def _volumes(seg: np.ndarray, voxel_ml: float) -> dict[str, float]:
 def simulate_and_write_patient(cfg: CohortConfig, job: PatientJob, staging: Path) -> PatientResult:
     """Simulate one patient under all modalities and write its files; pure given (config, job)."""
     site = cfg.sites[job.site_index]
+    layout = SITE_LAYOUTS[cfg.layout]
     anatomy = load_anatomy(cfg.grid)
-    pid = patient_id(site.site_id, job.patient_index)
+    pid = layout.patient_id(cfg, job.site_index, job.patient_index)
     rng = np.random.default_rng([cfg.seed, job.site_index, job.patient_index])
     patient = draw_patient(rng, pid, anatomy, _depth(anatomy, cfg.grid), site, cfg)
     resection = choose_resection(patient, site)
@@ -131,9 +134,9 @@ def simulate_and_write_patient(cfg: CohortConfig, job: PatientJob, staging: Path
     site_root = staging / site.site_id
     aggression = proliferation_index(patient.rho, cfg.tumour.rho_range)
     timepoints = []
-    for scan in [base, *given.scans]:
-        files, volumes = _write_scan(site_root / pid / scan.name, scan, anatomy, cfg, job.site_index, site_bias,
-                                     img_rng, site_root, aggression)
+    for scan in [base] if layout.baseline_only else [base, *given.scans]:
+        files, volumes = _write_scan(layout.scan_files(site_root, pid, scan.name, scan.day), scan, anatomy, cfg,
+                                     job.site_index, site_bias, img_rng, site_root, aggression, layout)
         timepoints.append({"name": scan.name, "day": int(scan.day), "files": files, **volumes})
     rt_start = patient.rt_delay_days
     entry = {
@@ -269,7 +272,10 @@ def _write_indexes(cfg: CohortConfig, staging: Path, results: list[PatientResult
             "canonical_labels": {"0": "background", "1": "necrotic_core", "2": "oedema", "3": "enhancing"},
             "patients": entries,
         }
-        _atomic_json(staging / site.site_id / "manifest.json", manifest)
+        if cfg.layout == "flame":
+            _atomic_json(staging / site.site_id / "manifest.json", manifest)
+        else:
+            SITE_LAYOUTS[cfg.layout].write_index(staging / site.site_id, entries)
         treat = {m: sum(e["treatment"] == m for e in entries) for m in MODALITIES}
         sites_summary.append({
             "site_id": site.site_id,
@@ -289,7 +295,8 @@ def _write_indexes(cfg: CohortConfig, staging: Path, results: list[PatientResult
         "grid": cfg.grid,
         "flame_private_version": __version__,
         "sites": sites_summary,
-        "config": cfg.model_dump(mode="json"),
+        # The default layout is left out so that a flame cohort's cohort.json reads as it always has.
+        "config": cfg.model_dump(mode="json", exclude={"layout"} if cfg.layout == "flame" else None),
     }
     _atomic_json(staging / "cohort.json", summary)
     summary = dict(summary, seconds=round(seconds, 2))
