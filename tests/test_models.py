@@ -109,3 +109,42 @@ def test_training_moves_the_evolution_model_away_from_no_change() -> None:
     opt.step()
     after = model(b["image"], b["seg"], b["treatment"], b["interval"]).detach()
     assert not torch.allclose(before, after)
+
+
+def test_an_untrained_response_model_is_a_linear_model_of_the_clinical_features() -> None:
+    """Wide and deep: the image path's output layer starts at zero, so only the clinical features act at first."""
+    b = batch(b=2, g=16)
+    model = build_model("response", SMALL).eval()
+    out = model(b["image"], b["seg"], b["treatment"], b["covariates"])
+    other_images = model(torch.randn_like(b["image"]), b["seg"], b["treatment"], b["covariates"])
+    torch.testing.assert_close(out, other_images)
+    from flame_private.models.response import clinical_features
+
+    linear = model.clinical(clinical_features(b["seg"], b["treatment"], b["covariates"])).squeeze(1)
+    torch.testing.assert_close(out, linear)
+
+
+def test_the_clinical_features_are_the_logistic_baselines_in_the_same_order() -> None:
+    from flame_private.baselines import FEATURES
+    from flame_private.models.response import N_CLINICAL, clinical_features
+
+    b = batch(b=3, g=16)
+    f = clinical_features(b["seg"], b["treatment"], b["covariates"])
+    assert f.shape == (3, N_CLINICAL) == (3, len(FEATURES))
+    mgmt = b["covariates"][:, 2]
+    for k, m in enumerate(("photon", "proton", "carbon")):
+        torch.testing.assert_close(f[:, FEATURES.index(f"{m}_x_mgmt")], b["treatment"][:, k] * mgmt)
+    torch.testing.assert_close(f[:, FEATURES.index("age"):FEATURES.index("biopsy") + 1], b["covariates"])
+
+
+def test_tumour_volume_features_mean_the_same_volume_at_any_grid() -> None:
+    """A fraction of the field of view: the same tumour resampled to a finer grid gives the same feature."""
+    from flame_private.models.blocks import tumour_volumes
+
+    coarse = torch.zeros(1, 1, 16, 16, 16, dtype=torch.long)
+    coarse[0, 0, 4:8, 4:8, 4:8] = 2
+    coarse[0, 0, 5:7, 5:7, 5:7] = 3
+    fine = coarse.repeat_interleave(2, 2).repeat_interleave(2, 3).repeat_interleave(2, 4)
+    torch.testing.assert_close(tumour_volumes(coarse), tumour_volumes(fine))
+    assert tumour_volumes(coarse)[0, 0] == 0  # no necrotic core
+    assert tumour_volumes(coarse)[0, 3] > tumour_volumes(coarse)[0, 2] > 0

@@ -58,6 +58,20 @@ def test_without_dp_a_model_can_fit_its_training_patients(site_b_records) -> Non
     assert after < before * 0.5
 
 
+def test_the_responder_weight_scales_the_responders_loss_and_nothing_else() -> None:
+    """Below 1 where most patients respond, so a 0.5 threshold does not call everyone a responder."""
+    from flame_private.training import make_loss
+
+    logits = torch.tensor([0.3, -1.2, 2.0])
+    responders, non_responders = torch.ones(3), torch.zeros(3)
+    plain, weighted = make_loss("response"), make_loss("response", positive_weight=0.4)
+    torch.testing.assert_close(weighted(logits, responders), 0.4 * plain(logits, responders))
+    torch.testing.assert_close(weighted(logits, non_responders), plain(logits, non_responders))
+    assert FederationConfig(response_positive_weight=0.4).response_positive_weight == 0.4
+    with pytest.raises(ValueError, match="response_positive_weight"):
+        FederationConfig(response_positive_weight=0.0)
+
+
 def test_evolution_training_samples_patients_not_follow_ups(site_b_records) -> None:
     """Each patient has several follow-ups; DP must sample the patient (the unit of privacy) once."""
     ds = EvolutionDataset(site_b_records, DATA)

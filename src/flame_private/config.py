@@ -371,6 +371,9 @@ class FederationConfig(StrictModel):
     local_epochs: Annotated[int, Field(ge=1, le=100)] = 1
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 4
     learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
+    response_positive_weight: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
+    """Weight of responders in the response loss; below 1 where most respond (e.g. 0.4 at ~70 % responders).
+    Part of the public config, set from published or public-cohort rates, never from a site's own labels."""
     min_sites: Annotated[int, Field(ge=3)] = 3
     """Fewer contributors than this and the round is refused: with 2, each learns the other's update."""
     reply_timeout_s: Annotated[float, Field(gt=0.0)] = 600.0

@@ -44,7 +44,8 @@ def make_dataset(task: Task, records: Sequence[CaseRecord], cfg: FederationConfi
 
 def settings_from(cfg: FederationConfig, epochs: int | None = None) -> TrainSettings:
     return TrainSettings(epochs=epochs or cfg.local_epochs, batch_size=cfg.batch_size,
-                         learning_rate=cfg.learning_rate, seed=cfg.seed)
+                         learning_rate=cfg.learning_rate, seed=cfg.seed,
+                         positive_weight=cfg.response_positive_weight)
 
 
 def initial_model(task: Task, cfg: FederationConfig) -> torch.nn.Module:

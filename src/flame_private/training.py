@@ -63,6 +63,8 @@ class TrainSettings:
     seed: int = 0
     """Public: reproducible shuffling and dropout; never DP noise or sampling."""
     optimizer: Literal["adam", "sgd"] = "adam"
+    positive_weight: float = 1.0
+    """Weight of responders in the response loss (BCE ``pos_weight``); a public setting, never a site's label rate."""
 
 
 @dataclass
@@ -74,10 +76,14 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def make_loss(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Mean of per-patient losses (what per-sample clipping assumes)."""
+def make_loss(task: Task, positive_weight: float = 1.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Mean of per-patient losses (what per-sample clipping assumes).
+
+    ``positive_weight`` < 1 down-weights responders where most patients respond, so that a 0.5
+    threshold separates the classes (balanced accuracy) rather than predicting "responder" for all.
+    """
     if task == "response":
-        bce = nn.BCEWithLogitsLoss(reduction="mean")
+        bce = nn.BCEWithLogitsLoss(reduction="mean", pos_weight=torch.tensor(float(positive_weight)))
         return lambda logits, target: bce(logits, target.float())
     dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, batch=False, reduction="mean")
     return lambda logits, target: dice_ce(logits, target)
@@ -133,7 +139,7 @@ def train(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSetting
     else:
         net = model
         loader = DataLoader(data, batch_size=settings.batch_size, shuffle=True, generator=generator)
-    loss_fn = make_loss(task)
+    loss_fn = make_loss(task, settings.positive_weight)
     result = TrainResult(model=model, plan=plan)
     t0 = time.perf_counter()
     net.train()

@@ -168,7 +168,8 @@ class Site:
             return self._decline(run_id, round_, task, model)
         train_ds = self.dataset(task, "train")
         settings = TrainSettings(epochs=self.fed.local_epochs, batch_size=self.fed.batch_size,
-                                 learning_rate=self.fed.learning_rate, seed=self.fed.seed + round_)
+                                 learning_rate=self.fed.learning_rate, seed=self.fed.seed + round_,
+                                 positive_weight=self.fed.response_positive_weight)
         plan = plan_training(model, task, train_ds, settings, self.fed.dp)
         if plan is None:
             return self._decline(run_id, round_, task, "the run config disables DP; this site only releases "

@@ -100,3 +100,15 @@ def model_inputs(image: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
     onehot = torch.stack([(seg == k) for k in (1, 2, 3)], dim=1).to(image.dtype)
     return torch.cat([image, onehot], dim=1)
 
+
+
+def tumour_volumes(seg: torch.Tensor) -> torch.Tensor:
+    """[B, 4] log(1 + per mille of the field of view) of necrotic core, oedema, enhancing and whole tumour.
+
+    A fraction of the field of view, not a voxel count, so the feature means the
+    same volume whatever the grid the data pipeline resamples to.
+    """
+    s = seg.long().squeeze(1)
+    dims = tuple(range(1, s.ndim))
+    counts = torch.stack([(s == 1).sum(dims), (s == 2).sum(dims), (s == 3).sum(dims), (s > 0).sum(dims)], dim=1)
+    return torch.log1p(1000.0 * counts.to(torch.float32) / float(s[0].numel()))

@@ -5,25 +5,41 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from flame_private.models.blocks import encoder, model_inputs
+from flame_private.models.blocks import encoder, model_inputs, tumour_volumes
 
 COND_DIM = 3 + 6
 """Treatment one-hot (photon, proton, carbon) + 6 clinical covariates (data.datasets.encode_covariates)."""
+N_CLINICAL = 4 + 6 + 3 + 3
+"""Tumour volumes (4), covariates (6), treatment (3), treatment x MGMT (3): ``baselines.FEATURES``, in order."""
+
+
+def clinical_features(seg: torch.Tensor, treatment: torch.Tensor, covariates: torch.Tensor) -> torch.Tensor:
+    """What a clinician knows before treatment, as the logistic-regression baseline sees it: [B, 16]."""
+    mgmt = covariates[:, 2:3]
+    return torch.cat([tumour_volumes(seg), covariates, treatment, treatment * mgmt], dim=1)
 
 
 class ResponseNet(nn.Module):
-    """3-D encoder with FiLM conditioning at every stage, then a small head.
+    """Wide and deep: a linear model of the clinical features plus a 3-D encoder of the images.
 
-    The condition also enters the head directly, so covariates' effects do not
-    have to pass through the image features.
+    The linear ("wide") part sees what the logistic-regression baseline sees
+    (tumour volumes, covariates, treatment, treatment x MGMT), so the network
+    starts from the clinicians' knowledge instead of having to rediscover tumour
+    volume from voxels; the encoder ("deep"), FiLM-conditioned on treatment and
+    covariates at every stage, adds what only the images show.  Its head's output
+    layer starts at zero: an untrained model is the linear model alone, and the
+    image path only acts once training finds something in the images.
     """
 
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 128), groups: int = 8, dropout: float = 0.1) -> None:
         super().__init__()
         self.stages = encoder(channels, groups, COND_DIM)
         self.head = nn.Sequential(
-            nn.Linear(channels[-1] + COND_DIM, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, 1)
+            nn.Linear(channels[-1] + COND_DIM + 4, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, 1)
         )
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+        self.clinical = nn.Linear(N_CLINICAL, 1)
 
     def forward(self, image: torch.Tensor, seg: torch.Tensor, treatment: torch.Tensor,
                 covariates: torch.Tensor) -> torch.Tensor:
@@ -33,4 +49,6 @@ class ResponseNet(nn.Module):
         for stage in self.stages:
             h = stage(h, cond)
         pooled = h.mean(dim=(2, 3, 4))
-        return self.head(torch.cat([pooled, cond], dim=1)).squeeze(1)
+        wide = self.clinical(clinical_features(seg, treatment, covariates))
+        deep = self.head(torch.cat([pooled, cond, tumour_volumes(seg)], dim=1))
+        return (wide + deep).squeeze(1)
