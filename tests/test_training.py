@@ -48,6 +48,15 @@ def test_dp_training_runs_exactly_the_planned_number_of_steps(site_b_records) ->
     assert not hasattr(result.model, "_module")  # the plain module comes back, ready to save or encrypt
 
 
+def test_a_model_that_was_evaluated_still_trains_under_dp(site_b_records) -> None:
+    """The global model of round r comes back from evaluation in eval mode; round r + 1 trains it privately."""
+    ds = ResponseDataset(site_b_records, DATA)
+    model = build_model("response", SMALL).eval()
+    settings = TrainSettings(epochs=1, batch_size=2)
+    plan = plan_training(model, "response", ds, settings, DPConfig(noise_multiplier=0.8))
+    assert train(model, "response", ds, settings, plan).steps == plan.steps
+
+
 def test_without_dp_a_model_can_fit_its_training_patients(site_b_records) -> None:
     ds = ResponseDataset(site_b_records, DATA)
     torch.manual_seed(0)

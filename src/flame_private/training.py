@@ -132,6 +132,7 @@ def train(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSetting
     if task == "evolution" and isinstance(dataset, EvolutionDataset):
         dataset = OneFollowUpPerPatient(dataset, seed=settings.seed)  # the unit of privacy is the patient
     data = TupleView(dataset, task)
+    model.train()  # a model that was evaluated (or received) comes in eval mode; Opacus needs train mode
     optimizer = make_optimizer(model, settings)
     if plan is not None:
         private = make_private(model, optimizer, data, plan, randomness=randomness or DPRandomness.secret())
