@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--epochs-evolution", type=int, default=6)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--positive-weight", type=float, default=0.4,
+                    help="weight of responders in the response loss (~70 %% of the study cohort respond)")
     ap.add_argument("--tasks", nargs="+", default=["response", "evolution"])
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -81,7 +83,8 @@ def main() -> None:
                   f"{curve[-1]['seconds']:.0f} s", flush=True)
 
         model = initial_model(task, fed)
-        settings = TrainSettings(epochs=epochs, batch_size=args.batch, learning_rate=args.lr, seed=fed.seed)
+        settings = TrainSettings(epochs=epochs, batch_size=args.batch, learning_rate=args.lr, seed=fed.seed,
+                                 positive_weight=args.positive_weight)
         result = train(model, task, pooled["train"], settings, None, on_epoch=on_epoch)
         test = evaluate_with_baselines(result.model, task, pooled["train"], pooled["test"], voxel_ml, args.batch)
         figures[task] = {"epochs": epochs, "train_seconds": round(result.seconds, 1), "curve": curve,
@@ -94,7 +97,8 @@ def main() -> None:
 
 def _save(figures: dict, args: argparse.Namespace) -> None:
     command = ("python benchmarks/model_quality.py --epochs-response "
-               f"{args.epochs_response} --epochs-evolution {args.epochs_evolution} --lr {args.lr}")
+               f"{args.epochs_response} --epochs-evolution {args.epochs_evolution} --lr {args.lr} "
+               f"--batch {args.batch} --positive-weight {args.positive_weight} --tasks {' '.join(args.tasks)}")
     figures["command"] = command
     previous = RESULTS / "model_quality.json"
     if previous.is_file() and set(args.tasks) != {"response", "evolution"}:

@@ -1,0 +1,160 @@
+"""The response model federated under DP at a fixed epsilon per site: what makes private training work?
+
+Six study sites (configs/cohort/study.yaml) each train the global response
+model for one local epoch per round under DP-SGD, with the noise chosen so that
+the whole run spends ``--epsilon`` (default 8) at each site, delta 1e-5 (the
+site's own patients are the unit of privacy); the global model is the
+patient-weighted average of the sites' updates, which is what the CKKS sum
+decrypts to (within 1e-5; docs/encryption.md).  Arms, each from the same seed:
+
+- ``scratch``: the randomly initialised model;
+- ``public_pretrained``: first trained without DP on the public cohort
+  (configs/cohort/public.yaml: free of privacy cost), then privately;
+- ``public_pretrained_frozen_encoder``: the same, with the encoder's
+  convolutions frozen: only the FiLM conditioning, the head and the linear
+  clinical part are trained under DP (fewer parameters share the noise).
+
+Each arm's global model is scored after every round on the pooled test
+patients, beside the baselines (prevalence, logistic regression on the
+observables fitted on the pooled training patients) and the centralised
+non-private model of benchmarks/results/model_quality.json when present.
+
+Saves benchmarks/results/dp_arms.json.
+
+Usage: python benchmarks/dp_arms.py [--rounds 5] [--epsilon 8] [--batch 16] [--lr 3e-3]
+                                    [--arms scratch public_pretrained public_pretrained_frozen_encoder]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+
+from _common import RESULTS, save
+
+ROOT = Path(__file__).resolve().parents[1]
+ARMS = ("scratch", "public_pretrained", "public_pretrained_frozen_encoder")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cohort", type=Path, default=ROOT / "runs" / "study" / "cohort")
+    ap.add_argument("--public", type=Path, default=ROOT / "runs" / "public" / "cohort")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--epsilon", type=float, default=8.0)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--pretrain-epochs", type=int, default=8)
+    ap.add_argument("--positive-weight", type=float, default=0.4)
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+
+    import torch
+    from torch.utils.data import ConcatDataset
+
+    from flame_private.baselines import logistic_observables, prevalence
+    from flame_private.config import CohortConfig, DataConfig, DPConfig, FederationConfig, load_config
+    from flame_private.data.checks import load_site
+    from flame_private.data.splits import split_records
+    from flame_private.evaluation import score_response
+    from flame_private.experiments import initial_model, make_dataset
+    from flame_private.training import TrainSettings, plan_training, train
+
+    torch.set_num_threads(2)
+    study = load_config(ROOT / "configs" / "cohort" / "study.yaml", CohortConfig)
+    public = load_config(ROOT / "configs" / "cohort" / "public.yaml", CohortConfig)
+    fed = FederationConfig(seed=study.seed, batch_size=args.batch, learning_rate=args.lr,
+                           response_positive_weight=args.positive_weight, data=DataConfig(grid=study.grid))
+    voxel_ml = fed.data.voxel_mm**3 / 1000.0
+    splits = {s.site_id: split_records(load_site(args.cohort / s.site_id, "flame", s.site_id).records, fed.data)
+              for s in study.sites}
+    site_train = {sid: make_dataset("response", sp.train, fed) for sid, sp in splits.items()}
+    pooled_train = ConcatDataset(list(site_train.values()))
+    test = ConcatDataset([make_dataset("response", sp.test, fed) for sp in splits.values()])
+    n_total = sum(len(d) for d in site_train.values())  # type: ignore[arg-type]
+    settings = TrainSettings(epochs=1, batch_size=args.batch, learning_rate=args.lr, seed=fed.seed,
+                             positive_weight=args.positive_weight)
+
+    figures: dict[str, object] = {
+        "epsilon_per_site": args.epsilon, "delta": fed.dp.delta, "rounds": args.rounds, "local_epochs": 1,
+        "batch": args.batch, "learning_rate": args.lr, "positive_weight": args.positive_weight,
+        "sites": {sid: len(d) for sid, d in site_train.items()},  # type: ignore[arg-type]
+        "test_patients": len(test),
+        "baselines": {"prevalence": prevalence(pooled_train, test).metrics(),
+                      "logistic_observables": logistic_observables(pooled_train, test, voxel_ml).metrics()},
+        "command": (f"python benchmarks/dp_arms.py --rounds {args.rounds} --epsilon {args.epsilon} "
+                    f"--batch {args.batch} --lr {args.lr} --arms {' '.join(args.arms)}"),
+        "arms": {},
+    }
+    quality = RESULTS / "model_quality.json"
+    if quality.is_file():
+        central = json.loads(quality.read_text(encoding="utf-8"))["figures"].get("response", {})
+        figures["central_no_dp"] = central.get("test")
+
+    pretrained = None
+    if any(a.startswith("public") for a in args.arms):
+        t0 = time.perf_counter()
+        if not (args.public / "cohort.json").is_file():
+            from flame_private.cohort.writer import synthesise_cohort
+
+            synthesise_cohort(public, args.public, workers=2, overwrite=True)
+        public_ds = ConcatDataset([make_dataset("response", load_site(args.public / s.site_id, public.layout,
+                                                                      s.site_id).records, fed)
+                                   for s in public.sites])
+        pretrained = initial_model("response", fed)
+        pre = train(pretrained, "response", public_ds, TrainSettings(
+            epochs=args.pretrain_epochs, batch_size=8, learning_rate=args.lr, seed=fed.seed,
+            positive_weight=args.positive_weight), None).model
+        pretrained = pre
+        m = score_response(pretrained, test).metrics()
+        figures["public_pretraining"] = {"patients": len(public_ds), "epochs": args.pretrain_epochs,
+                                         "seconds": round(time.perf_counter() - t0, 1), "test": m}
+        print(f"public pretraining on {len(public_ds)} patients: test AUC {m['auc']:.3f}", flush=True)
+
+    for arm in args.arms:
+        model = initial_model("response", fed) if arm == "scratch" else copy.deepcopy(pretrained)
+        assert model is not None
+        if arm.endswith("frozen_encoder"):
+            for name, p in model.named_parameters():
+                if name.startswith("stages.") and ".film." not in name:
+                    p.requires_grad_(False)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        sigma = None
+        curve = []
+        t0 = time.perf_counter()
+        for rnd in range(1, args.rounds + 1):
+            state = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in model.state_dict().items()}
+            for sid, ds in site_train.items():
+                local = copy.deepcopy(model)
+                whole_run = DPConfig(target_epsilon=args.epsilon)
+                plan = plan_training(local, "response", ds, TrainSettings(
+                    epochs=args.rounds, batch_size=args.batch), whole_run)
+                assert plan is not None
+                per_round = dataclasses.replace(plan, steps=plan.steps // args.rounds)  # same noise, 1 epoch
+                sigma = sigma or {}
+                sigma[sid] = round(plan.noise_multiplier, 3)
+                local = train(local, "response", ds, dataclasses.replace(settings, seed=fed.seed + rnd),
+                              per_round).model
+                weight = len(ds) / n_total  # type: ignore[arg-type]
+                for k, v in local.state_dict().items():
+                    state[k] += weight * v.to(torch.float64)
+            model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()})
+            m = score_response(model, test).metrics()
+            curve.append({"round": rnd, "seconds": round(time.perf_counter() - t0, 1), **m})
+            print(f"{arm} round {rnd}: test AUC {m['auc']:.3f} {m['auc_ci95']}, balanced accuracy "
+                  f"{m['balanced_accuracy']:.3f}, {curve[-1]['seconds']:.0f} s", flush=True)
+        figures["arms"][arm] = {"trainable_parameters": trainable, "noise_multiplier": sigma,  # type: ignore[index]
+                                "curve": curve, "test": curve[-1]}
+        print(f"saved {save('dp_arms', figures)}")
+
+
+if __name__ == "__main__":
+    main()
