@@ -37,6 +37,7 @@ import warnings
 from pathlib import Path
 
 from _common import RESULTS, save
+from _public import pretrain_on_public
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("scratch", "public_pretrained", "public_pretrained_frozen_encoder")
@@ -70,7 +71,6 @@ def main() -> None:
 
     torch.set_num_threads(2)
     study = load_config(ROOT / "configs" / "cohort" / "study.yaml", CohortConfig)
-    public = load_config(ROOT / "configs" / "cohort" / "public.yaml", CohortConfig)
     fed = FederationConfig(seed=study.seed, batch_size=args.batch, learning_rate=args.lr,
                            response_positive_weight=args.positive_weight, data=DataConfig(grid=study.grid))
     voxel_ml = fed.data.voxel_mm**3 / 1000.0
@@ -101,23 +101,11 @@ def main() -> None:
 
     pretrained = None
     if any(a.startswith("public") for a in args.arms):
-        t0 = time.perf_counter()
-        if not (args.public / "cohort.json").is_file():
-            from flame_private.cohort.writer import synthesise_cohort
-
-            synthesise_cohort(public, args.public, workers=2, overwrite=True)
-        public_ds = ConcatDataset([make_dataset("response", load_site(args.public / s.site_id, public.layout,
-                                                                      s.site_id).records, fed)
-                                   for s in public.sites])
-        pretrained = initial_model("response", fed)
-        pre = train(pretrained, "response", public_ds, TrainSettings(
-            epochs=args.pretrain_epochs, batch_size=8, learning_rate=args.lr, seed=fed.seed,
-            positive_weight=args.positive_weight), None).model
-        pretrained = pre
+        pretrained, info = pretrain_on_public("response", fed, args.public, args.pretrain_epochs, args.lr,
+                                              args.positive_weight)
         m = score_response(pretrained, test).metrics()
-        figures["public_pretraining"] = {"patients": len(public_ds), "epochs": args.pretrain_epochs,
-                                         "seconds": round(time.perf_counter() - t0, 1), "test": m}
-        print(f"public pretraining on {len(public_ds)} patients: test AUC {m['auc']:.3f}", flush=True)
+        figures["public_pretraining"] = {**info, "test": m}
+        print(f"public pretraining on {info['patients']} patients: test AUC {m['auc']:.3f}", flush=True)
 
     for arm in args.arms:
         model = initial_model("response", fed) if arm == "scratch" else copy.deepcopy(pretrained)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from _common import RESULTS, save
+from _public import pretrain_on_public
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +38,10 @@ def main() -> None:
     ap.add_argument("--positive-weight", type=float, default=0.4,
                     help="weight of responders in the response loss (~70 %% of the study cohort respond)")
     ap.add_argument("--tasks", nargs="+", default=["response", "evolution"])
+    ap.add_argument("--init", choices=("random", "public"), default="random",
+                    help="start from random weights, or from the model pretrained on the public cohort")
+    ap.add_argument("--pretrain-epochs", type=int, default=8)
+    ap.add_argument("--public", type=Path, default=ROOT / "runs" / "public" / "cohort")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -71,39 +76,62 @@ def main() -> None:
         pooled = {k: ConcatDataset([make_dataset(task, getattr(sp, k), fed) for sp in splits.values()])
                   for k in ("train", "val", "test")}
         curve: list[dict] = []
+        best: dict = {}
         t0 = time.perf_counter()
+        key = "auc" if task == "response" else "dice_whole_tumour"
 
         def on_epoch(epoch: int, model: torch.nn.Module, task: str = task, pooled: dict = pooled,
-                     curve: list = curve, t0: float = t0) -> None:
+                     curve: list = curve, t0: float = t0, best: dict = best, key: str = key) -> None:
             val = evaluate_with_baselines(model, task, pooled["train"], pooled["val"], voxel_ml, args.batch)
             curve.append({"epoch": epoch, "seconds": round(time.perf_counter() - t0, 1), **val})
-            key = "auc" if task == "response" else "dice_whole_tumour"
+            if not best or val["model"][key] > best["value"]:  # model selection on validation, never on test
+                best.update(epoch=epoch, value=val["model"][key],
+                            state={k: v.detach().clone() for k, v in model.state_dict().items()})
             bases = ", ".join(f"{name} {b[key]:.3f}" for name, b in val["baselines"].items())
             print(f"{task} epoch {epoch}: val {key} {val['model'][key]:.3f} (baselines: {bases}), "
                   f"{curve[-1]['seconds']:.0f} s", flush=True)
 
-        model = initial_model(task, fed)
+        name = task if args.init == "random" else f"{task}_public_pretrained"
+        pretraining = None
+        if args.init == "public":
+            model, pretraining = pretrain_on_public(task, fed, args.public, args.pretrain_epochs, args.lr,
+                                                    args.positive_weight)
+            on_epoch(0, model)  # epoch 0: the pretrained model, before any study patient
+        else:
+            model = initial_model(task, fed)
         settings = TrainSettings(epochs=epochs, batch_size=args.batch, learning_rate=args.lr, seed=fed.seed,
                                  positive_weight=args.positive_weight)
         result = train(model, task, pooled["train"], settings, None, on_epoch=on_epoch)
         test = evaluate_with_baselines(result.model, task, pooled["train"], pooled["test"], voxel_ml, args.batch)
-        figures[task] = {"epochs": epochs, "train_seconds": round(result.seconds, 1), "curve": curve,
+        result.model.load_state_dict(best["state"])
+        chosen = evaluate_with_baselines(result.model, task, pooled["train"], pooled["test"], voxel_ml, args.batch)
+        figures[name] = {"epochs": epochs, "init": args.init, "public_pretraining": pretraining,
+                         "train_seconds": round(result.seconds, 1), "curve": curve,
                          "test": test["model"], "baselines": test["baselines"],
-                         "train_loss_first_last": [result.losses[0], result.losses[-1]] if result.losses else []}
-        print(json.dumps({"task": task, "test": test}, default=str)[:2000], flush=True)
-        _save(figures, args)  # after each task: a stopped run keeps what it finished
-    plot(figures, ROOT / "docs" / "img" / "learning-curves.png")
+                         "best_validation_epoch": best["epoch"], "test_at_best_validation_epoch": chosen["model"],
+                         "train_loss_first_last": [result.losses[0], result.losses[-1]] if result.losses else [],
+                         "command": _command(args)}
+        print(json.dumps({"task": name, "test": test, "best_validation_epoch": best["epoch"],
+                          "test_at_best_validation_epoch": chosen["model"]}, default=str)[:3000], flush=True)
+        saved = _save(figures, args)  # after each task: a stopped run keeps what it finished
+    plot(saved, ROOT / "docs" / "img" / "learning-curves.png")  # every run saved so far, one panel each
 
 
-def _save(figures: dict, args: argparse.Namespace) -> None:
-    command = ("python benchmarks/model_quality.py --epochs-response "
-               f"{args.epochs_response} --epochs-evolution {args.epochs_evolution} --lr {args.lr} "
-               f"--batch {args.batch} --positive-weight {args.positive_weight} --tasks {' '.join(args.tasks)}")
-    figures["command"] = command
+def _command(args: argparse.Namespace) -> str:
+    return ("python benchmarks/model_quality.py --epochs-response "
+            f"{args.epochs_response} --epochs-evolution {args.epochs_evolution} --lr {args.lr} "
+            f"--batch {args.batch} --positive-weight {args.positive_weight} --tasks {' '.join(args.tasks)} "
+            f"--init {args.init}" + (f" --pretrain-epochs {args.pretrain_epochs}" if args.init == "public" else ""))
+
+
+def _save(figures: dict, args: argparse.Namespace) -> dict:
+    """Save this run's figures over the earlier runs' (other tasks or initialisations); returns all of them."""
+    figures["command"] = _command(args)
     previous = RESULTS / "model_quality.json"
-    if previous.is_file() and set(args.tasks) != {"response", "evolution"}:
+    if previous.is_file() and (set(args.tasks) != {"response", "evolution"} or args.init != "random"):
         figures = {**json.loads(previous.read_text(encoding="utf-8"))["figures"], **figures}
     print(f"saved {save('model_quality', figures)}")
+    return figures
 
 
 def plot(figures: dict, path: Path) -> None:
@@ -113,21 +141,22 @@ def plot(figures: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = [t for t in ("response", "evolution") if t in figures]
+    tasks = [t for t, f in figures.items() if isinstance(f, dict) and "curve" in f]
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
-        key = "auc" if task == "response" else "dice_whole_tumour"
+        key = "auc" if task.startswith("response") else "dice_whole_tumour"
         curve = figures[task]["curve"]
         epochs = [c["epoch"] for c in curve]
-        ax.plot(epochs, [c["model"][key] for c in curve], "o-", label="model (central, no DP)")
+        ax.plot(epochs, [c["model"][key] for c in curve], "o-", label="model (central, no DP; epoch 0: pretrained)"
+                if figures[task].get("init") == "public" else "model (central, no DP)")
         lo = [c["model"][f"{key}_ci95"][0] for c in curve]
         hi = [c["model"][f"{key}_ci95"][1] for c in curve]
         ax.fill_between(epochs, lo, hi, alpha=0.2)
-        for name in curve[0]["baselines"]:
+        for name in sorted(curve[0]["baselines"]):  # same colour for a baseline in every panel
             ax.plot(epochs, [c["baselines"][name][key] for c in curve], "--", label=f"baseline: {name}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"validation {key.replace('_', ' ')}")
-        ax.set_title(f"{task} model, study cohort")
+        ax.set_title(f"{task.replace('_', ' ')}, study cohort", fontsize=10)
         ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,24 @@ def test_histogram_auc_is_within_one_bin_of_the_exact_auc() -> None:
     assert sums.metrics()["auc"] == pytest.approx(roc_auc_score(y, p), abs=1.0 / N_BINS)
 
 
+@pytest.mark.parametrize("centre, spread", [(0.5, 0.2), (0.75, 0.04)])
+def test_histogram_auc_differs_from_the_exact_one_by_at_most_half_the_pairs_that_share_a_bin(centre, spread):
+    """The documented bound, for spread-out scores and for scores crowded into a couple of bins."""
+    from flame_private.metrics import N_BINS
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 400).astype(bool)
+    p = np.clip(rng.normal(centre + spread * y, spread), 0, 1)
+    sums = ResponseSums()
+    sums.add(p, y)
+    bins = np.clip((p * N_BINS).astype(int), 0, N_BINS - 1)
+    shared = np.mean(bins[y][:, None] == bins[~y][None, :])
+    error = abs(sums.metrics()["auc"] - roc_auc_score(y, p))
+    assert error <= 0.5 * shared + 1e-12
+    if spread < 0.1:
+        assert error > 0.01  # crowded scores: the histogram AUC is not the exact one
+
+
 def test_response_metrics_match_scikit_learn() -> None:
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, 300)

@@ -18,9 +18,10 @@ from flame_private.cohort.rano import classify
 from flame_private.privacy.randomness import DPRandomness
 
 N_BINS = 20
-"""Score histogram resolution: AUC from histograms differs from the exact AUC by < 1/N_BINS.
-
-Coarse on purpose: federated metric sums carry DP noise in every bin."""
+"""Score histogram resolution. The histogram AUC counts pairs within one bin as ties, so it differs from the
+exact AUC by at most half the share of (responder, non-responder) pairs that share a bin: small for scores
+spread over [0, 1], large for scores crowded into a few bins.  Coarse on purpose: federated metric sums carry
+DP noise in every bin."""
 LABELS = (1, 2, 3)
 LABEL_NAMES = {1: "necrotic_core", 2: "oedema", 3: "enhancing"}
 
