@@ -42,8 +42,13 @@ def _reference_per_sample_grads(model: torch.nn.Module, task: str, inputs, targe
 def test_per_sample_gradients_match_a_per_patient_loop(task: str, mode: str) -> None:
     torch.manual_seed(0)
     model = build_model(task, SMALL)  # type: ignore[arg-type]  (dropout 0: deterministic in train mode)
+    with torch.no_grad():  # as if trained: layers that start at zero (FiLM, output layers) would hide the layers below
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.1)
     inputs, target = _inputs(task)
     reference = _reference_per_sample_grads(model, task, inputs, target)
+    assert all(g.abs().sum() > 0 for g in reference.values())  # every layer has a gradient to check
     gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean", force_functorch=False) \
         if mode == "hooks" else None
     if mode == "ew":
