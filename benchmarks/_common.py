@@ -41,3 +41,12 @@ def save(name: str, figures: dict[str, Any]) -> Path:
                "figures": figures}
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def study_splits(cohort_dir: Path, cohort_cfg: Any, data_config: Any) -> dict[str, Any]:
+    """Each site's train/val/test split of a flame-layout cohort, by site id, loaded once."""
+    from flame_private.data.checks import load_site
+    from flame_private.data.splits import split_records
+
+    return {s.site_id: split_records(load_site(cohort_dir / s.site_id, "flame", s.site_id).records, data_config)
+            for s in cohort_cfg.sites}

@@ -36,7 +36,7 @@ import time
 import warnings
 from pathlib import Path
 
-from _common import RESULTS, save
+from _common import RESULTS, save, study_splits
 from _public import pretrain_on_public
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +46,7 @@ ARMS = ("scratch", "public_pretrained", "public_pretrained_frozen_encoder")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cohort", type=Path, default=ROOT / "runs" / "study" / "cohort")
+    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "cohort" / "study.yaml")
     ap.add_argument("--public", type=Path, default=ROOT / "runs" / "public" / "cohort")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--epsilon", type=float, default=8.0)
@@ -63,19 +64,16 @@ def main() -> None:
 
     from flame_private.baselines import logistic_observables, prevalence
     from flame_private.config import CohortConfig, DataConfig, DPConfig, FederationConfig, load_config
-    from flame_private.data.checks import load_site
-    from flame_private.data.splits import split_records
     from flame_private.evaluation import score_response
     from flame_private.experiments import initial_model, make_dataset
     from flame_private.training import TrainSettings, plan_training, train
 
     torch.set_num_threads(2)
-    study = load_config(ROOT / "configs" / "cohort" / "study.yaml", CohortConfig)
+    study = load_config(args.config, CohortConfig)
     fed = FederationConfig(seed=study.seed, batch_size=args.batch, learning_rate=args.lr,
                            response_positive_weight=args.positive_weight, data=DataConfig(grid=study.grid))
     voxel_ml = fed.data.voxel_mm**3 / 1000.0
-    splits = {s.site_id: split_records(load_site(args.cohort / s.site_id, "flame", s.site_id).records, fed.data)
-              for s in study.sites}
+    splits = study_splits(args.cohort, study, fed.data)
     site_train = {sid: make_dataset("response", sp.train, fed) for sid, sp in splits.items()}
     pooled_train = ConcatDataset(list(site_train.values()))
     test = ConcatDataset([make_dataset("response", sp.test, fed) for sp in splits.values()])
@@ -115,22 +113,21 @@ def main() -> None:
                 if name.startswith("stages.") and ".film." not in name:
                     p.requires_grad_(False)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        sigma = None
+        # Each site's noise is chosen once so that the whole run (every round) spends the epsilon; a round
+        # runs one epoch of that mechanism.
+        per_round = {}
+        for sid, ds in site_train.items():
+            plan = plan_training(model, "response", ds, dataclasses.replace(settings, epochs=args.rounds),
+                                 DPConfig(target_epsilon=args.epsilon))
+            assert plan is not None
+            per_round[sid] = dataclasses.replace(plan, steps=plan.steps // args.rounds)
         curve = []
         t0 = time.perf_counter()
         for rnd in range(1, args.rounds + 1):
             state = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in model.state_dict().items()}
             for sid, ds in site_train.items():
-                local = copy.deepcopy(model)
-                whole_run = DPConfig(target_epsilon=args.epsilon)
-                plan = plan_training(local, "response", ds, TrainSettings(
-                    epochs=args.rounds, batch_size=args.batch), whole_run)
-                assert plan is not None
-                per_round = dataclasses.replace(plan, steps=plan.steps // args.rounds)  # same noise, 1 epoch
-                sigma = sigma or {}
-                sigma[sid] = round(plan.noise_multiplier, 3)
-                local = train(local, "response", ds, dataclasses.replace(settings, seed=fed.seed + rnd),
-                              per_round).model
+                local = train(copy.deepcopy(model), "response", ds, dataclasses.replace(settings, seed=fed.seed + rnd),
+                              per_round[sid]).model
                 weight = len(ds) / n_total  # type: ignore[arg-type]
                 for k, v in local.state_dict().items():
                     state[k] += weight * v.to(torch.float64)
@@ -139,6 +136,7 @@ def main() -> None:
             curve.append({"round": rnd, "seconds": round(time.perf_counter() - t0, 1), **m})
             print(f"{arm} round {rnd}: test AUC {m['auc']:.3f} {m['auc_ci95']}, balanced accuracy "
                   f"{m['balanced_accuracy']:.3f}, {curve[-1]['seconds']:.0f} s", flush=True)
+        sigma = {sid: round(p.noise_multiplier, 3) for sid, p in per_round.items()}
         figures["arms"][arm] = {"trainable_parameters": trainable, "noise_multiplier": sigma,  # type: ignore[index]
                                 "curve": curve, "test": curve[-1]}
         print(f"saved {save('dp_arms', figures)}")

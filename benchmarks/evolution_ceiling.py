@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from _common import save
+from _common import save, study_splits
 from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,8 +73,6 @@ def main() -> None:
     from torch.utils.data import ConcatDataset
 
     from flame_private.config import CohortConfig, DataConfig, FederationConfig, load_config
-    from flame_private.data.checks import load_site
-    from flame_private.data.splits import split_records
     from flame_private.evaluation import EvolutionScores, patient_of_each_item
     from flame_private.experiments import make_dataset
 
@@ -83,11 +81,9 @@ def main() -> None:
     voxel_ml = fed.data.voxel_mm**3 / 1000.0
     figures: dict[str, object] = {"cohort": str(args.config.relative_to(ROOT)), "grid": cohort_cfg.grid,
                                   "command": "python benchmarks/evolution_ceiling.py"}
+    splits = study_splits(args.cohort, cohort_cfg, fed.data)
     for part in ("val", "test"):
-        dataset = ConcatDataset([
-            make_dataset("evolution", getattr(split_records(load_site(args.cohort / s.site_id, "flame", s.site_id)
-                                                            .records, fed.data), part), fed)
-            for s in cohort_cfg.sites])
+        dataset = ConcatDataset([make_dataset("evolution", getattr(sp, part), fed) for sp in splits.values()])
         owners = patient_of_each_item(dataset)
         items = [dataset[i] for i in range(len(dataset))]
         rows = {}

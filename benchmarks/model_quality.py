@@ -21,7 +21,7 @@ import logging
 import time
 from pathlib import Path
 
-from _common import RESULTS, save
+from _common import RESULTS, save, study_splits
 from _public import pretrain_on_public
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +49,6 @@ def main() -> None:
     from torch.utils.data import ConcatDataset
 
     from flame_private.config import CohortConfig, DataConfig, FederationConfig, load_config
-    from flame_private.data.checks import load_site
-    from flame_private.data.splits import split_records
     from flame_private.evaluation import evaluate_with_baselines
     from flame_private.experiments import initial_model, make_dataset
     from flame_private.training import TrainSettings, train
@@ -64,8 +62,7 @@ def main() -> None:
     fed = FederationConfig(seed=cohort_cfg.seed, batch_size=args.batch, learning_rate=args.lr,
                            data=DataConfig(grid=cohort_cfg.grid))
     voxel_ml = fed.data.voxel_mm**3 / 1000.0
-    splits = {s.site_id: split_records(load_site(args.cohort / s.site_id, "flame", s.site_id).records, fed.data)
-              for s in cohort_cfg.sites}
+    splits = study_splits(args.cohort, cohort_cfg, fed.data)
     patients = {k: sum(len(getattr(sp, k)) for sp in splits.values()) for k in ("train", "val", "test")}
     print(f"cohort {args.cohort}: {len(splits)} sites, patients {patients}", flush=True)
 
