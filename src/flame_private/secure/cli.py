@@ -32,8 +32,7 @@ def init(
     max_sites: Annotated[Optional[int], typer.Option(help="Most sites whose sum must not overflow "
                                                           "(default: the config's max_sites).")] = None,
 ) -> None:
-    """Run the key ceremony once: secret context for sites, params-only context for the server, fingerprint and
-    key check value."""
+    """Run the key ceremony once: secret context (sites), params-only context (server), fingerprint, key check."""
     from flame_private.config import ConfigError, HEConfig, load_config
     from flame_private.secure.errors import HEError
     from flame_private.secure.keycheck import short_kcv
