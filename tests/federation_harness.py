@@ -55,7 +55,8 @@ def make_federation(root: Path, cohort_dir: Path, ceremony_dir: Path, n_sites: i
         (folder / "policy.yaml").write_text(POLICY.format(site=sid, cap=(caps or {}).get(sid, 100.0)))
         yaml = folder / "site.yaml"
         yaml.write_text(f"site_id: {sid}\ndata_dir: {cohort_dir / data[sid]}\nstate_dir: {folder / 'state'}\n"
-                        f"privacy_policy: {folder / 'policy.yaml'}\nsecret_context: {secret}\n")
+                        f"privacy_policy: {folder / 'policy.yaml'}\nsecret_context: {secret}\n"
+                        f"he_params: {ceremony_dir / 'server-params.ctx'}\n")
         sites[sid] = yaml
     fed = root / "federation.yaml"
     fed.write_text(FEDERATION.format(rounds=rounds, tasks=tasks))

@@ -11,6 +11,9 @@ Specification (federation/audit.py, docs/dpo-guide.md):
 * a changed byte of an egress entry, of its head, or of a kept payload fails it;
 * a payload that is not the ciphertext its envelope describes under the agreed
   parameters fails it: plaintext weights, raw JSON metrics, other parameters;
+* the agreed parameters are an input (``--params`` or the site's ``he_params``),
+  never the site's own files: without them the HE-parameters check fails, and the
+  site's secret context must have the agreed parameters;
 * every update must name its own ledger entry, agreeing on run, round, task,
   DP settings and epsilon;
 * the audit changes nothing on disk and never imports the key-handling modules.
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -112,6 +114,9 @@ class Site:
     def audit(self, **kw) -> AuditReport:
         return audit_site(self.config, **kw)
 
+    def audit_without_agreed_params(self) -> AuditReport:
+        return audit_site(self.config.model_copy(update={"he_params": None}))
+
     @property
     def state(self) -> Path:
         return self.config.state_dir
@@ -132,14 +137,14 @@ def other_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def make_site(root: Path, secret_context: Path | None) -> Site:
+def make_site(root: Path, secret_context: Path | None, he_params: Path | None = None) -> Site:
     policy = root / "policy.yaml"
     policy.write_text(yaml.safe_dump({
         "site_id": SITE, "epsilon_cap": 50.0, "delta": 1e-5, "unit_of_privacy": "patient", "accountant": "rdp",
         "approved_by": "Test Ethics Committee", "approval_reference": "TEC-1", "approved_on": "2025-01-01",
         "expires_on": "2030-01-01"}))
     config = SiteConfig(site_id=SITE, data_dir=root / "data", state_dir=root / "state", privacy_policy=policy,
-                        secret_context=secret_context)
+                        secret_context=secret_context, he_params=he_params)
     (root / "site.yaml").write_text(yaml.safe_dump(json.loads(config.model_dump_json())))
     guard = open_site_budget(config, today=TODAY)
     secret = load_secret_context(secret_context) if secret_context else None
@@ -149,7 +154,7 @@ def make_site(root: Path, secret_context: Path | None) -> Site:
 @pytest.fixture
 def site(tmp_path: Path, keys: Path) -> Site:
     """Two rounds of both models, metrics after round 1, and a declined round 3."""
-    s = make_site(tmp_path, keys / "site-secret.ctx")
+    s = make_site(tmp_path, keys / "site-secret.ctx", keys / "server-params.ctx")
     for round in (1, 2):
         for task in ("response", "evolution"):
             s.release(round, task)
@@ -170,7 +175,7 @@ def warned(report: AuditReport, name: str) -> list[str]:
 # --------------------------------------------------------------------------- a clean site
 
 
-def test_a_clean_site_passes_every_check(site: Site) -> None:
+def test_a_clean_site_passes_every_check(site: Site, keys: Path) -> None:
     report = site.audit()
     assert report.ok, report.failures()
     assert report.warnings() == []
@@ -182,7 +187,8 @@ def test_a_clean_site_passes_every_check(site: Site) -> None:
     assert report.ledger_head is not None and report.ledger_head.count == 6
     assert report.epsilon_cap == 50.0 and 0 < report.epsilon_spent <= 50.0  # type: ignore[operator]
     assert report.he_fingerprint == site.secret.fingerprint
-    assert "server params-only context" in (report.params_source or "")
+    assert report.params_source == f"key ceremony's params-only context {keys / 'server-params.ctx'} (he_params " \
+                                   "of the site config)"
     assert [(a.app_hash, a.messages, a.installed) for a in report.app_hashes] == [(app_identity(), 7, True)]
     names = {c.name for c in report.checks}
     assert {"egress log", "privacy ledger", "HE parameters", "outbox", "ciphertext only", "declined",
@@ -202,7 +208,7 @@ def test_the_audit_reads_only(site: Site) -> None:
 
 def test_a_site_that_never_ran_passes_with_nothing_sent(tmp_path: Path, keys: Path) -> None:
     config = SiteConfig(site_id=SITE, data_dir=tmp_path, state_dir=tmp_path / "none", privacy_policy=tmp_path / "p",
-                        secret_context=keys / "site-secret.ctx")
+                        secret_context=keys / "site-secret.ctx", he_params=keys / "server-params.ctx")
     report = audit_site(config)
     assert report.ok and sum(report.messages_by_kind.values()) == 0 and report.all_ciphertexts is None
     assert warned(report, "state directory") and warned(report, "budget")
@@ -308,14 +314,48 @@ def test_a_declined_status_that_sent_its_reason_in_clear_is_a_warning(site: Site
     assert "sent its reason in clear" in why and "7.73" in why
 
 
-def test_without_a_params_file_the_secret_context_header_gives_the_parameters(site: Site, tmp_path: Path,
-                                                                              keys: Path) -> None:
-    alone = tmp_path / "alone" / "site-secret.ctx"
-    alone.parent.mkdir()
-    shutil.copy2(keys / "site-secret.ctx", alone)
-    report = audit_site(site.config.model_copy(update={"secret_context": alone}))
+# --------------------------------------------------------------------------- the agreed HE parameters
+
+
+def test_without_agreed_parameters_the_site_does_not_vouch_for_itself(site: Site, keys: Path) -> None:
+    """Neither --params nor he_params: fails, though the secret context (and a params file beside it) are there."""
+    assert (keys / "server-params.ctx").exists() and site.config.secret_context == keys / "site-secret.ctx"
+    report = site.audit_without_agreed_params()
+    assert not report.ok
+    [why] = failed(report, "HE parameters")
+    assert "no agreed HE parameters" in why and "pass --params" in why and "he_params" in why
+    assert report.all_ciphertexts is False and report.params_source is None and report.he_fingerprint is None
+    assert "not checked: no HE parameters" in failed(report, "ciphertext only")[0]
+
+
+def test_params_given_to_the_audit_take_precedence_over_the_site_config(site: Site, keys: Path,
+                                                                         other_keys: Path) -> None:
+    report = audit_site(site.config.model_copy(update={"he_params": other_keys / "server-params.ctx"}),
+                        params_context=keys / "server-params.ctx")
     assert report.ok, report.failures()
-    assert "header of the site's secret context" in (report.params_source or "")
+    assert report.params_source is not None and report.params_source.endswith("(given with --params)")
+
+
+def test_a_secret_context_of_other_parameters_than_the_agreed_ones_fails(site: Site, other_keys: Path) -> None:
+    report = audit_site(site.config.model_copy(update={"secret_context": other_keys / "site-secret.ctx"}))
+    assert not report.ok
+    [why] = failed(report, "HE parameters")
+    assert "the site's secret context" in why and "not from the same key ceremony's parameters" in why
+    # The ciphertexts are still checked, against the agreed parameters: they pass.
+    assert report.all_ciphertexts is True
+
+
+def test_agreed_params_that_are_a_secret_context_are_refused(site: Site, keys: Path) -> None:
+    report = site.audit(params_context=keys / "site-secret.ctx")
+    assert not report.ok
+    assert "cannot load the agreed parameters (given with --params)" in failed(report, "HE parameters")[0]
+
+
+def test_a_missing_secret_context_is_a_warning_not_a_comparison(site: Site, tmp_path: Path) -> None:
+    report = audit_site(site.config.model_copy(update={"secret_context": tmp_path / "elsewhere.ctx"}))
+    assert report.ok, report.failures()
+    [why] = warned(report, "HE parameters")
+    assert "was not found: its parameters were not compared" in why
 
 
 def test_a_params_file_from_another_ceremony_fails(site: Site, other_keys: Path) -> None:
@@ -325,7 +365,7 @@ def test_a_params_file_from_another_ceremony_fails(site: Site, other_keys: Path)
 
 
 def test_without_any_he_parameters_the_ciphertexts_cannot_be_vouched_for(site: Site) -> None:
-    report = audit_site(site.config.model_copy(update={"secret_context": None}))
+    report = audit_site(site.config.model_copy(update={"secret_context": None, "he_params": None}))
     assert not report.ok and "pass --params" in failed(report, "HE parameters")[0]
     assert report.all_ciphertexts is False
 
@@ -334,7 +374,7 @@ def test_the_audit_never_imports_key_handling() -> None:
     code = ("import sys; import flame_private.federation.audit, flame_private.federation.audit_cli; "
             "print(sorted(m for m in sys.modules if m.startswith('flame_private.secure.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "secure.keys" not in out and "secure.codec" not in out, out
+    assert "secure.keys" not in out and "secure.codec" not in out and "secure.keycheck" not in out, out
 
 
 # --------------------------------------------------------------------------- ledger and egress agree
@@ -438,6 +478,20 @@ def test_cli_exits_1_when_a_check_fails(site: Site, cli: typer.Typer, tmp_path: 
     assert result.exit_code == 1, result.output
     assert "AUDIT FAILED" in result.output and "FAIL" in result.output
     assert json.loads(out.read_text())["ok"] is False
+
+
+def test_cli_takes_the_agreed_parameters_from_params_or_the_site_yaml(site: Site, cli: typer.Typer, keys: Path,
+                                                                     tmp_path: Path) -> None:
+    bare = tmp_path / "no-he-params.yaml"
+    raw = yaml.safe_load((tmp_path / "site.yaml").read_text())
+    assert raw.pop("he_params") == str(keys / "server-params.ctx")
+    bare.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(cli, ["audit", "--site", str(bare)], env={"COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    assert "AUDIT FAILED" in result.output and "HE parameters" in result.output and "pass --params" in result.output
+    result = CliRunner().invoke(cli, ["audit", "--site", str(bare), "--params", str(keys / "server-params.ctx")],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
 
 
 def test_cli_exits_2_on_an_unreadable_site_config(cli: typer.Typer, tmp_path: Path) -> None:

@@ -1,4 +1,16 @@
-"""Key ceremony, file permissions, and what the server's params-only context can (not) do."""
+"""Key ceremony, file permissions, key check values, and what the server's params-only context can (not) do.
+
+Specification (secure/keys.py, secure/keycheck.py, docs/encryption.md):
+
+* the ceremony writes the secret context (0600), the params-only context, the
+  parameters' fingerprint and the key check value (KCV), and overwrites nothing;
+* the parameters' fingerprint is the same for every key made with the same
+  settings; the KCV identifies the key: the same key gives the same KCV however
+  it was saved and loaded, another key with the same parameters another KCV;
+* ``flame keys verify`` exits 1 when the secret context holds another key, and the
+  KCV is computed without writing the key anywhere;
+* the server's modules never import key handling.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +25,7 @@ import pytest
 import tenseal.sealapi as sa
 
 from flame_private.config import HEConfig
-from flame_private.secure import codec, keys, params
+from flame_private.secure import codec, keycheck, keys, params
 from flame_private.secure.errors import ContextFileError, HEConfigError
 
 
@@ -22,14 +34,21 @@ def ceremony(tmp_path_factory: pytest.TempPathFactory) -> keys.CeremonyResult:
     return keys.key_ceremony(HEConfig(), tmp_path_factory.mktemp("he") / "keys")
 
 
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory: pytest.TempPathFactory) -> keys.CeremonyResult:
+    """A second ceremony with the same parameters: the same fingerprint, another key."""
+    return keys.key_ceremony(HEConfig(), tmp_path_factory.mktemp("he") / "twin")
+
+
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_ceremony_writes_three_files_with_their_modes(ceremony: keys.CeremonyResult) -> None:
+def test_ceremony_writes_four_files_with_their_modes(ceremony: keys.CeremonyResult) -> None:
     assert _mode(ceremony.secret_path) == 0o600
     assert _mode(ceremony.params_path) == 0o644
     assert _mode(ceremony.fingerprint_path) == 0o644
+    assert _mode(ceremony.key_check_path) == 0o644
     assert ceremony.fingerprint == params.he_fingerprint(HEConfig())
     for path in (ceremony.secret_path, ceremony.params_path, ceremony.fingerprint_path):
         assert params.read_fingerprint(path) == ceremony.fingerprint
@@ -118,7 +137,8 @@ def test_corrupt_context_files_are_refused(ceremony: keys.CeremonyResult, tmp_pa
 
 def test_params_module_does_not_import_key_handling() -> None:
     code = ("import sys, flame_private.secure.params, flame_private.secure.packing, flame_private.secure.cli; "
-            "bad = [m for m in ('flame_private.secure.keys', 'flame_private.secure.codec') if m in sys.modules]; "
+            "bad = [m for m in ('flame_private.secure.keys', 'flame_private.secure.codec', "
+            "'flame_private.secure.keycheck') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -134,8 +154,146 @@ def test_cli_init_and_fingerprint(tmp_path: Path) -> None:
     run = CliRunner().invoke(keys_app, ["init", "--out", str(tmp_path / "k"), "--config", str(cfg)])
     assert run.exit_code == 0, run.output
     fp = params.he_fingerprint(HEConfig())
-    assert fp in run.output and "0600" in run.output and "0644" in run.output
+    kcv = keycheck.read_key_check(tmp_path / "k" / keys.KEY_CHECK_NAME)
+    assert fp in run.output and kcv.key_check_short in run.output and "0600" in run.output and "0644" in run.output
     run = CliRunner().invoke(keys_app, ["fingerprint", str(tmp_path / "k" / keys.PARAMS_NAME)])
-    assert run.exit_code == 0 and run.output.strip() == fp
+    assert run.exit_code == 0, run.output
+    assert f"HE parameters fingerprint: {fp}" in run.output and "does not identify a key" in run.output
+    assert "key check value" not in run.output
+    run = CliRunner().invoke(keys_app, ["fingerprint", str(tmp_path / "k" / keys.SECRET_NAME)])
+    assert run.exit_code == 0, run.output
+    assert f"HE parameters fingerprint: {fp}" in run.output
+    assert f"key check value: {kcv.key_check_short}" in run.output
     run = CliRunner().invoke(keys_app, ["init", "--out", str(tmp_path / "k")])
     assert run.exit_code == 2 and "overwrite" in run.output
+
+
+# --------------------------------------------------------------------------- key check value
+
+
+def test_the_parameters_fingerprint_is_the_same_for_two_keys_the_kcv_is_not(ceremony: keys.CeremonyResult,
+                                                                             twin: keys.CeremonyResult) -> None:
+    other = twin
+    assert other.fingerprint == ceremony.fingerprint
+    assert other.key_check_value != ceremony.key_check_value
+    assert keycheck.short_kcv(other.key_check_value) != keycheck.short_kcv(ceremony.key_check_value)
+    assert (keys.load_secret_context(other.secret_path).key_check_value
+            != keys.load_secret_context(ceremony.secret_path).key_check_value)
+
+
+def test_the_same_key_has_the_same_kcv_however_it_was_saved(ceremony: keys.CeremonyResult, tmp_path: Path) -> None:
+    loaded = keys.load_secret_context(ceremony.secret_path)
+    assert loaded.key_check_value == ceremony.key_check_value
+    copy = tmp_path / "copy.ctx"
+    copy.write_bytes(ceremony.secret_path.read_bytes())
+    os.chmod(copy, 0o600)
+    assert keys.load_secret_context(copy).key_check_value == ceremony.key_check_value
+    # A second serialisation by SEAL (saved again from memory, loaded again): same coefficients, same KCV.
+    resaved = tmp_path / "resaved.key"
+    loaded.secret_key.save(str(resaved))
+    again = sa.SecretKey()
+    again.load(loaded.params.seal, str(resaved))
+    assert keycheck.key_check_value(again, loaded.fingerprint) == ceremony.key_check_value
+    # The value is bound to the parameters' fingerprint too (domain separation).
+    assert keycheck.key_check_value(again, "0" * 64) != ceremony.key_check_value
+
+
+def test_the_ceremony_hands_out_the_kcv_of_the_key_it_wrote(ceremony: keys.CeremonyResult) -> None:
+    check = keycheck.read_key_check(ceremony.key_check_path)
+    assert check.key_check_value == ceremony.key_check_value
+    assert check.he_fingerprint == ceremony.fingerprint
+    assert check.key_check_short == keycheck.short_kcv(ceremony.key_check_value)
+    assert [len(g) for g in check.key_check_short.split("-")] == [4] * 6
+    assert params.read_fingerprint(ceremony.fingerprint_path) == ceremony.fingerprint
+
+
+def test_computing_the_kcv_writes_the_key_nowhere(ceremony: keys.CeremonyResult, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = keys.load_secret_context(ceremony.secret_path)
+    empty = tmp_path / "cwd"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    monkeypatch.setenv("TMPDIR", str(empty))
+
+    def no_files(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"the KCV computation opened a file: {args}")
+
+    monkeypatch.setattr("builtins.open", no_files)
+    monkeypatch.setattr(os, "open", no_files)
+    monkeypatch.setattr("flame_private.secure._sealio.scratch", no_files)
+    value = keycheck.key_check_value(secret.secret_key, secret.fingerprint)
+    monkeypatch.undo()
+    assert value == ceremony.key_check_value
+    assert list(empty.iterdir()) == []
+
+
+def test_kcv_values_are_compared_in_any_grouping_and_case(ceremony: keys.CeremonyResult) -> None:
+    kcv = ceremony.key_check_value
+    short = keycheck.short_kcv(kcv)
+    for typed in (short, short.lower(), short.replace("-", " "), short.replace("-", ""), kcv, kcv.upper()):
+        assert keycheck.matches(kcv, typed), typed
+    wrong = short[:-1] + ("0" if short[-1] != "0" else "1")
+    assert not keycheck.matches(kcv, wrong)
+    for bad in ("", "3F2A", "xyz-" * 6, kcv + "00"):
+        with pytest.raises(keycheck.KeyCheckFormatError):
+            keycheck.normalise_kcv(bad)
+
+
+def test_cli_verify_accepts_the_ceremony_key_and_refuses_another(ceremony: keys.CeremonyResult,
+                                                                 twin: keys.CeremonyResult) -> None:
+    from typer.testing import CliRunner
+
+    from flame_private.secure.cli import keys_app
+
+    secret = str(ceremony.secret_path)
+    short = keycheck.short_kcv(ceremony.key_check_value)
+    run = CliRunner().invoke(keys_app, ["verify", secret, "--kcv", short])
+    assert run.exit_code == 0, run.output
+    assert "key check passed" in run.output
+    run = CliRunner().invoke(keys_app, ["verify", secret, "--kcv-file", str(ceremony.key_check_path)])
+    assert run.exit_code == 0, run.output
+
+    other = twin  # same parameters, another key
+    run = CliRunner().invoke(keys_app, ["verify", secret, "--kcv", keycheck.short_kcv(other.key_check_value)])
+    assert run.exit_code == 1, run.output
+    assert "KEY CHECK FAILED" in run.output and "holds another key" in run.output and short in run.output
+    run = CliRunner().invoke(keys_app, ["verify", str(other.secret_path), "--kcv-file", str(ceremony.key_check_path)])
+    assert run.exit_code == 1 and "holds another key" in run.output
+
+    run = CliRunner().invoke(keys_app, ["verify", secret, "--kcv", "3F2A"])
+    assert run.exit_code == 2 and "hex digits" in run.output
+    run = CliRunner().invoke(keys_app, ["verify", secret])
+    assert run.exit_code == 2 and "--kcv" in run.output
+
+
+def test_cli_verify_refuses_a_key_check_of_other_parameters(ceremony: keys.CeremonyResult, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flame_private.secure.cli import keys_app
+
+    forged = tmp_path / "he-key-check.json"
+    check = keycheck.read_key_check(ceremony.key_check_path)
+    forged.write_bytes(keycheck.key_check_bytes(check.model_copy(update={"he_fingerprint": "f" * 64})))
+    run = CliRunner().invoke(keys_app, ["verify", str(ceremony.secret_path), "--kcv-file", str(forged)])
+    assert run.exit_code == 1 and "other HE parameters" in run.output
+
+
+def test_no_key_material_is_printed_or_logged(ceremony: keys.CeremonyResult, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    from typer.testing import CliRunner
+
+    from flame_private.secure.cli import keys_app
+
+    with caplog.at_level("DEBUG"):
+        made = CliRunner().invoke(keys_app, ["init", "--out", str(tmp_path / "k")])
+        path = tmp_path / "k" / keys.SECRET_NAME
+        check = keycheck.read_key_check(tmp_path / "k" / keys.KEY_CHECK_NAME)
+        outputs = [made.output] + [CliRunner().invoke(keys_app, args).output for args in (
+            ["fingerprint", str(path)], ["verify", str(path), "--kcv", check.key_check_short])]
+    secret = keys.load_secret_context(path)
+    plain = secret.secret_key.data()
+    coefficients = [str(plain[i]) for i in range(0, plain.coeff_count(), 97)]
+    text = "\n".join(outputs) + caplog.text + repr(secret) + (tmp_path / "k" / keys.KEY_CHECK_NAME).read_text()
+    assert check.key_check_short in text  # the positive control: what is shown is there
+    assert not [c for c in coefficients if len(c) > 9 and c in text]
+    assert path.read_bytes()[:48].hex() not in text

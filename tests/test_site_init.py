@@ -124,3 +124,29 @@ def test_the_command_is_typer_compatible(tmp_path: Path) -> None:
     again = runner.invoke(app, ["site-x", "--out", str(out), "--data-dir", str(tmp_path / "scans")])
     assert again.exit_code == 2
     assert "refusing to overwrite" in again.output
+
+
+def test_the_agreed_he_parameters_are_written_when_known(tmp_path: Path) -> None:
+    from flame_private.config import HEConfig
+    from flame_private.secure.params import encode_trailer, make_context_header, params_context_bytes
+
+    agreed = tmp_path / "server-params.ctx"
+    agreed.write_bytes(params_context_bytes(HEConfig(), "2026-01-01T00:00:00+0000"))
+    init_site("site-p", tmp_path / "p", tmp_path / "data", he_params=agreed)
+    assert load_config(tmp_path / "p" / "site.yaml", SiteConfig).he_params == agreed
+
+    # Unknown at init: site.yaml validates without it and says how to add it.
+    init_site("site-q", tmp_path / "q", tmp_path / "data")
+    text = (tmp_path / "q" / "site.yaml").read_text()
+    assert load_config(tmp_path / "q" / "site.yaml", SiteConfig).he_params is None
+    assert "# he_params:" in text and "flame audit --params" in text
+
+    # Anything but a params-only context is refused, naming the file, and leaves nothing behind.
+    secret = tmp_path / "site-secret.ctx"
+    secret.write_bytes(b"k" * 64 + encode_trailer(make_context_header(HEConfig(), "secret", b"k" * 64, "t")))
+    for bad, why in ((secret, "a secret context"), (tmp_path / "missing.ctx", "file not found"),
+                     (tmp_path / "p" / "site.yaml", "not an HE context file")):
+        with pytest.raises(SiteInitError, match=why) as err:
+            init_site("site-r", tmp_path / "r", tmp_path / "data", he_params=bad)
+        assert str(bad) in str(err.value)
+        assert not (tmp_path / "r").exists()

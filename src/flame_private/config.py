@@ -274,6 +274,9 @@ class SiteConfig(StrictModel):
     state_dir: Path
     privacy_policy: Path
     secret_context: Path | None = None
+    he_params: Path | None = None
+    """The key ceremony's params-only context (server-params.ctx), received from the key custodian: the agreed
+    HE parameters ``flame audit`` checks the site's ciphertexts and secret context against."""
 
 
 class ModelConfig(StrictModel):

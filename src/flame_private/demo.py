@@ -42,7 +42,7 @@ class DemoResult:
 
 def _site_paths(site: SiteConfig, out: Path) -> None:
     """The demo's site configs must point inside ``out`` (they do: runs/demo/...)."""
-    for p in (site.data_dir, site.state_dir, site.secret_context):
+    for p in (site.data_dir, site.state_dir, site.secret_context, site.he_params):
         if p is not None and not str(p).startswith(str(out)):
             raise ValueError(f"demo site {site.site_id}: {p} is outside {out}; the demo only writes there")
 

@@ -3,7 +3,7 @@
 Writes one folder per site::
 
     <out>/
-      site.yaml             SiteConfig (validated): data, state, policy, secret context
+      site.yaml             SiteConfig (validated): data, state, policy, secret context, agreed HE parameters
       privacy-policy.yaml   policy TEMPLATE: refused by load_policy until the committee fills it in
       state/                (0700) ledger, egress log, outbox, exports
       keys/                 (0700) where the secret context goes (0600), from the key custodian
@@ -48,7 +48,14 @@ layout: {layout}
 state_dir: {state_dir}
 privacy_policy: {policy}
 secret_context: {secret}
+{he_params_line}
 """
+
+HE_PARAMS_UNSET = """\
+# he_params: the key ceremony's params-only context (server-params.ctx), received from the key
+# custodian; `flame audit` checks the site's ciphertexts and secret context against it, and fails
+# without it (or `flame audit --params FILE`). Set it once you have the file, e.g.:
+# he_params: {keys}/server-params.ctx"""
 
 POLICY_TEMPLATE = """\
 # PRIVACY POLICY TEMPLATE for site {site_id}: NOT AN APPROVAL.
@@ -94,13 +101,20 @@ Site folder: `{root}`
 - [ ] `flame budget show --site {site_yaml}` prints the policy as VALID today,
       with nothing spent yet (or only what earlier approved runs spent).
 
-## 2. Encryption key: fingerprint compared out of band
+## 2. Encryption key: key check value compared out of band
 
 - [ ] The secret context came from the key custodian by an approved channel
       (not e-mail, not the federation server) and is at `{secret}`.
-- [ ] `flame keys fingerprint {secret}` matches the fingerprint the custodian
-      read out over a second channel (telephone, signed letter), and the one
-      the other sites report.
+- [ ] `flame keys verify {secret} --kcv XXXX-XXXX-XXXX-XXXX-XXXX-XXXX` passes
+      with the key check value the custodian read out over a second channel
+      (telephone, signed letter), or with the ceremony's `he-key-check.json`
+      received by that channel (`--kcv-file`). The key check value identifies
+      the key; the HE parameters fingerprint does not (it is the same for
+      every key made with the same settings).
+- [ ] The key ceremony's params-only context (`server-params.ctx`) is named as
+      `he_params` in `{site_yaml}`, and `flame keys fingerprint` of it prints
+      the parameters fingerprint the custodian announced and the other sites
+      report.
 - [ ] The server operator holds only the params-only context
       (`server-params.ctx`): no secret key at the aggregation server.
 
@@ -154,12 +168,15 @@ Approved by (DPO): ____________________   Date: ____________
 """
 
 
-def init_site(site_id: str, out_dir: Path | str, data_dir: Path | str, layout: str = "flame") -> list[Path]:
+def init_site(site_id: str, out_dir: Path | str, data_dir: Path | str, layout: str = "flame",
+              he_params: Path | str | None = None) -> list[Path]:
     """Create the site folder ``out_dir``; returns the paths written (files and folders).
 
     Refuses an ``out_dir`` that exists and is not empty (nothing is overwritten),
     a site id or layout SiteConfig would refuse.  Paths in ``site.yaml`` are
-    absolute, so the SuperNode may start from any directory.
+    absolute, so the SuperNode may start from any directory.  ``he_params``, the
+    key ceremony's params-only context, is written when known; otherwise
+    ``site.yaml`` says how to add it.
     """
     if layout not in get_args(Layout):
         raise SiteInitError(f"unknown layout {layout!r}; expected one of {', '.join(get_args(Layout))}")
@@ -170,10 +187,11 @@ def init_site(site_id: str, out_dir: Path | str, data_dir: Path | str, layout: s
     state, keys = root / "state", root / "keys"
     site_yaml, policy, checklist = root / SITE_YAML, root / POLICY_YAML, root / CHECKLIST
     secret = keys / SECRET_NAME
+    agreed = _agreed_params(he_params) if he_params is not None else None
     # Validate before writing anything, so a bad site id leaves no half-made folder.
     try:
         SiteConfig(site_id=site_id, data_dir=data, layout=layout, state_dir=state,  # type: ignore[arg-type]
-                   privacy_policy=policy, secret_context=secret)
+                   privacy_policy=policy, secret_context=secret, he_params=agreed)
     except ValueError as exc:
         raise SiteInitError(f"site {site_id!r}: {exc}") from None
 
@@ -187,6 +205,8 @@ def init_site(site_id: str, out_dir: Path | str, data_dir: Path | str, layout: s
     fields = {"site_id": site_id, "root": root, "site_yaml": site_yaml, "data_dir": data, "layout": layout,
               "state_dir": state, "state": state, "keys": keys, "policy": policy, "secret": secret,
               "marker": TEMPLATE_MARKER}
+    fields["he_params_line"] = (f"he_params: {agreed}" if agreed is not None
+                                else HE_PARAMS_UNSET.format(**fields))
     _write_new(site_yaml, SITE_YAML_TEXT.format(**fields))
     _write_new(policy, POLICY_TEMPLATE.format(**fields))
     _write_new(checklist, CHECKLIST_TEXT.format(**fields))
@@ -195,6 +215,23 @@ def init_site(site_id: str, out_dir: Path | str, data_dir: Path | str, layout: s
     except ConfigError as exc:  # pragma: no cover - the model accepted the same values above
         raise SiteInitError(f"{site_yaml} does not validate: {exc}") from None
     return [site_yaml, policy, state, keys, checklist]
+
+
+def _agreed_params(path: Path | str) -> Path:
+    """The absolute path of the key ceremony's params-only context; refuses anything else, naming the file."""
+    from flame_private.secure.errors import HEError
+    from flame_private.secure.params import context_kind, load_params_context
+
+    agreed = Path(path).expanduser().absolute()
+    try:
+        kind = context_kind(agreed)
+        if kind != "params":
+            raise SiteInitError(f"he_params {agreed}: not the key ceremony's params-only context "
+                                f"({'a ' + kind + ' context' if kind else 'not an HE context file'})")
+        load_params_context(agreed)
+    except HEError as exc:
+        raise SiteInitError(f"he_params: {exc}") from None
+    return agreed
 
 
 def _write_new(path: Path, text: str) -> None:
@@ -211,10 +248,13 @@ def site_init_command(
                                                               "`flame data check`).")],
     layout: Annotated[str, typer.Option("--layout", help="flame, brats2021, brats2023, lumiere or upenn.")]
     = "flame",
+    he_params: Annotated[Path | None, typer.Option(
+        "--he-params", help="The key ceremony's params-only context (server-params.ctx), if the site has it: the "
+                            "agreed HE parameters `flame audit` checks against (else add he_params later).")] = None,
 ) -> None:
     """Scaffold a new site: site.yaml, a privacy-policy template, state/ and keys/ (0700), DPO-CHECKLIST.md."""
     try:
-        written = init_site(site_id, out, data_dir, layout)
+        written = init_site(site_id, out, data_dir, layout, he_params)
     except SiteInitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -226,6 +266,10 @@ def site_init_command(
     typer.echo(f"""
 next steps (docs/site-setup.md):
   1. the ethics committee fills in {root / POLICY_YAML} (it is refused until then)
-  2. the key custodian hands over the secret context: {root / 'keys' / SECRET_NAME} (chmod 600)
+  2. the key custodian hands over the secret context: {root / 'keys' / SECRET_NAME} (chmod 600);
+     check it with `flame keys verify` and the key check value received by another channel
   3. flame data check {data_dir} --layout {layout}
   4. the DPO works through {root / CHECKLIST}""")
+    if he_params is None:
+        typer.echo(f"  5. set he_params in {root / SITE_YAML} to the key ceremony's server-params.ctx "
+                   "(flame audit needs the agreed HE parameters)")

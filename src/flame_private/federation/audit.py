@@ -20,10 +20,12 @@ checks, in order:
 ``budget``            the site's epsilon is within the cap of its approved policy;
 ``code identity``     the app hashes that produced the messages (one per distinct value).
 
-HE parameters: the server's params-only context (``params_context``, or
-``server-params.ctx`` next to the site's secret context).  Without one, they are
-rebuilt from the *header* of the site's secret context; its body, the key, is
-never read.  The envelope's fingerprint must equal the site's in both cases.
+HE parameters: the agreed parameters are an input, never taken from what the
+site holds (its own files cannot vouch for themselves): the key ceremony's
+params-only context, given as ``params_context`` (``flame audit --params``) or
+named by the site config's ``he_params``.  Without either the check fails.  The
+*header* of the site's secret context is compared with them (its body, the key,
+is never read), and every envelope must carry their fingerprint.
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ from flame_private.privacy.policy import PolicyError, load_policy
 from flame_private.secure.errors import CiphertextRejected, HEError
 from flame_private.secure.params import (
     ParamsContext,
-    check_header_parameters,
     load_params_context,
     parse_envelope,
     read_context_header,
@@ -61,7 +62,10 @@ from flame_private.secure.params import (
 )
 
 SERVER_PARAMS_NAME = "server-params.ctx"
-"""The params-only context the key ceremony writes beside the secret one (secure.keys.PARAMS_NAME)."""
+"""The params-only context the key ceremony writes (secure.keys.PARAMS_NAME): the agreed parameters."""
+NO_AGREED_PARAMS = ("no agreed HE parameters to check against: pass --params with the key ceremony's params-only "
+                    f"context ({SERVER_PARAMS_NAME}, from the key custodian), or name it as he_params in the site "
+                    "YAML. The site's own secret context cannot vouch for itself")
 MAX_DECLINED_BYTES = 4096
 """A declined status is a short JSON ``{"site_id": ..., "status": "declined"}``; anything larger is not one."""
 
@@ -171,49 +175,49 @@ class _Checks:
 
 def _he_parameters(site: SiteConfig, params_context: Path | None, checks: _Checks
                    ) -> tuple[ParamsContext | None, str | None, str | None]:
-    """(context to parse with, where it came from, the site's fingerprint); failures are recorded as checks."""
+    """(agreed context to parse with, where it came from, its fingerprint); failures are recorded as checks.
+
+    The agreed parameters come from ``params_context`` or ``site.he_params``, the
+    key ceremony's params-only context; the site's secret context is checked
+    against them, never used as its own reference.
+    """
     name = "HE parameters"
-    site_fp: str | None = None
-    secret = site.secret_context
-    if secret is not None and secret.exists():
-        try:
-            header = read_context_header(secret)  # the header only: the key is never read
-            if header.kind != "secret":
-                checks.fail(name, f"{secret}: the site's secret_context is a {header.kind} context, not the "
-                                  "secret one")
-            else:
-                site_fp = header.fingerprint
-        except HEError as exc:
-            checks.fail(name, f"cannot read the header of the site's secret context: {exc}")
-    if params_context is None and secret is not None and (secret.parent / SERVER_PARAMS_NAME).exists():
-        params_context = secret.parent / SERVER_PARAMS_NAME
-    ctx: ParamsContext | None = None
-    source: str | None = None
     if params_context is not None:
-        try:
-            ctx = load_params_context(params_context)
-            source = f"server params-only context {params_context}"
-        except HEError as exc:
-            checks.fail(name, f"cannot load the params-only context: {exc}")
-            return None, None, site_fp
-        if site_fp is not None and ctx.fingerprint != site_fp:
-            checks.fail(name, f"{params_context} has fingerprint {ctx.fingerprint[:16]}..., the site's secret "
-                              f"context {site_fp[:16]}...: they are not from the same key ceremony's parameters")
-            return None, source, site_fp
-    elif site_fp is not None:
-        try:
-            ctx = check_header_parameters(secret, read_context_header(secret))  # type: ignore[arg-type]
-            source = f"header of the site's secret context {secret} (key not read)"
-        except HEError as exc:
-            checks.fail(name, f"cannot rebuild the parameters from the site's secret context header: {exc}")
-            return None, None, site_fp
+        agreed, given = Path(params_context), "given with --params"
+    elif site.he_params is not None:
+        agreed, given = Path(site.he_params), "he_params of the site config"
     else:
-        where = f" ({secret} not found)" if secret is not None else " (the site config names no secret_context)"
-        checks.fail(name, "no HE parameters to check the ciphertexts against" + where +
-                          f"; pass --params with the federation's {SERVER_PARAMS_NAME}")
+        checks.fail(name, NO_AGREED_PARAMS)
         return None, None, None
-    fp = site_fp or ctx.fingerprint
-    checks.ok(name, f"fingerprint {fp} from {source}")
+    try:
+        ctx = load_params_context(agreed)
+    except HEError as exc:
+        checks.fail(name, f"cannot load the agreed parameters ({given}): {exc}")
+        return None, None, None
+    source = f"key ceremony's params-only context {agreed} ({given})"
+    fp = ctx.fingerprint
+    secret = site.secret_context
+    if secret is None:
+        checks.ok(name, f"fingerprint {fp} from {source}; the site config names no secret_context to compare")
+        return ctx, source, fp
+    if not secret.exists():
+        checks.warn(name, f"the site's secret context {secret} was not found: its parameters were not compared "
+                          f"with the agreed ones (fingerprint {fp}, from {source})")
+        return ctx, source, fp
+    try:
+        header = read_context_header(secret)  # the header only: the key is never read
+    except HEError as exc:
+        checks.fail(name, f"cannot read the header of the site's secret context: {exc}")
+        return ctx, source, fp
+    if header.kind != "secret":
+        checks.fail(name, f"{secret}: the site's secret_context is a {header.kind} context, not the secret one")
+    elif header.fingerprint != fp:
+        checks.fail(name, f"the site's secret context {secret} has fingerprint {header.fingerprint[:16]}..., the "
+                          f"agreed parameters {fp[:16]}... ({agreed}): they are not from the same key ceremony's "
+                          "parameters")
+    else:
+        checks.ok(name, f"fingerprint {fp} from {source}; the site's secret context has the same parameters "
+                        "(its key is not read)")
     return ctx, source, fp
 
 
@@ -245,7 +249,7 @@ def _check_ciphertext(entry: EgressEntry, payload: bytes, ctx: ParamsContext, si
     except CiphertextRejected as exc:
         return f"envelope does not validate ({exc.detail})"
     if env.he_fingerprint != site_fp or entry.he_fingerprint != site_fp:
-        return (f"encrypted under other parameters: fingerprint {env.he_fingerprint[:16]}..., the site's is "
+        return (f"encrypted under other parameters: fingerprint {env.he_fingerprint[:16]}..., the agreed one is "
                 f"{site_fp[:16]}...")
     want_model = METRICS_MODEL_PREFIX + entry.task if entry.kind == "metrics" else None
     if want_model is not None and env.model != want_model:
@@ -338,9 +342,9 @@ def audit_site(site: SiteConfig, params_context: Path | None = None, *,
                recompute: Literal["last", "all"] = "all") -> AuditReport:
     """Audit everything ``site`` has sent, read-only and without its secret key.
 
-    ``params_context``: the federation's params-only context (default: the
-    ``server-params.ctx`` beside ``site.secret_context``; else the parameters in
-    that secret context's header).  ``recompute``: whose ``epsilon_after`` the
+    ``params_context``: the key ceremony's params-only context, the agreed
+    parameters (default: ``site.he_params``; with neither, the HE-parameters
+    check fails and no ciphertext is vouched for).  ``recompute``: whose ``epsilon_after`` the
     ledger check recomputes with Opacus (every entry's by default, like
     ``flame budget verify``).
     """

@@ -25,8 +25,8 @@ def audit(
     site: Annotated[Path, typer.Option("--site", "-s", help="The site's YAML (see configs/sites/); its paths are "
                                                              "relative to the current directory.")],
     params: Annotated[Optional[Path], typer.Option(
-        "--params", help="The federation's params-only context (server-params.ctx). Default: the one beside the "
-                         "site's secret context, else the parameters in that context's header (key never read).")
+        "--params", help="The key ceremony's params-only context (server-params.ctx): the agreed HE parameters. "
+                         "Default: he_params in the site YAML; with neither, the HE parameters check fails.")
     ] = None,
     json_out: Annotated[Optional[Path], typer.Option(
         "--json-out", "--json", help="Also write the full report as JSON to this file.")] = None,

@@ -21,9 +21,8 @@ report_app = typer.Typer(help="Privacy-budget reports for ethics committees and 
 
 LANG_HELP = "Language of the report: en or fr."
 FORMAT_HELP = "html or pdf (default: from the --out file name)."
-PARAMS_HELP = ("The federation's params-only context (server-params.ctx) to check the ciphertexts against. "
-               "Default: the one beside the site's secret context, else the parameters in that context's header "
-               "(the key is never read).")
+PARAMS_HELP = ("The key ceremony's params-only context (server-params.ctx): the agreed HE parameters to check the "
+               "ciphertexts against. Default: he_params in the site YAML; with neither, the check fails.")
 STUDY_HELP = "Name of the study, as the committee knows it (default: a generic description)."
 
 

@@ -14,26 +14,28 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-keys_app = typer.Typer(help="Key ceremony and HE fingerprints (run by the key custodian).", no_args_is_help=True)
+keys_app = typer.Typer(help="Key ceremony (key custodian), HE fingerprints and key checks (sites).",
+                       no_args_is_help=True)
 console = Console()
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
 @keys_app.command("init")
 def init(
-    out: Annotated[Path, typer.Option("--out", help="Directory for the three files (created 0700).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the four files (created 0700).")],
     config: Annotated[Optional[Path], typer.Option("--config", help="HE config YAML (HEConfig); default: built-in.")]
     = None,
     max_sites: Annotated[Optional[int], typer.Option(help="Most sites whose sum must not overflow "
                                                           "(default: the config's max_sites).")] = None,
 ) -> None:
-    """Run the key ceremony once: secret context for sites, params-only context for the server, fingerprint."""
+    """Run the key ceremony once: secret context (sites), params-only context (server), fingerprint, key check."""
     from flame_private.config import ConfigError, HEConfig, load_config
     from flame_private.secure.errors import HEError
+    from flame_private.secure.keycheck import short_kcv
     from flame_private.secure.keys import key_ceremony
     from flame_private.secure.params import he_summary
 
@@ -47,24 +49,90 @@ def init(
         table.add_column(col)
     who = {result.secret_path: "each SITE, out of band (encrypted medium, in person); never the server",
            result.params_path: "the aggregation SERVER (and anyone: it holds no key)",
-           result.fingerprint_path: "EVERYONE: sites and server operators compare it before round 1"}
+           result.fingerprint_path: "EVERYONE: sites and server operators compare the parameters before round 1",
+           result.key_check_path: "each SITE, by a channel other than the secret context's (or read it out by "
+                                  "telephone): `flame keys verify` compares it with the key"}
     for path, to in who.items():
         st = path.stat()
         table.add_row(str(path), f"{stat.S_IMODE(st.st_mode):04o}", str(st.st_size), to)
     console.print(table)
-    console.print(f"HE fingerprint: [bold]{result.fingerprint}[/]", highlight=False)
-    console.print(f"each site may encrypt |n_k * w_k| <= {result.max_safe_magnitude:.4g} for up to {max_sites or he.max_sites} sites")
+    console.print(f"HE parameters fingerprint (the same for every key made with these parameters): "
+                  f"[bold]{result.fingerprint}[/]", highlight=False, soft_wrap=True)
+    console.print(f"key check value (identifies the key, reveals nothing of it): "
+                  f"[bold]{short_kcv(result.key_check_value)}[/]", highlight=False, soft_wrap=True)
+    console.print(f"each site may encrypt |n_k * w_k| <= {result.max_safe_magnitude:.4g} "
+                  f"for up to {max_sites or he.max_sites} sites")
     console.print("Keep no copy of the secret context beyond what the sites need; it decrypts every update.")
 
 
 @keys_app.command("fingerprint")
 def fingerprint(path: Annotated[Path, typer.Argument(help="A secret or params-only context, or he-fingerprint.txt.")]
                 ) -> None:
-    """Print the HE fingerprint of a file (the secret key itself is not loaded)."""
+    """Print the HE parameters' fingerprint of a file and, for a secret context, the key check value.
+
+    The parameters' fingerprint is the same for every key made with the same
+    settings; only the key check value says which key a secret context holds.
+    """
     from flame_private.secure.errors import HEError
-    from flame_private.secure.params import read_fingerprint
+    from flame_private.secure.params import context_kind, read_fingerprint
 
     try:
-        console.print(read_fingerprint(path), highlight=False)
+        fp = read_fingerprint(path)
+        secret = context_kind(path) == "secret"
     except HEError as exc:
         raise _fail(str(exc)) from None
+    console.print(f"HE parameters fingerprint: {fp}", highlight=False, soft_wrap=True)
+    console.print("  (the same for every key made with these parameters: it does not identify a key)",
+                  highlight=False, soft_wrap=True)
+    if not secret:
+        return
+    from flame_private.secure.keycheck import short_kcv
+    from flame_private.secure.keys import load_secret_context
+
+    try:
+        kcv = load_secret_context(path).key_check_value
+    except HEError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"key check value: {short_kcv(kcv)}", highlight=False, soft_wrap=True)
+    console.print(f"  (identifies this key; whole value {kcv}; compare it with the key ceremony's using "
+                  "`flame keys verify`)", highlight=False, soft_wrap=True)
+
+
+@keys_app.command("verify")
+def verify(
+    path: Annotated[Path, typer.Argument(help="The site's secret context.")],
+    kcv: Annotated[Optional[str], typer.Option(
+        "--kcv", help="The key check value the key custodian gave you, e.g. 3F2A-9C01-77BE-0D45-A1C2-9E30.")] = None,
+    kcv_file: Annotated[Optional[Path], typer.Option(
+        "--kcv-file", help="The ceremony's he-key-check.json (also checks the parameters' fingerprint).")] = None,
+) -> None:
+    """Check that a secret context holds the key ceremony's key; exit 1 if it does not.
+
+    Give the key check value the custodian read out (--kcv) or the ceremony's
+    he-key-check.json received by another channel (--kcv-file), or both.  The
+    key is loaded (the file must be mode 0600) and is never shown.
+    """
+    from flame_private.secure.errors import HEError
+    from flame_private.secure.keycheck import KeyCheckMismatch, check_key, normalise_kcv, read_key_check, short_kcv
+    from flame_private.secure.keys import load_secret_context
+
+    if kcv is None and kcv_file is None:
+        raise _fail("give the key check value to compare with: --kcv VALUE or --kcv-file he-key-check.json")
+    try:
+        if kcv is not None:
+            normalise_kcv(kcv)  # a mistyped value is refused before the key is loaded
+        secret = load_secret_context(path)
+        computed = secret.key_check_value
+        expected = [(kcv, None, "--kcv")] if kcv is not None else []
+        if kcv_file is not None:
+            check = read_key_check(kcv_file)
+            expected.append((check.key_check_value, check.he_fingerprint, str(kcv_file)))
+        for value, fp, source in expected:
+            try:
+                check_key(computed, secret.fingerprint, value, expected_fingerprint=fp, what=str(path))
+            except KeyCheckMismatch as exc:
+                raise _fail(f"KEY CHECK FAILED against {source}: {exc}", code=1) from None
+    except HEError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"[green]key check passed[/]: {path} holds the key ceremony's key "
+                  f"(key check value {short_kcv(computed)})", highlight=False, soft_wrap=True)

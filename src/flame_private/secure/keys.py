@@ -3,14 +3,19 @@
 SITE-ONLY (and key custodian).  The federation's server must never import this
 module; ``params.py`` gives it everything it needs.
 
-The ceremony runs once, at the custodian's.  It writes three files:
+The ceremony runs once, at the custodian's.  It writes four files:
 
 - ``site-secret.ctx`` (mode 0600): the shared CKKS secret key and parameters;
   handed to each site out of band, never to the server.
 - ``server-params.ctx`` (mode 0644): the params-only context (~0.5 kB, no key of
   any kind): what the server needs to parse and add ciphertexts.
 - ``he-fingerprint.txt`` (mode 0644): the sha256 of the parameters, which
-  everybody compares before the first round.
+  everybody compares before the first round.  It is the same for every key made
+  with these parameters: it says nothing about which key a site holds.
+- ``he-key-check.json`` (mode 0644): the key check value (``keycheck``), which
+  identifies the key without revealing it; it reaches the sites by a channel
+  other than the secret context's (or is read out on the telephone), and each
+  site compares it with ``flame keys verify``.
 
 Both context files use the container of ``params.py``; the secret key is the
 body, at the start of the file, so SEAL loads it straight from its own file.
@@ -38,6 +43,7 @@ from flame_private.secure.codec import (
     encrypt_vector,
 )
 from flame_private.secure.errors import ContextFileError, HEError
+from flame_private.secure.keycheck import key_check_bytes, key_check_value, make_key_check, short_kcv
 from flame_private.secure.params import (
     ParamsContext,
     check_header_parameters,
@@ -53,6 +59,7 @@ log = logging.getLogger(__name__)
 SECRET_NAME = "site-secret.ctx"
 PARAMS_NAME = "server-params.ctx"
 FINGERPRINT_NAME = "he-fingerprint.txt"
+KEY_CHECK_NAME = "he-key-check.json"
 SECRET_MODE = 0o600
 PUBLIC_MODE = 0o644
 
@@ -76,7 +83,13 @@ class SecretContext:
 
     @cached_property
     def fingerprint(self) -> str:
+        """The parameters' fingerprint: the same for every key made with these parameters."""
         return self.params.fingerprint
+
+    @cached_property
+    def key_check_value(self) -> str:
+        """The key check value (64 hex digits): identifies this key, reveals nothing of it."""
+        return key_check_value(self.secret_key, self.params.fingerprint)
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,8 @@ class CeremonyResult:
     fingerprint_path: Path
     fingerprint: str
     max_safe_magnitude: float
+    key_check_path: Path
+    key_check_value: str
 
 
 def _now() -> str:
@@ -125,35 +140,43 @@ def _write_secret(path: Path, ctx: ParamsContext, created_at: str) -> sa.SecretK
 
 def key_ceremony(he_config: HEConfig, out_dir: Path | str, *, max_sites: int | None = None,
                  required_magnitude: float = DEFAULT_REQUIRED_MAGNITUDE) -> CeremonyResult:
-    """Make the federation's key once and write the three files; refuses to overwrite any of them.
+    """Make the federation's key once and write the four files; refuses to overwrite any of them.
 
     Refuses parameters that break the 128-bit bound (HEConfig and
     ``ParamsContext`` both check) or whose sum over ``max_sites`` sites could
     overflow for values of ``required_magnitude``.  Ends with a self-test:
-    the written secret context is reloaded and decrypts what it encrypted.
+    the written secret context is reloaded, has the key check value of the key
+    made in memory, and decrypts what it encrypted.
     """
     max_sites = max_sites or he_config.max_sites
     limit = check_headroom(he_config, max_sites, required_magnitude)
     ctx = ParamsContext.from_config(he_config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    paths = {name: out / name for name in (SECRET_NAME, PARAMS_NAME, FINGERPRINT_NAME)}
+    paths = {name: out / name for name in (SECRET_NAME, PARAMS_NAME, FINGERPRINT_NAME, KEY_CHECK_NAME)}
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing:
         raise ContextFileError(out, f"refusing to overwrite existing key material: {', '.join(existing)}")
     created = _now()
-    _write_secret(paths[SECRET_NAME], ctx, created)
+    made = key_check_value(_write_secret(paths[SECRET_NAME], ctx, created), ctx.fingerprint)
     _write_public(paths[PARAMS_NAME], params_context_bytes(he_config, created))
     _write_public(paths[FINGERPRINT_NAME],
                   f"{ctx.fingerprint}\n# {he_summary(he_config)}, packing complex2+count, created {created}\n"
-                  .encode())
+                  f"# parameters only: the same for every key made with these settings; the key's own check "
+                  f"value is in {KEY_CHECK_NAME}\n".encode())
     secret = load_secret_context(paths[SECRET_NAME])
+    if secret.key_check_value != made:
+        raise HEError("key ceremony self-test failed: the secret context as written does not hold the key made")
+    _write_public(paths[KEY_CHECK_NAME],
+                  key_check_bytes(make_key_check(made, ctx.fingerprint, he_summary(he_config), created)))
     probe = np.linspace(-1.0, 1.0, 17)
     if not np.allclose(decrypt_vector(secret, encrypt_vector(secret, probe, max_sites=max_sites), 17), probe,
                        atol=1e-4):
         raise HEError("key ceremony self-test failed: the new key does not decrypt what it encrypts")
-    log.info("key ceremony done in %s: %s, fingerprint %s", out, he_summary(he_config), ctx.fingerprint)
-    return CeremonyResult(paths[SECRET_NAME], paths[PARAMS_NAME], paths[FINGERPRINT_NAME], ctx.fingerprint, limit)
+    log.info("key ceremony done in %s: %s, fingerprint %s, key check value %s", out, he_summary(he_config),
+             ctx.fingerprint, short_kcv(made))
+    return CeremonyResult(paths[SECRET_NAME], paths[PARAMS_NAME], paths[FINGERPRINT_NAME], ctx.fingerprint, limit,
+                          paths[KEY_CHECK_NAME], made)
 
 
 def load_secret_context(path: Path | str) -> SecretContext:

@@ -269,8 +269,8 @@ def load_params_context(path: Path | str) -> ParamsContext:
     return ctx
 
 
-def read_fingerprint(path: Path | str) -> str:
-    """Fingerprint of a context file (read from its header, body untouched) or of a fingerprint file."""
+def context_kind(path: Path | str) -> Literal["params", "secret"] | None:
+    """The kind of a context file (from its header, body untouched); None for a file that is not one."""
     path = Path(path)
     try:
         with path.open("rb") as f:
@@ -281,7 +281,13 @@ def read_fingerprint(path: Path | str) -> str:
         raise ContextFileError(path, "file not found") from None
     except OSError as exc:
         raise ContextFileError(path, f"cannot read ({exc.strerror or exc})") from None
-    if tail == FOOTER_MAGIC:
+    return read_context_header(path).kind if tail == FOOTER_MAGIC else None
+
+
+def read_fingerprint(path: Path | str) -> str:
+    """Parameters' fingerprint of a context file (read from its header, body untouched) or of a fingerprint file."""
+    path = Path(path)
+    if context_kind(path) is not None:
         return read_context_header(path).fingerprint
     try:
         first = path.read_text(encoding="ascii").split("\n", 1)[0].strip()
