@@ -42,12 +42,14 @@ SITE_YAML_TEXT = """\
 # Written by `flame site init`; check it with `flame config validate {site_yaml} --kind site`.
 # The SuperNode of this site gets this file as node config:
 #   flower-supernode ... --node-config "site-config='{site_yaml}'"
+# Relative paths are relative to this file's folder (not to where a command runs), so
+# the site folder may be moved or restored elsewhere as a whole; data_dir is absolute.
 site_id: {site_id}
 data_dir: {data_dir}
 layout: {layout}
-state_dir: {state_dir}
-privacy_policy: {policy}
-secret_context: {secret}
+state_dir: {state_rel}
+privacy_policy: {policy_rel}
+secret_context: {secret_rel}
 """
 
 POLICY_TEMPLATE = """\
@@ -158,8 +160,10 @@ def init_site(site_id: str, out_dir: Path | str, data_dir: Path | str, layout: s
     """Create the site folder ``out_dir``; returns the paths written (files and folders).
 
     Refuses an ``out_dir`` that exists and is not empty (nothing is overwritten),
-    a site id or layout SiteConfig would refuse.  Paths in ``site.yaml`` are
-    absolute, so the SuperNode may start from any directory.
+    a site id or layout SiteConfig would refuse.  In ``site.yaml`` the data folder
+    is absolute and the site folder's own files are relative to it (the rule for
+    every site YAML), so the SuperNode may start from any directory and the site
+    folder may be moved as a whole.
     """
     if layout not in get_args(Layout):
         raise SiteInitError(f"unknown layout {layout!r}; expected one of {', '.join(get_args(Layout))}")
@@ -186,7 +190,8 @@ def init_site(site_id: str, out_dir: Path | str, data_dir: Path | str, layout: s
         os.chmod(folder, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
     fields = {"site_id": site_id, "root": root, "site_yaml": site_yaml, "data_dir": data, "layout": layout,
               "state_dir": state, "state": state, "keys": keys, "policy": policy, "secret": secret,
-              "marker": TEMPLATE_MARKER}
+              "marker": TEMPLATE_MARKER, "state_rel": state.relative_to(root).as_posix(),
+              "policy_rel": policy.relative_to(root).as_posix(), "secret_rel": secret.relative_to(root).as_posix()}
     _write_new(site_yaml, SITE_YAML_TEXT.format(**fields))
     _write_new(policy, POLICY_TEMPLATE.format(**fields))
     _write_new(checklist, CHECKLIST_TEXT.format(**fields))
