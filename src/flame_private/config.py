@@ -469,11 +469,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_config(path: Path | str, model: type[M]) -> M:
-    """Read one YAML file into ``model``; every failure names the file, and the field where there is one.
-
-    Relative paths in the file (``ConfigPath`` fields) are resolved against the file's folder.
-    """
+def read_yaml_mapping(path: Path | str) -> dict:
+    """The top-level mapping of one YAML file, unvalidated; ConfigError naming the file otherwise."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -487,4 +484,13 @@ def load_config(path: Path | str, model: type[M]) -> M:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
-    return parse_config(data, model, path, config_dir=path.parent)
+    return data
+
+
+def load_config(path: Path | str, model: type[M]) -> M:
+    """Read one YAML file into ``model``; every failure names the file, and the field where there is one.
+
+    Relative paths in the file (``ConfigPath`` fields) are resolved against the file's folder.
+    """
+    path = Path(path)
+    return parse_config(read_yaml_mapping(path), model, path, config_dir=path.parent)

@@ -22,6 +22,7 @@ from typing import Annotated, get_args
 import typer
 
 from flame_private.config import ConfigError, Layout, SiteConfig, load_config
+from flame_private.privacy.policy import TEMPLATE_MARKER
 
 PRIVATE_DIR_MODE = 0o700
 SITE_DIR_MODE = 0o750
@@ -29,8 +30,6 @@ SITE_YAML = "site.yaml"
 POLICY_YAML = "privacy-policy.yaml"
 CHECKLIST = "DPO-CHECKLIST.md"
 SECRET_NAME = "secret.ctx"
-TEMPLATE_MARKER = "UNFILLED_TEMPLATE"
-"""A key the policy model does not know: a template still carrying it is refused, whatever else is filled in."""
 
 
 class SiteInitError(ValueError):
