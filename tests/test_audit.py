@@ -195,6 +195,11 @@ def test_a_clean_site_passes_every_check(site: Site, keys: Path) -> None:
             "ledger agreement", "budget", "code identity"} <= names
 
 
+def test_ledger_agreement_counts_updates_and_metrics_messages_apart(site: Site) -> None:
+    [detail] = [c.detail for c in site.audit().checks if c.name == "ledger agreement"]
+    assert detail.startswith("4 update(s) and 2 metrics message(s), each covered by its own ledger entry")
+
+
 def test_the_audit_reads_only(site: Site) -> None:
     head = site.state / "egress_log.head.json"
     site.decline(4, "evolution")
@@ -422,7 +427,8 @@ def test_spend_recorded_but_never_released_is_only_a_warning(site: Site) -> None
     report = site.audit()
     assert report.ok, report.failures()
     [why] = warned(report, "ledger agreement")
-    assert why.startswith("1 ledger entry with no update in the egress log: 7 (run-1 round 3, evolution)")
+    assert why.startswith("1 ledger entry with no update or metrics message in the egress log: "
+                          "7 (run-1 round 3, evolution)")
 
 
 def test_a_payload_file_no_entry_names_is_a_warning(site: Site) -> None:

@@ -173,6 +173,26 @@ def test_data_check_fails_a_site_with_a_truncated_file_and_names_it(tmp_path: Pa
     assert "1 invalid" in result.output
 
 
+def test_data_check_fails_an_empty_folder_naming_it_and_the_layout(tmp_path: Path) -> None:
+    result = invoke("data", "check", "--layout", "brats2021", tmp_path)
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "no cases found" in text and str(tmp_path) in text and "brats2021 layout" in text
+
+
+# --------------------------------------------------------------------------- train
+
+
+@pytest.mark.parametrize("command", [["train", "local", "--site"], ["train", "central", "--sites"]])
+def test_training_requires_the_federation_config_and_says_which(command: list[str]) -> None:
+    """No default that only resolves from the repository root: the settings that spend a site's budget are chosen."""
+    site = CONFIGS / "sites" / "site-a.yaml"
+    result = invoke(*command, site)
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "--config is required" in text and "docs/site-setup.md" in text
+
+
 def test_data_check_refuses_something_that_is_not_a_folder(tmp_path: Path) -> None:
     result = invoke("data", "check", tmp_path / "missing")
     assert result.exit_code != 0

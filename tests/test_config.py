@@ -82,6 +82,59 @@ def test_site_configs_are_named_after_their_site() -> None:
         assert load_config(path, SiteConfig).site_id == path.stem
 
 
+def test_shipped_site_configs_point_into_this_repository() -> None:
+    repo = CONFIGS.parent
+    for path in _shipped("sites"):
+        cfg = load_config(path, SiteConfig)
+        assert cfg.privacy_policy == repo / "privacy_budgets" / f"{cfg.site_id}.yaml"
+        assert cfg.privacy_policy.is_file()
+        assert cfg.state_dir == repo / "runs" / "demo" / "state" / cfg.site_id
+
+
+# --------------------------------------------------------------------------- paths in a site YAML
+
+
+SITE_PATHS = ("data_dir", "state_dir", "privacy_policy", "secret_context")
+
+
+def _site_yaml(folder: Path, **paths: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return _write(folder, {"site_id": "site-a", "data_dir": "data", "state_dir": "state",
+                           "privacy_policy": "../policies/site-a.yaml", "secret_context": "keys/secret.ctx", **paths},
+                  name="site.yaml")
+
+
+def test_relative_site_paths_resolve_against_the_yaml_folder_from_any_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    yaml_path = _site_yaml(tmp_path / "deploy" / "site-a")
+    elsewhere = tmp_path / "elsewhere" / "deeper"
+    elsewhere.mkdir(parents=True)
+    loaded = []
+    for cwd, given in ((tmp_path, Path("deploy/site-a/site.yaml")), (elsewhere, Path("../../deploy/site-a/site.yaml")),
+                       (yaml_path.parent, Path("site.yaml"))):
+        monkeypatch.chdir(cwd)
+        loaded.append(load_config(given, SiteConfig))
+    assert loaded[0] == loaded[1] == loaded[2]
+    cfg = loaded[0]
+    root = tmp_path.resolve()
+    assert cfg.data_dir == root / "deploy" / "site-a" / "data"
+    assert cfg.state_dir == root / "deploy" / "site-a" / "state"
+    assert cfg.privacy_policy == root / "deploy" / "policies" / "site-a.yaml"
+    assert cfg.secret_context == root / "deploy" / "site-a" / "keys" / "secret.ctx"
+
+
+def test_absolute_site_paths_are_kept_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    absolute = {k: f"/srv/flame/{k}" for k in SITE_PATHS}
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(_site_yaml(tmp_path / "conf", **absolute), SiteConfig)
+    assert {k: str(getattr(cfg, k)) for k in SITE_PATHS} == absolute
+
+
+def test_a_site_config_built_in_python_keeps_its_paths_as_given() -> None:
+    cfg = SiteConfig(site_id="site-a", data_dir=Path("data"), state_dir=Path("state"), privacy_policy=Path("p.yaml"))
+    assert (cfg.data_dir, cfg.state_dir, cfg.privacy_policy) == (Path("data"), Path("state"), Path("p.yaml"))
+
+
 # --------------------------------------------------------------------------- file-level failures
 
 

@@ -198,6 +198,21 @@ def test_missing_site_folder_is_reported_not_raised(tmp_path: Path) -> None:
         assert not report.ok and report.site_problems[0].path == tmp_path / "nowhere"
 
 
+@pytest.mark.parametrize(("layout", "expects"), [("brats2021", "BraTS2021_<number>/"), ("flame", "manifest.json"),
+                                                 ("brats2023", "BraTS-GLI-<patient>-<timepoint>/")])
+def test_a_folder_with_no_case_fails_saying_where_it_looked_and_what_it_expected(
+        tmp_path: Path, layout: str, expects: str) -> None:
+    if layout == "flame":
+        write_manifest(tmp_path, [])
+    report = check_site(tmp_path, layout=layout)  # type: ignore[arg-type]
+    assert not report.ok and report.cases == []
+    (p,) = report.site_problems
+    assert p.reason.startswith(f"no cases found: looked in {tmp_path} for the {layout} layout")
+    assert expects in p.reason
+    with pytest.raises(DataError, match="no cases found"):
+        load_site(tmp_path, layout=layout, skip_invalid=True)  # type: ignore[arg-type]
+
+
 def test_header_only_check_skips_voxel_reads(brats: Path) -> None:
     truncate(case_file(brats, "flair"))
     assert check_site(brats, full=False).ok

@@ -250,6 +250,76 @@ def test_a_site_over_its_budget_declines_and_the_federation_goes_on(tmp_path: Pa
         assert sent == {"site_id": "site-d", "status": "declined"}  # ... and the logged bytes are what left
 
 
+BROKEN_POLICIES = {
+    "unfilled-template": None,  # what `flame site init` writes
+    "misspelt-key": "epsilon_capp: 8.0",
+    "negative-cap": "epsilon_cap: -1.0",
+    "expired": "epsilon_cap: 8.0\nexpires_on: 2025-06-01",
+}
+
+
+def _break_policy(site_yaml: Path, kind: str) -> None:
+    """Replace the site's policy with a broken one, and point its data at an empty folder (reading it would fail)."""
+    from flame_private.site_init import POLICY_TEMPLATE, TEMPLATE_MARKER
+
+    folder = site_yaml.parent
+    good = (folder / "policy.yaml").read_text()
+    if kind == "unfilled-template":
+        text = POLICY_TEMPLATE.format(site_id=folder.name, site_yaml=site_yaml, marker=TEMPLATE_MARKER)
+    else:
+        kept = [ln for ln in good.splitlines() if ln.split(":")[0] not in ("epsilon_cap", "expires_on", "approved_on")]
+        text = "\n".join([*kept, "approved_on: 2025-01-01", BROKEN_POLICIES[kind]]) + "\n"
+        if kind != "expired":
+            text += "expires_on: 2099-01-01\n"
+    (folder / "policy.yaml").write_text(text)
+    (folder / "no-scans").mkdir()
+    site_yaml.write_text("\n".join(f"data_dir: {folder / 'no-scans'}" if ln.startswith("data_dir:") else ln
+                                   for ln in site_yaml.read_text().splitlines()) + "\n")
+
+
+@pytest.mark.parametrize("kind", list(BROKEN_POLICIES))
+def test_a_site_without_a_valid_policy_declines_every_step_and_records_why_without_reading_its_scans(
+        kind: str, tmp_path: Path, cohort_dir: Path, ceremony: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from flame_private.federation.site import Site
+    from flame_private.privacy.policy import TEMPLATE_ACTION
+
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=1, tasks="[response]")
+    _break_policy(sites["site-a"], kind)
+    site = Site.load(sites["site-a"], fed)  # no PolicyError, and no DataError: the scans are not read
+    with caplog.at_level("WARNING"):
+        replies = [site.train_round("r", "response", 1, None, None),
+                   site.evaluate_round("r", "response", 1, "{}", b""),
+                   site.finish("r", "response", 1, ("{}", b""), None)]
+    assert [r.status for r in replies] == ["declined"] * 3
+    assert site._splits is None, "the scans must not be read while the policy refuses every step"
+    egress = EgressLog.open(sites["site-a"].parent / "state", "site-a", readonly=True)
+    assert [e.kind for e in egress.entries] == ["declined"] * 3
+    reason = egress.entries[0].reason or ""
+    assert reason.startswith("site-a: privacy policy" if kind == "expired" else "no valid privacy policy: ")
+    expected = {"unfilled-template": TEMPLATE_ACTION, "misspelt-key": "epsilon_capp: unknown key",
+                "negative-cap": "epsilon_cap: Input should be greater than 0", "expired": "expired on 2025-06-01"}
+    assert expected[kind] in reason
+    for e in egress.entries:  # the reason stays at the site; the server got the generic status
+        assert json.loads(egress.payload_path(e).read_bytes()) == {"site_id": "site-a", "status": "declined"}
+    # The explanation is logged once, however many steps are declined for it.
+    assert caplog.text.count(reason.splitlines()[0]) == 1
+    if kind == "unfilled-template":
+        assert reason.count(TEMPLATE_ACTION) == 1 and "unknown key" not in reason
+
+
+def test_a_site_whose_policy_is_the_unfilled_template_declines_and_the_federation_goes_on(
+        tmp_path: Path, cohort_dir: Path, ceremony: Path) -> None:
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=4, rounds=1, tasks="[response]")
+    _break_policy(sites["site-d"], "unfilled-template")
+    summary = run(LocalGrid(sites, fed), fed, ceremony, tmp_path / "run")
+    r = _round(summary, "response", 1)
+    assert r["declined"] == ["site-d"] and sorted(r["contributors"]) == ["site-a", "site-b", "site-c"]
+    assert summary["exports"]["response"]["site-d"] == "declined"
+    assert "UNFILLED" not in (tmp_path / "run" / "server" / "summary.json").read_text()
+    egress = EgressLog.open(sites["site-d"].parent / "state", "site-d", readonly=True)
+    assert {e.kind for e in egress.entries} == {"declined"} and len(egress.entries) == 3
+
+
 def test_a_site_refuses_a_secret_context_readable_by_others(tmp_path: Path, cohort_dir: Path, ceremony: Path) -> None:
     import os
 

@@ -150,9 +150,11 @@ def test_refusals_are_one_family_to_catch() -> None:
 def test_the_demo_sites_budgets_open_from_their_site_yaml(tmp_path: Path, monkeypatch) -> None:
     repo = Path(__file__).resolve().parents[1]
     shutil.copytree(repo / "privacy_budgets", tmp_path / "privacy_budgets")
-    monkeypatch.chdir(tmp_path)  # site YAML paths are relative to the current directory
+    shutil.copytree(repo / "configs" / "sites", tmp_path / "configs" / "sites")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # site YAML paths are relative to the YAML's folder, not to here
     for name in ("site-a", "site-b", "site-c", "site-d"):
-        site = load_config(repo / "configs" / "sites" / f"{name}.yaml", SiteConfig)
+        site = load_config(tmp_path / "configs" / "sites" / f"{name}.yaml", SiteConfig)
         guard = open_site_budget(site)
         assert isinstance(guard.policy, PrivacyPolicy) and len(guard.ledger) == 0
         guard.check_policy()

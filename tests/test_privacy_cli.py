@@ -94,10 +94,45 @@ def test_show_on_a_site_that_has_released_nothing(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"site_id": "site-a", "data_dir": "d", "state_dir": str(tmp_path / "none"),
                                     "privacy_policy": str(tmp_path / "policy.yaml")}))
     result = invoke("show", "--site", path)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, "an expired policy authorises nothing: show must not exit 0"
     assert "expired on 2025-06-01" in result.output and "total epsilon: 0.000" in result.output
+    assert "does not authorise training today" in result.output
     assert not (tmp_path / "none").exists(), "show creates nothing"
-    assert invoke("verify", "--site", path).exit_code == 0
+    assert invoke("verify", "--site", path).exit_code == 0, "verify checks the ledger, which is intact"
+
+
+@pytest.mark.parametrize("policy", [
+    pytest.param({**POLICY, "epsilon_cap": -1.0}, id="negative-cap"),
+    pytest.param({**POLICY, "epsilon_capp": 8.0}, id="misspelt-key"),
+    pytest.param({**POLICY, "site_id": "site-b"}, id="another-site"),
+    pytest.param(None, id="missing"),
+])
+def test_show_exits_1_after_printing_everything_on_an_invalid_policy(site_yaml: Path, policy: dict | None) -> None:
+    policy_path = site_yaml.parent / "policy.yaml"
+    if policy is None:
+        policy_path.unlink()
+    else:
+        policy_path.write_text(yaml.safe_dump(policy))
+    result = invoke("show", "--site", site_yaml)
+    assert result.exit_code == 1, result.output
+    assert "policy status: no valid policy" in result.output or "policy status: not valid today" in result.output
+    assert "total epsilon:" in result.output, "the ledger is still shown"
+    assert "privacy ledger of site-a" in result.output
+
+
+def test_relative_paths_in_the_site_yaml_do_not_depend_on_the_working_directory(
+        site_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from the wrong folder, verify must still find the 3 releases, not report an empty, intact ledger."""
+    relative = tmp_path / "site-rel.yaml"
+    relative.write_text(yaml.safe_dump({"site_id": "site-a", "data_dir": "data", "state_dir": "state",
+                                        "privacy_policy": "policy.yaml"}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = invoke("verify", "--site", relative)
+    assert result.exit_code == 0, result.output
+    assert "head count: 3" in result.output and "valid today" in result.output
+    assert not (elsewhere / "state").exists()
 
 
 def test_a_bad_site_yaml_exits_2_naming_the_file(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def test_shipped_policies_all_load_and_match_the_demo_sites() -> None:
         assert policy.site_id == f.stem
         assert policy.unit_of_privacy == "patient" and policy.delta == 1e-5
         site = load_config(REPO / "configs" / "sites" / f.name, SiteConfig)
-        assert site.privacy_policy == Path("privacy_budgets") / f.name
+        assert site.privacy_policy == (REPO / "privacy_budgets" / f.name).resolve()
         check_policy_valid(policy, site.site_id, date(2027, 6, 1))
 
 

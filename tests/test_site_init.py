@@ -43,6 +43,17 @@ def test_the_scaffold_validates_as_a_site_config(site, tmp_path: Path) -> None:
     assert all(Path(p).is_absolute() for p in (cfg.data_dir, cfg.state_dir, cfg.privacy_policy, cfg.secret_context))
 
 
+def test_the_site_folder_can_be_moved_as_a_whole(site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, _ = site
+    (tmp_path / "restored").mkdir()
+    moved = root.rename(tmp_path / "restored" / "site-e")
+    monkeypatch.chdir(tmp_path / "restored")
+    cfg = load_config(Path("site-e/site.yaml"), SiteConfig)
+    assert (cfg.state_dir, cfg.privacy_policy, cfg.secret_context) == (
+        moved / "state", moved / "privacy-policy.yaml", moved / "keys" / "secret.ctx")
+    assert cfg.data_dir == tmp_path / "data", "the scans stay where they are"
+
+
 def test_the_policy_template_is_refused_until_filled_in(site) -> None:
     root, _ = site
     policy = root / "privacy-policy.yaml"

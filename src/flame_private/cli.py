@@ -17,6 +17,7 @@ from rich.table import Table
 from flame_private import __version__
 from flame_private.attacks.cli import attack_app
 from flame_private.config import (
+    SITE_YAML_HELP,
     CohortConfig,
     ConfigError,
     DataConfig,
@@ -232,8 +233,18 @@ def demo(
 
 train_app = typer.Typer(help="Train the response or evolution model locally or pooled.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
-DEFAULT_FED_CONFIG = Path("configs/federation/demo.yaml")
 Task_ = typer.Option(help="response or evolution.")
+FED_CONFIG_HELP = ("Federation YAML: model, DP and training settings. Required: the consortium's file for a site "
+                   "(docs/site-setup.md); configs/federation/demo.yaml in a source checkout for the demo.")
+
+
+def _federation(config: Optional[Path]) -> FederationConfig:
+    """The federation config named by --config; no default, since a site's DP spend depends on it."""
+    if config is None:
+        raise _fail("--config is required: the federation YAML whose model, DP and training settings to use "
+                    "(a site uses its consortium's, see docs/site-setup.md; the demo's is "
+                    "configs/federation/demo.yaml in a source checkout)")
+    return _load(config, FederationConfig)  # type: ignore[return-value]
 
 
 def _task(task: str) -> str:
@@ -302,9 +313,9 @@ def _step_progress():  # noqa: ANN202 - a context manager factory
 
 @train_app.command("local")
 def train_local(
-    site: Annotated[Path, typer.Option(help="Site YAML (configs/sites/...).")],
+    site: Annotated[Path, typer.Option(help=SITE_YAML_HELP)],
     task: Annotated[str, Task_] = "response",
-    config: Annotated[Path, typer.Option(help="Federation YAML: model, DP and training settings.")] = DEFAULT_FED_CONFIG,
+    config: Annotated[Optional[Path], typer.Option(help=FED_CONFIG_HELP, show_default=False)] = None,
     dp: Annotated[bool, typer.Option("--dp/--no-dp", help="DP-SGD (spends the site's budget).")] = True,
     epochs: Annotated[Optional[int], typer.Option(help="Override local_epochs.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/local/<site>).")] = None,
@@ -315,7 +326,7 @@ def train_local(
     from flame_private.experiments import run_local
 
     site_cfg = _load(site, SiteConfig)
-    fed = _load(config, FederationConfig)
+    fed = _federation(config)
     out = out or Path("runs/local") / site_cfg.site_id  # type: ignore[attr-defined]
     with _step_progress() as progress:
         bar = progress.add_task("train", total=None, loss="-")
@@ -334,7 +345,7 @@ def train_local(
 def train_central(
     sites: Annotated[list[Path], typer.Option("--sites", help="Site YAMLs to pool (repeat the option).")],
     task: Annotated[str, Task_] = "response",
-    config: Annotated[Path, typer.Option(help="Federation YAML: model and training settings.")] = DEFAULT_FED_CONFIG,
+    config: Annotated[Optional[Path], typer.Option(help=FED_CONFIG_HELP, show_default=False)] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override local_epochs.")] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/central"),
     truth: Annotated[Optional[Path], typer.Option(help="Counterfactual truth JSON, for scoring only.")] = None,
@@ -344,7 +355,7 @@ def train_central(
     from flame_private.experiments import run_central
 
     site_cfgs = [_load(s, SiteConfig) for s in sites]
-    fed = _load(config, FederationConfig)
+    fed = _federation(config)
     with _step_progress() as progress:
         bar = progress.add_task("train", total=None, loss="-")
         report = _guarded(lambda: run_central(site_cfgs, _task(task), fed, out, epochs=epochs,  # type: ignore[arg-type]

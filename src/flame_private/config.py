@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 MODALITIES: tuple[str, ...] = ("photon", "proton", "carbon")
 """Radiotherapy modalities, in the fixed order used for one-hot encodings."""
@@ -33,6 +42,28 @@ class StrictModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+
+CONFIG_DIR = "config_dir"
+"""Validation-context key: the folder of the YAML file being read (set by ``load_config``)."""
+
+
+def _from_config_dir(value: Path, info: ValidationInfo) -> Path:
+    """A relative path written in a YAML file means relative to that file's folder.
+
+    Then a command gives the same answer from whichever directory it is run in
+    (read from the current directory, a ledger path could silently name an empty
+    folder).  ``~`` is expanded; absolute paths are kept as written; a config
+    built in Python (no file, no context) keeps its paths as given.
+    """
+    value = value.expanduser()
+    base = info.context.get(CONFIG_DIR) if isinstance(info.context, dict) else None
+    if value.is_absolute() or base is None:
+        return value
+    return (Path(base) / value).resolve()
+
+
+ConfigPath = Annotated[Path, AfterValidator(_from_config_dir)]
+"""A path field of a config file: relative paths resolve against the file's folder (``load_config``)."""
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
@@ -266,17 +297,26 @@ class DataConfig(StrictModel):
 
 
 class SiteConfig(StrictModel):
-    """One site's deployment: where its data, state and policy live."""
+    """One site's deployment: where its data, state and policy live.
+
+    Read from a YAML file, relative paths are relative to that file's folder
+    (``ConfigPath``), never to the directory a command happens to run in.
+    """
 
     site_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
-    data_dir: Path
+    data_dir: ConfigPath
     layout: Layout = "flame"
-    state_dir: Path
-    privacy_policy: Path
-    secret_context: Path | None = None
-    he_params: Path | None = None
+    state_dir: ConfigPath
+    privacy_policy: ConfigPath
+    secret_context: ConfigPath | None = None
+    he_params: ConfigPath | None = None
     """The key ceremony's params-only context (server-params.ctx), received from the key custodian: the agreed
     HE parameters ``flame audit`` checks the site's ciphertexts and secret context against."""
+
+
+SITE_YAML_HELP = ("The site's YAML (see configs/sites/); relative paths in it are relative to that file's folder, "
+                  "whatever the current directory.")
+"""Help text of every ``--site`` option: states where the site's paths resolve."""
 
 
 class ModelConfig(StrictModel):
@@ -405,10 +445,14 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_config(data: object, model: type[M], source: Path | str = "<memory>") -> M:
-    """Validate an already-parsed mapping, with errors that name ``source`` and the field."""
+def parse_config(data: object, model: type[M], source: Path | str = "<memory>",
+                 config_dir: Path | None = None) -> M:
+    """Validate an already-parsed mapping, with errors that name ``source`` and the field.
+
+    ``config_dir``: the folder relative ``ConfigPath`` fields resolve against (the YAML file's).
+    """
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={CONFIG_DIR: config_dir} if config_dir is not None else None)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(Path(source), err)) from None
 
@@ -428,8 +472,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_config(path: Path | str, model: type[M]) -> M:
-    """Read one YAML file into ``model``; every failure names the file, and the field where there is one."""
+def read_yaml_mapping(path: Path | str) -> dict:
+    """The top-level mapping of one YAML file, unvalidated; ConfigError naming the file otherwise."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -443,4 +487,13 @@ def load_config(path: Path | str, model: type[M]) -> M:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
-    return parse_config(data, model, path)
+    return data
+
+
+def load_config(path: Path | str, model: type[M]) -> M:
+    """Read one YAML file into ``model``; every failure names the file, and the field where there is one.
+
+    Relative paths in the file (``ConfigPath`` fields) are resolved against the file's folder.
+    """
+    path = Path(path)
+    return parse_config(read_yaml_mapping(path), model, path, config_dir=path.parent)

@@ -41,10 +41,12 @@ class DemoResult:
 
 
 def _site_paths(site: SiteConfig, out: Path) -> None:
-    """The demo's site configs must point inside ``out`` (they do: runs/demo/...)."""
+    """The demo's site configs must point inside ``out`` (they do: <repository>/runs/demo/...)."""
+    root = out.resolve()
     for p in (site.data_dir, site.state_dir, site.secret_context, site.he_params):
-        if p is not None and not str(p).startswith(str(out)):
-            raise ValueError(f"demo site {site.site_id}: {p} is outside {out}; the demo only writes there")
+        if p is not None and not Path(p).resolve().is_relative_to(root):
+            raise ValueError(f"demo site {site.site_id}: {p} is outside {root}; the demo only writes there "
+                             "(run it from the repository root with the default --out)")
 
 
 def distribute_keys(ceremony_dir: Path, sites: list[SiteConfig]) -> None:

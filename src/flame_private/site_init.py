@@ -22,6 +22,7 @@ from typing import Annotated, get_args
 import typer
 
 from flame_private.config import ConfigError, Layout, SiteConfig, load_config
+from flame_private.privacy.policy import TEMPLATE_MARKER
 
 PRIVATE_DIR_MODE = 0o700
 SITE_DIR_MODE = 0o750
@@ -29,8 +30,6 @@ SITE_YAML = "site.yaml"
 POLICY_YAML = "privacy-policy.yaml"
 CHECKLIST = "DPO-CHECKLIST.md"
 SECRET_NAME = "secret.ctx"
-TEMPLATE_MARKER = "UNFILLED_TEMPLATE"
-"""A key the policy model does not know: a template still carrying it is refused, whatever else is filled in."""
 
 
 class SiteInitError(ValueError):
@@ -42,12 +41,14 @@ SITE_YAML_TEXT = """\
 # Written by `flame site init`; check it with `flame config validate {site_yaml} --kind site`.
 # The SuperNode of this site gets this file as node config:
 #   flower-supernode ... --node-config "site-config='{site_yaml}'"
+# Relative paths are relative to this file's folder (not to where a command runs), so
+# the site folder may be moved or restored elsewhere as a whole; data_dir is absolute.
 site_id: {site_id}
 data_dir: {data_dir}
 layout: {layout}
-state_dir: {state_dir}
-privacy_policy: {policy}
-secret_context: {secret}
+state_dir: {state_rel}
+privacy_policy: {policy_rel}
+secret_context: {secret_rel}
 {he_params_line}
 """
 
@@ -55,7 +56,7 @@ HE_PARAMS_UNSET = """\
 # he_params: the key ceremony's params-only context (server-params.ctx), received from the key
 # custodian; `flame audit` checks the site's ciphertexts and secret context against it, and fails
 # without it (or `flame audit --params FILE`). Set it once you have the file, e.g.:
-# he_params: {keys}/server-params.ctx"""
+# he_params: {keys_rel}/server-params.ctx"""
 
 POLICY_TEMPLATE = """\
 # PRIVACY POLICY TEMPLATE for site {site_id}: NOT AN APPROVAL.
@@ -173,10 +174,11 @@ def init_site(site_id: str, out_dir: Path | str, data_dir: Path | str, layout: s
     """Create the site folder ``out_dir``; returns the paths written (files and folders).
 
     Refuses an ``out_dir`` that exists and is not empty (nothing is overwritten),
-    a site id or layout SiteConfig would refuse.  Paths in ``site.yaml`` are
-    absolute, so the SuperNode may start from any directory.  ``he_params``, the
-    key ceremony's params-only context, is written when known; otherwise
-    ``site.yaml`` says how to add it.
+    a site id or layout SiteConfig would refuse.  In ``site.yaml`` the data folder
+    is absolute and the site folder's own files are relative to it (the rule for
+    every site YAML), so the SuperNode may start from any directory and the site
+    folder may be moved as a whole.  ``he_params``, the key ceremony's params-only
+    context, is written (absolute) when known; otherwise ``site.yaml`` says how to add it.
     """
     if layout not in get_args(Layout):
         raise SiteInitError(f"unknown layout {layout!r}; expected one of {', '.join(get_args(Layout))}")
@@ -204,7 +206,9 @@ def init_site(site_id: str, out_dir: Path | str, data_dir: Path | str, layout: s
         os.chmod(folder, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
     fields = {"site_id": site_id, "root": root, "site_yaml": site_yaml, "data_dir": data, "layout": layout,
               "state_dir": state, "state": state, "keys": keys, "policy": policy, "secret": secret,
-              "marker": TEMPLATE_MARKER}
+              "marker": TEMPLATE_MARKER, "state_rel": state.relative_to(root).as_posix(),
+              "policy_rel": policy.relative_to(root).as_posix(), "secret_rel": secret.relative_to(root).as_posix(),
+              "keys_rel": keys.relative_to(root).as_posix()}
     fields["he_params_line"] = (f"he_params: {agreed}" if agreed is not None
                                 else HE_PARAMS_UNSET.format(**fields))
     _write_new(site_yaml, SITE_YAML_TEXT.format(**fields))

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from flame_private.config import Layout, StrictModel
 from flame_private.data.errors import DataError, NiftiError, Problem, format_problems
-from flame_private.data.layouts import default_site_id, detect_layout, read_site
+from flame_private.data.layouts import LAYOUT_EXPECTS, default_site_id, detect_layout, read_site
 from flame_private.data.layouts.flame import MANIFEST
 from flame_private.data.nifti import NiftiHeader, read_header, read_volume
 from flame_private.data.records import CaseRecord, TimepointRecord
@@ -198,6 +198,11 @@ def check_site(
             if p.patient_id not in cases:
                 cases[p.patient_id] = CaseCheck(patient_id=p.patient_id, timepoints=0)
     rows = [c.model_copy(update={"problems": per_case.get(pid, [])}) for pid, c in cases.items()]
+    if not rows and not site_problems:
+        # A folder with nothing in it (or the wrong folder) must not pass as a site with 0 invalid cases.
+        site_problems.append(Problem(patient_id=None, path=root, reason=(
+            f"no cases found: looked in {root.absolute()} for the {layout} layout, which expects "
+            f"{LAYOUT_EXPECTS.get(layout, 'its case folders')}")))
     report = SiteCheckReport(
         root=root, layout=layout, site_id=site_id, cases=rows, site_problems=site_problems, records=records
     )

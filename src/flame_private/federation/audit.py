@@ -283,12 +283,13 @@ def _check_declined(payload: bytes, site_id: str) -> tuple[Severity, str] | None
     return "fail", f"must be the JSON status {{'site_id': {site_id!r}, 'status': 'declined'}}; holds {keys}"
 
 
-def _agreement(updates: list[EgressEntry], ledger: Ledger, checks: _Checks) -> None:
+def _agreement(messages: list[EgressEntry], ledger: Ledger, checks: _Checks) -> None:
+    """Each update and metrics message (both DP releases) against the ledger entry that paid for it."""
     name = "ledger agreement"
     by_seq = {e.seq: e for e in ledger.entries}
-    claimed: dict[int, int] = {}
+    claimed: dict[int, EgressEntry] = {}
     problems = 0
-    for u in updates:
+    for u in messages:
         where = f"{u.kind} seq {u.seq} ({u.run_id} round {u.round}, {u.task})"
         if u.ledger_seq is None:
             checks.fail(name, f"{where} names no privacy-ledger entry: its privacy spend is not accounted for")
@@ -313,26 +314,31 @@ def _agreement(updates: list[EgressEntry], ledger: Ledger, checks: _Checks) -> N
                 if a != b:
                     diffs.append(f"{k} {a!r} vs {b!r}")
         if le.time > u.time:
-            diffs.append(f"ledger entry written at {le.time}, after the update left at {u.time}")
+            diffs.append(f"ledger entry written at {le.time}, after the {u.kind} message left at {u.time}")
         if diffs:
             checks.fail(name, f"{where} disagrees with ledger entry {le.seq} (egress vs ledger): {'; '.join(diffs)}")
             problems += 1
         if u.ledger_seq in claimed:
-            checks.fail(name, f"{where} and update seq {claimed[u.ledger_seq]} both name ledger entry "
-                              f"{u.ledger_seq}: one release's spend was recorded for two updates")
+            first = claimed[u.ledger_seq]
+            checks.fail(name, f"{where} and {first.kind} seq {first.seq} both name ledger entry "
+                              f"{u.ledger_seq}: one release's spend was recorded for two messages")
             problems += 1
         else:
-            claimed[u.ledger_seq] = u.seq
+            claimed[u.ledger_seq] = u
     if not problems:
-        checks.ok(name, f"{len(updates)} update(s), each covered by its own ledger entry with the same run, "
+        # Each kind counted and named as what it is: "4 update(s) and 2 metrics message(s)".
+        counts = {"update(s)": sum(m.kind == "update" for m in messages),
+                  "metrics message(s)": sum(m.kind == "metrics" for m in messages)}
+        released = " and ".join(f"{n} {noun}" for noun, n in counts.items() if n) or "no update or metrics message"
+        checks.ok(name, f"{released}, each covered by its own ledger entry with the same run, "
                         "round, task, DP settings and epsilon, recorded before it left")
     unreleased = [e for e in ledger.entries if e.seq not in claimed]
     if unreleased:
         shown = ", ".join(f"{e.seq} ({e.run_id} round {e.round}, {e.task})" for e in unreleased[:10])
         more = f" and {len(unreleased) - 10} more" if len(unreleased) > 10 else ""
         checks.warn(name, f"{len(unreleased)} ledger entr{'y' if len(unreleased) == 1 else 'ies'} with no update "
-                          f"in the egress log: {shown}{more}. Spend recorded but never released (e.g. the round "
-                          "failed after training): safe, the budget over-counts")
+                          f"or metrics message in the egress log: {shown}{more}. Spend recorded but never released "
+                          "(e.g. the round failed after training): safe, the budget over-counts")
 
 
 # --------------------------------------------------------------------------- the audit

@@ -15,15 +15,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flame_private.config import ConfigError, SiteConfig, load_config
+from flame_private.config import SITE_YAML_HELP, ConfigError, SiteConfig, load_config
 from flame_private.federation.audit import AuditReport, audit_site
 
 _STYLE = {"pass": "[green]pass[/]", "warning": "[yellow]warning[/]", "fail": "[bold red]FAIL[/]"}
 
 
 def audit(
-    site: Annotated[Path, typer.Option("--site", "-s", help="The site's YAML (see configs/sites/); its paths are "
-                                                             "relative to the current directory.")],
+    site: Annotated[Path, typer.Option("--site", "-s", help=SITE_YAML_HELP)],
     params: Annotated[Optional[Path], typer.Option(
         "--params", help="The key ceremony's params-only context (server-params.ctx): the agreed HE parameters. "
                          "Default: he_params in the site YAML; with neither, the HE parameters check fails.")

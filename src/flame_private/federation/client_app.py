@@ -24,7 +24,6 @@ from flame_private.federation.protocol import (
     read_instruction,
 )
 from flame_private.federation.site import Reply, Site
-from flame_private.secure.errors import HEError
 
 log = logging.getLogger(__name__)
 _SITES: dict[str, Site] = {}
@@ -77,12 +76,7 @@ def make_client_app(site_yamls: list[Path] | None = None, fed_yaml: Path | None 
         ins = read_instruction(msg.content)
         model = read_ct_record(msg.content[MODEL])  # type: ignore[arg-type]
         metrics = read_ct_record(msg.content[METRICS]) if METRICS in msg.content else None  # type: ignore[arg-type]
-        try:
-            site.export(ins.run_id, ins.task, ins.round, model, metrics, ins.metrics_round)
-        except HEError as exc:
-            log.error("%s: refused the final %s model or metrics: %s", site.site_id, ins.task, exc)
-            return _reply(site, Reply(status="declined", reason=str(exc)), msg)
-        return _reply(site, Reply(status="ok"), msg)
+        return _reply(site, site.finish(ins.run_id, ins.task, ins.round, model, metrics, ins.metrics_round), msg)
 
     return app
 

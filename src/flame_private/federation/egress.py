@@ -71,6 +71,9 @@ KINDS: tuple[str, ...] = ("update", "metrics", "declined")
 METRICS_MODEL_PREFIX = "metrics:"
 """Envelope model name of encrypted metric sums: ``metrics:<task>``."""
 
+MAX_REASON_CHARS = 4000
+"""Longest decline reason an entry holds."""
+
 _HEX64 = r"^[0-9a-f]{64}$"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
@@ -119,7 +122,7 @@ class EgressEntry(StrictModel):
     """The privacy-ledger entry that covers this release (updates only)."""
     app_hash: Annotated[str, Field(min_length=1, max_length=200)]
     """Identity of the code that produced the message: Flower's FAB hash, or ``app_identity()``."""
-    reason: Annotated[str, Field(min_length=1, max_length=4000)] | None = None
+    reason: Annotated[str, Field(min_length=1, max_length=MAX_REASON_CHARS)] | None = None
     """Why the site declined ("declined" only).  Kept here, never sent: the status that leaves says only
     "declined" (entries written before this field existed carry the reason in their payload)."""
     prev_hash: Annotated[str, Field(pattern=_HEX64)]

@@ -1,9 +1,12 @@
 """What a site does in a federated round, without Flower: train, spend, encrypt, log.
 
 One method per protocol step (docs/design.md 2), each step one line of intent:
-decrypt the global model, check the budget, train under DP-SGD, record the
-spend (fsynced) before anything leaves, encrypt, log the egress, reply.  The
-ClientApp only unpacks messages and calls these; tests call them directly.
+check the privacy policy (before any scan is read), decrypt the global model,
+check the budget, train under DP-SGD, record the spend (fsynced) before anything
+leaves, encrypt, log the egress, reply.  A site whose policy is missing, unfilled,
+invalid or not valid today declines every step, and records why in its egress
+log; it does not crash.  The ClientApp only unpacks messages and calls these;
+tests call them directly.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ from flame_private.data.checks import load_site
 from flame_private.data.splits import Splits, split_records
 from flame_private.evaluation import evaluate_with_baselines
 from flame_private.experiments import initial_model, make_dataset
-from flame_private.federation.egress import EgressLog, app_identity
+from flame_private.federation.egress import MAX_REASON_CHARS, EgressLog, app_identity
 from flame_private.federation.protocol import SiteStatus
 from flame_private.metrics import PATIENT_SENSITIVITY, EvolutionSums, ResponseSums, dp_release, released_metrics
 from flame_private.models.io import save_model
-from flame_private.privacy import REFUSALS, BudgetGuard, PlannedSpend, open_site_budget
+from flame_private.privacy import REFUSALS, BudgetGuard, Ledger, PlannedSpend, PolicyError, load_policy
 from flame_private.secure.codec import decrypt_aggregate, encrypt_update
 from flame_private.secure.errors import HEError
 from flame_private.secure.keys import SecretContext, load_secret_context
@@ -76,34 +79,74 @@ class Site:
     config: SiteConfig
     fed: FederationConfig
     secret: SecretContext
-    guard: BudgetGuard
+    ledger: Ledger
     egress: EgressLog
-    splits: Splits
     app_hash: str
+    guard: BudgetGuard | None = None
+    """None until the site's privacy policy loads (``_policy_refusal`` re-reads it at each step)."""
+    _splits: Splits | None = None
     _datasets: dict[tuple[str, str], Any] = field(default_factory=dict)
     _layouts: dict[str, ParamLayout] = field(default_factory=dict)
 
     @classmethod
     def load(cls, site_yaml: Path, fed_yaml: Path, app_hash: str | None = None) -> Site:
-        """Everything a site needs; refuses (with the reason) a world-readable key or a broken ledger."""
+        """Everything a site needs but its scans; refuses (with the reason) a world-readable key or a broken ledger.
+
+        A missing, unfilled or invalid privacy policy does not raise: the site then declines every
+        step, recording why in its egress log.  Scans are read at the first step the policy allows,
+        never before (``splits``).
+        """
         config = load_config(site_yaml, SiteConfig)
         fed = load_config(fed_yaml, FederationConfig)
         if config.secret_context is None:
             raise ValueError(f"{site_yaml}: secret_context is not set; the site cannot decrypt or encrypt")
         secret = load_secret_context(config.secret_context)
-        guard = open_site_budget(config)
-        if guard.policy.delta != fed.dp.delta or guard.policy.accountant != fed.dp.accountant:
-            log.warning("%s: the approved policy (delta %g, %s) governs accounting, not the run config "
-                        "(delta %g, %s)", config.site_id, guard.policy.delta, guard.policy.accountant,
-                        fed.dp.delta, fed.dp.accountant)
-        records = load_site(config.data_dir, config.layout, config.site_id).records
-        return cls(config=config, fed=fed, secret=secret, guard=guard,
-                   egress=EgressLog.open(config.state_dir, config.site_id), splits=split_records(records, fed.data),
-                   app_hash=app_hash or app_identity())
+        site = cls(config=config, fed=fed, secret=secret, ledger=Ledger.open(config.state_dir, config.site_id),
+                   egress=EgressLog.open(config.state_dir, config.site_id), app_hash=app_hash or app_identity())
+        if site._policy_refusal() is None and site.guard is not None:
+            policy = site.guard.policy
+            if policy.delta != fed.dp.delta or policy.accountant != fed.dp.accountant:
+                log.warning("%s: the approved policy (delta %g, %s) governs accounting, not the run config "
+                            "(delta %g, %s)", config.site_id, policy.delta, policy.accountant, fed.dp.delta,
+                            fed.dp.accountant)
+        return site
 
     @property
     def site_id(self) -> str:
         return self.config.site_id
+
+    @property
+    def splits(self) -> Splits:
+        """The site's patients, read and checked on first use (after the policy allowed a step)."""
+        if self._splits is None:
+            records = load_site(self.config.data_dir, self.config.layout, self.config.site_id).records
+            self._splits = split_records(records, self.fed.data)
+        return self._splits
+
+    def _policy_refusal(self) -> str | None:
+        """Why the site's privacy policy allows no step today, or None.  Cheap: no scan is read.
+
+        A policy that did not load is re-read at each step, so a corrected file takes
+        effect without restarting the site.
+        """
+        try:
+            if self.guard is None:
+                self.guard = BudgetGuard(load_policy(self.config.privacy_policy), self.ledger)
+            self.guard.check_policy()
+        except PolicyError as exc:
+            return str(exc)
+        return None
+
+    def _allowed(self, run_id: str, round_: int, task: Task) -> BudgetGuard | Reply:
+        """The budget guard when the policy allows a step today; else the declined reply, recorded in the egress log.
+
+        Every step checks this first, before any scan is read: a site without a valid
+        policy takes no part, and the server learns only "declined".
+        """
+        reason = self._policy_refusal()
+        if reason is None and self.guard is not None:
+            return self.guard
+        return self._decline(run_id, round_, task, reason or "no privacy policy", level=logging.ERROR)
 
     # ------------------------------------------------------------------ helpers
 
@@ -141,12 +184,24 @@ class Site:
                  total)
         return model
 
-    def _decline(self, run_id: str, round_: int, task: Task, reason: str) -> Reply:
-        """Tell the server only "declined"; the reason stays in the site's log and egress record."""
+    def _decline(self, run_id: str, round_: int, task: Task, reason: str, level: int = logging.WARNING) -> Reply:
+        """Tell the server only "declined"; the reason stays in the site's log and egress record.
+
+        The reason is logged in full the first time; a later decline for the same reason
+        points to the egress entry that holds it, so the log says it once.
+        """
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[:MAX_REASON_CHARS - 20] + " [... cut short]"
+        earlier = next((e.seq for e in self.egress.entries if e.kind == "declined" and e.reason == reason), None)
         reply = Reply(status="declined", reason=reason)
-        self.egress.append(run_id=run_id, round=round_, task=task, kind="declined",
-                           payload=reply.status_json(self.site_id).encode(), reason=reason, app_hash=self.app_hash)
-        log.warning("%s declines %s round %d: %s", self.site_id, task, round_, reason)
+        entry = self.egress.append(run_id=run_id, round=round_, task=task, kind="declined",
+                                   payload=reply.status_json(self.site_id).encode(), reason=reason,
+                                   app_hash=self.app_hash)
+        if earlier is None:
+            log.log(level, "%s declines %s round %d: %s", self.site_id, task, round_, reason)
+        else:
+            log.log(level, "%s declines %s round %d for the same reason as egress log entry %d (logged in full "
+                           "then; recorded again in entry %d)", self.site_id, task, round_, earlier, entry.seq)
         return reply
 
     def _received(self, task: Task, run_id: str, expected_round: int, header_json: str | None,
@@ -163,6 +218,9 @@ class Site:
     def train_round(self, run_id: str, task: Task, round_: int, header_json: str | None,
                     payload: bytes | None) -> Reply:
         """Train on the global model of round ``round_ - 1`` under DP-SGD and return Enc([n_k w_k | n_k])."""
+        guard = self._allowed(run_id, round_, task)
+        if isinstance(guard, Reply):
+            return guard
         model = self._received(task, run_id, round_ - 1, header_json, payload, "training")
         if isinstance(model, str):
             return self._decline(run_id, round_, task, model)
@@ -177,12 +235,12 @@ class Site:
         planned = PlannedSpend(run_id=run_id, round=round_, task=task, noise_multiplier=plan.noise_multiplier,
                                sample_rate=plan.sample_rate, steps=plan.steps, max_grad_norm=plan.max_grad_norm)
         try:
-            self.guard.authorise(planned)
+            guard.authorise(planned)
         except REFUSALS as exc:
             return self._decline(run_id, round_, task, str(exc))
         result = train(model, task, train_ds, settings, plan)
         try:
-            entry = self.guard.record(planned)  # durable before anything leaves
+            entry = guard.record(planned)  # durable before anything leaves
         except REFUSALS as exc:
             return self._decline(run_id, round_, task, str(exc))
         n_patients = len(self.splits.train)
@@ -206,6 +264,9 @@ class Site:
         and the release is checked against the budget and recorded in the ledger
         before it leaves.
         """
+        guard = self._allowed(run_id, round_, task)
+        if isinstance(guard, Reply):
+            return guard
         model = self._received(task, run_id, round_, header_json, payload, "evaluation")
         if isinstance(model, str):
             return self._decline(run_id, round_, task, model)
@@ -216,14 +277,14 @@ class Site:
         planned = PlannedSpend(run_id=run_id, round=round_, task=task, noise_multiplier=sigma, sample_rate=1.0,
                                steps=1, max_grad_norm=sensitivity)
         try:
-            self.guard.authorise(planned)
+            guard.authorise(planned)
         except REFUSALS as exc:
             return self._decline(run_id, round_, task, str(exc))
         vectors = (patient_contributions(model, task, ds, self.fed.batch_size, self.fed.data.voxel_mm**3 / 1000.0)
                    if len(ds) else [])
         released = dp_release(vectors, len(kind().vector()), sensitivity, sigma)  # fresh secret noise
         try:
-            entry = self.guard.record(planned)  # durable before anything leaves
+            entry = guard.record(planned)  # durable before anything leaves
         except REFUSALS as exc:
             return self._decline(run_id, round_, task, str(exc))
         env, ct = encrypt_update(self.secret, _metrics_state(released), 1, site_id=self.site_id, run_id=run_id,
@@ -250,14 +311,31 @@ class Site:
         return {**released_metrics(kind, vector, noise), "sites": float(sites), "round": float(env.round),
                 "dp_noise_std_per_sum": noise}
 
+    def finish(self, run_id: str, task: Task, round_: int, model_ct: tuple[str, bytes],
+               metrics_ct: tuple[str, bytes] | None, metrics_round: int | None = None) -> Reply:
+        """The last step: export the final model, or decline (no valid policy: recorded; a bad aggregate: logged)."""
+        guard = self._allowed(run_id, round_, task)
+        if isinstance(guard, Reply):
+            return guard
+        try:
+            self.export(run_id, task, round_, model_ct, metrics_ct, metrics_round)
+        except HEError as exc:
+            log.error("%s: refused the final %s model or metrics: %s", self.site_id, task, exc)
+            return Reply(status="declined", reason=str(exc))
+        return Reply(status="ok")
+
     def export(self, run_id: str, task: Task, round_: int, model_ct: tuple[str, bytes],
                metrics_ct: tuple[str, bytes] | None, metrics_round: int | None = None,
                out: Path | None = None) -> dict[str, Any]:
         """Decrypt the final global model (of ``round_``) and metrics, write ``<task>.pt`` + model card.
 
-        Raises HEError, before decrypting, for a model or metrics that are not the
-        aggregate the server said it sends.
+        Raises PolicyError when no privacy policy is valid today, and HEError, before
+        decrypting, for a model or metrics that are not the aggregate the server said it sends.
         """
+        reason = self._policy_refusal()
+        if reason is not None or self.guard is None:
+            raise PolicyError(reason or f"{self.site_id}: no privacy policy")
+        guard = self.guard
         out = out or Path(self.config.state_dir) / "exports" / run_id
         model = self.global_model(task, run_id, round_, *model_ct)
         env = parse_envelope(model_ct[0])
@@ -282,8 +360,8 @@ class Site:
             "training": {"local_epochs": self.fed.local_epochs, "batch_size": self.fed.batch_size,
                          "learning_rate": self.fed.learning_rate, "dp": self.fed.dp.model_dump(mode="json"),
                          "he": self.fed.he.model_dump(mode="json")},
-            "privacy": {"site_epsilon_spent": self.guard.spent(), "delta": self.guard.policy.delta,
-                        "epsilon_cap": self.guard.policy.epsilon_cap, "accountant": self.guard.policy.accountant,
+            "privacy": {"site_epsilon_spent": guard.spent(), "delta": guard.policy.delta,
+                        "epsilon_cap": guard.policy.epsilon_cap, "accountant": guard.policy.accountant,
                         "unit_of_privacy": "patient"},
             "app_hash": self.app_hash,
         }

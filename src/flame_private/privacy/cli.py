@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flame_private.config import ConfigError, SiteConfig, load_config
+from flame_private.config import SITE_YAML_HELP, ConfigError, SiteConfig, load_config
 from flame_private.privacy.accounting import epsilon_for
 from flame_private.privacy.ledger import Ledger, LedgerError
 from flame_private.privacy.policy import PolicyError, PrivacyPolicy, check_policy_valid, load_policy
@@ -22,8 +22,7 @@ from flame_private.privacy.policy import PolicyError, PrivacyPolicy, check_polic
 budget_app = typer.Typer(help="A site's privacy budget: approved policy and hash-chained ledger.",
                          no_args_is_help=True)
 
-SiteOption = Annotated[Path, typer.Option("--site", "-s", help="The site's YAML (see configs/sites/); "
-                                                              "its paths are relative to the current directory.")]
+SiteOption = Annotated[Path, typer.Option("--site", "-s", help=SITE_YAML_HELP)]
 
 
 def _out() -> Console:
@@ -42,17 +41,17 @@ def _site(path: Path) -> SiteConfig:
         raise typer.Exit(2) from None
 
 
-def _policy(site: SiteConfig) -> tuple[PrivacyPolicy | None, str]:
-    """The policy and a one-line status (valid today, or why not)."""
+def _policy(site: SiteConfig) -> tuple[PrivacyPolicy | None, str, bool]:
+    """The policy, a one-line status (valid today, or why not), and whether it authorises spending today."""
     try:
         policy = load_policy(site.privacy_policy)
     except PolicyError as exc:
-        return None, f"[red]no valid policy[/]: {exc}"
+        return None, f"[red]no valid policy[/]: {exc}", False
     try:
         check_policy_valid(policy, site.site_id, date.today())
     except PolicyError as exc:
-        return policy, f"[red]not valid today[/]: {exc}"
-    return policy, "[green]valid today[/]"
+        return policy, f"[red]not valid today[/]: {exc}", False
+    return policy, "[green]valid today[/]", True
 
 
 def _open(site: SiteConfig, recompute: str) -> Ledger:
@@ -71,9 +70,15 @@ def _notices(ledger: Ledger) -> None:
 
 @budget_app.command("show")
 def show(site_yaml: SiteOption) -> None:
-    """Print the site's approved policy, every recorded release, and the total against the cap."""
+    """Print the site's approved policy, every recorded release, and the total against the cap.
+
+    Exit status: 0 when the policy is valid today and the ledger verifies; 1 when the policy
+    is missing, malformed, another site's, not yet valid or expired (everything else is still
+    printed: the site trains nothing until it is fixed) or when the ledger does not verify;
+    2 when the site YAML cannot be read.
+    """
     site = _site(site_yaml)
-    policy, status = _policy(site)
+    policy, status, valid = _policy(site)
     out = _out()
     if policy is not None:
         out.print(f"[bold]{site.site_id}[/] policy {site.privacy_policy}: {policy.describe()}")
@@ -91,11 +96,15 @@ def show(site_yaml: SiteOption) -> None:
     if policy is None:
         total = ledger.epsilon()
         out.print(f"total epsilon: {total:.3f} (no valid policy to compare with)")
-        return
-    total = epsilon_for(ledger.history(), policy.delta, policy.accountant)
-    out.print(f"total epsilon: {total:.3f} of the approved cap {policy.epsilon_cap:.2f} "
-              f"(delta={policy.delta:g}, {policy.accountant.upper()}); "
-              f"remaining: {max(0.0, policy.epsilon_cap - total):.3f}; {len(ledger)} release(s)")
+    else:
+        total = epsilon_for(ledger.history(), policy.delta, policy.accountant)
+        out.print(f"total epsilon: {total:.3f} of the approved cap {policy.epsilon_cap:.2f} "
+                  f"(delta={policy.delta:g}, {policy.accountant.upper()}); "
+                  f"remaining: {max(0.0, policy.epsilon_cap - total):.3f}; {len(ledger)} release(s)")
+    if not valid:
+        _err().print("[bold red]the privacy policy does not authorise training today[/]: the site declines every "
+                     "round until it does (exit status 1)")
+        raise typer.Exit(1)
 
 
 @budget_app.command("verify")
@@ -109,5 +118,5 @@ def verify(site_yaml: SiteOption) -> None:
               "every epsilon_after recomputed with Opacus")
     out.print(f"head count: {len(ledger)}")
     out.print(f"head hash: {ledger.head_hash}")
-    _, status = _policy(site)
+    _, status, _ = _policy(site)
     out.print(f"policy {site.privacy_policy}: {status}")

@@ -14,11 +14,17 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from flame_private.config import ConfigError, StrictModel, load_config
+from flame_private.config import ConfigError, StrictModel, parse_config, read_yaml_mapping
 
 MAX_DELTA = 1e-3
 """Largest delta a policy may state.  delta should be well below 1/n_patients; n is
 not known to the policy, so this only refuses values that are surely too large."""
+
+
+TEMPLATE_MARKER = "UNFILLED_TEMPLATE"
+"""First key of the template ``flame site init`` writes: not a policy field, so the template is refused until the
+committee has filled it in and the line is deleted, whatever else is filled in."""
+TEMPLATE_ACTION = f"delete the {TEMPLATE_MARKER} line once the committee has filled it"
 
 
 class PolicyError(ConfigError):
@@ -67,13 +73,29 @@ class PrivacyPolicy(StrictModel):
 
 
 def load_policy(path: Path | str) -> PrivacyPolicy:
-    """Read a policy YAML; every failure is a PolicyError naming the file, and the field where there is one."""
+    """Read a policy YAML; every failure is a PolicyError naming the file, and the field where there is one.
+
+    The unfilled template of ``flame site init`` is named as such, with what to do (once), and the
+    fields still to fill in; its marker line is not reported as a misspelt key.
+    """
+    path = Path(path)
+    template = False
     try:
-        return load_config(path, PrivacyPolicy)
-    except PolicyError:
-        raise
+        data = read_yaml_mapping(path)
+        template = TEMPLATE_MARKER in data
+        policy = parse_config({k: v for k, v in data.items() if k != TEMPLATE_MARKER}, PrivacyPolicy, path)
     except ConfigError as exc:
-        raise PolicyError(f"no valid privacy policy: {exc}") from None
+        if not template:
+            raise PolicyError(f"no valid privacy policy: {exc}") from None
+        # parse_config's message: a "<file>: N invalid field(s)" line, then one line per field.
+        fields = str(exc).splitlines()[1:]
+        raise PolicyError(f"no valid privacy policy: {path} is still the unfilled template: {TEMPLATE_ACTION} "
+                          f"(every FILL IN field). Fields not yet valid ({len(fields)}):\n"
+                          + "\n".join(fields)) from None
+    if template:
+        raise PolicyError(f"no valid privacy policy: {path} is still marked as the unfilled template: "
+                          f"{TEMPLATE_ACTION}")
+    return policy
 
 
 def check_policy_valid(policy: PrivacyPolicy, site_id: str, today: date | None = None) -> None:

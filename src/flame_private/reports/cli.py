@@ -16,6 +16,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from flame_private.config import SITE_YAML_HELP
+
 report_app = typer.Typer(help="Privacy-budget reports for ethics committees and data-protection officers "
                               "(HTML or PDF, English or French).", no_args_is_help=True)
 
@@ -49,7 +51,7 @@ def _written(out: Path, level: str, what: str) -> None:
 
 @report_app.command("ethics")
 def ethics(
-    site: Annotated[Path, typer.Option("--site", "-s", help="The site's YAML (see configs/sites/).")],
+    site: Annotated[Path, typer.Option("--site", "-s", help=SITE_YAML_HELP)],
     out: Annotated[Path, typer.Option("--out", "-o", help="File to write (.pdf or .html).")],
     lang: Annotated[str, typer.Option("--lang", help=LANG_HELP)] = "en",
     fmt: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)] = None,

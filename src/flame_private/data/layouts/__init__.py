@@ -47,6 +47,15 @@ LABEL_MAPS: dict[Layout, dict[int, int]] = {
 }
 """Each layout's fixed (or default) source -> canonical label map."""
 
+LAYOUT_EXPECTS: dict[Layout, str] = {
+    "flame": f"patients listed in {flame.MANIFEST} (image paths relative to the folder)",
+    "brats2021": "case folders BraTS2021_<number>/ holding BraTS2021_<number>_{t1,t1ce,t2,flair}.nii.gz",
+    "brats2023": "case folders BraTS-GLI-<patient>-<timepoint>/ holding <case>-{t1n,t1c,t2w,t2f}.nii.gz",
+    "lumiere": "Imaging/Patient-<number>/week-<...>/ study folders holding {T1,CT1,T2,FLAIR}.nii.gz",
+    "upenn": f"{upenn.STRUCTURAL}/UPENN-GBM-<number>_11/ (baseline) and _21/ (follow-up) folders",
+}
+"""What each layout's reader looks for, said when a folder holds no case of it."""
+
 
 def detect_layout(root: Path) -> Layout:
     """Guess a site folder's layout from its file names; DataError when nothing matches."""
@@ -93,6 +102,7 @@ def read_site(
 
 __all__ = [
     "LABEL_MAPS",
+    "LAYOUT_EXPECTS",
     "READERS",
     "Reader",
     "default_site_id",
