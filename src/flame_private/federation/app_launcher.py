@@ -42,7 +42,7 @@ from typing import Any
 from flame_private.config import ConfigError, SiteConfig, load_config
 from flame_private.federation.approved_apps import ApprovedApps, ApprovedAppsError, fab_info
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flame_private.federation.app_launcher")  # also when run as __main__
 
 CLIENTAPP_COMMAND = "flwr-clientapp"
 REFUSAL_TEXT = "The FAB could not be verified."
@@ -141,7 +141,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the site's ``flwr-clientapp``: the arguments of Flower's, plus ``--site-config``."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # The verdicts (and the app's own flame_private lines) go to the superexec's log; Flower logs on its own.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    package_log = logging.getLogger("flame_private")
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)
+    package_log.propagate = False
     args = _parser().parse_args(argv)
     try:
         site = load_config(args.site_config, SiteConfig)
