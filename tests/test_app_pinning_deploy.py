@@ -3,7 +3,8 @@ launcher (flame_private.federation.app_launcher), which runs only FABs the site'
 
 One federation (deploy/start-local.sh with FLAME_APP_PINNING=1, TLS + node auth, 3 sites), two runs of one
 round: first the app with one byte of its code changed (refused by every site, nothing leaves but "declined"),
-then the approved app (runs).  ~2.5 min on 2 cores.
+then the approved app (runs).  2.5-5 min on 2 shared cores.  The approved FAB is built from the working tree at the
+start, and `flwr run` rebuilds it from the same files later: do not edit the sources while it runs.
 """
 
 from __future__ import annotations

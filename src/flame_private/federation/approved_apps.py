@@ -49,7 +49,6 @@ class FabInfo(StrictModel):
     """What a FAB says it is (its ``pyproject.toml``), and the sha256 of its bytes."""
 
     sha256: Annotated[str, Field(pattern=_HEX64)]
-    byte_count: Annotated[int, Field(ge=1)]
     publisher: str
     name: str
     version: str
@@ -102,9 +101,8 @@ def fab_info(data: bytes, where: str = "the FAB") -> FabInfo:
                                 ) from None
     project, flwr_app = config.get("project", {}), config.get("tool", {}).get("flwr", {}).get("app", {})
     try:
-        return FabInfo(sha256=hashlib.sha256(data).hexdigest(), byte_count=len(data),
-                       publisher=str(flwr_app["publisher"]), name=str(project["name"]),
-                       version=str(project["version"]))
+        return FabInfo(sha256=hashlib.sha256(data).hexdigest(), publisher=str(flwr_app["publisher"]),
+                       name=str(project["name"]), version=str(project["version"]))
     except (KeyError, TypeError) as exc:
         raise ApprovedAppsError(f"{where}: its pyproject.toml lacks {exc} ([project] name and version, "
                                 "[tool.flwr.app] publisher)") from None
@@ -181,6 +179,5 @@ def revoke_fab(state_dir: Path | str, site_id: str, fab_sha256: str, decided_by:
     approved = apps.current().get(fab_sha256)
     if approved is None:
         raise ApprovedAppsError(f"sha256 {fab_sha256} is not approved at site {site_id!r}: nothing to revoke")
-    info = FabInfo(sha256=fab_sha256, byte_count=1, publisher=approved.publisher, name=approved.name,
-                   version=approved.version)
+    info = FabInfo(sha256=fab_sha256, publisher=approved.publisher, name=approved.name, version=approved.version)
     return apps.decide("revoke", info, approved.fab_file, decided_by, note)
