@@ -12,10 +12,18 @@
 # Environment: FLAME_DEPLOY_DIR (runs/deploy/local), FLAME_LINK_PORT (9092),
 # FLAME_NODE_PORT_BASE (9094), VENV (.venv), FLAME_TRUSTED_ENTITIES (a YAML for
 # SuperNode --trusted-entities; see docs/deployment.md: in flwr 1.42 it makes the
-# SuperNodes refuse every locally built app, so it is off by default).
+# SuperNodes refuse every locally built app, so it is off by default),
+# FLAME_APP_PINNING (0; 1: each SuperNode runs with --isolation process and its
+# site's own flower-superexec, whose flwr-clientapp is the site's launcher: it runs
+# only app bundles the site's DPO approved with `flame site approve-app`).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
+pinning=${FLAME_APP_PINNING:-0}
+if [[ $pinning != 0 && $pinning != 1 ]]; then
+    echo "FLAME_APP_PINNING must be 0 or 1, not '$pinning'" >&2
+    exit 1
+fi
 if [[ -e "$PIDS" ]]; then
     echo "$PIDS exists: a federation may be running; run deploy/stop-local.sh first" >&2
     exit 1
@@ -107,9 +115,15 @@ trusted=()
 if [[ -n "${FLAME_TRUSTED_ENTITIES:-}" ]]; then
     trusted=(--trusted-entities "$FLAME_TRUSTED_ENTITIES")
 fi
+isolation=()
+if [[ $pinning == 1 ]]; then
+    # The SuperNode runs no app code; the site's own superexec (below) starts each ClientApp.
+    isolation=(--isolation process)
+fi
 for i in "${!sites[@]}"; do
     name=${names[$i]}
     node_dir="$FLAME_DEPLOY_DIR/nodes/$name"
+    port=$((FLAME_NODE_PORT_BASE + i))
     (
         cd "$repo"
         export FLWR_HOME="$node_dir/flwr-home"
@@ -117,12 +131,33 @@ for i in "${!sites[@]}"; do
             --superlink "127.0.0.1:$FLAME_LINK_PORT" \
             --root-certificates "$CERTS/ca.crt" \
             --auth-supernode-private-key "$node_dir/auth.key" \
-            --host 127.0.0.1 --port $((FLAME_NODE_PORT_BASE + i)) \
+            --host 127.0.0.1 --port "$port" \
             --max-retries 30 --max-wait-time 120 \
+            ${isolation[@]+"${isolation[@]}"} \
             ${trusted[@]+"${trusted[@]}"} \
             --node-config "site-config='${sites[$i]}' torch-threads=1"
     ) >"$node_dir/supernode.log" 2>&1 &
-    echo "supernode $name $!" >>"$PIDS"
+    supernode_pid=$!
+    echo "supernode $name $supernode_pid" >>"$PIDS"
+    if [[ $pinning == 1 ]]; then
+        # The site's launcher folder first on the superexec's PATH: its flwr-clientapp runs
+        # only FABs approved in the site's state_dir; the other task commands refuse.
+        "$VENV/bin/python" -c 'import sys
+from flame_private.federation.app_launcher import write_launcher_bin
+write_launcher_bin(sys.argv[1], sys.argv[2], sys.argv[3])' "$node_dir/launcher" "${sites[$i]}" "$VENV/bin/python"
+        if ! wait_for_port "$port" 60; then
+            echo "SuperNode $name did not listen on 127.0.0.1:$port within 60 s; see $node_dir/supernode.log" >&2
+            exit 1
+        fi
+        (
+            cd "$repo"
+            export FLWR_HOME="$node_dir/flwr-home"
+            export PATH="$node_dir/launcher:$PATH"
+            exec flower-superexec --runtime-api-address "127.0.0.1:$port" --insecure \
+                --parent-pid "$supernode_pid"
+        ) >"$node_dir/superexec.log" 2>&1 &
+        echo "superexec $name $!" >>"$PIDS"
+    fi
 done
 
 # --- wait until every SuperNode is online (bounded) ------------------------------
@@ -142,5 +177,7 @@ if [[ $online -lt $want ]]; then
     exit 1
 fi
 started_ok=1
-echo "federation up: SuperLink 127.0.0.1:$FLAME_LINK_PORT (TLS, node auth), $want SuperNode(s) online"
+pinned=""
+[[ $pinning == 1 ]] && pinned=", each running only the apps its DPO approved (process isolation, site launcher)"
+echo "federation up: SuperLink 127.0.0.1:$FLAME_LINK_PORT (TLS, node auth), $want SuperNode(s) online$pinned"
 echo "pids: $PIDS; run the apps with deploy/run.sh; stop with deploy/stop-local.sh"

@@ -28,6 +28,7 @@ from flame_private.config import (
     SiteConfig,
     load_config,
 )
+from flame_private.federation.approved_apps_cli import approve_app, approved_apps, revoke_app
 from flame_private.federation.audit_cli import audit as audit_command
 from flame_private.privacy.cli import budget_app
 from flame_private.reports.cli import report_app
@@ -46,9 +47,12 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(budget_app, name="budget")
 app.add_typer(report_app, name="report")
 app.add_typer(attack_app, name="attack")
-site_app = typer.Typer(help="Set up a new site (IT team and DPO).", no_args_is_help=True)
+site_app = typer.Typer(help="Set up a new site and pin the apps it runs (IT team and DPO).", no_args_is_help=True)
 app.add_typer(site_app, name="site")
 site_app.command("init")(site_init_command)
+site_app.command("approve-app")(approve_app)
+site_app.command("revoke-app")(revoke_app)
+site_app.command("approved-apps")(approved_apps)
 
 console = Console()
 CONFIG_KINDS = {

@@ -148,11 +148,13 @@ Site folder: `{root}`
       and the app bundle (FAB) hash the operator announces (printed by
       `flwr run` / `flwr build`, and in the SuperNode log as the installed app
       directory name) are the ones the site approved.
-- [ ] The DPO knows the limit stated in docs/deployment.md ("App pinning"):
-      with Flower 1.42, SuperNodes cannot be made to accept only bundles
-      signed by a key the site trusts when the bundle is submitted with
-      `flwr run` (signatures exist only for Flower Hub apps); the hash is
-      checked by people, against the audit.
+- [ ] The app is pinned (docs/deployment.md, "App pinning"): the SuperNode
+      runs with `--isolation process` and its superexec starts ClientApps
+      through the site's launcher; the DPO approved the bundle built from the
+      approved release with `flame site approve-app FAB --site {site_yaml}
+      --by NAME`, and `flame site approved-apps --site {site_yaml}` lists
+      exactly the bundles the site approved (any other is refused, and the
+      refusal recorded in the egress log).
 
 ## 7. Transport: TLS and SuperNode authentication
 

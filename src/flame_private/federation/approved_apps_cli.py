@@ -1,0 +1,86 @@
+"""``flame site approve-app | revoke-app | approved-apps``: the DPO pins the app bundles the site runs.  Thin.
+
+Exit status: 0 done, 1 refused (not a FAB, already approved, nothing to revoke, a log
+that does not verify), 2 the site YAML cannot be read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flame_private.config import ConfigError, SiteConfig, load_config
+from flame_private.federation.approved_apps import ApprovedApps, ApprovedAppsError, approve_fab, revoke_fab
+
+SiteOpt = Annotated[Path, typer.Option("--site", "-s", help="The site's YAML; the approvals live in its state_dir.")]
+ByOpt = Annotated[str, typer.Option("--by", help="Who decides (the DPO's name and role), recorded with the entry.")]
+NoteOpt = Annotated[Optional[str], typer.Option("--note", help="The approval's reference, or why it is revoked.")]
+
+
+def _site(site: Path) -> SiteConfig:
+    try:
+        return load_config(site, SiteConfig)
+    except ConfigError as exc:
+        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _refused(exc: Exception) -> typer.Exit:
+    Console(stderr=True, highlight=False).print(f"[bold red]refused:[/] {exc}")
+    return typer.Exit(1)
+
+
+def approve_app(
+    fab: Annotated[Path, typer.Argument(help="The built app bundle (.fab, from `flwr build` on the approved "
+                                             "release).")],
+    site: SiteOpt,
+    by: ByOpt,
+    note: NoteOpt = None,
+) -> None:
+    """Approve a built FAB for this site: its sha256, name and version, who and when, in the approved-apps log."""
+    cfg = _site(site)
+    try:
+        entry = approve_fab(cfg.state_dir, cfg.site_id, fab, by, note)
+    except ApprovedAppsError as exc:
+        raise _refused(exc) from None
+    typer.echo(f"approved {entry.publisher}/{entry.name} {entry.version}\n  sha256 {entry.fab_sha256}\n"
+               f"  by {entry.decided_by}, {entry.time} (entry {entry.seq} of {cfg.state_dir / 'approved_apps.jsonl'})")
+
+
+def revoke_app(
+    sha256: Annotated[str, typer.Argument(help="The FAB hash to withdraw (see `flame site approved-apps`).")],
+    site: SiteOpt,
+    by: ByOpt,
+    note: NoteOpt = None,
+) -> None:
+    """Withdraw an approval: the site's launcher refuses that FAB from its next message on."""
+    cfg = _site(site)
+    try:
+        entry = revoke_fab(cfg.state_dir, cfg.site_id, sha256, by, note)
+    except ApprovedAppsError as exc:
+        raise _refused(exc) from None
+    typer.echo(f"revoked {entry.publisher}/{entry.name} {entry.version} (sha256 {entry.fab_sha256}) by "
+               f"{entry.decided_by}, {entry.time}")
+
+
+def approved_apps(site: SiteOpt) -> None:
+    """List the FABs this site runs now (read-only; the log is verified first)."""
+    cfg = _site(site)
+    try:
+        apps = ApprovedApps.open(cfg.state_dir, cfg.site_id, readonly=True)
+    except ApprovedAppsError as exc:
+        raise _refused(exc) from None
+    current = apps.current()
+    table = Table(title=f"site {cfg.site_id}: approved apps ({apps.path}, {len(apps)} entries, head "
+                        f"{apps.head_hash[:16]}...)")
+    for col in ("app", "version", "FAB sha256", "approved by", "when", "note"):
+        table.add_column(col, overflow="fold")
+    for e in current.values():
+        table.add_row(f"{e.publisher}/{e.name}", e.version, e.fab_sha256, e.decided_by, e.time, e.note or "")
+    Console(highlight=False).print(table)
+    if not current:
+        typer.echo("no app approved: the site's launcher refuses every app bundle")

@@ -1,0 +1,111 @@
+"""App pinning in a real deployment: each SuperNode in process isolation, its ClientApps started by the site's
+launcher (flame_private.federation.app_launcher), which runs only FABs the site's DPO approved.
+
+One federation (deploy/start-local.sh with FLAME_APP_PINNING=1, TLS + node auth, 3 sites), two runs of one
+round: first the app with one byte of its code changed (refused by every site, nothing leaves but "declined"),
+then the approved app (runs).  2.5-5 min on 2 shared cores.  The approved FAB is built from the working tree at the
+start, and `flwr run` rebuilds it from the same files later: do not edit the sources while it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from deploy_harness import REPO, local_federation, prepare_sites, submit, wait_for_summary
+from flwr.cli.build import build_fab_from_disk
+from typer.testing import CliRunner
+
+from flame_private.cli import app
+from flame_private.config import SiteConfig, load_config
+from flame_private.federation.audit import audit_site
+from flame_private.federation.egress import EgressLog
+from flame_private.privacy import Ledger
+
+pytestmark = pytest.mark.slow
+
+
+def _modified_copy(dest: Path) -> Path:
+    """The app's FAB sources (pyproject.toml, src/flame_private/**/*.py, configs/) with one byte of code changed."""
+    dest.mkdir()
+    shutil.copy2(REPO / "pyproject.toml", dest / "pyproject.toml")
+    shutil.copy2(REPO / "README.md", dest / "README.md")
+    shutil.copytree(REPO / "src" / "flame_private", dest / "src" / "flame_private",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(REPO / "configs", dest / "configs")
+    code = dest / "src" / "flame_private" / "federation" / "client_app.py"
+    data = bytearray(code.read_bytes())
+    data[data.index(b"ClientApp")] = ord("c")
+    code.write_bytes(bytes(data))
+    return dest
+
+
+def test_pinned_sites_run_the_approved_fab_and_refuse_a_modified_one(tmp_path: Path, cohort_dir: Path) -> None:
+    prepared = prepare_sites(tmp_path, cohort_dir, rounds=1)
+    sites = prepared["sites"]
+
+    # The DPO of each site approves the bundle built from the approved release (the bytes `flwr run` submits).
+    approved_fab = tmp_path / "flame-private.approved.fab"
+    approved_fab.write_bytes(build_fab_from_disk(REPO))
+    approved = hashlib.sha256(approved_fab.read_bytes()).hexdigest()
+    for yaml in sites.values():
+        res = CliRunner().invoke(app, ["site", "approve-app", str(approved_fab), "--site", str(yaml),
+                                       "--by", "Dr Test, DPO", "--note", "TEST-1"])
+        assert res.exit_code == 0, res.output
+    modified_dir = _modified_copy((tmp_path / "flame-modified").resolve())
+    modified = hashlib.sha256(build_fab_from_disk(modified_dir)).hexdigest()
+    assert modified != approved
+
+    t0 = time.monotonic()
+    with local_federation(tmp_path, prepared, FLAME_APP_PINNING="1") as f:
+        refused_dir, approved_dir = tmp_path / "run-refused", tmp_path / "run-approved"
+        submit(f, "pin-refused", refused_dir, FLAME_APP=str(modified_dir))
+        refused_summary = wait_for_summary(f, refused_dir)
+        t_refused = time.monotonic() - t0
+        submit(f, "pin-approved", approved_dir)
+        approved_summary = wait_for_summary(f, approved_dir)
+        installed = {sid: sorted(p.name for p in (f["deploy"] / "nodes" / sid / "flwr-home" / "apps").iterdir())
+                     for sid in sites}
+        superexec_logs = {sid: (f["deploy"] / "nodes" / sid / "superexec.log").read_text(errors="replace")
+                          for sid in sites}
+
+    # The modified app: every site declined round 1, so the round was refused and no model exists.
+    (r1,) = refused_summary["rounds"]
+    assert r1["contributors"] == [] and sorted(r1["declined"]) == sorted(sites), r1
+    assert "refused" in r1
+    assert refused_summary["exports"]["response"] == "no global model (every round refused)"
+    for sid, yaml in sites.items():
+        site = load_config(yaml, SiteConfig)
+        entries = [e for e in EgressLog.open(site.state_dir, sid, readonly=True).entries if e.run_id == "pin-refused"]
+        # Nothing but the refusal left the site: one "declined" status, recorded with the refused FAB's hash
+        # and why; its payload is the generic status, nothing more.
+        assert [(e.kind, e.round, e.task) for e in entries] == [("declined", 1, "response")], (sid, entries)
+        (refusal,) = entries
+        assert refusal.app_hash == modified
+        assert refusal.reason is not None and "not approved" in refusal.reason and modified in refusal.reason
+        payload = (site.state_dir / "outbox" / refusal.payload_name).read_bytes()
+        assert json.loads(payload) == {"site_id": sid, "status": "declined"}
+        assert not [e for e in Ledger.open(site.state_dir, sid).entries if e.run_id == "pin-refused"], sid
+        # The refused bundle was never even unpacked; the approved one was.
+        assert not [n for n in installed[sid] if n.endswith(modified[:8])], installed[sid]
+        assert [n for n in installed[sid] if n.endswith(approved[:8])], installed[sid]
+        assert "REFUSED" in superexec_logs[sid] and modified in superexec_logs[sid]
+
+    # The approved app ran: every site trained, and exported the final model.
+    (a1,) = approved_summary["rounds"]
+    assert sorted(a1["contributors"]) == sorted(sites) and "refused" not in a1, a1
+    assert approved_summary["exports"]["response"] == {sid: "ok" for sid in sites}
+    for sid, yaml in sites.items():
+        site = load_config(yaml, SiteConfig)
+        kinds = [e.kind for e in EgressLog.open(site.state_dir, sid, readonly=True).entries
+                 if e.run_id == "pin-approved"]
+        assert kinds == ["update", "metrics"], (sid, kinds)
+    # The DPO's audit accepts the refusal record as a plain "declined" status and lists the refused hash.
+    report = audit_site(load_config(sites["site-a"], SiteConfig))
+    assert report.ok, [c for c in report.checks if c.severity == "fail"]
+    assert modified in {a.app_hash for a in report.app_hashes}
+    print(f"pinned deployment: refused run {t_refused:.0f} s, both runs {time.monotonic() - t0:.0f} s")
