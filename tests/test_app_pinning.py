@@ -234,3 +234,17 @@ def test_cli_approves_lists_and_refuses_a_second_approval(tmp_path: Path) -> Non
     assert res.exit_code == 0 and _sha(_fab()) in res.output and "Dr A" in res.output
     res = runner.invoke(app, ["site", "approved-apps", "--site", str(tmp_path / "none.yaml")], env=env)
     assert res.exit_code == 2
+
+
+def test_cli_writes_the_launcher_folder_for_a_site(tmp_path: Path) -> None:
+    yaml = tmp_path / "site.yaml"
+    yaml.write_text(f"site_id: site-a\ndata_dir: {tmp_path}\nstate_dir: {tmp_path / 'state'}\n"
+                    f"privacy_policy: {tmp_path / 'p.yaml'}\n")
+    res = CliRunner().invoke(app, ["site", "write-launcher", str(tmp_path / "bin"), "--site", str(yaml)],
+                             env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    clientapp = (tmp_path / "bin" / "flwr-clientapp").read_text()
+    assert f"--site-config {yaml.absolute()}" in clientapp and "flame_private.federation.app_launcher" in clientapp
+    res = CliRunner().invoke(app, ["site", "write-launcher", str(tmp_path / "bin2"),
+                                   "--site", str(tmp_path / "x.yaml")])
+    assert res.exit_code == 2 and not (tmp_path / "bin2").exists()

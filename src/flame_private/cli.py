@@ -28,7 +28,7 @@ from flame_private.config import (
     SiteConfig,
     load_config,
 )
-from flame_private.federation.approved_apps_cli import approve_app, approved_apps, revoke_app
+from flame_private.federation.approved_apps_cli import approve_app, approved_apps, revoke_app, write_launcher
 from flame_private.federation.audit_cli import audit as audit_command
 from flame_private.privacy.cli import budget_app
 from flame_private.reports.cli import report_app
@@ -53,6 +53,7 @@ site_app.command("init")(site_init_command)
 site_app.command("approve-app")(approve_app)
 site_app.command("revoke-app")(revoke_app)
 site_app.command("approved-apps")(approved_apps)
+site_app.command("write-launcher")(write_launcher)
 
 console = Console()
 CONFIG_KINDS = {

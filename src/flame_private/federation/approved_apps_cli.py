@@ -1,4 +1,5 @@
-"""``flame site approve-app | revoke-app | approved-apps``: the DPO pins the app bundles the site runs.  Thin.
+"""``flame site approve-app | revoke-app | approved-apps | write-launcher``: the DPO pins the app bundles the site
+runs, and the IT team installs the launcher that enforces it.  Thin.
 
 Exit status: 0 done, 1 refused (not a FAB, already approved, nothing to revoke, a log
 that does not verify), 2 the site YAML cannot be read.
@@ -84,3 +85,18 @@ def approved_apps(site: SiteOpt) -> None:
     Console(highlight=False).print(table)
     if not current:
         typer.echo("no app approved: the site's launcher refuses every app bundle")
+
+
+def write_launcher(
+    bin_dir: Annotated[Path, typer.Argument(help="The folder to create and put first on the site's "
+                                                 "flower-superexec PATH.")],
+    site: SiteOpt,
+) -> None:
+    """Write the site's launcher: its flwr-clientapp runs only approved FABs; every other task command refuses."""
+    from flame_private.federation.app_launcher import write_launcher_bin
+
+    _site(site)
+    written = write_launcher_bin(bin_dir, site)
+    typer.echo(f"wrote {len(written)} command(s) in {bin_dir.absolute()}; start the site's superexec with\n"
+               f"  PATH={bin_dir.absolute()}:$PATH flower-superexec --runtime-api-address <SuperNode's runtime API> "
+               "...")
