@@ -32,6 +32,7 @@ from flame_private.privacy.cli import budget_app
 from flame_private.reports.cli import report_app
 from flame_private.secure.cli import keys_app
 from flame_private.site_init import site_init_command
+from flame_private.site_state import init_state_command
 
 app = typer.Typer(help="flame-private: privacy-first federated learning for glioblastoma radiotherapy.",
                   no_args_is_help=True, add_completion=False)
@@ -48,6 +49,7 @@ app.add_typer(attack_app, name="attack")
 site_app = typer.Typer(help="Set up a new site (IT team and DPO).", no_args_is_help=True)
 app.add_typer(site_app, name="site")
 site_app.command("init")(site_init_command)
+site_app.command("init-state")(init_state_command)
 
 console = Console()
 CONFIG_KINDS = {

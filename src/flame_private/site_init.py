@@ -5,7 +5,8 @@ Writes one folder per site::
     <out>/
       site.yaml             SiteConfig (validated): data, state, policy, secret context
       privacy-policy.yaml   policy TEMPLATE: refused by load_policy until the committee fills it in
-      state/                (0700) ledger, egress log, outbox, exports
+      state/                (0700) the empty privacy ledger and egress log with their heads (count 0);
+                            later the outbox and exports
       keys/                 (0700) where the secret context goes (0600), from the key custodian
       DPO-CHECKLIST.md      what the DPO approves before the first round
 
@@ -22,6 +23,7 @@ from typing import Annotated, get_args
 import typer
 
 from flame_private.config import ConfigError, Layout, SiteConfig, load_config
+from flame_private.site_state import init_state
 
 PRIVATE_DIR_MODE = 0o700
 SITE_DIR_MODE = 0o750
@@ -184,6 +186,7 @@ def init_site(site_id: str, out_dir: Path | str, data_dir: Path | str, layout: s
     for folder in (state, keys):
         folder.mkdir(mode=PRIVATE_DIR_MODE)
         os.chmod(folder, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
+    init_state(state, site_id)  # training refuses a site without it: a deleted state is never "nothing spent"
     fields = {"site_id": site_id, "root": root, "site_yaml": site_yaml, "data_dir": data, "layout": layout,
               "state_dir": state, "state": state, "keys": keys, "policy": policy, "secret": secret,
               "marker": TEMPLATE_MARKER}
@@ -212,7 +215,8 @@ def site_init_command(
     layout: Annotated[str, typer.Option("--layout", help="flame, brats2021, brats2023, lumiere or upenn.")]
     = "flame",
 ) -> None:
-    """Scaffold a new site: site.yaml, a privacy-policy template, state/ and keys/ (0700), DPO-CHECKLIST.md."""
+    """Scaffold a new site: site.yaml, a privacy-policy template, state/ (empty ledger and egress log) and keys/
+    (0700), DPO-CHECKLIST.md."""
     try:
         written = init_site(site_id, out, data_dir, layout)
     except SiteInitError as exc:

@@ -22,7 +22,13 @@ from datetime import date
 from flame_private.config import SiteConfig
 from flame_private.privacy.accounting import epsilon_for
 from flame_private.privacy.ledger import Ledger, LedgerEntry, LedgerError, PlannedSpend
-from flame_private.privacy.policy import PolicyError, PrivacyPolicy, check_policy_valid, load_policy
+from flame_private.privacy.policy import (
+    PolicyError,
+    PolicyStamp,
+    PrivacyPolicy,
+    check_policy_valid,
+    load_policy_with_sha,
+)
 
 
 class BudgetExceeded(Exception):
@@ -74,11 +80,14 @@ class BudgetPreview:
 class BudgetGuard:
     """Enforces one site's approved policy against its ledger."""
 
-    def __init__(self, policy: PrivacyPolicy, ledger: Ledger, today: date | None = None) -> None:
+    def __init__(self, policy: PrivacyPolicy, ledger: Ledger, today: date | None = None,
+                 policy_sha256: str | None = None) -> None:
         self.policy = policy
         self.ledger = ledger
         self._today = today
         """Fixed date for tests; None: the calendar date at each check."""
+        self.policy_sha256 = policy_sha256
+        """sha256 of the policy file's bytes, recorded in every entry (None: the policy came from no file)."""
 
     @property
     def site_id(self) -> str:
@@ -130,7 +139,7 @@ class BudgetGuard:
                                                             "the site."), preview)
 
         return self.ledger.append(planned, delta=self.policy.delta, accountant=self.policy.accountant,
-                                  check=within_cap)
+                                  check=within_cap, policy=PolicyStamp.of(self.policy, self.policy_sha256))
 
     def _refusal(self, preview: BudgetPreview, outcome: str) -> str:
         pol = self.policy
@@ -144,8 +153,9 @@ def open_site_budget(site: SiteConfig, today: date | None = None) -> BudgetGuard
     """The guard of one site: its policy (``site.privacy_policy``) and ledger (``site.state_dir``).
 
     Raises PolicyError when the policy file is missing or malformed and LedgerError when the
-    ledger does not verify; whether the policy is valid today is checked at each authorise/record.
+    ledger does not verify or the site's state is missing (``flame site init-state``); whether
+    the policy is valid today is checked at each authorise/record.
     """
-    policy = load_policy(site.privacy_policy)
+    policy, sha = load_policy_with_sha(site.privacy_policy)
     ledger = Ledger.open(site.state_dir, site.site_id)
-    return BudgetGuard(policy, ledger, today=today)
+    return BudgetGuard(policy, ledger, today=today, policy_sha256=sha)
