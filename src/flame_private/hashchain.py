@@ -154,7 +154,7 @@ class HashChainLog(Generic[E]):
         if not self.state_dir.is_dir():
             raise self.error(f"{self.state_dir}: the state directory is missing (looked for the {self.noun} of "
                              f"site {self.site_id!r} there). {self.missing_advice()}")
-        if not self.path.is_file():
+        if not self.path.exists():
             raise self.error(f"{self.path}: the {self.noun} is missing (looked in {self.state_dir}). "
                              f"{self.missing_advice()}")
 

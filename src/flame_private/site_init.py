@@ -128,6 +128,10 @@ Site folder: `{root}`
       is sent; the DPO knows how to read it (`flame budget show`, `flame budget verify`).
 - [ ] The DPO has run `flame audit --site {site_yaml}` on a test run and
       understands each check and what to do when one fails.
+- [ ] `{state}` holds the empty privacy ledger and egress log written by
+      `flame site init`; at each review the DPO runs `flame audit` with the
+      anchor saved last time (`--anchor`) and saves a new one (`--save-anchor`),
+      so a deleted or rebuilt state cannot go unnoticed.
 
 ## 6. Application identity approved
 
