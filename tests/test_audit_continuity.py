@@ -27,10 +27,10 @@ from typer.testing import CliRunner
 from flame_private.federation.anchor import AuditAnchor, load_anchor
 from flame_private.federation.audit import audit_site
 from flame_private.federation.audit_cli import audit
-from flame_private.privacy.budget import open_site_budget
+from flame_private.privacy.budget import BudgetGuard, open_site_budget
 from flame_private.privacy.cli import budget_app
 from flame_private.privacy.ledger import HEAD_NAME, LEDGER_NAME, Ledger, PlannedSpend
-from flame_private.privacy.policy import file_sha256
+from flame_private.privacy.policy import PolicyError, file_sha256, load_policy_with_sha
 from flame_private.site_state import init_state
 
 WIDE = {"COLUMNS": "400"}
@@ -140,6 +140,8 @@ def test_an_edit_that_keeps_the_cap_still_needs_a_new_approval(site: Site) -> No
 
 def test_a_renewal_under_a_new_reference_is_a_warning_to_check_with_the_committee(site: Site) -> None:
     rewrite_policy(site, epsilon_cap=60.0, approval_reference="TEC-2")
+    site.guard = open_site_budget(site.config, today=TODAY)
+    site.release(3, "response")  # the site trains on under the renewal
     report = site.audit()
     assert report.ok, report.failures()
     [why] = warned(report, "policy history")
@@ -149,7 +151,14 @@ def test_a_renewal_under_a_new_reference_is_a_warning_to_check_with_the_committe
 
 def test_entries_recording_different_policies_under_one_reference_fail(site: Site) -> None:
     rewrite_policy(site, epsilon_cap=500.0)
-    site.guard = open_site_budget(site.config, today=TODAY)  # the site trains on under the edited file
+    with pytest.raises(PolicyError, match="changed without a new approval"):
+        open_site_budget(site.config, today=TODAY).authorise(PlannedSpend(
+            run_id="run-1", round=3, task="response", noise_multiplier=1.2, sample_rate=0.1, steps=8,
+            max_grad_norm=1.0))  # the site itself refuses to spend under the edited file
+    # Code that does not check (an older flame-private) records under it anyway: the audit still catches it.
+    policy, sha = load_policy_with_sha(site.config.privacy_policy)
+    site.guard = BudgetGuard(policy, site.guard.ledger, today=TODAY, policy_sha256=sha)
+    site.guard.check_policy = lambda: None  # type: ignore[method-assign]
     site.release(3, "response")
     report = site.audit()
     assert [u.policy.epsilon_cap for u in report.policy_history] == [50.0, 500.0]  # type: ignore[union-attr]

@@ -193,3 +193,21 @@ def test_a_site_whose_state_was_deleted_refuses_to_train_instead_of_starting_fro
     assert "restore" in str(refused.value) and "tell the DPO" in str(refused.value)
     with pytest.raises(LedgerError, match="missing"):  # a guard opened before the loss refuses too
         guard.authorise(planned(2))
+
+
+def test_a_cap_raised_in_the_file_after_spending_is_refused_and_a_renewal_is_not(tmp_path: Path) -> None:
+    """Same approval reference, another cap: the policy changed without a new approval; the site does not spend."""
+    site = site_config(tmp_path)
+    open_site_budget(site, today=TODAY).record(planned(1))
+    site_config(tmp_path, epsilon_cap=38.0)
+    guard = open_site_budget(site, today=TODAY)
+    with pytest.raises(PolicyError, match="the cap went from 3.80 to 38.00 under the same approval reference "
+                                          "REC-A-7"):
+        guard.authorise(planned(2))
+    with pytest.raises(PolicyError, match="without a new approval"):
+        guard.record(planned(2))
+    assert len(Ledger.open(site.state_dir, SITE)) == 1
+    site_config(tmp_path, epsilon_cap=38.0, approval_reference="REC-A-8")  # the committee's renewal
+    renewed = open_site_budget(site, today=TODAY)
+    renewed.authorise(planned(2))
+    assert renewed.record(planned(2)).approval_reference == "REC-A-8"

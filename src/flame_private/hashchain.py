@@ -19,6 +19,11 @@ Crash safety
     truncation, rollback or tampering, and raises.  Every check passes before
     anything on disk is repaired.
 
+Onboarding
+    :meth:`HashChainLog.initialise` writes the empty log and its head (count 0).  From
+    then on a missing state directory, log or head is refused on every open, read-only
+    included: a deleted state must never read as an empty record.
+
 Appends from several processes are serialised by an advisory lock on
 ``<stem>.lock``; each append first re-reads what others appended.
 

@@ -69,24 +69,26 @@ def load_anchor(path: Path | str) -> AuditAnchor:
 
 
 def save_anchor(anchor: AuditAnchor, path: Path | str) -> None:
-    """Write ``anchor`` as JSON to a new file (never overwrites: each certified anchor is kept)."""
+    """Write ``anchor`` as JSON to a new file, whole or not at all; never overwrites (each anchor is kept)."""
     path = Path(path)
-    data = (anchor.model_dump_json(indent=2) + "\n").encode("utf-8")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    except FileExistsError:
+    if path.exists():
         raise AnchorError(f"{path}: exists already; anchors are kept, not overwritten (choose a new name, "
-                          "e.g. with the date)") from None
-    except OSError as exc:
-        raise AnchorError(f"{path}: cannot write the anchor ({exc})") from None
+                          "e.g. with the date)")
+    data = (anchor.model_dump_json(indent=2) + "\n").encode("utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.link(tmp, path)  # atomic, and fails rather than replace a file that appeared meanwhile
+    except FileExistsError:
+        raise AnchorError(f"{path}: exists already; anchors are kept, not overwritten") from None
     except OSError as exc:
-        path.unlink(missing_ok=True)
         raise AnchorError(f"{path}: cannot write the anchor ({exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def extends(anchored: ChainHead, entries: Sequence[object], what: str) -> str | None:

@@ -29,6 +29,7 @@ from flame_private.privacy.policy import (
     check_policy_valid,
     load_policy_with_sha,
 )
+from flame_private.privacy.policy_history import last_recorded, policy_change
 
 
 class BudgetExceeded(Exception):
@@ -97,8 +98,22 @@ class BudgetGuard:
         return self._today or date.today()
 
     def check_policy(self) -> None:
-        """Raise PolicyError unless the policy authorises spending at this site today."""
+        """Raise PolicyError unless the policy authorises spending at this site today.
+
+        Also refuses a policy changed since the last recorded spend under the same approval
+        reference (e.g. the cap raised in the file): what ``flame audit`` fails, the site does not spend.
+        """
         check_policy_valid(self.policy, self.site_id, self.today())
+        self.ledger.refresh()
+        last = last_recorded(self.ledger.entries)
+        if last is not None and last.policy is not None:
+            change = policy_change(last.policy, PolicyStamp.of(self.policy, self.policy_sha256),
+                                   f"{self.site_id}: the privacy policy differs from what ledger entry {last.seq} "
+                                   "recorded")
+            if change is not None and change.severity == "fail":
+                raise PolicyError(f"{change.detail}. Refusing to spend until the committee's decision is in the "
+                                  "file under a new approval reference, or the approved file is put back "
+                                  "(docs/privacy-accounting.md, 'The cap's history')")
 
     def spent(self) -> float:
         """The site's epsilon so far, at the policy's delta and by its accountant."""

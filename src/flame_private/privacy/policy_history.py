@@ -82,7 +82,7 @@ def policy_history(entries: Sequence[LedgerEntry]) -> list[PolicyUse]:
     return out
 
 
-def _change(before: PolicyStamp, after: PolicyStamp, where: str) -> PolicyFinding | None:
+def policy_change(before: PolicyStamp, after: PolicyStamp, where: str) -> PolicyFinding | None:
     same_file = (before.policy_sha256 is None or after.policy_sha256 is None
                  or before.policy_sha256 == after.policy_sha256)
     if same_file and before.epsilon_cap == after.epsilon_cap and before.approval_reference == after.approval_reference:
@@ -96,6 +96,11 @@ def _change(before: PolicyStamp, after: PolicyStamp, where: str) -> PolicyFindin
                                                      f"{after.approval_reference} ({what})")
     return PolicyFinding(severity="warning", detail=f"{where}: a new approval reference ({what}): check it "
                                                     "against the committee's decision (reference, cap, dates)")
+
+
+def last_recorded(entries: Sequence[LedgerEntry]) -> LedgerEntry | None:
+    """The last entry that recorded its policy (None when none did)."""
+    return next((e for e in reversed(entries) if e.policy is not None), None)
 
 
 def policy_findings(entries: Sequence[LedgerEntry], current: PolicyStamp | None) -> list[PolicyFinding]:
@@ -118,13 +123,13 @@ def policy_findings(entries: Sequence[LedgerEntry], current: PolicyStamp | None)
                     "written by an older flame-private than the entries before them")))
             continue
         if last_known is not None and last_known.policy is not None:
-            change = _change(last_known.policy, use.policy,
+            change = policy_change(last_known.policy, use.policy,
                              f"between ledger entries {last_known.last_seq} and {use.first_seq}")
             if change is not None:
                 findings.append(change)
         last_known = use
     if current is not None and last_known is not None and last_known.policy is not None:
-        change = _change(last_known.policy, current, f"the policy file today differs from what ledger entry "
+        change = policy_change(last_known.policy, current, f"the policy file today differs from what ledger entry "
                                                      f"{last_known.last_seq} recorded")
         if change is not None:
             findings.append(change)
