@@ -14,6 +14,7 @@ from pathlib import Path
 
 from flame_private.federation.inprocess import LocalGrid, Tamper
 from flame_private.federation.server_app import ServerSettings, run_server
+from flame_private.site_state import init_state
 
 __all__ = ["LocalGrid", "Tamper", "make_federation", "run"]
 
@@ -57,6 +58,7 @@ def make_federation(root: Path, cohort_dir: Path, ceremony_dir: Path, n_sites: i
         yaml.write_text(f"site_id: {sid}\ndata_dir: {cohort_dir / data[sid]}\nstate_dir: {folder / 'state'}\n"
                         f"privacy_policy: {folder / 'policy.yaml'}\nsecret_context: {secret}\n"
                         f"he_params: {ceremony_dir / 'server-params.ctx'}\n")
+        init_state(folder / "state", sid)  # onboarding: a site trains only from an initialised state
         sites[sid] = yaml
     fed = root / "federation.yaml"
     fed.write_text(FEDERATION.format(rounds=rounds, tasks=tasks))

@@ -41,6 +41,7 @@ def _pld_epsilon(entries) -> float:
 
 @pytest.mark.slow
 def test_the_ledgers_epsilon_matches_the_pld_accountant_within_one_percent(tmp_path: Path) -> None:
+    Ledger.initialise(tmp_path, "site-a")
     ledger = Ledger.open(tmp_path, "site-a")
     for run, r, task, sigma, q, steps in HISTORY:
         ledger.append(PlannedSpend(run_id=run, round=r, task=task, noise_multiplier=sigma, sample_rate=q,

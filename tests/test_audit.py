@@ -46,6 +46,7 @@ from flame_private.secure.codec import encrypt_update, encrypt_vector
 from flame_private.secure.keys import SecretContext, key_ceremony, load_secret_context
 from flame_private.secure.packing import ParamLayout
 from flame_private.secure.params import make_envelope
+from flame_private.site_state import init_state
 
 SITE = "site-a"
 RUN = "run-1"
@@ -146,6 +147,7 @@ def make_site(root: Path, secret_context: Path | None, he_params: Path | None = 
     config = SiteConfig(site_id=SITE, data_dir=root / "data", state_dir=root / "state", privacy_policy=policy,
                         secret_context=secret_context, he_params=he_params)
     (root / "site.yaml").write_text(yaml.safe_dump(json.loads(config.model_dump_json())))
+    init_state(config.state_dir, SITE)  # onboarding
     guard = open_site_budget(config, today=TODAY)
     secret = load_secret_context(secret_context) if secret_context else None
     return Site(config, guard, EgressLog.open(config.state_dir, SITE), secret)  # type: ignore[arg-type]
@@ -212,11 +214,23 @@ def test_the_audit_reads_only(site: Site) -> None:
 
 
 def test_a_site_that_never_ran_passes_with_nothing_sent(tmp_path: Path, keys: Path) -> None:
+    config = SiteConfig(site_id=SITE, data_dir=tmp_path, state_dir=tmp_path / "new", privacy_policy=tmp_path / "p",
+                        secret_context=keys / "site-secret.ctx")
+    init_state(config.state_dir, SITE)
+    report = audit_site(config)
+    assert report.ok and sum(report.messages_by_kind.values()) == 0 and report.all_ciphertexts is None
+    assert warned(report, "budget")
+    assert (report.ledger_head.count, report.egress_head.count) == (0, 0)  # type: ignore[union-attr]
+
+
+def test_a_site_without_its_state_fails_saying_where_it_looked(tmp_path: Path, keys: Path) -> None:
+    """A missing state is lost or deleted state, never "nothing sent, nothing spent"."""
     config = SiteConfig(site_id=SITE, data_dir=tmp_path, state_dir=tmp_path / "none", privacy_policy=tmp_path / "p",
                         secret_context=keys / "site-secret.ctx", he_params=keys / "server-params.ctx")
     report = audit_site(config)
-    assert report.ok and sum(report.messages_by_kind.values()) == 0 and report.all_ciphertexts is None
-    assert warned(report, "state directory") and warned(report, "budget")
+    assert not report.ok
+    for name in ("state directory", "egress log", "privacy ledger"):
+        assert any(str(tmp_path / "none") in d for d in failed(report, name)), name
     assert not (tmp_path / "none").exists()
 
 

@@ -13,11 +13,12 @@ Specification (federation/egress.py, docs/dpo-guide.md):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import stat
-import contextlib
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ from flame_private.federation.egress import (
 )
 from flame_private.privacy.ledger import GENESIS_HASH, Ledger, PlannedSpend, canonical_json, entry_hash
 from flame_private.secure.params import CiphertextEnvelope
+from flame_private.site_state import init_state
 
 SITE = "site-a"
 FINGERPRINT = "ab" * 32
@@ -59,6 +61,8 @@ def send_declined(log: EgressLog, round: int, reason: str = "privacy budget exha
 
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
+    """A new site's state, initialised as onboarding does: empty egress log and ledger with their heads."""
+    init_state(tmp_path / "state", SITE)
     return tmp_path / "state"
 
 
@@ -232,6 +236,28 @@ def test_entries_cut_off_the_end_are_caught_by_the_head(three: EgressLog, state:
         EgressLog.open(state, SITE)
 
 
+def test_an_initialised_log_is_empty_with_its_head_and_is_never_initialised_twice(state: Path) -> None:
+    assert (state / "egress_log.jsonl").read_bytes() == b""
+    assert json.loads((state / "egress_log.head.json").read_text()) == {"count": 0, "last_hash": "0" * 64}
+    assert len(EgressLog.open(state, SITE)) == 0
+    with pytest.raises(EgressLogError, match="exists already"):
+        EgressLog.initialise(state, SITE)
+
+
+@pytest.mark.parametrize("readonly", [False, True], ids=["sending", "read-only"])
+@pytest.mark.parametrize("remove", ["state", "egress_log.jsonl", "egress_log.head.json"])
+def test_a_missing_log_head_or_state_is_refused_saying_where_and_what_to_do(state: Path, remove: str,
+                                                                           readonly: bool) -> None:
+    if remove == "state":
+        shutil.rmtree(state)
+    else:
+        (state / remove).unlink()
+    with pytest.raises(EgressLogError, match="missing") as caught:
+        EgressLog.open(state, SITE, readonly=readonly)
+    assert str(state) in str(caught.value) and "flame site init-state" in str(caught.value)
+    assert "restore" in str(caught.value)
+
+
 @pytest.mark.parametrize(("head", "message"), [
     (None, "missing, but the egress log holds 3 entries"),
     (b'{"count":3,"last_hash":"' + b"1" * 64 + b'"}\n', "entry 3 has hash .* but the head records 111111"),
@@ -364,6 +390,7 @@ def _payloads_match(log: EgressLog) -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork and SIGKILL")
 def test_sigkill_at_random_moments_never_loses_a_logged_message_or_its_payload(tmp_path: Path) -> None:
     state = tmp_path / "state"
+    EgressLog.initialise(state, SITE)
     sent_total, entries_before = 0, 0
     kills = killed_writers(HELPER, state, tmp_path / "helper.stderr", ITERATIONS, SEED, 0.2, reported="sent ")
     with contextlib.closing(kills):

@@ -13,7 +13,8 @@ from flame_private.config import SiteConfig, load_config
 from flame_private.privacy.accounting import epsilon_for
 from flame_private.privacy.budget import REFUSALS, BudgetExceeded, BudgetGuard, open_site_budget
 from flame_private.privacy.ledger import LEDGER_NAME, Ledger, LedgerError, PlannedSpend
-from flame_private.privacy.policy import PolicyError, PrivacyPolicy
+from flame_private.privacy.policy import PolicyError, PrivacyPolicy, file_sha256
+from flame_private.site_state import init_state
 
 SITE = "site-a"
 TODAY = date(2027, 3, 1)
@@ -30,9 +31,12 @@ def planned(rnd: int, task: str = "response", steps: int = 15) -> PlannedSpend:
 
 
 def site_config(tmp_path: Path, **policy_changes: object) -> SiteConfig:
+    """An onboarded site: its policy (written with ``policy_changes``) and its initialised state."""
     policy_file = tmp_path / "privacy_budgets" / f"{SITE}.yaml"
     policy_file.parent.mkdir(exist_ok=True)
     policy_file.write_text(yaml.safe_dump({**POLICY, **policy_changes}))
+    if not (tmp_path / "state").exists():
+        init_state(tmp_path / "state", SITE)
     return SiteConfig(site_id=SITE, data_dir=tmp_path / "data", state_dir=tmp_path / "state",
                       privacy_policy=policy_file)
 
@@ -155,8 +159,57 @@ def test_the_demo_sites_budgets_open_from_their_site_yaml(tmp_path: Path, monkey
     monkeypatch.chdir(tmp_path / "elsewhere")  # site YAML paths are relative to the YAML's folder, not to here
     for name in ("site-a", "site-b", "site-c", "site-d"):
         site = load_config(tmp_path / "configs" / "sites" / f"{name}.yaml", SiteConfig)
+        with pytest.raises(LedgerError, match="the state directory is missing"):
+            open_site_budget(site)  # not onboarded yet
+        init_state(site.state_dir, site.site_id)
         guard = open_site_budget(site)
         assert isinstance(guard.policy, PrivacyPolicy) and len(guard.ledger) == 0
         guard.check_policy()
     assert sorted(p.name for p in (tmp_path / "runs" / "demo" / "state").iterdir()) == [
         "site-a", "site-b", "site-c", "site-d"]
+
+
+def test_each_recorded_release_carries_the_policy_in_force(tmp_path: Path) -> None:
+    """The file's sha256, cap and approval reference: what lets the audit catch a policy edited after spending."""
+    site = site_config(tmp_path)
+    entry = open_site_budget(site, today=TODAY).record(planned(1))
+    assert (entry.policy_sha256, entry.epsilon_cap, entry.approval_reference) == (
+        file_sha256(site.privacy_policy), 3.8, "REC-A-7")
+    assert Ledger.open(site.state_dir, SITE).entries[0].policy == entry.policy
+
+
+@pytest.mark.parametrize("lost", ["state directory", "ledger", "ledger and head"])
+def test_a_site_whose_state_was_deleted_refuses_to_train_instead_of_starting_from_zero(tmp_path: Path,
+                                                                                      lost: str) -> None:
+    site = site_config(tmp_path)
+    guard = open_site_budget(site, today=TODAY)
+    guard.record(planned(1))
+    if lost == "state directory":
+        shutil.rmtree(site.state_dir)
+    else:
+        (site.state_dir / LEDGER_NAME).unlink()
+        if lost == "ledger and head":
+            (site.state_dir / "privacy_ledger.head.json").unlink()
+    with pytest.raises(LedgerError, match="missing") as refused:
+        open_site_budget(site, today=TODAY)
+    assert "restore" in str(refused.value) and "tell the DPO" in str(refused.value)
+    with pytest.raises(LedgerError, match="missing"):  # a guard opened before the loss refuses too
+        guard.authorise(planned(2))
+
+
+def test_a_cap_raised_in_the_file_after_spending_is_refused_and_a_renewal_is_not(tmp_path: Path) -> None:
+    """Same approval reference, another cap: the policy changed without a new approval; the site does not spend."""
+    site = site_config(tmp_path)
+    open_site_budget(site, today=TODAY).record(planned(1))
+    site_config(tmp_path, epsilon_cap=38.0)
+    guard = open_site_budget(site, today=TODAY)
+    with pytest.raises(PolicyError, match="the cap went from 3.80 to 38.00 under the same approval reference "
+                                          "REC-A-7"):
+        guard.authorise(planned(2))
+    with pytest.raises(PolicyError, match="without a new approval"):
+        guard.record(planned(2))
+    assert len(Ledger.open(site.state_dir, SITE)) == 1
+    site_config(tmp_path, epsilon_cap=38.0, approval_reference="REC-A-8")  # the committee's renewal
+    renewed = open_site_budget(site, today=TODAY)
+    renewed.authorise(planned(2))
+    assert renewed.record(planned(2)).approval_reference == "REC-A-8"

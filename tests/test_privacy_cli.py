@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tree_digests
 from typer.testing import CliRunner
 
 from flame_private.config import SiteConfig, load_config
 from flame_private.privacy.budget import open_site_budget
 from flame_private.privacy.cli import budget_app
 from flame_private.privacy.ledger import HEAD_NAME, LEDGER_NAME, Ledger, PlannedSpend
+from flame_private.site_state import init_state
 
 WIDE = {"COLUMNS": "240"}
 POLICY = {
@@ -34,6 +36,7 @@ def site_yaml(tmp_path: Path) -> Path:
     path.write_text(yaml.safe_dump({"site_id": "site-a", "data_dir": str(tmp_path / "data"),
                                     "state_dir": str(tmp_path / "state"),
                                     "privacy_policy": str(tmp_path / "policy.yaml")}))
+    init_state(tmp_path / "state", "site-a")
     guard = open_site_budget(load_config(path, SiteConfig))
     for rnd, task in ((1, "response"), (1, "evolution"), (2, "response")):
         guard.record(PlannedSpend(run_id="demo", round=rnd, task=task, noise_multiplier=1.1, sample_rate=0.05,
@@ -93,11 +96,13 @@ def test_show_on_a_site_that_has_released_nothing(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump({"site_id": "site-a", "data_dir": "d", "state_dir": str(tmp_path / "none"),
                                     "privacy_policy": str(tmp_path / "policy.yaml")}))
+    init_state(tmp_path / "none", "site-a")
+    before = tree_digests(tmp_path / "none")
     result = invoke("show", "--site", path)
     assert result.exit_code == 1, "an expired policy authorises nothing: show must not exit 0"
     assert "expired on 2025-06-01" in result.output and "total epsilon: 0.000" in result.output
     assert "does not authorise training today" in result.output
-    assert not (tmp_path / "none").exists(), "show creates nothing"
+    assert tree_digests(tmp_path / "none") == before, "show changes nothing"
     assert invoke("verify", "--site", path).exit_code == 0, "verify checks the ledger, which is intact"
 
 

@@ -58,6 +58,7 @@ for command in sys.stdin:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork and SIGKILL")
 def test_sigkill_at_random_moments_never_leaves_less_spend_than_was_released(tmp_path: Path) -> None:
     state = tmp_path / "state"
+    Ledger.initialise(state, SITE)  # onboarding
     released_total, entries_before = 0, 0
     kills = killed_writers(HELPER, state, tmp_path / "helper.stderr", ITERATIONS, SEED, 0.25, reported="released ")
     with contextlib.closing(kills):

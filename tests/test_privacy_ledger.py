@@ -47,6 +47,9 @@ RELEASES = [
 
 
 def record_all(state: Path, releases: list[PlannedSpend], accountant: str = "rdp") -> Ledger:
+    """Append ``releases``; a state that does not exist yet is initialised first, as onboarding does."""
+    if not state.exists():
+        Ledger.initialise(state, SITE)
     ledger = Ledger.open(state, SITE)
     for s in releases:
         ledger.append(s, delta=DELTA, accountant=accountant)  # type: ignore[arg-type]
@@ -132,10 +135,41 @@ def test_entries_form_a_hash_chain_in_canonical_json(_four: Path) -> None:
     assert json.loads((_four / HEAD_NAME).read_text()) == {"count": 4, "last_hash": prev}
 
 
-def test_an_empty_ledger_has_spent_nothing(tmp_path: Path) -> None:
+def test_an_initialised_ledger_is_empty_with_its_head_and_has_spent_nothing(tmp_path: Path) -> None:
+    Ledger.initialise(tmp_path / "new", SITE)
+    assert (tmp_path / "new" / LEDGER_NAME).read_bytes() == b""
+    assert json.loads((tmp_path / "new" / HEAD_NAME).read_text()) == {"count": 0, "last_hash": GENESIS_HASH}
     ledger = Ledger.open(tmp_path / "new", SITE)
     assert (len(ledger), ledger.epsilon(), ledger.head_hash) == (0, 0.0, GENESIS_HASH)
-    assert not (tmp_path / "new" / LEDGER_NAME).exists()
+
+
+def test_a_ledger_is_never_initialised_twice(four: Path) -> None:
+    with pytest.raises(LedgerError, match="exists already: refusing to initialise it again"):
+        Ledger.initialise(four, SITE)
+    assert len(Ledger.open(four, SITE)) == 4
+
+
+MISSING = {
+    "no state directory": (lambda state: shutil.rmtree(state), "the state directory is missing"),
+    "no ledger file": (lambda state: (state / LEDGER_NAME).unlink(), "the ledger is missing"),
+    "no head": (lambda state: (state / HEAD_NAME).unlink(), "the head of the ledger is missing"),
+}
+
+
+@pytest.mark.parametrize("readonly", [False, True], ids=["training", "read-only"])
+@pytest.mark.parametrize("missing", MISSING, ids=list(MISSING))
+def test_a_missing_state_is_refused_never_read_as_nothing_spent(tmp_path: Path, missing: str, readonly: bool) -> None:
+    """Training (and the DPO's read-only checks) refuse a missing state: it says where it looked and what to do."""
+    state = tmp_path / "state"
+    Ledger.initialise(state, SITE)
+    remove, reason = MISSING[missing]
+    remove(state)
+    with pytest.raises(LedgerError, match=reason) as caught:
+        Ledger.open(state, SITE, readonly=readonly)
+    why = str(caught.value)
+    assert str(state) in why and "flame site init-state" in why and "restore" in why and "DPO" in why
+    if missing == "no state directory":
+        assert not state.exists(), "nothing is created in its place"
 
 
 def test_files_are_private_to_the_site_account(four: Path, tmp_path: Path) -> None:
@@ -148,6 +182,7 @@ def test_files_are_private_to_the_site_account(four: Path, tmp_path: Path) -> No
 def test_two_writers_of_one_site_keep_one_chain(tmp_path: Path) -> None:
     """Two processes of one site (two ledger objects here) append in turn: each re-reads the other's entries."""
     state = tmp_path / "state"
+    Ledger.initialise(state, SITE)
     a, b = Ledger.open(state, SITE), Ledger.open(state, SITE)
     for i, release in enumerate(RELEASES[:4]):
         (a if i % 2 == 0 else b).append(release, delta=DELTA, accountant="rdp")
@@ -213,6 +248,10 @@ def _truncate_all(state: Path) -> None:
     (state / LEDGER_NAME).unlink()
 
 
+def _empty(state: Path) -> None:
+    (state / LEDGER_NAME).write_bytes(b"")
+
+
 def _head_count_down(state: Path) -> None:
     head = json.loads((state / HEAD_NAME).read_text())
     (state / HEAD_NAME).write_text(json.dumps({**head, "count": 2}))
@@ -248,7 +287,8 @@ TAMPERING = {
     "two lines swapped": (_reorder, "line 2: seq 3 where 2 was expected"),
     "a complete line garbled": (_garble, "line 2: not valid JSON"),
     "the last complete entry cut off": (_truncate_last_entry, "holds 3 entries but its head records 4"),
-    "the ledger deleted": (_truncate_all, "holds 0 entries but its head records 4"),
+    "the ledger deleted": (_truncate_all, "the ledger is missing"),
+    "the ledger emptied": (_empty, "holds 0 entries but its head records 4"),
     "head count lowered": (_head_count_down, "entry 2 has hash .* but the head records"),
     "head hash edited": (_head_hash_edited, "entry 4 has hash .* but the head records"),
     "head deleted": (_head_deleted, "missing, but the ledger holds 4 entries"),
@@ -341,8 +381,19 @@ def test_a_whole_entry_missing_only_its_newline_is_kept(four: Path) -> None:
     assert len(ledger) == 5 and (four / LEDGER_NAME).read_bytes().endswith(b"}\n")
 
 
-def test_the_first_entry_written_before_the_first_head_is_counted(tmp_path: Path) -> None:
+def test_the_first_entry_written_before_its_head_is_counted(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    record_all(state, [])
+    empty_head = (state / HEAD_NAME).read_bytes()
+    record_all(state, RELEASES[:1])
+    (state / HEAD_NAME).write_bytes(empty_head)  # the crash fell between the first line and its head
+    assert len(Ledger.open(state, SITE)) == 1
+    assert json.loads((state / HEAD_NAME).read_text())["count"] == 1
+
+
+def test_the_first_entry_without_any_head_is_refused(tmp_path: Path) -> None:
     state = tmp_path / "state"
     record_all(state, RELEASES[:1])
     (state / HEAD_NAME).unlink()
-    assert len(Ledger.open(state, SITE)) == 1 and (state / HEAD_NAME).exists()
+    with pytest.raises(LedgerError, match="missing, but the ledger holds 1 entries"):
+        Ledger.open(state, SITE)

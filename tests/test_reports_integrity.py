@@ -18,6 +18,7 @@ Specification (docs/reports.md, docs/dpo-guide.md):
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from report_harness import (
     build_federation,
     copy_site,
     flip_one_byte,
+    html_text,
     pdf_text,
 )
 from typer.testing import CliRunner
@@ -126,12 +128,25 @@ def test_a_spend_above_the_cap_fails_and_an_expired_policy_asks_for_attention(si
     policy = yaml.safe_load(Path(cfg["privacy_policy"]).read_text())
     lowered = site.parent / "lowered.yaml"
     lowered.write_text(yaml.safe_dump({**policy, "epsilon_cap": 0.5}))
-    expired = site.parent / "expired.yaml"
-    expired.write_text(yaml.safe_dump({**policy, "approved_on": "2020-01-01", "expires_on": "2021-01-01"}))
-    for path, level, code in ((lowered, "fail", "over_cap"), (expired, "attention", "policy_not_valid")):
+    approved = Path(cfg["privacy_policy"])  # expired: the approved file, unchanged, read after its expiry date
+    for path, today, level, code in ((lowered, None, "fail", "over_cap"),
+                                     (approved, date(2099, 6, 1), "attention", "policy_not_valid")):
         site.write_text(yaml.safe_dump({**cfg, "privacy_policy": str(path)}))
-        facts = build_ethics_report(site)
+        facts = build_ethics_report(site, today=today)
         assert facts.verdict.level == level and code in [r.code for r in facts.verdict.reasons], facts.verdict
+
+
+def test_a_cap_raised_after_spending_fails_the_report_which_shows_the_cap_recorded(site: Path,
+                                                                                  tmp_path: Path) -> None:
+    policy = Path(yaml.safe_load(site.read_text())["privacy_policy"])
+    before = yaml.safe_load(policy.read_text())
+    policy.write_text(yaml.safe_dump({**before, "epsilon_cap": before["epsilon_cap"] * 10}))
+    facts = build_ethics_report(site)
+    assert facts.verdict.level == "fail"
+    assert "policy history" in [r.detail for r in facts.verdict.reasons if r.code == "audit_failed"][0]
+    assert [c.epsilon_cap for c in facts.policy.cap_history] == [before["epsilon_cap"]]
+    out = write_document(ethics_document(facts, "en"), tmp_path / "report.html")
+    assert f"1-{facts.policy.cap_history[0].last_seq}: {before['epsilon_cap']:.2f}" in html_text(out.read_bytes())
 
 
 def test_a_report_is_written_whole_or_not_at_all(site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,8 +11,11 @@ import yaml
 from typer.testing import CliRunner
 
 from flame_private.config import SiteConfig, load_config
+from flame_private.federation.egress import EgressLog
+from flame_private.privacy.ledger import Ledger
 from flame_private.privacy.policy import PolicyError, load_policy
 from flame_private.site_init import TEMPLATE_MARKER, SiteInitError, init_site, site_init_command
+from flame_private.site_state import StateInitError, init_state, init_state_command
 
 FILLED = {"epsilon_cap": 8.0, "delta": 1.0e-5, "approved_by": "Research Ethics Committee of Site E",
           "approval_reference": "REC-E-2026-001", "approved_on": "2026-01-15", "expires_on": "2029-01-14"}
@@ -161,3 +164,33 @@ def test_the_agreed_he_parameters_are_written_when_known(tmp_path: Path) -> None
             init_site("site-r", tmp_path / "r", tmp_path / "data", he_params=bad)
         assert str(bad) in str(err.value)
         assert not (tmp_path / "r").exists()
+
+
+def test_the_scaffold_initialises_the_state_a_site_must_train_from(site) -> None:
+    """An empty ledger and egress log with their heads (count 0): training refuses a site without them."""
+    root, _ = site
+    state = root / "state"
+    for stem in ("privacy_ledger", "egress_log"):
+        assert (state / f"{stem}.jsonl").read_bytes() == b""
+        assert yaml.safe_load((state / f"{stem}.head.json").read_text()) == {"count": 0, "last_hash": "0" * 64}
+        assert _mode(state / f"{stem}.jsonl") == 0o600
+    assert len(Ledger.open(state, "site-e")) == 0 and len(EgressLog.open(state, "site-e")) == 0
+
+
+def test_init_state_initialises_a_hand_configured_site_once(tmp_path: Path) -> None:
+    yaml_path = tmp_path / "site.yaml"
+    yaml_path.write_text(yaml.safe_dump({"site_id": "site-f", "data_dir": str(tmp_path / "data"),
+                                         "state_dir": str(tmp_path / "state"),
+                                         "privacy_policy": str(tmp_path / "policy.yaml")}))
+    app = typer.Typer()
+    app.command("init-state")(init_state_command)
+    app.command("noop")(lambda: None)
+    first = CliRunner().invoke(app, ["init-state", "--site", str(yaml_path)])
+    assert first.exit_code == 0 and first.output.count("created") == 2, first.output
+    assert _mode(tmp_path / "state") == 0o700
+    again = CliRunner().invoke(app, ["init-state", "--site", str(yaml_path)])
+    assert again.exit_code == 2 and "already initialised" in again.output
+    (tmp_path / "state" / "privacy_ledger.jsonl").write_text('{"seq":1}\n')  # a ledger with an entry ...
+    (tmp_path / "state" / "privacy_ledger.head.json").unlink()  # ... and no head is never re-initialised
+    with pytest.raises(StateInitError, match="exists already"):
+        init_state(tmp_path / "state", "site-f")

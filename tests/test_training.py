@@ -193,6 +193,10 @@ def test_flame_predict_prints_the_three_modalities_side_by_side(central_models, 
 
 
 def _policy(tmp_path: Path, site_id: str, cap: float) -> Path:
+    """Onboard ``site_id`` for DP training: its approved policy and its initialised state."""
+    from flame_private.site_state import init_state
+
+    init_state(tmp_path / "state", site_id)
     path = tmp_path / "policy.yaml"
     path.write_text(
         f"site_id: {site_id}\nepsilon_cap: {cap}\ndelta: 1.0e-5\nunit_of_privacy: patient\naccountant: prv\n"

@@ -34,6 +34,7 @@ from flame_private.privacy.cli import budget_app
 from flame_private.reports.cli import report_app
 from flame_private.secure.cli import keys_app
 from flame_private.site_init import site_init_command
+from flame_private.site_state import init_state_command
 
 app = typer.Typer(help="flame-private: privacy-first federated learning for glioblastoma radiotherapy.",
                   no_args_is_help=True, add_completion=False)
@@ -54,6 +55,7 @@ site_app.command("approve-app")(approve_app)
 site_app.command("revoke-app")(revoke_app)
 site_app.command("approved-apps")(approved_apps)
 site_app.command("write-launcher")(write_launcher)
+site_app.command("init-state")(init_state_command)
 
 console = Console()
 CONFIG_KINDS = {

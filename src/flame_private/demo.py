@@ -82,6 +82,10 @@ def run_demo(out: Path = Path("runs/demo"), workers: int = 0,
         _site_paths(s, out)
     for sub in ("state", "keys", "federation", "reports"):
         shutil.rmtree(out / sub, ignore_errors=True)
+    from flame_private.site_state import init_state
+
+    for s in sites:  # onboarding: each demo site starts from a fresh, explicitly initialised state
+        init_state(s.state_dir, s.site_id)
     run_id = f"{fed.run_name}-{time.strftime('%Y%m%dT%H%M%S')}"
 
     t = time.perf_counter()

@@ -19,6 +19,11 @@ Crash safety
     truncation, rollback or tampering, and raises.  Every check passes before
     anything on disk is repaired.
 
+Onboarding
+    :meth:`HashChainLog.initialise` writes the empty log and its head (count 0).  From
+    then on a missing state directory, log or head is refused on every open, read-only
+    included: a deleted state must never read as an empty record.
+
 Appends from several processes are serialised by an advisory lock on
 ``<stem>.lock``; each append first re-reads what others appended.
 
@@ -139,6 +144,47 @@ class HashChainLog(Generic[E]):
 
     # ------------------------------------------------------------------ opening
 
+    def missing_advice(self) -> str:
+        """What to do about a missing state: the words every 'missing' error ends with."""
+        return (f"A new site: initialise its state with `flame site init-state --site <site.yaml>` (or "
+                f"`flame site init`). A site that has trained before: its state was deleted or moved: restore "
+                f"{self.state_dir} from backup and tell the DPO; never re-initialise it (that would start its "
+                f"{self.noun} again from zero)")
+
+    def _require_state(self) -> None:
+        """Refuse a missing state directory or log: an onboarded site has both (and the head) from its first day.
+
+        Without this a deleted ``state/`` would read as a site that never sent or spent anything.
+        """
+        if not self.state_dir.is_dir():
+            raise self.error(f"{self.state_dir}: the state directory is missing (looked for the {self.noun} of "
+                             f"site {self.site_id!r} there). {self.missing_advice()}")
+        if not self.path.exists():
+            raise self.error(f"{self.path}: the {self.noun} is missing (looked in {self.state_dir}). "
+                             f"{self.missing_advice()}")
+
+    @classmethod
+    def initialise(cls, state_dir: Path | str, site_id: str) -> Path:
+        """Onboarding: create ``state_dir`` (0700), an empty log and its head (count 0); returns the log's path.
+
+        Refuses a log or head that exists already (never re-initialise a site that has
+        trained); completes an initialisation interrupted after its empty log was written.
+        """
+        log = cls(Path(state_dir), site_id, readonly=False)
+        log._ensure_dir(log.state_dir, "state directory")
+        interrupted = log.path.is_file() and log.path.stat().st_size == 0 and not log.head_path.exists()
+        if not interrupted and (log.path.exists() or log.head_path.exists()):
+            raise cls.error(f"{log.path}: the {cls.noun} exists already: refusing to initialise it again "
+                            f"(that would start the {cls.noun} of site {site_id!r} again from zero)")
+        try:
+            if not interrupted:
+                _write_synced(log.path, b"", os.O_EXCL)
+                _fsync_dir(log.state_dir)
+        except OSError as exc:
+            raise cls.error(f"{log.path}: cannot create the {cls.noun} ({exc})") from None
+        log._write_head(None)
+        return log.path
+
     def _ensure_dir(self, path: Path, label: str | None = None) -> None:
         if path.is_dir():
             return
@@ -155,6 +201,7 @@ class HashChainLog(Generic[E]):
         if self.readonly or fcntl is None:
             yield
             return
+        self._require_state()  # a state deleted under a running site is refused, not re-created by the lock
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
@@ -171,10 +218,12 @@ class HashChainLog(Generic[E]):
 
     def _load(self, **verify_opts: Any) -> None:
         self.notices = []
+        self._require_state()
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            data = b""
+            raise self.error(f"{self.path}: the {self.noun} is missing (looked in {self.state_dir}). "
+                             f"{self.missing_advice()}") from None
         except OSError as exc:
             raise self._fail(None, f"cannot read ({exc})") from None
 
@@ -288,12 +337,12 @@ class HashChainLog(Generic[E]):
         """Raise unless the head agrees with ``entries``; True when it lags by the one entry a crash allows."""
         n = len(entries)
         if not head_bytes:
-            if n >= 2:
+            if n:
                 raise self.error(f"{self.head_path}: missing, but the {self.noun} holds {n} entries: "
                                  f"the head was deleted or the {self.short} copied without it")
-            count, last_hash = 0, GENESIS_HASH
-        else:
-            count, last_hash = self._parse_head(head_bytes)
+            raise self.error(f"{self.head_path}: the head of the {self.noun} is missing (an initialised site "
+                             f"has one from its first day). {self.missing_advice()}")
+        count, last_hash = self._parse_head(head_bytes)
         if n < count:
             raise self.error(f"{self.path}: holds {n} entries but its head records {count}: entries were removed "
                              f"(truncated, or an older copy restored){self.less_note}")
@@ -322,7 +371,9 @@ class HashChainLog(Generic[E]):
     # ------------------------------------------------------------------ writing
 
     def _write_head(self, last: Any) -> bytes:
-        data = (canonical_json({"count": last.seq, "last_hash": last.hash}) + "\n").encode("ascii")
+        """Replace the head with ``last``'s seq and hash (``None``: the empty log's head, count 0)."""
+        count, last_hash = (last.seq, last.hash) if last is not None else (0, GENESIS_HASH)
+        data = (canonical_json({"count": count, "last_hash": last_hash}) + "\n").encode("ascii")
         tmp = self.head_path.with_name(self.head_path.name + ".tmp")
         try:
             _write_synced(tmp, data, os.O_TRUNC)

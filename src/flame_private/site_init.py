@@ -5,7 +5,8 @@ Writes one folder per site::
     <out>/
       site.yaml             SiteConfig (validated): data, state, policy, secret context, agreed HE parameters
       privacy-policy.yaml   policy TEMPLATE: refused by load_policy until the committee fills it in
-      state/                (0700) ledger, egress log, outbox, exports
+      state/                (0700) the empty privacy ledger and egress log with their heads (count 0);
+                            later the outbox and exports
       keys/                 (0700) where the secret context goes (0600), from the key custodian
       DPO-CHECKLIST.md      what the DPO approves before the first round
 
@@ -23,6 +24,7 @@ import typer
 
 from flame_private.config import ConfigError, Layout, SiteConfig, load_config
 from flame_private.privacy.policy import TEMPLATE_MARKER
+from flame_private.site_state import init_state
 
 PRIVATE_DIR_MODE = 0o700
 SITE_DIR_MODE = 0o750
@@ -141,6 +143,10 @@ Site folder: `{root}`
       is sent; the DPO knows how to read it (`flame budget show`, `flame budget verify`).
 - [ ] The DPO has run `flame audit --site {site_yaml}` on a test run and
       understands each check and what to do when one fails.
+- [ ] `{state}` holds the empty privacy ledger and egress log written by
+      `flame site init`; at each review the DPO runs `flame audit` with the
+      anchor saved last time (`--anchor`) and saves a new one (`--save-anchor`),
+      so a deleted or rebuilt state cannot go unnoticed.
 
 ## 6. Application identity approved
 
@@ -206,6 +212,7 @@ def init_site(site_id: str, out_dir: Path | str, data_dir: Path | str, layout: s
     for folder in (state, keys):
         folder.mkdir(mode=PRIVATE_DIR_MODE)
         os.chmod(folder, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
+    init_state(state, site_id)  # training refuses a site without it: a deleted state is never "nothing spent"
     fields = {"site_id": site_id, "root": root, "site_yaml": site_yaml, "data_dir": data, "layout": layout,
               "state_dir": state, "state": state, "keys": keys, "policy": policy, "secret": secret,
               "marker": TEMPLATE_MARKER, "state_rel": state.relative_to(root).as_posix(),
@@ -258,7 +265,8 @@ def site_init_command(
         "--he-params", help="The key ceremony's params-only context (server-params.ctx), if the site has it: the "
                             "agreed HE parameters `flame audit` checks against (else add he_params later).")] = None,
 ) -> None:
-    """Scaffold a new site: site.yaml, a privacy-policy template, state/ and keys/ (0700), DPO-CHECKLIST.md."""
+    """Scaffold a new site: site.yaml, a privacy-policy template, state/ (empty ledger and egress log) and keys/
+    (0700), DPO-CHECKLIST.md."""
     try:
         written = init_site(site_id, out, data_dir, layout, he_params)
     except SiteInitError as exc:

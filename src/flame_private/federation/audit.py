@@ -18,6 +18,12 @@ checks, in order:
                       no two updates share one entry.  A ledger entry without an update is a
                       *warning* (spend recorded but never released: over-counting, safe);
 ``budget``            the site's epsilon is within the cap of its approved policy;
+``policy history``    the cap's history from the policy each ledger entry recorded: a change
+                      after the first spend under the same approval reference (file or cap)
+                      fails, a new approval reference is a *warning* to check against the
+                      committee's decision (``privacy/policy_history.py``);
+``continuity``        with an anchor (``--anchor``): today's ledger and egress log extend the
+                      chain heads the DPO certified last time (``federation/anchor.py``);
 ``code identity``     the app hashes that produced the messages (one per distinct value).
 
 HE parameters: the agreed parameters are an input, never taken from what the
@@ -41,6 +47,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from flame_private.config import SiteConfig
+from flame_private.federation.anchor import AnchorError, AuditAnchor, ChainHead, extends
 from flame_private.federation.egress import (
     KINDS,
     METRICS_MODEL_PREFIX,
@@ -51,7 +58,8 @@ from flame_private.federation.egress import (
     app_identity,
 )
 from flame_private.privacy.ledger import EPSILON_RTOL, Ledger, LedgerEntry, LedgerError
-from flame_private.privacy.policy import PolicyError, load_policy
+from flame_private.privacy.policy import PolicyError, PolicyStamp, load_policy_with_sha
+from flame_private.privacy.policy_history import PolicyUse, policy_findings, policy_history
 from flame_private.secure.errors import CiphertextRejected, HEError
 from flame_private.secure.params import (
     ParamsContext,
@@ -90,13 +98,6 @@ class AuditCheck(BaseModel):
         return "fail" if not self.ok else "warning" if self.warning else "pass"
 
 
-class ChainHead(BaseModel):
-    """What to write down at each review: entries so far and the hash of the last one."""
-
-    count: int
-    hash: str
-
-
 class AppHashUse(BaseModel):
     """One distinct code identity and the messages it produced."""
 
@@ -128,6 +129,12 @@ class AuditReport(BaseModel):
     epsilon_cap: float | None
     policy: str | None
     """The approved policy in one line, or why it could not be read."""
+    policy_sha256: str | None = None
+    """sha256 of the policy file's bytes today (None when it cannot be read)."""
+    policy_history: list[PolicyUse] = []
+    """The policies the ledger entries recorded, in order: the cap's history."""
+    anchor: str | None = None
+    """The anchor checked (``--anchor``): whose heads, certified when; None without one."""
     app_hashes: list[AppHashUse]
 
     @computed_field  # type: ignore[prop-decorator]
@@ -345,19 +352,23 @@ def _agreement(messages: list[EgressEntry], ledger: Ledger, checks: _Checks) -> 
 
 
 def audit_site(site: SiteConfig, params_context: Path | None = None, *,
-               recompute: Literal["last", "all"] = "all") -> AuditReport:
+               recompute: Literal["last", "all"] = "all", anchor: AuditAnchor | None = None) -> AuditReport:
     """Audit everything ``site`` has sent, read-only and without its secret key.
 
     ``params_context``: the key ceremony's params-only context, the agreed
     parameters (default: ``site.he_params``; with neither, the HE-parameters
     check fails and no ciphertext is vouched for).  ``recompute``: whose ``epsilon_after`` the
     ledger check recomputes with Opacus (every entry's by default, like
-    ``flame budget verify``).
+    ``flame budget verify``).  ``anchor``: the chain heads the DPO certified last
+    time; the audit fails unless today's chains extend them.
     """
     checks = _Checks()
     state = site.state_dir
     if not state.exists():
-        checks.warn("state directory", f"{state} does not exist: this site has recorded nothing (no message sent)")
+        checks.fail("state directory", f"{state} does not exist: an onboarded site's state holds its privacy "
+                                       "ledger and egress log from the first day; a missing state is lost or "
+                                       "deleted, never \"nothing spent\". New site: `flame site init-state`; a "
+                                       "site that trained: restore the state from backup and tell the DPO")
 
     egress: EgressLog | None = None
     try:
@@ -395,9 +406,11 @@ def audit_site(site: SiteConfig, params_context: Path | None = None, *,
         else:
             checks.fail("ledger agreement", "not checked: the privacy ledger did not verify")
 
-    epsilon_spent, epsilon_cap, policy_line = None, None, None
+    epsilon_spent, epsilon_cap, policy_line, policy_sha = None, None, None, None
+    current: PolicyStamp | None = None
     try:
-        policy = load_policy(site.privacy_policy)
+        policy, policy_sha = load_policy_with_sha(site.privacy_policy)
+        current = PolicyStamp.of(policy, policy_sha)
         policy_line = policy.describe()
         epsilon_cap = policy.epsilon_cap
         if ledger is not None:
@@ -414,19 +427,76 @@ def audit_site(site: SiteConfig, params_context: Path | None = None, *,
         policy_line = f"not readable: {exc}"
         checks.warn("budget", f"cannot compare the spend with a cap: {exc}")
 
+    history = policy_history(ledger.entries) if ledger is not None else []
+    if ledger is not None:
+        _policy_history(ledger, history, current, checks)
+
+    ledger_head = ChainHead(count=len(ledger), hash=ledger.head_hash) if ledger is not None else None
+    egress_head = ChainHead(count=len(egress), hash=egress.head_hash) if egress is not None else None
+    anchor_line = None
+    if anchor is not None:
+        anchor_line = f"{anchor.site_id}, certified {anchor.taken_at}"
+        _continuity(site.site_id, anchor, ledger, egress, checks)
+
     apps = _app_hashes(entries)
     if apps:
         listed = "; ".join(f"{a.app_hash} ({a.messages} message(s), seq {a.first_seq}-{a.last_seq}"
                            f"{', = installed code' if a.installed else ''})" for a in apps)
         checks.ok("code identity", f"{len(apps)} distinct app hash(es): {listed}. Compare with the approved release")
 
-    ledger_head = ChainHead(count=len(ledger), hash=ledger.head_hash) if ledger is not None else None
-    egress_head = ChainHead(count=len(egress), hash=egress.head_hash) if egress is not None else None
     return AuditReport(site_id=site.site_id, state_dir=str(state),
                        generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                        checks=checks.items, messages_by_kind=by_kind, bytes_by_kind=bytes_by_kind,
                        egress_head=egress_head, ledger_head=ledger_head, params_source=source, he_fingerprint=site_fp,
-                       epsilon_spent=epsilon_spent, epsilon_cap=epsilon_cap, policy=policy_line, app_hashes=apps)
+                       epsilon_spent=epsilon_spent, epsilon_cap=epsilon_cap, policy=policy_line, app_hashes=apps,
+                       policy_sha256=policy_sha, policy_history=history, anchor=anchor_line)
+
+
+def _policy_history(ledger: Ledger, history: list[PolicyUse], current: PolicyStamp | None, checks: _Checks) -> None:
+    name = "policy history"
+    if not len(ledger):
+        checks.ok(name, "no spend recorded yet: nothing to compare")
+        return
+    findings = policy_findings(ledger.entries, current)
+    for f in findings:
+        (checks.fail if f.severity == "fail" else checks.warn)(name, f.detail)
+    if not any(f.severity == "fail" for f in findings):
+        listed = "; ".join(u.describe() for u in history)
+        compared = ("" if current is None else
+                    f"; the policy file today is {current.policy_sha256[:12] if current.policy_sha256 else '?'}")
+        checks.ok(name, f"{len(history)} polic{'y' if len(history) == 1 else 'ies'} recorded: {listed}{compared}")
+
+
+def _continuity(site_id: str, anchor: AuditAnchor, ledger: Ledger | None, egress: EgressLog | None,
+                checks: _Checks) -> None:
+    name = "continuity"
+    if anchor.site_id != site_id:
+        checks.fail(name, f"the anchor is for site {anchor.site_id!r}, not {site_id!r}")
+        return
+    problems = 0
+    for what, log, head in (("privacy ledger", ledger, anchor.ledger_head),
+                            ("egress log", egress, anchor.egress_head)):
+        if log is None:
+            checks.fail(name, f"the {what} did not verify: cannot show that it extends the anchor of "
+                              f"{anchor.taken_at}")
+            problems += 1
+            continue
+        why = extends(head, log.entries, what)
+        if why is not None:
+            checks.fail(name, f"{why} (anchor of {anchor.taken_at}: {head.count} entries, {head.hash[:12]}...)")
+            problems += 1
+    if not problems:
+        checks.ok(name, f"the privacy ledger and egress log extend the heads certified at {anchor.taken_at} "
+                        f"(ledger {anchor.ledger_head.count} -> {len(ledger)} entries, egress log "  # type: ignore[arg-type]
+                        f"{anchor.egress_head.count} -> {len(egress)} entries)")  # type: ignore[arg-type]
+
+
+def anchor_of(report: AuditReport) -> AuditAnchor:
+    """The anchor a passed audit certifies: its two chain heads (``flame audit --save-anchor``)."""
+    if not report.ok or report.ledger_head is None or report.egress_head is None:
+        raise AnchorError("the audit did not pass: its chain heads are not certified; no anchor written")
+    return AuditAnchor(site_id=report.site_id, taken_at=report.generated_at, ledger_head=report.ledger_head,
+                       egress_head=report.egress_head, policy_sha256=report.policy_sha256)
 
 
 def _check_payloads(egress: EgressLog, entries: list[EgressEntry], ctx: ParamsContext | None, site_fp: str | None,

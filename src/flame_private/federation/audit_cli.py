@@ -2,8 +2,8 @@
 
 Wire into the main app with ``app.command("audit")(audit)``.  Read-only: nothing
 on disk is changed, and the site's secret key is never read.  Exit status: 0 when
-every check passed (warnings allowed), 1 when any failed, 2 when the site YAML
-cannot be read.
+every check passed (warnings allowed), 1 when any failed (or an anchor could not be
+saved), 2 when the site YAML or the anchor given cannot be read.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from flame_private.config import SITE_YAML_HELP, ConfigError, SiteConfig, load_config
-from flame_private.federation.audit import AuditReport, audit_site
+from flame_private.federation.anchor import AnchorError, load_anchor, save_anchor
+from flame_private.federation.audit import AuditReport, anchor_of, audit_site
 
 _STYLE = {"pass": "[green]pass[/]", "warning": "[yellow]warning[/]", "fail": "[bold red]FAIL[/]"}
 
@@ -29,6 +30,12 @@ def audit(
     ] = None,
     json_out: Annotated[Optional[Path], typer.Option(
         "--json-out", "--json", help="Also write the full report as JSON to this file.")] = None,
+    anchor: Annotated[Optional[Path], typer.Option(
+        "--anchor", help="The anchor saved at the last audit (--save-anchor): fail unless today's privacy ledger "
+                         "and egress log extend the chain heads certified then.")] = None,
+    save: Annotated[Optional[Path], typer.Option(
+        "--save-anchor", help="If the audit passes, write today's two chain heads to this new file (JSON), to "
+                              "give as --anchor next time. Never overwrites.")] = None,
 ) -> None:
     """Verify everything the site sent: egress log, outbox payloads, ciphertexts, ledger agreement, code identity."""
     out = Console(highlight=False)
@@ -37,7 +44,12 @@ def audit(
     except ConfigError as exc:
         Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    report = audit_site(site_cfg, params)
+    try:
+        anchored = load_anchor(anchor) if anchor is not None else None
+    except AnchorError as exc:
+        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    report = audit_site(site_cfg, params, anchor=anchored)
     _print(out, report)
     if json_out is not None:
         json_out.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
@@ -46,8 +58,17 @@ def audit(
         names = ", ".join(dict.fromkeys(c.name for c in report.failures()))
         out.print(f"[bold red]AUDIT FAILED[/]: {len(report.failures())} check(s) failed ({names}). "
                   "See docs/dpo-guide.md, 'When a check fails'.")
+        if save is not None:
+            out.print(f"no anchor written to {save}: only a passed audit certifies the chain heads")
         raise typer.Exit(1)
     out.print(f"[green]audit passed[/] ({len(report.warnings())} warning(s)).")
+    if save is not None:
+        try:
+            save_anchor(anchor_of(report), save)
+        except AnchorError as exc:
+            out.print(f"[bold red]anchor not written[/]: {exc}")
+            raise typer.Exit(1) from None
+        out.print(f"anchor written to {save}: keep it with this audit's records; give it as --anchor next time")
 
 
 def _yes_no(value: bool | None) -> str:
@@ -69,7 +90,22 @@ def _print(out: Console, report: AuditReport) -> None:
         summary.add_row("epsilon spent / cap", f"{report.epsilon_spent:.3f} / {report.epsilon_cap:.2f} "
                                                f"(remaining {max(0.0, report.epsilon_cap - report.epsilon_spent):.3f})")
     summary.add_row("policy", report.policy or "-")
+    if report.policy_sha256:
+        summary.add_row("policy file sha256", report.policy_sha256)
+    if report.anchor:
+        summary.add_row("anchor checked", report.anchor)
     out.print(summary)
+
+    if report.policy_history:
+        caps = Table(title="cap history: the policy each ledger entry recorded")
+        for col in ("entries", "policy sha256", "cap", "approval reference"):
+            caps.add_column(col, overflow="fold")
+        for use in report.policy_history:
+            p = use.policy
+            caps.add_row(f"{use.first_seq}-{use.last_seq} ({use.entries})",
+                         (p.policy_sha256 or "-")[:12] if p else "[dim]not recorded (older entries)[/]",
+                         f"{p.epsilon_cap:.2f}" if p else "-", p.approval_reference if p else "-")
+        out.print(caps)
 
     checks = Table(title="checks")
     checks.add_column("result")

@@ -219,11 +219,12 @@ class EgressLog(HashChainLog[EgressEntry]):
         Every line's hash, canonical form, seq, prev_hash and site are checked and
         the head is reconciled.  ``readonly`` changes nothing on disk (what the
         audit uses): a torn final line or a lagging head is reported in
-        ``notices`` instead of repaired, and appending is refused.
+        ``notices`` instead of repaired, and appending is refused.  A missing state
+        directory, log or head is refused in both modes (onboarding creates them:
+        :meth:`initialise`).
         """
         egress = cls(Path(state_dir), site_id, readonly=readonly)
-        if not readonly:
-            egress._ensure_dir(egress.state_dir)
+        egress._require_state()
         with egress._locked():
             egress._load()
         return egress

@@ -22,7 +22,14 @@ from datetime import date
 from flame_private.config import SiteConfig
 from flame_private.privacy.accounting import epsilon_for
 from flame_private.privacy.ledger import Ledger, LedgerEntry, LedgerError, PlannedSpend
-from flame_private.privacy.policy import PolicyError, PrivacyPolicy, check_policy_valid, load_policy
+from flame_private.privacy.policy import (
+    PolicyError,
+    PolicyStamp,
+    PrivacyPolicy,
+    check_policy_valid,
+    load_policy_with_sha,
+)
+from flame_private.privacy.policy_history import last_recorded, policy_change
 
 
 class BudgetExceeded(Exception):
@@ -74,11 +81,14 @@ class BudgetPreview:
 class BudgetGuard:
     """Enforces one site's approved policy against its ledger."""
 
-    def __init__(self, policy: PrivacyPolicy, ledger: Ledger, today: date | None = None) -> None:
+    def __init__(self, policy: PrivacyPolicy, ledger: Ledger, today: date | None = None,
+                 policy_sha256: str | None = None) -> None:
         self.policy = policy
         self.ledger = ledger
         self._today = today
         """Fixed date for tests; None: the calendar date at each check."""
+        self.policy_sha256 = policy_sha256
+        """sha256 of the policy file's bytes, recorded in every entry (None: the policy came from no file)."""
 
     @property
     def site_id(self) -> str:
@@ -88,8 +98,22 @@ class BudgetGuard:
         return self._today or date.today()
 
     def check_policy(self) -> None:
-        """Raise PolicyError unless the policy authorises spending at this site today."""
+        """Raise PolicyError unless the policy authorises spending at this site today.
+
+        Also refuses a policy changed since the last recorded spend under the same approval
+        reference (e.g. the cap raised in the file): what ``flame audit`` fails, the site does not spend.
+        """
         check_policy_valid(self.policy, self.site_id, self.today())
+        self.ledger.refresh()
+        last = last_recorded(self.ledger.entries)
+        if last is not None and last.policy is not None:
+            change = policy_change(last.policy, PolicyStamp.of(self.policy, self.policy_sha256),
+                                   f"{self.site_id}: the privacy policy differs from what ledger entry {last.seq} "
+                                   "recorded")
+            if change is not None and change.severity == "fail":
+                raise PolicyError(f"{change.detail}. Refusing to spend until the committee's decision is in the "
+                                  "file under a new approval reference, or the approved file is put back "
+                                  "(docs/privacy-accounting.md, 'The cap's history')")
 
     def spent(self) -> float:
         """The site's epsilon so far, at the policy's delta and by its accountant."""
@@ -130,7 +154,7 @@ class BudgetGuard:
                                                             "the site."), preview)
 
         return self.ledger.append(planned, delta=self.policy.delta, accountant=self.policy.accountant,
-                                  check=within_cap)
+                                  check=within_cap, policy=PolicyStamp.of(self.policy, self.policy_sha256))
 
     def _refusal(self, preview: BudgetPreview, outcome: str) -> str:
         pol = self.policy
@@ -144,8 +168,9 @@ def open_site_budget(site: SiteConfig, today: date | None = None) -> BudgetGuard
     """The guard of one site: its policy (``site.privacy_policy``) and ledger (``site.state_dir``).
 
     Raises PolicyError when the policy file is missing or malformed and LedgerError when the
-    ledger does not verify; whether the policy is valid today is checked at each authorise/record.
+    ledger does not verify or the site's state is missing (``flame site init-state``); whether
+    the policy is valid today is checked at each authorise/record.
     """
-    policy = load_policy(site.privacy_policy)
+    policy, sha = load_policy_with_sha(site.privacy_policy)
     ledger = Ledger.open(site.state_dir, site.site_id)
-    return BudgetGuard(policy, ledger, today=today)
+    return BudgetGuard(policy, ledger, today=today, policy_sha256=sha)

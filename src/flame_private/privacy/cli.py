@@ -1,7 +1,11 @@
 """``flame budget``: show and verify a site's privacy ledger.  Thin: read, verify, print.
 
 Both commands only read: a torn final line or a head one entry behind (what a crash
-leaves) is reported, not repaired; the site's next training run repairs it.
+leaves) is reported, not repaired; the site's next training run repairs it.  Both
+print the two chain heads (privacy ledger and egress log: count and hash) and the
+cap's history (the policy each ledger entry recorded).  ``verify`` exits 1 on what
+``flame audit`` fails on about the ledger: a broken or missing ledger, head, egress
+log or state directory, and a policy changed after spending without a new approval.
 """
 
 from __future__ import annotations
@@ -17,7 +21,15 @@ from rich.table import Table
 from flame_private.config import SITE_YAML_HELP, ConfigError, SiteConfig, load_config
 from flame_private.privacy.accounting import epsilon_for
 from flame_private.privacy.ledger import Ledger, LedgerError
-from flame_private.privacy.policy import PolicyError, PrivacyPolicy, check_policy_valid, load_policy
+from flame_private.privacy.policy import (
+    PolicyError,
+    PolicyStamp,
+    PrivacyPolicy,
+    check_policy_valid,
+    load_policy,
+    load_policy_with_sha,
+)
+from flame_private.privacy.policy_history import policy_findings, policy_history
 
 budget_app = typer.Typer(help="A site's privacy budget: approved policy and hash-chained ledger.",
                          no_args_is_help=True)
@@ -68,13 +80,40 @@ def _notices(ledger: Ledger) -> None:
         _out().print(f"[yellow]note:[/] {note}")
 
 
+def _heads_and_history(site: SiteConfig, ledger: Ledger) -> bool:
+    """Print both chain heads and the cap's history with what changed; True when something fails."""
+    from flame_private.federation.egress import EgressLog, EgressLogError
+
+    out, failed = _out(), False
+    out.print(f"privacy ledger head: {len(ledger)} entries, {ledger.head_hash}")
+    try:
+        egress = EgressLog.open(site.state_dir, site.site_id, readonly=True)
+        out.print(f"egress log head: {len(egress)} entries, {egress.head_hash}")
+    except EgressLogError as exc:
+        out.print(f"[bold red]egress log head: does not verify[/]: {exc}")
+        failed = True
+    try:
+        policy, sha = load_policy_with_sha(site.privacy_policy)
+        current: PolicyStamp | None = PolicyStamp.of(policy, sha)
+    except PolicyError:
+        current = None  # said in the policy status line
+    for use in policy_history(ledger.entries):
+        out.print(f"cap history: {use.describe()}")
+    for finding in policy_findings(ledger.entries, current):
+        label = "[bold red]FAIL[/]" if finding.severity == "fail" else "[yellow]warning[/]"
+        out.print(f"{label}: {finding.detail}")
+        failed = failed or finding.severity == "fail"
+    return failed
+
+
 @budget_app.command("show")
 def show(site_yaml: SiteOption) -> None:
     """Print the site's approved policy, every recorded release, and the total against the cap.
 
     Exit status: 0 when the policy is valid today and the ledger verifies; 1 when the policy
     is missing, malformed, another site's, not yet valid or expired (everything else is still
-    printed: the site trains nothing until it is fixed) or when the ledger does not verify;
+    printed: the site trains nothing until it is fixed), when the ledger does not verify or when
+    the cap's history fails (the policy changed after spending under the same approval);
     2 when the site YAML cannot be read.
     """
     site = _site(site_yaml)
@@ -93,6 +132,7 @@ def show(site_yaml: SiteOption) -> None:
                       f"{e.noise_multiplier:g}", f"{e.sample_rate:.4g}", str(e.steps), f"{e.max_grad_norm:g}",
                       f"{e.epsilon_after:.3f}", e.hash[:12])
     out.print(table)
+    history_failed = _heads_and_history(site, ledger)
     if policy is None:
         total = ledger.epsilon()
         out.print(f"total epsilon: {total:.3f} (no valid policy to compare with)")
@@ -104,6 +144,9 @@ def show(site_yaml: SiteOption) -> None:
     if not valid:
         _err().print("[bold red]the privacy policy does not authorise training today[/]: the site declines every "
                      "round until it does (exit status 1)")
+    if history_failed:
+        _err().print("[bold red]the cap's history FAILED[/]: see above (docs/dpo-guide.md, 'When a check fails')")
+    if not valid or history_failed:
         raise typer.Exit(1)
 
 
@@ -118,5 +161,10 @@ def verify(site_yaml: SiteOption) -> None:
               "every epsilon_after recomputed with Opacus")
     out.print(f"head count: {len(ledger)}")
     out.print(f"head hash: {ledger.head_hash}")
+    failed = _heads_and_history(site, ledger)
     _, status, _ = _policy(site)
     out.print(f"policy {site.privacy_policy}: {status}")
+    if failed:
+        _err().print("[bold red]verification FAILED[/]: see above. The site must not train until a person has "
+                     "examined it (docs/dpo-guide.md, 'When a check fails').")
+        raise typer.Exit(1)

@@ -54,6 +54,7 @@ from flame_private.hashchain import (
     entry_hash,  # noqa: F401
 )
 from flame_private.privacy.accounting import HistoryItem, epsilon_for
+from flame_private.privacy.policy import PolicyStamp
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,23 @@ class LedgerEntry(PlannedSpend):
     accountant: Literal["prv", "rdp"]
     epsilon_after: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
     """The site's total epsilon at ``delta`` after composing this entry with all earlier ones."""
+    policy_sha256: Annotated[str, Field(pattern=_HEX64)] | None = None
+    """sha256 of the policy file's bytes in force when this was recorded.  The three policy fields are
+    absent from entries written before the policy was recorded (they hash without the keys)."""
+    epsilon_cap: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
+    """The approved cap in force when this was recorded."""
+    approval_reference: Annotated[str, Field(min_length=1)] | None = None
+    """The approval reference of that policy."""
     prev_hash: Annotated[str, Field(pattern=_HEX64)]
     hash: Annotated[str, Field(pattern=_HEX64)]
+
+    @property
+    def policy(self) -> PolicyStamp | None:
+        """The policy this entry recorded; None for entries written before policies were recorded."""
+        if self.epsilon_cap is None or self.approval_reference is None:
+            return None
+        return PolicyStamp(policy_sha256=self.policy_sha256, epsilon_cap=self.epsilon_cap,
+                           approval_reference=self.approval_reference)
 
 
 class Ledger(HashChainLog[LedgerEntry]):
@@ -132,10 +148,12 @@ class Ledger(HashChainLog[LedgerEntry]):
         (what ``flame budget verify`` does; one accountant run per entry).
         ``readonly`` changes nothing on disk: a torn final line or a lagging head is
         reported in ``notices`` instead of repaired, and appending is refused.
+        A missing state directory, ledger or head is refused in both modes: the site's
+        onboarding creates them (:meth:`initialise`), so their absence is lost or deleted
+        state, never "nothing spent yet".
         """
         ledger = cls(Path(state_dir), site_id, readonly=readonly)
-        if not readonly:
-            ledger._ensure_dir(ledger.state_dir, "state directory")
+        ledger._require_state()
         with ledger._locked():
             ledger._load(recompute=recompute)
         return ledger
@@ -157,8 +175,11 @@ class Ledger(HashChainLog[LedgerEntry]):
     # ------------------------------------------------------------------ writing
 
     def append(self, spend: PlannedSpend, *, delta: float, accountant: Literal["prv", "rdp"],
-               check: Callable[[float], None] | None = None) -> LedgerEntry:
+               check: Callable[[float], None] | None = None, policy: PolicyStamp | None = None) -> LedgerEntry:
         """Record ``spend`` durably and return its entry; only after this returns may the update leave.
+
+        ``policy``: the approved policy in force (file hash, cap, reference), recorded in the entry
+        so that a policy edited after spending shows (``BudgetGuard.record`` always gives it).
 
         Under the lock: re-verify what other processes appended, compute the site's
         epsilon with this release composed in, call ``check(epsilon_after)`` (which
@@ -172,7 +193,7 @@ class Ledger(HashChainLog[LedgerEntry]):
             eps = epsilon_for([*self.history(), spend.history_item()], delta, accountant)
             if check is not None:
                 check(eps)
-            return {
+            fields = {
                 **spend.model_dump(),
                 "seq": len(self._entries) + 1,
                 "time": _utc_now(),
@@ -182,6 +203,10 @@ class Ledger(HashChainLog[LedgerEntry]):
                 "epsilon_after": eps,
                 "prev_hash": self.head_hash,
             }
+            if policy is not None:  # keys absent, not null, otherwise (as in entries written before)
+                fields.update({k: v for k, v in policy.model_dump().items() if v is not None})
+                fields["epsilon_cap"] = float(policy.epsilon_cap)
+            return fields
 
         return self._append_entry(make_fields, cannot_record="release",
                                   invalid=lambda exc: f"{self.path}: refusing to write an invalid entry ({exc})")

@@ -8,6 +8,7 @@ period.  Without a valid policy the site trains nothing.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
@@ -96,6 +97,40 @@ def load_policy(path: Path | str) -> PrivacyPolicy:
         raise PolicyError(f"no valid privacy policy: {path} is still marked as the unfilled template: "
                           f"{TEMPLATE_ACTION}")
     return policy
+
+
+class PolicyStamp(StrictModel):
+    """The policy in force when a release was recorded: what each ledger entry carries.
+
+    Lets the audit show the cap's history and catch a policy file edited after spending.
+    """
+
+    policy_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    """sha256 of the policy file's bytes; None when the policy was not read from a file."""
+    epsilon_cap: Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+    approval_reference: Annotated[str, Field(min_length=1)]
+
+    @classmethod
+    def of(cls, policy: PrivacyPolicy, sha256: str | None) -> PolicyStamp:
+        return cls(policy_sha256=sha256, epsilon_cap=policy.epsilon_cap,
+                   approval_reference=policy.approval_reference)
+
+
+def file_sha256(path: Path | str) -> str:
+    """sha256 (hex) of a file's bytes; PolicyError naming the file if it cannot be read."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read the privacy policy ({exc})") from None
+
+
+def load_policy_with_sha(path: Path | str) -> tuple[PrivacyPolicy, str]:
+    """The policy and the sha256 of the very bytes it was read from (PolicyError if they changed meanwhile)."""
+    policy = load_policy(path)  # a missing or malformed file: its usual error
+    before = file_sha256(path)
+    if load_policy(path) != policy or file_sha256(path) != before:
+        raise PolicyError(f"{path}: the privacy policy changed while it was being read; try again")
+    return policy, before
 
 
 def check_policy_valid(policy: PrivacyPolicy, site_id: str, today: date | None = None) -> None:

@@ -51,6 +51,15 @@ FAILING: frozenset[str] = frozenset({"ledger_broken", "egress_broken", "audit_fa
 """Reasons that make the verdict "fail" (and the command exit non-zero); the others ask for attention."""
 
 
+class CapRow(StrictModel):
+    """Ledger entries ``first_seq``-``last_seq`` were recorded under this cap (None: before caps were recorded)."""
+
+    first_seq: int
+    last_seq: int
+    epsilon_cap: float | None
+    approval_reference: str | None
+
+
 class PolicyFacts(StrictModel):
     """The approved policy, as the committee approved it, and whether it authorises spending today."""
 
@@ -68,6 +77,8 @@ class PolicyFacts(StrictModel):
     valid_today: bool
     status_detail: str | None
     """Why the policy does not authorise spending today (expired, not yet valid, another site's); None if it does."""
+    cap_history: list[CapRow] = []
+    """The cap each stretch of ledger entries recorded (flame audit's cap history); empty when none is known."""
 
 
 class SpendRow(StrictModel):
@@ -250,7 +261,10 @@ def build_ethics_report(site_yaml: Path | str, *, attacks_dir: Path | None = Non
     ledger, ledger_failure = _open_ledger(site)
     egress, egress_failure = _open_egress(site)
 
-    policy_facts = _policy_facts(site, policy, today or date.today())
+    policy_facts = _policy_facts(site, policy, today or date.today()).model_copy(update={"cap_history": [
+        CapRow(first_seq=u.first_seq, last_seq=u.last_seq, epsilon_cap=u.policy.epsilon_cap if u.policy else None,
+               approval_reference=u.policy.approval_reference if u.policy else None)
+        for u in audit.policy_history]})
     spend = _spend(ledger, ledger_failure, egress, policy)
     egress_facts = _egress(audit, egress, egress_failure)
     chains = [ChainFacts(record="ledger", path=str(state / "privacy_ledger.jsonl"), verified=ledger is not None,

@@ -156,6 +156,12 @@ def _policy(r: EthicsReport, lang: Lang, _figures: _FigureCounter) -> list[Block
         tones.append(None)
     rows.append([t("policy.file", lang), p.path])
     tones.append(None)
+    if p.cap_history:
+        rows.append([t("policy.cap_history", lang), "; ".join(
+            t("policy.cap_stretch", lang, first=c.first_seq, last=c.last_seq,
+              cap=num(c.epsilon_cap, lang) if c.epsilon_cap is not None else t("policy.cap_unknown", lang),
+              ref=c.approval_reference or "-") for c in p.cap_history)])
+        tones.append(None)
     out: list[Block] = [Heading(text=t("policy.title", lang)), Paragraph(text=t("policy.intro", lang)),
                         Table(columns=[], rows=rows, widths=[0.38, 0.62], tones=tones)]
     if p.status_detail:

@@ -85,10 +85,12 @@ TEXTS: dict[str, tuple[str, str]] = {
                                 "chaque tour jusqu'à son renouvellement."),
     "reason.audit_warnings": _("{detail} audit warning(s); see the integrity section.",
                               "{detail} avertissement(s) d'audit ; voir la section sur l'intégrité."),
-    "reason.no_state": _("The site's records folder does not exist: nothing has been recorded or sent (check the "
-                        "site configuration if this is unexpected).",
-                        "Le dossier des registres du site n'existe pas : rien n'a été enregistré ni envoyé "
-                        "(vérifier la configuration du site si c'est inattendu)."),
+    "reason.no_state": _("The site's records folder does not exist: its records were lost or deleted, or the site "
+                        "was never set up; what it spent and sent cannot be shown (check the site configuration, "
+                        "restore the folder from backup).",
+                        "Le dossier des registres du site n'existe pas : ils ont été perdus ou supprimés, ou le site "
+                        "n'a jamais été initialisé ; ses dépenses et envois ne peuvent être montrés (vérifier la "
+                        "configuration du site, restaurer le dossier depuis la sauvegarde)."),
     # ------------------------------------------------------------------ ethics: title
     "ethics.title": _("Privacy-budget report", "Rapport sur le budget de confidentialité"),
     "ethics.subtitle": _("for the ethics committee and the data-protection officer",
@@ -152,6 +154,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "policy.invalid": _("NOT VALID: the site refuses every round", "NON EN VIGUEUR : le site refuse chaque tour"),
     "policy.notes": _("Notes", "Remarques"),
     "policy.file": _("Policy file", "Fichier de la politique"),
+    "policy.cap_history": _("Cap recorded with each release (ledger entries)",
+                            "Plafond enregistré avec chaque dépense (entrées du registre)"),
+    "policy.cap_stretch": _("{first}-{last}: {cap} ({ref})", "{first}-{last} : {cap} ({ref})"),
+    "policy.cap_unknown": _("not recorded", "non enregistré"),
     "accountant.prv": _("PRV (privacy random variables, Opacus; the tighter of the two)",
                        "PRV (variables aléatoires de confidentialité, Opacus ; la plus précise des deux)"),
     "accountant.rdp": _("RDP (Rényi differential privacy, Opacus)", "RDP (confidentialité différentielle de Rényi, "

@@ -41,6 +41,7 @@ from flame_private.federation.protocol import UPDATE, read_ct_record
 from flame_private.federation.server_app import ServerSettings, run_server
 from flame_private.secure.keys import SecretContext, key_ceremony
 from flame_private.secure.packing import ParamLayout, update_vector
+from flame_private.site_state import init_state
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ def build_federation(work: Path, settings: CuriousServerSettings, seed: int) -> 
                                              "state_dir": str(folder / "state"),
                                              "privacy_policy": str(folder / "policy.yaml"),
                                              "secret_context": str(secret)}), encoding="utf-8")
+        init_state(folder / "state", sid)  # onboarding: training refuses a site without its state
         site_yamls[sid], site_dirs[sid] = site_yaml, folder
     return Federation(work=work, fed_yaml=fed_yaml, site_yamls=site_yamls, site_dirs=site_dirs,
                       server_dir=server_dir, server_params=server_params)
