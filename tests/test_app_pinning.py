@@ -30,6 +30,7 @@ from flame_private.federation.approved_apps import (
 )
 from flame_private.federation.egress import EgressLog
 from flame_private.federation.protocol import INSTRUCTION, Instruction, instruction_record, read_status
+from flame_private.site_state import init_state
 
 PYPROJECT = """[project]
 name = "flame-private"
@@ -49,6 +50,7 @@ def _fab(code: bytes = b"print('approved')\n") -> bytes:
 
 @pytest.fixture
 def site(tmp_path: Path) -> SiteConfig:
+    init_state(tmp_path / "state", "site-a")  # onboarding creates the approved-apps log, empty
     return SiteConfig(site_id="site-a", data_dir=tmp_path / "data", state_dir=tmp_path / "state",
                       privacy_policy=tmp_path / "policy.yaml")
 
@@ -169,7 +171,7 @@ def _instruction() -> RecordDict:
 def test_an_approved_fab_goes_on_to_flower_untouched(monkeypatch, site: SiteConfig, approved: Path) -> None:
     result, pushed = _pull_with(monkeypatch, site, _instruction(), _fab())
     assert not isinstance(result, Exception) and result[3].content == _fab()
-    assert pushed == [] and not (site.state_dir / "egress_log.jsonl").exists()
+    assert pushed == [] and len(EgressLog.open(site.state_dir, site.site_id, readonly=True)) == 0
 
 
 def test_a_refusal_is_logged_then_answered_with_only_declined(monkeypatch, site: SiteConfig, approved: Path) -> None:
@@ -193,7 +195,7 @@ def test_a_message_of_another_app_gets_flowers_fixed_refusal(monkeypatch, site: 
     assert isinstance(result, AppRefused)
     (reply,) = pushed
     assert reply.has_error() and reply.error.code == 7 and reply.error.reason == app_launcher.REFUSAL_TEXT
-    assert not (site.state_dir / "egress_log.jsonl").exists()
+    assert len(EgressLog.open(site.state_dir, site.site_id, readonly=True)) == 0
 
 
 def test_flowers_clientapp_still_pulls_the_fab_before_unpacking_it() -> None:
@@ -223,6 +225,7 @@ def test_cli_approves_lists_and_refuses_a_second_approval(tmp_path: Path) -> Non
     yaml = tmp_path / "site.yaml"
     yaml.write_text(f"site_id: site-a\ndata_dir: {tmp_path}\nstate_dir: {tmp_path / 'state'}\n"
                     f"privacy_policy: {tmp_path / 'p.yaml'}\n")
+    init_state(tmp_path / "state", "site-a")
     fab = tmp_path / "app.fab"
     fab.write_bytes(_fab())
     runner, env = CliRunner(), {"COLUMNS": "250"}

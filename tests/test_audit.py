@@ -215,7 +215,7 @@ def test_the_audit_reads_only(site: Site) -> None:
 
 def test_a_site_that_never_ran_passes_with_nothing_sent(tmp_path: Path, keys: Path) -> None:
     config = SiteConfig(site_id=SITE, data_dir=tmp_path, state_dir=tmp_path / "new", privacy_policy=tmp_path / "p",
-                        secret_context=keys / "site-secret.ctx")
+                        secret_context=keys / "site-secret.ctx", he_params=keys / "server-params.ctx")
     init_state(config.state_dir, SITE)
     report = audit_site(config)
     assert report.ok and sum(report.messages_by_kind.values()) == 0 and report.all_ciphertexts is None

@@ -39,7 +39,7 @@ WIDE = {"COLUMNS": "400"}
 @pytest.fixture
 def site(tmp_path: Path, keys: Path) -> Site:  # noqa: F811
     """Two rounds of the response model and its metrics: three ledger entries, three messages sent."""
-    s = make_site(tmp_path, keys / "site-secret.ctx")
+    s = make_site(tmp_path, keys / "site-secret.ctx", keys / "server-params.ctx")
     s.release(1, "response")
     s.release(2, "response")
     s.metrics(2, "response")
@@ -168,7 +168,7 @@ def test_entries_recording_different_policies_under_one_reference_fail(site: Sit
 
 
 def test_entries_written_before_policies_were_recorded_are_listed_as_such(tmp_path: Path, keys: Path) -> None:  # noqa: F811
-    s = make_site(tmp_path, keys / "site-secret.ctx")
+    s = make_site(tmp_path, keys / "site-secret.ctx", keys / "server-params.ctx")
     old = PlannedSpend(run_id="run-0", round=1, task="response", noise_multiplier=1.2, sample_rate=0.1, steps=8,
                        max_grad_norm=1.0)
     s.guard.ledger.append(old, delta=1e-5, accountant="rdp")  # as flame-private wrote entries before

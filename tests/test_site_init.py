@@ -167,10 +167,11 @@ def test_the_agreed_he_parameters_are_written_when_known(tmp_path: Path) -> None
 
 
 def test_the_scaffold_initialises_the_state_a_site_must_train_from(site) -> None:
-    """An empty ledger and egress log with their heads (count 0): training refuses a site without them."""
+    """An empty ledger, egress log and approved-apps log with their heads (count 0): training refuses a site
+    without the first two, and the site's launcher runs no app until the DPO approves one."""
     root, _ = site
     state = root / "state"
-    for stem in ("privacy_ledger", "egress_log"):
+    for stem in ("privacy_ledger", "egress_log", "approved_apps"):
         assert (state / f"{stem}.jsonl").read_bytes() == b""
         assert yaml.safe_load((state / f"{stem}.head.json").read_text()) == {"count": 0, "last_hash": "0" * 64}
         assert _mode(state / f"{stem}.jsonl") == 0o600
@@ -186,7 +187,7 @@ def test_init_state_initialises_a_hand_configured_site_once(tmp_path: Path) -> N
     app.command("init-state")(init_state_command)
     app.command("noop")(lambda: None)
     first = CliRunner().invoke(app, ["init-state", "--site", str(yaml_path)])
-    assert first.exit_code == 0 and first.output.count("created") == 2, first.output
+    assert first.exit_code == 0 and first.output.count("created") == 3, first.output
     assert _mode(tmp_path / "state") == 0o700
     again = CliRunner().invoke(app, ["init-state", "--site", str(yaml_path)])
     assert again.exit_code == 2 and "already initialised" in again.output

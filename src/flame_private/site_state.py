@@ -1,4 +1,4 @@
-"""A site's state at onboarding: the empty privacy ledger and egress log, each with its head (count 0).
+"""A site's state at onboarding: the empty privacy ledger, egress log and approved-apps log, each with its head.
 
 Training refuses a site whose state directory, ledger, egress log or heads are
 missing (``Ledger.open``, ``EgressLog.open``): deleting ``state/`` must not read as
@@ -28,27 +28,29 @@ class StateInitError(ValueError):
 def init_state(state_dir: Path | str, site_id: str) -> list[Path]:
     """Create what is missing of ``site_id``'s state in ``state_dir``; returns the logs created.
 
-    Each log (privacy ledger, egress log) that exists with its head is left as it is;
-    one that does not is created empty with its head (count 0).  Refuses when both
-    exist (nothing to do: the site is initialised) and a log found without its head.
+    Each log (privacy ledger, egress log, approved-apps log: nothing approved yet) that
+    exists with its head is left as it is; one that does not is created empty with its
+    head (count 0).  Refuses when all exist (nothing to do: the site is initialised)
+    and a log found without its head.
     """
+    from flame_private.federation.approved_apps import ApprovedApps, ApprovedAppsError
     from flame_private.federation.egress import EgressLog, EgressLogError
     from flame_private.privacy.ledger import Ledger, LedgerError
 
     state = Path(state_dir)
-    logs = (Ledger, EgressLog)
+    logs = (Ledger, EgressLog, ApprovedApps)
     present = [cls for cls in logs if (state / f"{cls.stem}.jsonl").exists() and
                (state / f"{cls.stem}.head.json").exists()]
     if len(present) == len(logs):
-        raise StateInitError(f"{state}: the state of site {site_id!r} is already initialised (privacy ledger and "
-                             "egress log with their heads); refusing to initialise it again")
+        raise StateInitError(f"{state}: the state of site {site_id!r} is already initialised (privacy ledger, "
+                             "egress log and approved-apps log with their heads); refusing to initialise it again")
     created = []
     for cls in logs:
         if cls in present:
             continue
         try:
             created.append(cls.initialise(state, site_id))
-        except (LedgerError, EgressLogError) as exc:
+        except (LedgerError, EgressLogError, ApprovedAppsError) as exc:
             raise StateInitError(str(exc)) from None
     return created
 
@@ -56,7 +58,7 @@ def init_state(state_dir: Path | str, site_id: str) -> list[Path]:
 def init_state_command(
     site: Annotated[Path, typer.Option("--site", "-s", help="The site's YAML (see configs/sites/).")],
 ) -> None:
-    """Initialise the state of a NEW site: its empty privacy ledger and egress log, with their heads.
+    """Initialise the state of a NEW site: its empty privacy ledger, egress log and approved-apps log.
 
     Never for a site that has trained and lost its state: restore that from backup and tell the DPO.
     """
