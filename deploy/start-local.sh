@@ -120,7 +120,7 @@ for i in "${!sites[@]}"; do
             --host 127.0.0.1 --port $((FLAME_NODE_PORT_BASE + i)) \
             --max-retries 30 --max-wait-time 120 \
             ${trusted[@]+"${trusted[@]}"} \
-            --node-config "site-config='${sites[$i]}' torch-threads=1"
+            --node-config "site-config='${sites[$i]}' torch-threads=1 transport='supernode-tls'"
     ) >"$node_dir/supernode.log" 2>&1 &
     echo "supernode $name $!" >>"$PIDS"
 done

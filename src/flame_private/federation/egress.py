@@ -68,6 +68,12 @@ PAYLOAD_MODE = 0o600
 
 EgressKind = Literal["update", "metrics", "declined"]
 KINDS: tuple[str, ...] = ("update", "metrics", "declined")
+Transport = Literal["simulation", "in-process", "supernode", "supernode-tls"]
+TRANSPORTS: tuple[str, ...] = ("simulation", "in-process", "supernode", "supernode-tls")
+"""How a message travelled to the server: ``simulation`` (Flower's simulation engine, one machine, no network),
+``in-process`` (the in-process grid of tests and attack simulations, no network), ``supernode`` (the site's
+Flower SuperNode, over the network; its TLS setting is not visible to the app), ``supernode-tls`` (the same,
+with the node configuration declaring TLS, as ``deploy/`` does)."""
 METRICS_MODEL_PREFIX = "metrics:"
 """Envelope model name of encrypted metric sums: ``metrics:<task>``."""
 
@@ -122,6 +128,12 @@ class EgressEntry(StrictModel):
     reason: Annotated[str, Field(min_length=1, max_length=4000)] | None = None
     """Why the site declined ("declined" only).  Kept here, never sent: the status that leaves says only
     "declined" (entries written before this field existed carry the reason in their payload)."""
+    transport: Transport | None = None
+    """How the message travelled to the server (see ``TRANSPORTS``); None in entries written before it was
+    recorded."""
+    patients: Annotated[int, Field(ge=0)] | None = None
+    """The patients behind the release: training patients for an update (the count the ciphertext carries),
+    validation patients for metrics; None for "declined" and in entries written before it was recorded."""
     prev_hash: Annotated[str, Field(pattern=_HEX64)]
     hash: Annotated[str, Field(pattern=_HEX64)]
 
@@ -133,6 +145,8 @@ class EgressEntry(StrictModel):
             raise ValueError(f"a {self.kind} message must carry its ciphertext envelope and HE fingerprint")
         if self.kind != "declined" and self.reason is not None:
             raise ValueError(f"a {self.kind} message carries no decline reason")
+        if self.kind == "declined" and self.patients is not None:
+            raise ValueError("a declined status releases nothing computed from patients")
         return self
 
     @property
@@ -248,7 +262,8 @@ class EgressLog(HashChainLog[EgressEntry]):
                envelope: CiphertextEnvelope | dict | str | bytes | None = None,
                ledger_entry: LedgerEntry | None = None, dp: DPRecord | dict | None = None,
                epsilon_after: float | None = None, ledger_seq: int | None = None,
-               app_hash: str | None = None, reason: str | None = None) -> EgressEntry:
+               app_hash: str | None = None, reason: str | None = None, transport: Transport | None = None,
+               patients: int | None = None) -> EgressEntry:
         """Record a message about to leave the site; only after this returns may it be sent.
 
         ``payload`` is the exact byte string that will be sent; ``envelope`` its
@@ -258,6 +273,8 @@ class EgressLog(HashChainLog[EgressEntry]):
         as ``ledger_entry`` (its seq, DP settings and epsilon_after are copied), or
         ``dp``, ``epsilon_after`` and ``ledger_seq`` explicitly.  ``app_hash``
         defaults to :func:`app_identity`; pass Flower's FAB hash when there is one.
+        ``transport`` (how the message will travel) and ``patients`` (how many patients the release is
+        computed from) are recorded for the site's reports when given.
 
         Refuses (EgressLogError, nothing written) a header that does not describe
         this payload, run, task and round: such a message must not be sent.
@@ -300,8 +317,10 @@ class EgressLog(HashChainLog[EgressEntry]):
                 "app_hash": app_hash if app_hash is not None else app_identity(),
                 "prev_hash": self.head_hash,
             }
-            if reason is not None:  # absent, not null, otherwise: older entries hash without the key
-                fields["reason"] = reason
+            # Optional keys are absent, not null, when not given: older entries hash without them.
+            for key, value in (("reason", reason), ("transport", transport), ("patients", patients)):
+                if value is not None:
+                    fields[key] = value
             if isinstance(fields["dp"], dict):  # normalise floats so the written JSON is what validates strictly
                 try:
                     fields["dp"] = DPRecord.model_validate(fields["dp"]).model_dump()

@@ -22,7 +22,7 @@ from flame_private.data.checks import load_site
 from flame_private.data.splits import Splits, split_records
 from flame_private.evaluation import evaluate_with_baselines
 from flame_private.experiments import initial_model, make_dataset
-from flame_private.federation.egress import EgressLog, app_identity
+from flame_private.federation.egress import EgressLog, Transport, app_identity
 from flame_private.federation.protocol import SiteStatus
 from flame_private.metrics import PATIENT_SENSITIVITY, EvolutionSums, ResponseSums, dp_release, released_metrics
 from flame_private.models.io import save_model
@@ -80,11 +80,14 @@ class Site:
     egress: EgressLog
     splits: Splits
     app_hash: str
+    transport: Transport | None = None
+    """How this site's messages reach the server, recorded with each in the egress log (None: not known)."""
     _datasets: dict[tuple[str, str], Any] = field(default_factory=dict)
     _layouts: dict[str, ParamLayout] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, site_yaml: Path, fed_yaml: Path, app_hash: str | None = None) -> Site:
+    def load(cls, site_yaml: Path, fed_yaml: Path, app_hash: str | None = None,
+             transport: Transport | None = None) -> Site:
         """Everything a site needs; refuses (with the reason) a world-readable key or a broken ledger."""
         config = load_config(site_yaml, SiteConfig)
         fed = load_config(fed_yaml, FederationConfig)
@@ -99,7 +102,7 @@ class Site:
         records = load_site(config.data_dir, config.layout, config.site_id).records
         return cls(config=config, fed=fed, secret=secret, guard=guard,
                    egress=EgressLog.open(config.state_dir, config.site_id), splits=split_records(records, fed.data),
-                   app_hash=app_hash or app_identity())
+                   app_hash=app_hash or app_identity(), transport=transport)
 
     @property
     def site_id(self) -> str:
@@ -145,7 +148,8 @@ class Site:
         """Tell the server only "declined"; the reason stays in the site's log and egress record."""
         reply = Reply(status="declined", reason=reason)
         self.egress.append(run_id=run_id, round=round_, task=task, kind="declined",
-                           payload=reply.status_json(self.site_id).encode(), reason=reason, app_hash=self.app_hash)
+                           payload=reply.status_json(self.site_id).encode(), reason=reason, app_hash=self.app_hash,
+                           transport=self.transport)
         log.warning("%s declines %s round %d: %s", self.site_id, task, round_, reason)
         return reply
 
@@ -192,7 +196,8 @@ class Site:
                                  max_sites=self.fed.he.max_sites)
         header = env.model_dump_json()
         self.egress.append(run_id=run_id, round=round_, task=task, kind="update", payload=ct, envelope=header,
-                           ledger_entry=entry, app_hash=self.app_hash)
+                           ledger_entry=entry, app_hash=self.app_hash, transport=self.transport,
+                           patients=n_patients)
         log.info("%s: %s round %d trained (%d steps, epsilon now %.3f), sent %d bytes", self.site_id, task,
                  round_, plan.steps, entry.epsilon_after, len(ct))
         return Reply(status="ok", header_json=header, payload=ct)
@@ -231,7 +236,8 @@ class Site:
                                  round=round_, model=f"metrics:{task}", max_sites=self.fed.he.max_sites)
         header = env.model_dump_json()
         self.egress.append(run_id=run_id, round=round_, task=task, kind="metrics", payload=ct, envelope=header,
-                           ledger_entry=entry, app_hash=self.app_hash)
+                           ledger_entry=entry, app_hash=self.app_hash, transport=self.transport,
+                           patients=len(ds))
         return Reply(status="ok", header_json=header, payload=ct)
 
     def decrypt_metrics(self, run_id: str, task: Task, round_: int, header_json: str,
