@@ -13,11 +13,11 @@ Specification (federation/egress.py, docs/dpo-guide.md):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import stat
-import contextlib
 from pathlib import Path
 
 import pytest
@@ -397,3 +397,18 @@ def test_sigkill_at_random_moments_never_loses_a_logged_message_or_its_payload(t
     final = EgressLog.open(state, SITE, readonly=True)
     assert final.notices == []
     assert len(final) >= sent_total > ITERATIONS // 2
+
+
+def test_a_node_records_its_declared_transport_or_what_its_config_shows() -> None:
+    from flwr.app import Context, RecordDict
+
+    from flame_private.federation.client_app import _transport
+
+    def node(**config: object) -> Context:
+        return Context(run_id=1, node_id=1, node_config=config, state=RecordDict(), run_config={})  # type: ignore
+
+    assert _transport(node(**{"partition-id": 0, "num-partitions": 3})) == "simulation"
+    assert _transport(node(**{"site-config": "/srv/site.yaml"})) == "supernode"  # TLS not declared: not claimed
+    assert _transport(node(**{"site-config": "/srv/site.yaml", "transport": "supernode-tls"})) == "supernode-tls"
+    with pytest.raises(ValueError, match="transport='tls'"):
+        _transport(node(**{"site-config": "/srv/site.yaml", "transport": "tls"}))

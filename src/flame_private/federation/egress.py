@@ -132,8 +132,9 @@ class EgressEntry(StrictModel):
     """How the message travelled to the server (see ``TRANSPORTS``); None in entries written before it was
     recorded."""
     patients: Annotated[int, Field(ge=0)] | None = None
-    """The patients behind the release: training patients for an update (the count the ciphertext carries),
-    validation patients for metrics; None for "declined" and in entries written before it was recorded."""
+    """The patients of the site's split behind the release: training patients for an update (the count the
+    ciphertext carries), validation patients for metrics; None for "declined" and in entries written before it
+    was recorded."""
     prev_hash: Annotated[str, Field(pattern=_HEX64)]
     hash: Annotated[str, Field(pattern=_HEX64)]
 

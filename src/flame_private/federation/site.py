@@ -237,7 +237,7 @@ class Site:
         header = env.model_dump_json()
         self.egress.append(run_id=run_id, round=round_, task=task, kind="metrics", payload=ct, envelope=header,
                            ledger_entry=entry, app_hash=self.app_hash, transport=self.transport,
-                           patients=len(ds))
+                           patients=len(self.splits.val))
         return Reply(status="ok", header_json=header, payload=ct)
 
     def decrypt_metrics(self, run_id: str, task: Task, round_: int, header_json: str,

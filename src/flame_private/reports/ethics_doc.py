@@ -8,6 +8,7 @@ not protect against, and how to prove later that nothing was rewritten.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from flame_private.reports.blocks import (
@@ -115,7 +116,7 @@ def ethics_document(report: EthicsReport, lang: Lang) -> Document:
             number += 1
             part[0] = part[0].model_copy(update={"text": f"{number}. {part[0].text}"})
         blocks += part
-    return Document(lang=lang, title=f"{t('ethics.title', lang)}: {report.site_id}",
+    return Document(lang=lang, title=t("ethics.header", lang, site=report.site_id),
                     header=t("ethics.header", lang, site=report.site_id),
                     footer=f"{report.site_id} · {t('generated', lang, when=report.generated_at)}", blocks=blocks,
                     metadata=head_metadata([("", c) for c in report.chains]))
@@ -291,7 +292,8 @@ def _patients(r: EthicsReport, lang: Lang) -> list[Block]:
                                          val=max(e.validation_patients, default=0)))]
     ratio = 1.0 / (n * delta) if n else float("inf")
     if ratio >= 10:
-        shown = integer(int(ratio), lang)  # rounded down: never overstated
+        whole = round(ratio)
+        shown = integer(whole if math.isclose(ratio, whole) else math.floor(ratio), lang)  # never overstated
         out.append(Paragraph(text=t("delta.ratio", lang, delta=small(delta, lang), n=integer(n, lang), ratio=shown)))
     else:
         out.append(Callout(tone="attention", text=t("delta.large", lang, delta=small(delta, lang),
@@ -375,7 +377,8 @@ def transport_text(transports: dict[str, int], lang: Lang) -> str:
     if not transports:
         return t("transport.none", lang)
     order = ["simulation", "in-process", "supernode-tls", "supernode", NOT_RECORDED]
-    return t("sep.list", lang).join(f"{t(f'transport.{k}', lang)}: {tn('messages', lang, transports[k])}"
+    return t("sep.list", lang).join(t("transport.count", lang, how=t(f"transport.{k}", lang),
+                                      messages=tn("messages", lang, transports[k]))
                                     for k in sorted(transports, key=order.index))
 
 

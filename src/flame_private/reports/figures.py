@@ -79,7 +79,7 @@ def spend_figure(times: Sequence[str], rounds: Sequence[int], runs: Sequence[str
     ax.set_ylabel(t("plot.epsilon", lang))
     _decimal_axis(ax, lang)
     ax.grid(axis="y", color="#e5e5e5")
-    ax.legend(loc="lower right", fontsize=7, frameon=True)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=5, fontsize=7, frameon=False)  # off the data
     return fig
 
 

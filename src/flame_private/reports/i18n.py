@@ -438,6 +438,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "transport.not-recorded": _("not recorded (logged before the transport was recorded)",
                                "non enregistré (consigné avant que le mode de transport ne soit enregistré)"),
     "transport.none": _("nothing sent", "rien n'a été envoyé"),
+    "transport.count": _("{how}: {messages}", "{how} : {messages}"),
     "messages.one": _("{n} message", "{n} message"),
     "messages.many": _("{n} messages", "{n} messages"),
     "egress.participation": _("Rounds taken part in", "Tours auxquels le site a participé"),
