@@ -133,6 +133,8 @@ def test_a_spend_above_the_cap_fails_and_an_expired_policy_asks_for_attention(si
         site.write_text(yaml.safe_dump({**cfg, "privacy_policy": str(path)}))
         facts = build_ethics_report(site)
         assert facts.verdict.level == level and code in [r.code for r in facts.verdict.reasons], facts.verdict
+        # A spend above the cap is a records-level failure: the report says what to do; an expired policy is not.
+        assert ("What to do now" in _render_all(facts)[("en", "html")]) == (code == "over_cap")
 
 
 def test_a_report_is_written_whole_or_not_at_all(site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
