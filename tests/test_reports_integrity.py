@@ -213,6 +213,11 @@ def test_when_the_records_disagree_the_report_leads_with_the_larger_epsilon(site
         assert f"This report uses the largest, {inflated:.3f}" in en
         assert f"{inflated:.2f}".replace(".", ",") + " sur" in fr and "NON : les chiffres d'epsilon divergent" in fr
         assert "inscrit au journal des envois avec une transmission" in fr
+        shown = f"{inflated:.3f}"
+        assert (f"The records disagree on the epsilon spent (recomputed from the ledger {facts.spend.spent:.3f}, "
+                f"recorded in the ledger {facts.spend.recorded:.3f}, recorded in the egress log with a release "
+                f"{shown}); this report uses the largest figure.") in en
+        assert "Les registres divergent sur l'epsilon dépensé (recalculé à partir du registre" in fr
         # The failed check is named in the reader's language in the French verdict box.
         assert "concordance avec le registre" in fr and "Des contrôles d'audit sont en échec" not in en
 

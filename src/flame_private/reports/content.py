@@ -265,11 +265,17 @@ class EthicsReport(StrictModel):
     def chain(self, record: Literal["ledger", "egress"]) -> ChainFacts:
         return next(c for c in self.chains if c.record == record)
 
+    def unverified(self) -> list[Literal["ledger", "egress", "figures", "agreement"]]:
+        """Why the records cannot be vouched for: a chain that does not verify, epsilon figures that disagree,
+        a release that disagrees with its ledger entry (the audit's "ledger agreement"); [] when none."""
+        agreement = all(c.severity != "fail" for c in self.checks if c.name == "ledger agreement")
+        checks = (("ledger", not self.chain("ledger").verified), ("egress", not self.chain("egress").verified),
+                  ("figures", not (self.spend.agree and self.spend.replay_agrees)), ("agreement", not agreement))
+        return [k for k, bad in checks if bad]  # type: ignore[misc]
+
     @property
     def records_verified(self) -> bool:
-        """Both chains verify, every epsilon they give agrees, and each release matches its ledger entry."""
-        agreement = all(c.severity != "fail" for c in self.checks if c.name == "ledger agreement")
-        return all(c.verified for c in self.chains) and self.spend.agree and self.spend.replay_agrees and agreement
+        return not self.unverified()
 
 
 # --------------------------------------------------------------------------- building
@@ -511,7 +517,7 @@ def _reasons(report: EthicsReport, audit: AuditReport) -> list[Reason]:
         out.append(Reason(code="replay_mismatch"))
     if not report.spend.agree:
         out.append(Reason(code="records_disagree", detail=", ".join(
-            f"{k} {v:.3f}" for k, v in report.spend.figures().items())))
+            f"{k}={v:.3f}" for k, v in report.spend.figures().items())))
     for a in report.attacks:
         if a.result.positive_control_ok and not a.result.protection_held:
             out.append(Reason(code="attack_failed", detail=a.result.title))

@@ -161,14 +161,10 @@ def _spent_value(r: EthicsReport, lang: Lang) -> str:
 
 
 def _verified_value(r: EthicsReport, lang: Lang) -> str:
-    if r.records_verified:
+    why = r.unverified()
+    if not why:
         return t("glance.verified_yes", lang)
-    agreement = all(c.severity != "fail" for c in r.checks if c.name == "ledger agreement")
-    why = [t(f"why.{k}", lang) for k, bad in (("ledger", not r.chain("ledger").verified),
-                                               ("egress", not r.chain("egress").verified),
-                                               ("figures", not (r.spend.agree and r.spend.replay_agrees)),
-                                               ("agreement", not agreement)) if bad]
-    return t("glance.verified_no", lang, why=t("sep.list", lang).join(why))
+    return t("glance.verified_no", lang, why=t("sep.list", lang).join(t(f"why.{k}", lang) for k in why))
 
 
 def _patients_value(r: EthicsReport, lang: Lang) -> str:
@@ -286,11 +282,11 @@ def _patients(r: EthicsReport, lang: Lang) -> list[Block]:
     """How many patients the budget covers, and delta against 1/n (delta must be far below 1/n)."""
     e, delta = r.egress, r.policy.delta
     n = e.patients
-    if n is None:
+    if not n:
         return [Paragraph(text=t("delta.unknown", lang))]
     out: list[Block] = [Paragraph(text=t("meaning.patients", lang, n=n, train=max(e.training_patients),
                                          val=max(e.validation_patients, default=0)))]
-    ratio = 1.0 / (n * delta) if n else float("inf")
+    ratio = 1.0 / (n * delta)
     if ratio >= 10:
         whole = round(ratio)
         shown = integer(whole if math.isclose(ratio, whole) else math.floor(ratio), lang)  # never overstated
