@@ -135,7 +135,7 @@ for i in "${!sites[@]}"; do
             --max-retries 30 --max-wait-time 120 \
             ${isolation[@]+"${isolation[@]}"} \
             ${trusted[@]+"${trusted[@]}"} \
-            --node-config "site-config='${sites[$i]}' torch-threads=1"
+            --node-config "site-config='${sites[$i]}' torch-threads=1 transport='supernode-tls'"
     ) >"$node_dir/supernode.log" 2>&1 &
     supernode_pid=$!
     echo "supernode $name $supernode_pid" >>"$PIDS"

@@ -152,8 +152,12 @@ def _pull_with(monkeypatch: pytest.MonkeyPatch, site: SiteConfig, content: Recor
     """The launcher's pull step on a task carrying ``fab``; returns (result or exception, replies pushed)."""
     import flwr.supernode.runtime.run_clientapp as flwr_runtime
 
+    from flame_private.federation.egress import PINNED_FAB_ENV
+
     pushed: list[Message] = []
     monkeypatch.setattr(flwr_runtime, "push_message", lambda client, reply, context: pushed.append(reply))
+    monkeypatch.setenv(PINNED_FAB_ENV, "0" * 64)  # restored (unset) after the test: the launcher sets it
+    monkeypatch.delenv(PINNED_FAB_ENV)
     msg = _message(content)
     pull = app_launcher._pinned(site, lambda client: (msg, "context", _Run(_sha(fab)), _Fab(fab)))
     try:
@@ -171,6 +175,9 @@ def _instruction() -> RecordDict:
 def test_an_approved_fab_goes_on_to_flower_untouched(monkeypatch, site: SiteConfig, approved: Path) -> None:
     result, pushed = _pull_with(monkeypatch, site, _instruction(), _fab())
     assert not isinstance(result, Exception) and result[3].content == _fab()
+    from flame_private.federation.egress import pinned_fab_sha256
+
+    assert pinned_fab_sha256() == _sha(_fab()), "what the app's messages will record in the egress log"
     assert pushed == [] and len(EgressLog.open(site.state_dir, site.site_id, readonly=True)) == 0
 
 
@@ -251,3 +258,49 @@ def test_cli_writes_the_launcher_folder_for_a_site(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["site", "write-launcher", str(tmp_path / "bin2"),
                                    "--site", str(tmp_path / "x.yaml")])
     assert res.exit_code == 2 and not (tmp_path / "bin2").exists()
+
+
+def _declined_from(site: SiteConfig, fab_sha256: str | None, round_: int = 1):
+    status = json.dumps({"site_id": site.site_id, "status": "declined"}).encode()
+    return EgressLog.open(site.state_dir, site.site_id).append(
+        run_id="run-1", round=round_, task="response", kind="declined", payload=status, reason="test",
+        fab_sha256=fab_sha256)
+
+
+def _approval_check(site: SiteConfig):
+    from flame_private.federation.audit import _app_approval, _Checks
+
+    checks = _Checks()
+    _app_approval(site, list(EgressLog.open(site.state_dir, site.site_id, readonly=True).entries), checks)
+    return checks.items
+
+
+def test_the_audit_passes_messages_from_an_approved_fab_and_fails_one_from_another(site: SiteConfig,
+                                                                                   approved: Path) -> None:
+    _declined_from(site, _sha(_fab()))
+    (result,) = _approval_check(site)
+    assert result.ok and not result.warning and "each approved" in result.detail
+    _declined_from(site, _sha(b"another bundle"), round_=2)  # the positive control: not approved
+    results = _approval_check(site)
+    assert [r.ok for r in results] == [False] and "was not approved before" in results[0].detail
+
+
+def test_a_message_sent_before_its_fab_was_approved_fails_the_audit(tmp_path: Path, site: SiteConfig) -> None:
+    _declined_from(site, _sha(_fab()))
+    fab = tmp_path / "late.fab"
+    fab.write_bytes(_fab())
+    approve_fab(site.state_dir, site.site_id, fab, "Dr A, DPO", "REF-2")
+    (result,) = _approval_check(site)
+    assert not result.ok and "was not approved before it was sent" in result.detail
+
+
+def test_messages_record_the_fab_the_launcher_verified(monkeypatch, site: SiteConfig, approved: Path) -> None:
+    from flame_private.federation.egress import PINNED_FAB_ENV
+
+    monkeypatch.delenv(PINNED_FAB_ENV, raising=False)
+    assert _declined_from(site, None).fab_sha256 is None  # not launched by the site's launcher
+    monkeypatch.setenv(PINNED_FAB_ENV, _sha(_fab()))
+    assert _declined_from(site, None, round_=2).fab_sha256 == _sha(_fab())
+    results = _approval_check(site)
+    assert all(r.ok for r in results) and any(r.warning and "outside the site's launcher" in r.detail
+                                              for r in results)

@@ -101,11 +101,12 @@ def test_pinned_sites_run_the_approved_fab_and_refuse_a_modified_one(tmp_path: P
     assert approved_summary["exports"]["response"] == {sid: "ok" for sid in sites}
     for sid, yaml in sites.items():
         site = load_config(yaml, SiteConfig)
-        kinds = [e.kind for e in EgressLog.open(site.state_dir, sid, readonly=True).entries
-                 if e.run_id == "pin-approved"]
-        assert kinds == ["update", "metrics"], (sid, kinds)
+        sent = [e for e in EgressLog.open(site.state_dir, sid, readonly=True).entries if e.run_id == "pin-approved"]
+        assert [e.kind for e in sent] == ["update", "metrics"], (sid, sent)
+        assert {e.fab_sha256 for e in sent} == {approved}, "each message names the approved FAB it came from"
     # The DPO's audit accepts the refusal record as a plain "declined" status and lists the refused hash.
     report = audit_site(load_config(sites["site-a"], SiteConfig))
     assert report.ok, [c for c in report.checks if c.severity == "fail"]
     assert modified in {a.app_hash for a in report.app_hashes}
+    assert [c.detail for c in report.checks if c.name == "app approval" and c.ok and "each approved" in c.detail]
     print(f"pinned deployment: refused run {t_refused:.0f} s, both runs {time.monotonic() - t0:.0f} s")

@@ -122,6 +122,26 @@ def test_an_update_carries_the_ledger_entry_that_paid_for_it(state: Path) -> Non
     assert len(EgressLog.open(state, SITE)) == 1
 
 
+def test_transport_and_patients_are_recorded_when_given_and_absent_otherwise(state: Path) -> None:
+    log = EgressLog.open(state, SITE)
+    old = send_update(log, 1)  # as written before these were recorded: no keys at all, same hash rules
+    new = send_update(log, 2, transport="simulation", patients=120)
+    declined = log.append(run_id="run-1", round=3, task="response", kind="declined", payload=b"{}",
+                          reason="budget", transport="supernode-tls")
+    lines = [json.loads(x) for x in (state / "egress_log.jsonl").read_text().splitlines()]
+    assert "transport" not in lines[0] and "patients" not in lines[0]
+    assert (lines[1]["transport"], lines[1]["patients"], lines[2]["transport"]) == ("simulation", 120, "supernode-tls")
+    again = EgressLog.open(state, SITE)
+    assert again.entries == (old, new, declined)
+    assert (old.transport, old.patients, new.transport, new.patients) == (None, None, "simulation", 120)
+
+    with pytest.raises(EgressLogError, match="transport"):
+        send_update(log, 4, transport="carrier-pigeon")  # type: ignore[arg-type]
+    with pytest.raises(EgressLogError, match="releases nothing computed from patients"):
+        log.append(run_id="run-1", round=4, task="response", kind="declined", payload=b"{}", reason="x", patients=3)
+    assert len(EgressLog.open(state, SITE)) == 3
+
+
 def test_the_default_app_hash_is_the_identity_of_the_installed_code(state: Path) -> None:
     log = EgressLog.open(state, SITE)
     entry = log.append(run_id="r", round=1, task="evolution", kind="declined", payload=b'{"reason":"x"}')
@@ -404,3 +424,18 @@ def test_sigkill_at_random_moments_never_loses_a_logged_message_or_its_payload(t
     final = EgressLog.open(state, SITE, readonly=True)
     assert final.notices == []
     assert len(final) >= sent_total > ITERATIONS // 2
+
+
+def test_a_node_records_its_declared_transport_or_what_its_config_shows() -> None:
+    from flwr.app import Context, RecordDict
+
+    from flame_private.federation.client_app import _transport
+
+    def node(**config: object) -> Context:
+        return Context(run_id=1, node_id=1, node_config=config, state=RecordDict(), run_config={})  # type: ignore
+
+    assert _transport(node(**{"partition-id": 0, "num-partitions": 3})) == "simulation"
+    assert _transport(node(**{"site-config": "/srv/site.yaml"})) == "supernode"  # TLS not declared: not claimed
+    assert _transport(node(**{"site-config": "/srv/site.yaml", "transport": "supernode-tls"})) == "supernode-tls"
+    with pytest.raises(ValueError, match="transport='tls'"):
+        _transport(node(**{"site-config": "/srv/site.yaml", "transport": "tls"}))

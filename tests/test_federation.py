@@ -361,3 +361,6 @@ def test_the_same_apps_run_in_flowers_simulation_engine(tmp_path: Path, cohort_d
     assert summary["exports"]["response"] == {"site-a": "ok", "site-b": "ok", "site-c": "ok"}
     for sid in sites:
         assert (sites[sid].parent / "state" / "exports" / "sim-1" / "response.pt").is_file()
+        # Each message records that it travelled inside the simulation (no network), as the reports then say.
+        log = EgressLog.open(sites[sid].parent / "state", sid, readonly=True)
+        assert {e.transport for e in log.entries} == {"simulation"}

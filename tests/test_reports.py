@@ -217,6 +217,102 @@ def test_a_figure_the_result_names_but_that_is_missing_is_noted(fed: Federation,
         html_text(render(ethics_document(facts, "en"), "html"))
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_report_states_how_the_messages_actually_travelled(ethics, facts, fmt: str) -> None:
+    assert facts.egress.transports == {"in-process": 6}  # this federation ran in one process: no network
+    en, fr = text(ethics, "en", fmt), text(ethics, "fr", fmt)
+    assert "in one process, for a test or an attack simulation (no network, so no TLS): 6 messages" in en
+    assert "How this site's messages travelled to the server, as its egress log records it" in en
+    assert "travel inside TLS." not in en and "travelled inside TLS" not in en
+    assert "dans un seul processus, pour un test ou une simulation d'attaque (pas de réseau, donc pas de TLS)" in fr
+
+
+def test_transport_in_words_for_each_recorded_way_and_for_old_records() -> None:
+    from flame_private.reports.ethics_doc import transport_text
+
+    assert transport_text({"supernode-tls": 3}, "en") == ("over the network through the site's Flower SuperNode, "
+                                                          "inside TLS (as declared in its configuration): 3 messages")
+    assert transport_text({"simulation": 1, "not-recorded": 2}, "en") == (
+        "Flower simulation on one machine (no network, so no TLS): 1 message; not recorded (logged before the "
+        "transport was recorded): 2 messages")
+    assert transport_text({}, "fr") == "rien n'a été envoyé"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_report_states_the_patients_the_budget_covers_and_delta_against_one_over_n(
+        fed: Federation, ethics, facts, fmt: str) -> None:
+    egress = EgressLog.open(fed.state("site-a"), "site-a", readonly=True)
+    train = {e.patients for e in egress.entries if e.kind == "update"}
+    val = {e.patients for e in egress.entries if e.kind == "metrics"}
+    assert len(train) == len(val) == 1 and None not in train | val  # recorded with every release
+    n = max(train) + max(val)
+    assert facts.egress.patients == n
+    ratio = round(1 / (n * 1e-5)) if math.isclose(1 / (n * 1e-5), round(1 / (n * 1e-5))) else \
+        math.floor(1 / (n * 1e-5))
+    assert (f"delta = 10⁻⁵, 1/n = 1/{n}: delta is {ratio:,} times smaller than 1/n." in text(ethics, "en", fmt))
+    assert f"({max(train)} training, {max(val)} validation)" in text(ethics, "en", fmt)
+    shown = f"{ratio:,}".replace(",", " ")
+    assert f"delta = 10⁻⁵, 1/n = 1/{n} : delta est {shown} fois plus petit que 1/n." in text(ethics, "fr", fmt)
+
+
+def test_without_a_recorded_patient_count_the_report_says_so(facts) -> None:
+    old = facts.model_copy(update={"egress": facts.egress.model_copy(update={"training_patients": [],
+                                                                           "validation_patients": []})})
+    body = html_text(render(ethics_document(old, "en"), "html"))
+    assert "The number of patients is not recorded in this site's egress log" in body and "1/n = 1/" not in body
+    assert "not recorded in the egress log" in body  # at a glance
+    assert "n'est pas enregistré dans le journal des envois" in pdf_text(render(ethics_document(old, "fr"), "pdf"))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_chain_heads_are_read_aloud_fingerprints_with_the_full_hash_machine_readable(ethics, facts, fmt) -> None:
+    from flame_private.reports.i18n import grouped
+
+    for lang in LANGS:
+        body = text(ethics, lang, fmt)
+        for chain in facts.chains:
+            fingerprint = grouped(chain.hash)
+            assert fingerprint == " ".join(chain.hash[i:i + 4] for i in range(0, 20, 4))
+            assert fingerprint in body
+            name = "privacy_ledger" if chain.record == "ledger" else "egress_log"
+            assert f"{name} entries={chain.count} sha256={chain.hash}" in body
+    ledger, egress = facts.chain("ledger"), facts.chain("egress")
+    data = ethics[("en", fmt)]
+    if fmt == "html":
+        assert f'<meta name="flame:privacy-ledger-head" content="{ledger.count}:{ledger.hash}">'.encode() in data
+        assert f'<meta name="flame:egress-log-head" content="{egress.count}:{egress.hash}">'.encode() in data
+    else:
+        import io
+
+        import pypdf
+
+        keywords = pypdf.PdfReader(io.BytesIO(data)).metadata["/Keywords"]
+        assert f"flame:privacy-ledger-head={ledger.count}:{ledger.hash}" in keywords
+        assert f"flame:egress-log-head={egress.count}:{egress.hash}" in keywords
+
+
+def test_without_attack_evidence_the_report_says_formal_guarantee_only(fed: Federation, ethics) -> None:
+    plain = build_ethics_report(fed.sites["site-b"])
+    for fmt in FORMATS:
+        en = text({("en", fmt): render(ethics_document(plain, "en"), fmt)}, "en", fmt)
+        fr = text({("fr", fmt): render(ethics_document(plain, "fr"), fmt)}, "fr", fmt)
+        assert "none attached: formal guarantee only" in en and "Formal guarantee only: no attack-simulation" in en
+        assert "aucune jointe : garantie formelle uniquement" in fr and "Garantie formelle uniquement" in fr
+        assert "formal guarantee only" not in text(ethics, "en", fmt).lower()  # site-a has attack evidence
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_words_read_as_a_person_writes_them(ethics, consortium, lang: str, fmt: str) -> None:
+    docs = [text(ethics, lang, fmt), text({(lang, fmt): render(consortium_document(consortium, lang), fmt)}, lang,
+                                          fmt)]
+    for body in docs:
+        assert "site site-" not in body and "site(s)" not in body and "(nt)" not in body
+        assert "publication" not in body.lower() or lang == "en"
+    cons = docs[1]
+    assert ("of 4 sites." if lang == "en" else "de 4 sites.") in cons
+
+
 # --------------------------------------------------------------------------- the consortium
 
 
@@ -233,6 +329,20 @@ def test_the_consortium_counts_rounds_taken_part_in_and_refusals(fed: Federation
     assert len(d.declined) == server_declined == 2 and {x.round for x in d.declined} == {2}
     assert all("above the approved cap of 7.50" in x.reason for x in d.declined)
     assert consortium.level == "ok"
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_consortium_gives_the_last_day_each_policy_applies(consortium, lang: str) -> None:
+    from datetime import timedelta
+
+    from flame_private.reports.i18n import day
+
+    body = html_text(render(consortium_document(consortium, lang), "html"))
+    for s in consortium.sites:  # expires_on is the first day the policy no longer applies
+        assert day(s.expires_on - timedelta(days=1), lang) in body
+        assert day(s.expires_on, lang) not in body
+    assert ("Policy applies until (last day, inclusive)" if lang == "en"
+            else "Politique en vigueur jusqu'au (inclus)") in body
 
 
 @pytest.mark.parametrize("lang", LANGS)

@@ -36,6 +36,7 @@ from typer.testing import CliRunner
 from flame_private.cli import app
 from flame_private.reports import (
     ReportError,
+    build_consortium_report,
     build_ethics_report,
     ethics_document,
     write_document,
@@ -134,6 +135,8 @@ def test_a_spend_above_the_cap_fails_and_an_expired_policy_asks_for_attention(si
         site.write_text(yaml.safe_dump({**cfg, "privacy_policy": str(path)}))
         facts = build_ethics_report(site, today=today)
         assert facts.verdict.level == level and code in [r.code for r in facts.verdict.reasons], facts.verdict
+        # A spend above the cap is a records-level failure: the report says what to do; an expired policy is not.
+        assert ("What to do now" in _render_all(facts)[("en", "html")]) == (code == "over_cap")
 
 
 def test_a_cap_raised_after_spending_fails_the_report_which_shows_the_cap_recorded(site: Path,
@@ -174,3 +177,93 @@ def test_a_report_is_written_whole_or_not_at_all(site: Path, tmp_path: Path, mon
 
     write_document(doc, out)
     assert out.read_bytes().startswith(b"%PDF") and sorted(p.name for p in out.parent.iterdir()) == ["ethics.pdf"]
+
+
+# --------------------------------------------------------------------------- what a DPO reads on a record problem
+
+
+def _render_all(facts) -> dict[tuple[str, str], str]:
+    from report_harness import html_text
+
+    from flame_private.reports.output import render
+
+    return {(lang, fmt): (pdf_text(render(ethics_document(facts, lang), fmt)) if fmt == "pdf"
+                          else html_text(render(ethics_document(facts, lang), fmt)))
+            for lang in ("en", "fr") for fmt in ("html", "pdf")}
+
+
+def _inflate_a_release(site: Path, factor: float = 3.0) -> float:
+    """Log one more update whose recorded total is ``factor`` times the ledger's: a valid chain that disagrees
+    with the ledger (what a rolled-back ledger beside an intact egress log looks like)."""
+    from flame_private.federation.egress import EgressLog
+
+    state = site.parent / "state"
+    log = EgressLog.open(state, "site-a")
+    last = next(e for e in reversed(log.entries) if e.kind == "update")
+    inflated = last.epsilon_after * factor
+    log.append(run_id=last.run_id, round=last.round, task=last.task, kind="update",
+               payload=log.payload_path(last).read_bytes(), envelope=last.envelope, dp=last.dp,
+               epsilon_after=inflated, ledger_seq=last.ledger_seq, app_hash=last.app_hash)
+    return inflated
+
+
+def test_when_the_records_disagree_the_report_leads_with_the_larger_epsilon(site: Path) -> None:
+    honest = build_ethics_report(site)
+    assert honest.records_verified and honest.spend.agree and honest.spend.headline == honest.spend.spent
+    inflated = _inflate_a_release(site)
+
+    facts = build_ethics_report(site)
+    assert facts.chain("ledger").verified and facts.chain("egress").verified  # both chains are intact...
+    assert not facts.spend.agree and not facts.records_verified  # ...but they disagree
+    assert facts.spend.spent == pytest.approx(honest.spend.spent)
+    assert facts.spend.headline == pytest.approx(inflated) and inflated > facts.spend.spent
+    assert facts.verdict.level == "fail" and "records_disagree" in [r.code for r in facts.verdict.reasons]
+    assert facts.meaning is not None and facts.meaning.epsilon_spent == pytest.approx(inflated)
+
+    bodies = _render_all(facts)
+    for fmt in ("html", "pdf"):
+        en, fr = bodies[("en", fmt)], bodies[("fr", fmt)]
+        assert f"{inflated:.2f} of" in en and "the largest of the records' figures, which disagree" in en
+        assert "NO: the epsilon figures disagree; a release disagrees with its ledger entry" in en
+        assert f"This report uses the largest, {inflated:.3f}" in en
+        assert f"{inflated:.2f}".replace(".", ",") + " sur" in fr and "NON : les chiffres d'epsilon divergent" in fr
+        assert "inscrit au journal des envois avec une transmission" in fr
+        shown = f"{inflated:.3f}"
+        assert (f"The records disagree on the epsilon spent (recomputed from the ledger {facts.spend.spent:.3f}, "
+                f"recorded in the ledger {facts.spend.recorded:.3f}, recorded in the egress log with a release "
+                f"{shown}); this report uses the largest figure.") in en
+        assert "Les registres divergent sur l'epsilon dépensé (recalculé à partir du registre" in fr
+        # The failed check is named in the reader's language in the French verdict box.
+        assert "concordance avec le registre" in fr and "Des contrôles d'audit sont en échec" not in en
+
+    consortium = build_consortium_report([site])
+    line = consortium.sites[0]
+    assert line.spent == pytest.approx(inflated) and not line.records_verified
+
+
+@pytest.mark.parametrize("lang", ["en", "fr"])
+def test_a_records_failure_says_what_to_do_gdpr_article_33_included(site: Path, lang: str) -> None:
+    flip_one_byte(site.parent / "state" / "privacy_ledger.jsonl", 1, b'"round":1', b'"round":2')
+    facts = build_ethics_report(site)
+    for fmt, body in _render_all(facts).items():
+        if fmt[0] != lang:
+            continue
+        if lang == "en":
+            assert "What to do now" in body and "GDPR (article 33)" in body, fmt
+            assert "within 72 hours of becoming aware of it" in body and "supervisory authority" in body
+            assert "for the controller to decide, advised by the data-protection officer" in body
+        else:
+            assert "Que faire maintenant" in body and "RGPD (article 33)" in body, fmt
+            assert "72 heures au plus tard après en avoir pris connaissance" in body and "CNIL" in body
+        # The egress log, still intact, gives a floor for the spend: the report shows it.
+        floor = f"{facts.spend.headline:.2f}"
+        assert (floor if lang == "en" else floor.replace(".", ",")) in body
+
+
+def test_an_attack_that_breaks_the_protection_is_not_called_a_records_breach(fed: Federation, tmp_path: Path) -> None:
+    from report_harness import gradient_inversion, write_attacks
+
+    folder = write_attacks(tmp_path / "attacks", gradient_inversion(protection_held=False, figure=None))
+    facts = build_ethics_report(fed.sites["site-b"], attacks_dir=folder)
+    assert facts.verdict.level == "fail"
+    assert "What to do now" not in _render_all(facts)[("en", "html")]

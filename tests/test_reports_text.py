@@ -101,3 +101,86 @@ def test_numbers_and_dates_in_each_language() -> None:
     assert factor(320.6, "en") == "321" and factor(1.83, "fr") == "1,8" and factor(2.9e4, "en") == "2.9 × 10⁴"
     assert day(date(2025, 9, 15), "en") == "15 September 2025"
     assert day(date(2028, 8, 1), "fr") == "1 août 2028"
+
+
+def test_french_speaks_of_transmissions_not_publications() -> None:
+    french = " ".join(fr for _, fr in TEXTS.values()).lower()
+    assert "publication" not in french and "publiée" not in french
+    assert t("glance.releases", "fr") == "Transmissions enregistrées" and t("col.releases", "fr") == "Transmissions"
+
+
+def test_counts_take_proper_plurals_and_no_text_hedges_with_parentheses() -> None:
+    from flame_private.reports.i18n import tn
+
+    assert tn("cons.sign_intro", "en", 4).endswith("privacy budgets of 4 sites.")
+    assert tn("cons.sign_intro", "en", 1).endswith("privacy budget of 1 site.")
+    assert tn("cons.sign_intro", "fr", 1).endswith("de 1 site.") and tn("cons.sign_intro", "fr", 4).endswith("4 sites.")
+    assert tn("messages", "fr", 0) == "0 message" and tn("messages", "en", 0) == "0 messages"
+    for key, (en, fr) in TEXTS.items():
+        for text in (en, fr):
+            assert "(s)" not in text and "(nt)" not in text, key
+            assert "site {site}" not in text and "site site" not in text, key  # ids are "site-a": no doubled word
+
+
+def test_audit_check_names_are_given_in_the_readers_language() -> None:
+    from flame_private.reports.content import Reason
+    from flame_private.reports.ethics_doc import reason_text
+
+    reason = Reason(code="audit_failed", detail="ledger agreement, ciphertext only")
+    assert reason_text(reason, "fr") == ("Des contrôles d'audit sont en échec\u00a0: concordance avec le registre "
+                                         "(chaque transmission face à son entrée du registre) [ledger agreement], "
+                                         "uniquement des chiffrés [ciphertext only].")
+    assert reason_text(Reason(code="audit_failed", detail="budget"), "en") == "An audit check failed: budget."
+    assert reason_text(Reason(code="audit_warnings", detail="1"), "fr").startswith("1 avertissement d'audit")
+    disagree = reason_text(Reason(code="records_disagree", detail="recomputed=3.2, egress=4.25"), "fr")
+    assert "recalculé à partir du registre 3,200, inscrit au journal des envois avec une transmission 4,250" in disagree
+
+
+def test_breach_guidance_cites_gdpr_article_33_accurately_in_both_languages() -> None:
+    en = " ".join(t(f"breach.{i}", "en") for i in (1, 2, 3))
+    fr = " ".join(t(f"breach.{i}", "fr") for i in (1, 2, 3))
+    assert "without undue delay and, where feasible, within 72 hours of becoming aware of it" in en
+    assert "unless it is unlikely to result in a risk to the rights and freedoms" in en
+    assert "controller" in en and "advised by the data-protection officer" in en and "may be" in en
+    assert "dans les meilleurs délais et, si possible, 72 heures au plus tard après en avoir pris connaissance" in fr
+    assert "responsable du traitement" in fr and "RGPD (article 33)" in fr
+
+
+def test_a_hash_is_read_aloud_as_five_groups_of_four() -> None:
+    from flame_private.reports.i18n import grouped
+
+    h = "3f9a1c0788b2e4105d3c" + "0" * 44
+    assert grouped(h) == "3f9a 1c07 88b2 e410 5d3c"
+
+
+# --------------------------------------------------------------------------- the spend plot
+
+
+def _spend(lang: str, epsilons=(0.8, 1.1, 1.9, 2.2, 2.6), cap: float = 3.0):
+    from flame_private.reports.figures import spend_figure
+
+    times = ["2026-01-15T10:00:00.000000Z", "2026-01-15T10:01:00.000000Z", "2026-01-15T10:05:00.000000Z",
+             "2026-01-15T10:06:00.000000Z", "2026-02-02T09:00:00.000000Z"]
+    return spend_figure(times, [1, 1, 2, 2, 1], ["run-1", "run-1", "run-1", "run-1", "run-2"], list(epsilons),
+                        ["training", "training", "training", "evaluation", "training"], cap, lang)  # type: ignore
+
+
+@pytest.mark.parametrize(("lang", "axis", "tick", "remaining"), [
+    ("en", "federated round (date, UTC)", "round 1\n2026-01-15", "remaining budget"),
+    ("fr", "tour fédéré (date, UTC)", "tour 1\n2026-01-15", "budget restant")])
+def test_the_spend_plot_is_by_round_and_date_with_the_remaining_budget_shaded(lang, axis, tick, remaining) -> None:
+    ax = _spend(lang).axes[0]
+    assert ax.get_xlabel() == axis and "entr" not in ax.get_xlabel()
+    ticks = [x.get_text() for x in ax.get_xticklabels()]
+    assert ticks[0] == tick and len(ticks) == 3  # rounds 1 and 2 of run-1, round 1 of run-2
+    assert ticks[2].endswith("2026-02-02")
+    legend = [x.get_text() for x in ax.get_legend().get_texts()]
+    assert remaining in legend and not any("cap" in x and "above" in x for x in legend)
+    shaded = next(c for c in ax.collections if c.get_label() == remaining)
+    top = max(v[1] for path in shaded.get_paths() for v in path.vertices)
+    assert top == pytest.approx(3.0)  # shaded up to the cap
+
+
+def test_spend_above_the_cap_is_shaded_red_and_named() -> None:
+    ax = _spend("en", epsilons=(0.8, 1.1, 1.9, 3.4, 3.6)).axes[0]
+    assert "above the cap" in [x.get_text() for x in ax.get_legend().get_texts()]

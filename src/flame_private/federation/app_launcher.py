@@ -12,7 +12,9 @@ unpacking the FAB:
 * the sha256 of the FAB's bytes is computed here (the hash the SuperLink claims is
   not trusted), and must equal the run's FAB hash and be approved in the site's
   approved-apps log (``approved_apps.py``);
-* approved: Flower unpacks, loads and runs the ClientApp as usual;
+* approved: Flower unpacks, loads and runs the ClientApp as usual, and every message
+  it records in the egress log carries the FAB's sha256 (``fab_sha256``), which
+  ``flame audit`` checks against the approvals;
 * refused: nothing of the FAB is unpacked or imported.  The refusal is recorded in
   the site's egress log (kind "declined", ``app_hash`` = the refused FAB's sha256,
   ``reason`` = why) and the server gets only the generic "declined" status, exactly
@@ -124,6 +126,10 @@ def _pinned(site: SiteConfig, pull: Any) -> Any:
             refuse(site, client, message, context, verdict)
             raise AppRefused(verdict.reason)
         log.info("running %s", verdict.reason)
+        # Every message this ClientApp process records in the egress log names the FAB that produced it.
+        from flame_private.federation.egress import PINNED_FAB_ENV
+
+        os.environ[PINNED_FAB_ENV] = verdict.fab_sha256
         return message, context, run, fab
 
     return pull_task_input

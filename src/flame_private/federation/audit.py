@@ -24,6 +24,8 @@ checks, in order:
                       committee's decision (``privacy/policy_history.py``);
 ``continuity``        with an anchor (``--anchor``): today's ledger and egress log extend the
                       chain heads the DPO certified last time (``federation/anchor.py``);
+``app approval``      every message that names the app bundle (FAB) it came from (app pinning) names
+                      one the site's approved-apps log approved before it was sent;
 ``code identity``     the app hashes that produced the messages (one per distinct value).
 
 HE parameters: the agreed parameters are an input, never taken from what the
@@ -438,6 +440,8 @@ def audit_site(site: SiteConfig, params_context: Path | None = None, *,
         anchor_line = f"{anchor.site_id}, certified {anchor.taken_at}"
         _continuity(site.site_id, anchor, ledger, egress, checks)
 
+    if egress is not None:
+        _app_approval(site, entries, checks)
     apps = _app_hashes(entries)
     if apps:
         listed = "; ".join(f"{a.app_hash} ({a.messages} message(s), seq {a.first_seq}-{a.last_seq}"
@@ -557,6 +561,43 @@ def _check_payloads(egress: EgressLog, entries: list[EgressEntry], ctx: ParamsCo
     if n_declined and not declined_bad:
         checks.ok("declined", f"{n_declined} declined status(es), each saying only \"declined\" (the reasons "
                               "stay in the log, at the site)")
+
+
+def _app_approval(site: SiteConfig, entries: list[EgressEntry], checks: _Checks) -> None:
+    """Every message that names the FAB it came from (app pinning) names one approved before it was sent."""
+    from flame_private.federation.approved_apps import ApprovedApps, ApprovedAppsError
+
+    name = "app approval"
+    pinned = [e for e in entries if e.fab_sha256 is not None]
+    try:
+        approvals = ApprovedApps.open(site.state_dir, site.site_id, readonly=True)
+    except ApprovedAppsError as exc:
+        if pinned:
+            checks.fail(name, f"{exc}. {len(pinned)} message(s) name the app bundle (FAB) they came from, and "
+                              "without a verified approved-apps log none of them can be shown to be approved")
+        else:
+            checks.warn(name, f"{exc}. No message names an app bundle: app pinning was not in use")
+        return
+    decisions = approvals.entries
+    bad = 0
+    for e in pinned:
+        history = [d for d in decisions if d.fab_sha256 == e.fab_sha256 and d.time <= e.time]
+        if not history or history[-1].action != "approve":
+            state = "was revoked before" if history else "was not approved before"
+            checks.fail(name, f"{e.kind} seq {e.seq} ({e.run_id} round {e.round}, {e.task}) came from FAB "
+                              f"{e.fab_sha256}, which {state} it was sent at {e.time} ({approvals.path})")
+            bad += 1
+    unpinned = len(entries) - len(pinned)
+    if pinned and not bad:
+        fabs = sorted({e.fab_sha256 for e in pinned})  # type: ignore[type-var]
+        checks.ok(name, f"{len(pinned)} message(s) from {len(fabs)} app bundle(s), each approved in "
+                        f"{approvals.path} before it was sent: {', '.join(f[:16] + '...' for f in fabs)}")
+    if unpinned and approvals.current():
+        checks.warn(name, f"{unpinned} message(s) name no app bundle: they were produced outside the site's "
+                          "launcher (no app pinning), while apps are approved here")
+    elif not pinned:
+        checks.ok(name, "app pinning not in use: no message names an app bundle (the code identity is the "
+                        "installed release; docs/deployment.md, 'App pinning')")
 
 
 def _app_hashes(entries: list[EgressEntry]) -> list[AppHashUse]:

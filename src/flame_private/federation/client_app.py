@@ -2,7 +2,10 @@
 
 Each handler is one protocol step of ``site.Site``.  Which site this node is
 comes from the node config (``site-config`` in deployment) or, in simulation,
-from the partition id indexing the run's list of site configs.
+from the partition id indexing the run's list of site configs.  How its
+messages travel (recorded in the site's egress log) is the node config's
+``transport`` when given, else ``simulation`` for a simulated node and
+``supernode`` for a deployed one.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from flame_private.federation.egress import TRANSPORTS, Transport
 from flame_private.federation.protocol import (
     METRICS,
     MODEL,
@@ -41,8 +45,18 @@ def _site(context: Context, site_yamls: list[Path] | None, fed_yaml: Path | None
     key = f"{site_yaml}|{fed}"
     if key not in _SITES:
         torch.set_num_threads(max(1, int(context.node_config.get("torch-threads", 1))))
-        _SITES[key] = Site.load(site_yaml, fed)
+        _SITES[key] = Site.load(site_yaml, fed, transport=_transport(context))
     return _SITES[key]
+
+
+def _transport(context: Context) -> Transport:
+    """The node config's declared ``transport``, else what the node's config shows: simulated or deployed."""
+    given = context.node_config.get("transport")
+    if given is not None:
+        if given not in TRANSPORTS:
+            raise ValueError(f"node config transport={given!r}: expected one of {', '.join(TRANSPORTS)}")
+        return given  # type: ignore[return-value]
+    return "simulation" if "partition-id" in context.node_config else "supernode"
 
 
 def _reply(site: Site, reply: Reply, msg: Message) -> Message:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -68,6 +69,12 @@ PAYLOAD_MODE = 0o600
 
 EgressKind = Literal["update", "metrics", "declined"]
 KINDS: tuple[str, ...] = ("update", "metrics", "declined")
+Transport = Literal["simulation", "in-process", "supernode", "supernode-tls"]
+TRANSPORTS: tuple[str, ...] = ("simulation", "in-process", "supernode", "supernode-tls")
+"""How a message travelled to the server: ``simulation`` (Flower's simulation engine, one machine, no network),
+``in-process`` (the in-process grid of tests and attack simulations, no network), ``supernode`` (the site's
+Flower SuperNode, over the network; its TLS setting is not visible to the app), ``supernode-tls`` (the same,
+with the node configuration declaring TLS, as ``deploy/`` does)."""
 METRICS_MODEL_PREFIX = "metrics:"
 """Envelope model name of encrypted metric sums: ``metrics:<task>``."""
 
@@ -125,6 +132,16 @@ class EgressEntry(StrictModel):
     reason: Annotated[str, Field(min_length=1, max_length=MAX_REASON_CHARS)] | None = None
     """Why the site declined ("declined" only).  Kept here, never sent: the status that leaves says only
     "declined" (entries written before this field existed carry the reason in their payload)."""
+    transport: Transport | None = None
+    """How the message travelled to the server (see ``TRANSPORTS``); None in entries written before it was
+    recorded."""
+    patients: Annotated[int, Field(ge=0)] | None = None
+    """The patients of the site's split behind the release: training patients for an update (the count the
+    ciphertext carries), validation patients for metrics; None for "declined" and in entries written before it
+    was recorded."""
+    fab_sha256: Annotated[str, Field(pattern=_HEX64)] | None = None
+    """The sha256 of the app bundle (FAB) the site's launcher verified against its approved list and ran
+    (``app_launcher``); None where the site runs without app pinning, and in entries written before."""
     prev_hash: Annotated[str, Field(pattern=_HEX64)]
     hash: Annotated[str, Field(pattern=_HEX64)]
 
@@ -136,6 +153,8 @@ class EgressEntry(StrictModel):
             raise ValueError(f"a {self.kind} message must carry its ciphertext envelope and HE fingerprint")
         if self.kind != "declined" and self.reason is not None:
             raise ValueError(f"a {self.kind} message carries no decline reason")
+        if self.kind == "declined" and self.patients is not None:
+            raise ValueError("a declined status releases nothing computed from patients")
         return self
 
     @property
@@ -155,6 +174,20 @@ def _package_root() -> Path:
     import flame_private
 
     return Path(flame_private.__file__).resolve().parent
+
+
+PINNED_FAB_ENV = "FLAME_PINNED_FAB_SHA256"
+"""Set by the site's app launcher, in the ClientApp's own process, to the sha256 of the FAB it verified."""
+
+
+def pinned_fab_sha256() -> str | None:
+    """The approved FAB this process runs (set by ``app_launcher`` before Flower loads it), else None."""
+    value = os.environ.get(PINNED_FAB_ENV)
+    if value is None:
+        return None
+    if not re.fullmatch(_HEX64, value):
+        raise EgressLogError(f"{PINNED_FAB_ENV}={value!r} is not a sha256: refusing to record or send anything")
+    return value
 
 
 def app_identity(root: Path | str | None = None) -> str:
@@ -252,7 +285,8 @@ class EgressLog(HashChainLog[EgressEntry]):
                envelope: CiphertextEnvelope | dict | str | bytes | None = None,
                ledger_entry: LedgerEntry | None = None, dp: DPRecord | dict | None = None,
                epsilon_after: float | None = None, ledger_seq: int | None = None,
-               app_hash: str | None = None, reason: str | None = None) -> EgressEntry:
+               app_hash: str | None = None, reason: str | None = None, transport: Transport | None = None,
+               patients: int | None = None, fab_sha256: str | None = None) -> EgressEntry:
         """Record a message about to leave the site; only after this returns may it be sent.
 
         ``payload`` is the exact byte string that will be sent; ``envelope`` its
@@ -262,6 +296,9 @@ class EgressLog(HashChainLog[EgressEntry]):
         as ``ledger_entry`` (its seq, DP settings and epsilon_after are copied), or
         ``dp``, ``epsilon_after`` and ``ledger_seq`` explicitly.  ``app_hash``
         defaults to :func:`app_identity`; pass Flower's FAB hash when there is one.
+        ``transport`` (how the message will travel) and ``patients`` (how many patients the release is
+        computed from) are recorded for the site's reports when given.  ``fab_sha256`` defaults to
+        :func:`pinned_fab_sha256`: the app bundle the site's launcher approved, when this process runs one.
 
         Refuses (EgressLogError, nothing written) a header that does not describe
         this payload, run, task and round: such a message must not be sent.
@@ -304,8 +341,12 @@ class EgressLog(HashChainLog[EgressEntry]):
                 "app_hash": app_hash if app_hash is not None else app_identity(),
                 "prev_hash": self.head_hash,
             }
-            if reason is not None:  # absent, not null, otherwise: older entries hash without the key
-                fields["reason"] = reason
+            # Optional keys are absent, not null, when not given: older entries hash without them.
+            pinned = fab_sha256 if fab_sha256 is not None else pinned_fab_sha256()
+            for key, value in (("reason", reason), ("transport", transport), ("patients", patients),
+                               ("fab_sha256", pinned)):
+                if value is not None:
+                    fields[key] = value
             if isinstance(fields["dp"], dict):  # normalise floats so the written JSON is what validates strictly
                 try:
                     fields["dp"] = DPRecord.model_validate(fields["dp"]).model_dump()

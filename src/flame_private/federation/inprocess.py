@@ -44,7 +44,8 @@ class LocalGrid(Grid):
         TaskIdentity.task_id = 1
         self.app = make_client_app()
         self.sites = {FIRST_NODE_ID + i: (sid, path) for i, (sid, path) in enumerate(site_yamls.items())}
-        self.contexts = {node: Context(run_id=1, node_id=node, node_config={"site-config": str(path)},
+        self.contexts = {node: Context(run_id=1, node_id=node,
+                                       node_config={"site-config": str(path), "transport": "in-process"},
                                        state=RecordDict(), run_config={"federation-config": str(fed_yaml)})
                          for node, (_, path) in self.sites.items()}
         self.fed_yaml = fed_yaml

@@ -25,7 +25,7 @@ from flame_private.data.checks import load_site
 from flame_private.data.splits import Splits, split_records
 from flame_private.evaluation import evaluate_with_baselines
 from flame_private.experiments import initial_model, make_dataset
-from flame_private.federation.egress import MAX_REASON_CHARS, EgressLog, app_identity
+from flame_private.federation.egress import MAX_REASON_CHARS, EgressLog, Transport, app_identity
 from flame_private.federation.protocol import SiteStatus
 from flame_private.metrics import PATIENT_SENSITIVITY, EvolutionSums, ResponseSums, dp_release, released_metrics
 from flame_private.models.io import save_model
@@ -85,11 +85,14 @@ class Site:
     guard: BudgetGuard | None = None
     """None until the site's privacy policy loads (``_policy_refusal`` re-reads it at each step)."""
     _splits: Splits | None = None
+    transport: Transport | None = None
+    """How this site's messages reach the server, recorded with each in the egress log (None: not known)."""
     _datasets: dict[tuple[str, str], Any] = field(default_factory=dict)
     _layouts: dict[str, ParamLayout] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, site_yaml: Path, fed_yaml: Path, app_hash: str | None = None) -> Site:
+    def load(cls, site_yaml: Path, fed_yaml: Path, app_hash: str | None = None,
+             transport: Transport | None = None) -> Site:
         """Everything a site needs but its scans; refuses (with the reason) a world-readable key or a broken ledger.
 
         A missing, unfilled or invalid privacy policy does not raise: the site then declines every
@@ -102,7 +105,8 @@ class Site:
             raise ValueError(f"{site_yaml}: secret_context is not set; the site cannot decrypt or encrypt")
         secret = load_secret_context(config.secret_context)
         site = cls(config=config, fed=fed, secret=secret, ledger=Ledger.open(config.state_dir, config.site_id),
-                   egress=EgressLog.open(config.state_dir, config.site_id), app_hash=app_hash or app_identity())
+                   egress=EgressLog.open(config.state_dir, config.site_id), app_hash=app_hash or app_identity(),
+                   transport=transport)
         if site._policy_refusal() is None and site.guard is not None:
             policy = site.guard.policy
             if policy.delta != fed.dp.delta or policy.accountant != fed.dp.accountant:
@@ -196,7 +200,7 @@ class Site:
         reply = Reply(status="declined", reason=reason)
         entry = self.egress.append(run_id=run_id, round=round_, task=task, kind="declined",
                                    payload=reply.status_json(self.site_id).encode(), reason=reason,
-                                   app_hash=self.app_hash)
+                                   app_hash=self.app_hash, transport=self.transport)
         if earlier is None:
             log.log(level, "%s declines %s round %d: %s", self.site_id, task, round_, reason)
         else:
@@ -250,7 +254,8 @@ class Site:
                                  max_sites=self.fed.he.max_sites)
         header = env.model_dump_json()
         self.egress.append(run_id=run_id, round=round_, task=task, kind="update", payload=ct, envelope=header,
-                           ledger_entry=entry, app_hash=self.app_hash)
+                           ledger_entry=entry, app_hash=self.app_hash, transport=self.transport,
+                           patients=n_patients)
         log.info("%s: %s round %d trained (%d steps, epsilon now %.3f), sent %d bytes", self.site_id, task,
                  round_, plan.steps, entry.epsilon_after, len(ct))
         return Reply(status="ok", header_json=header, payload=ct)
@@ -292,7 +297,8 @@ class Site:
                                  round=round_, model=f"metrics:{task}", max_sites=self.fed.he.max_sites)
         header = env.model_dump_json()
         self.egress.append(run_id=run_id, round=round_, task=task, kind="metrics", payload=ct, envelope=header,
-                           ledger_entry=entry, app_hash=self.app_hash)
+                           ledger_entry=entry, app_hash=self.app_hash, transport=self.transport,
+                           patients=len(self.splits.val))
         return Reply(status="ok", header_json=header, payload=ct)
 
     def decrypt_metrics(self, run_id: str, task: Task, round_: int, header_json: str,

@@ -108,6 +108,8 @@ class Document(StrictModel):
     footer: str
     """Left part of the footer (site and date); the page number is added by the renderer."""
     blocks: list[Block]
+    metadata: dict[str, str] = Field(default_factory=dict)
+    """Machine-readable facts of the file (the chain heads): HTML meta tags, PDF keywords."""
 
     def text(self) -> str:
         """Every word of the document, in order (what a reader sees, without the layout)."""

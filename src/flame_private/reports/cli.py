@@ -115,4 +115,4 @@ def consortium(
     except ReportError as exc:
         raise _err(str(exc)) from None
     bad = ", ".join(s.site_id for s in facts.sites if s.verdict.level == "fail")
-    _written(out, facts.level, f"site(s) {bad}")
+    _written(out, facts.level, bad)

@@ -34,7 +34,12 @@ class SiteLine(StrictModel):
     epsilon_cap: float
     delta: float
     spent: float | None
-    """None when the site's ledger does not verify."""
+    """The worse figure the site's records give (``SpendFacts.headline``); None when its ledger does not
+    verify."""
+    floor: float | None = None
+    """When the ledger does not verify: the largest total the egress log recorded (spend is at least this)."""
+    records_verified: bool = True
+    """Both chains verify and their figures agree (``EthicsReport.records_verified``)."""
     releases: int | None
     rounds_taken_part: int
     """Rounds of a model for which the site sent an encrypted update (over every run)."""
@@ -86,7 +91,9 @@ def consortium_from(reports: list[EthicsReport], *, study: str | None = None,
             site_id=r.site_id, site_config=r.site_config, approved_by=r.policy.approved_by,
             approval_reference=r.policy.approval_reference, expires_on=r.policy.expires_on,
             policy_valid=r.policy.valid_today, epsilon_cap=r.policy.epsilon_cap, delta=r.policy.delta,
-            spent=r.spend.spent, releases=len(r.spend.rows) if r.spend.verified else None,
+            spent=r.spend.headline if r.spend.spent is not None else None,
+            floor=r.spend.headline if r.spend.spent is None else None, records_verified=r.records_verified,
+            releases=len(r.spend.rows) if r.spend.verified else None,
             rounds_taken_part=sum(len(p.rounds_sent) for p in part),
             rounds_declined=sum(len(p.rounds_declined) for p in part), declined=r.egress.declined,
             ledger=r.chain("ledger"), egress=r.chain("egress"), verdict=r.verdict))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flame_private.reports.blocks import (
     Block,
     Callout,
@@ -14,7 +16,14 @@ from flame_private.reports.blocks import (
     Title,
 )
 from flame_private.reports.consortium import ConsortiumReport
-from flame_private.reports.ethics_doc import chain_cell
+from flame_private.reports.ethics_doc import (
+    breach_callout,
+    chain_cell,
+    full_heads,
+    head_cell,
+    head_metadata,
+    reason_text,
+)
 from flame_private.reports.figures import consortium_plot
 from flame_private.reports.i18n import (
     Lang,
@@ -24,6 +33,7 @@ from flame_private.reports.i18n import (
     t,
     task_name,
     timestamp,
+    tn,
     yes_no,
 )
 
@@ -36,6 +46,7 @@ def consortium_document(report: ConsortiumReport, lang: Lang) -> Document:
                      (t("f.generated", lang), f"{report.generated_at} UTC"),
                      (t("f.software", lang), t("software", lang, version=report.flame_version))]),
         _verdict(report, lang),
+        *breach_callout([s.verdict for s in report.sites], lang),
         Paragraph(text=t("cons.intro", lang)),
         _table(report, lang),
         Figure(png=consortium_plot([s.site_id for s in report.sites], [s.spent for s in report.sites],
@@ -44,8 +55,11 @@ def consortium_document(report: ConsortiumReport, lang: Lang) -> Document:
         *_declined(report, lang),
         Heading(text=t("cons.heads", lang), level=2),
         _heads(report, lang),
+        Paragraph(text=t("integrity.full", lang), style="small"),
+        Paragraph(text=full_heads([(f"{s.site_id} ", c) for s in report.sites for c in (s.ledger, s.egress)]),
+                  style="mono"),
         Heading(text=t("sign.title", lang), level=2),
-        Signature(intro=t("cons.sign_intro", lang, n=len(report.sites)), decision_label=t("sign.decision", lang),
+        Signature(intro=tn("cons.sign_intro", lang, len(report.sites)), decision_label=t("sign.decision", lang),
                   decisions=[t(f"sign.d.{i}", lang) for i in (1, 2, 3)], remarks_label=t("sign.remarks", lang),
                   labels=(t("sign.name", lang), t("sign.role", lang), t("sign.date", lang),
                           t("sign.signature", lang)),
@@ -53,13 +67,14 @@ def consortium_document(report: ConsortiumReport, lang: Lang) -> Document:
     ]
     return Document(lang=lang, title=t("cons.title", lang), header=t("cons.header", lang),
                     footer=f"{', '.join(s.site_id for s in report.sites)} · "
-                           f"{t('generated', lang, when=report.generated_at)}", blocks=blocks)
+                           f"{t('generated', lang, when=report.generated_at)}", blocks=blocks,
+                    metadata=head_metadata([(f"{s.site_id}:", c) for s in report.sites for c in (s.ledger, s.egress)]))
 
 
 def _verdict(report: ConsortiumReport, lang: Lang) -> Callout:
     level = report.level
     bad = [s.site_id for s in report.sites if s.verdict.level == "fail"]
-    items = [f"{s.site_id}: {t(f'reason.{r.code}', lang, detail=r.detail)}"
+    items = [f"{s.site_id}: {reason_text(r, lang)}"
              for s in report.sites for r in s.verdict.reasons]
     tone = {"ok": "ok", "attention": "attention", "fail": "fail"}[level]
     return Callout(tone=tone, text=t(f"cons.verdict.{level}", lang, sites=", ".join(bad)), items=items)  # type: ignore[arg-type]
@@ -70,11 +85,15 @@ def _table(report: ConsortiumReport, lang: Lang) -> Table:
                                     "col.taken_part", "col.declined", "col.records_ok", "col.verdict")]
     rows, tones = [], []
     for s in report.sites:
-        spent = (f"{num(s.spent, lang)} / {num(s.epsilon_cap, lang)}" if s.spent is not None
-                 else f"{t('unverified', lang).upper()} / {num(s.epsilon_cap, lang)}")
+        if s.spent is not None:
+            spent = f"{num(s.spent, lang)} / {num(s.epsilon_cap, lang)}"
+        else:
+            floor = f" (≥ {num(s.floor, lang)})" if s.floor is not None else ""
+            spent = f"{t('unverified', lang).upper()}{floor} / {num(s.epsilon_cap, lang)}"
         used = percent(s.spent / s.epsilon_cap, lang) if s.spent is not None else "-"
-        records = f"{yes_no(s.ledger.verified, lang)} / {yes_no(s.egress.verified, lang)}"
-        expires = day(s.expires_on, lang) + ("" if s.policy_valid else f" ({t('policy.invalid', lang).split(':')[0]})")
+        records = yes_no(s.records_verified, lang)
+        last_day = s.expires_on - timedelta(days=1)  # expires_on is the first day the policy no longer applies
+        expires = day(last_day, lang) + ("" if s.policy_valid else f" ({t('policy.invalid', lang).split(':')[0]})")
         rows.append([s.site_id, f"{s.approved_by} ({s.approval_reference})", expires, spent, used,
                      str(s.rounds_taken_part), str(s.rounds_declined), records, t(f"level.{s.verdict.level}", lang)])
         tones.append({"ok": None, "attention": "attention", "fail": "fail"}[s.verdict.level])
@@ -94,12 +113,12 @@ def _declined(report: ConsortiumReport, lang: Lang) -> list[Block]:
 
 
 def _heads(report: ConsortiumReport, lang: Lang) -> Table:
-    """Two rows per site (ledger, egress log): a full 64-digit hash fits on one line."""
+    """Two rows per site (ledger, egress log), each head as a fingerprint to read aloud; full hashes follow."""
     rows, tones = [], []
     for s in report.sites:
         for chain in (s.ledger, s.egress):
             rows.append([s.site_id, t(f"record.{chain.record}", lang), chain_cell(chain, lang),
-                         chain.hash or t("unverified", lang).upper()])
+                         head_cell(chain, lang)])
             tones.append(None if chain.verified else "fail")
     return Table(columns=[t(k, lang) for k in ("f.site", "col.record", "col.entries", "col.head")], rows=rows,
                  widths=[0.08, 0.24, 0.09, 0.59], mono=[3], small=True, tones=tones,  # type: ignore[arg-type]

@@ -45,10 +45,16 @@ log = logging.getLogger(__name__)
 
 Level = Literal["ok", "attention", "fail"]
 ReasonCode = Literal["ledger_broken", "egress_broken", "audit_failed", "over_cap", "replay_mismatch",
-                     "attack_failed", "attack_inconclusive", "policy_not_valid", "audit_warnings", "no_state"]
+                     "records_disagree", "attack_failed", "attack_inconclusive", "policy_not_valid", "audit_warnings",
+                     "no_state"]
 FAILING: frozenset[str] = frozenset({"ledger_broken", "egress_broken", "audit_failed", "over_cap",
-                                     "replay_mismatch", "attack_failed"})
+                                     "replay_mismatch", "records_disagree", "attack_failed"})
 """Reasons that make the verdict "fail" (and the command exit non-zero); the others ask for attention."""
+BREACH_LIKE: frozenset[str] = FAILING - {"attack_failed"}
+"""Failures of the site's own records or spend (not of a simulation): the report says what to do, breach rules
+included."""
+NOT_RECORDED = "not-recorded"
+"""Key of messages whose egress entry predates the recording of their transport."""
 
 
 class CapRow(StrictModel):
@@ -124,6 +130,20 @@ class SpendFacts(StrictModel):
     replay_agrees: bool
     mechanisms: list[MechanismRow]
     runs: list[str]
+    recorded: float | None = None
+    """The last ledger entry's ``epsilon_after`` as recorded; None when the ledger is empty or does not verify."""
+    egress_recorded: float | None = None
+    """The largest ``epsilon_after`` the egress log recorded with a release; None when it records none."""
+    headline: float | None = None
+    """The figure the report leads with: the largest of ``spent``, ``recorded`` and ``egress_recorded`` (the
+    worse one when the records disagree); None when none is available."""
+    agree: bool = True
+    """Whether the figures are consistent: recomputed = recorded, and the egress log's no larger."""
+
+    def figures(self) -> dict[str, float]:
+        """Every epsilon the records give for the site's total, by source."""
+        out = {"recomputed": self.spent, "ledger": self.recorded, "egress": self.egress_recorded}
+        return {k: v for k, v in out.items() if v is not None}
 
 
 class MembershipBound(StrictModel):
@@ -172,6 +192,20 @@ class EgressFacts(StrictModel):
     he_fingerprint: str | None
     declined: list[DeclinedRow]
     participation: list[ParticipationRow]
+    transports: dict[str, int] = {}
+    """Messages by how they travelled to the server, as the egress log records it (``not-recorded`` for
+    entries written before it was)."""
+    training_patients: list[int] = []
+    """The distinct training-patient counts recorded with the site's updates (empty: not recorded)."""
+    validation_patients: list[int] = []
+    """The distinct validation-patient counts recorded with the site's metrics (empty: not recorded)."""
+
+    @property
+    def patients(self) -> int | None:
+        """Patients the budget covers (training and validation, the largest recorded); None if not recorded."""
+        if not self.training_patients:
+            return None
+        return max(self.training_patients) + max(self.validation_patients, default=0)
 
 
 class ChainFacts(StrictModel):
@@ -242,6 +276,18 @@ class EthicsReport(StrictModel):
     def chain(self, record: Literal["ledger", "egress"]) -> ChainFacts:
         return next(c for c in self.chains if c.record == record)
 
+    def unverified(self) -> list[Literal["ledger", "egress", "figures", "agreement"]]:
+        """Why the records cannot be vouched for: a chain that does not verify, epsilon figures that disagree,
+        a release that disagrees with its ledger entry (the audit's "ledger agreement"); [] when none."""
+        agreement = all(c.severity != "fail" for c in self.checks if c.name == "ledger agreement")
+        checks = (("ledger", not self.chain("ledger").verified), ("egress", not self.chain("egress").verified),
+                  ("figures", not (self.spend.agree and self.spend.replay_agrees)), ("agreement", not agreement))
+        return [k for k, bad in checks if bad]  # type: ignore[misc]
+
+    @property
+    def records_verified(self) -> bool:
+        return not self.unverified()
+
 
 # --------------------------------------------------------------------------- building
 
@@ -265,7 +311,7 @@ def build_ethics_report(site_yaml: Path | str, *, attacks_dir: Path | None = Non
         CapRow(first_seq=u.first_seq, last_seq=u.last_seq, epsilon_cap=u.policy.epsilon_cap if u.policy else None,
                approval_reference=u.policy.approval_reference if u.policy else None)
         for u in audit.policy_history]})
-    spend = _spend(ledger, ledger_failure, egress, policy)
+    spend = _headline(_spend(ledger, ledger_failure, egress, policy), ledger, egress, policy)
     egress_facts = _egress(audit, egress, egress_failure)
     chains = [ChainFacts(record="ledger", path=str(state / "privacy_ledger.jsonl"), verified=ledger is not None,
                          count=len(ledger) if ledger is not None else None,
@@ -273,7 +319,8 @@ def build_ethics_report(site_yaml: Path | str, *, attacks_dir: Path | None = Non
               ChainFacts(record="egress", path=str(state / "egress_log.jsonl"), verified=egress is not None,
                          count=len(egress) if egress is not None else None,
                          hash=egress.head_hash if egress is not None else None, failure=egress_failure)]
-    meaning = (_meaning(spend.spent, policy) if spend.spent is not None else None)
+    meaning = (_meaning(spend.headline, policy) if spend.spent is not None and spend.headline is not None
+               else None)
     checks = [CheckFacts(name=c.name, severity=c.severity, detail=c.detail) for c in audit.checks]
     report = EthicsReport(
         study=study, site_id=site.site_id, site_config=str(site_yaml), state_dir=str(state),
@@ -376,6 +423,33 @@ def _spend(ledger: Ledger | None, failure: str | None, egress: EgressLog | None,
         runs=list(dict.fromkeys(r.run_id for r in rows)))
 
 
+def _headline(spend: SpendFacts, ledger: Ledger | None, egress: EgressLog | None,
+              policy: PrivacyPolicy) -> SpendFacts:
+    """Every figure the records give for the total at the policy's delta, and the worse one to lead with.
+
+    The ledger's last recorded total must equal the recomputed one; the largest total the egress log
+    recorded with a release (the total when it left) must not exceed them.  Figures recorded at another delta
+    or by another accountant (a renewed policy) are not comparable and are left out.  The report leads with
+    the largest: never under-count.
+    """
+    def comparable(delta: float, accountant: str) -> bool:
+        return delta == policy.delta and accountant == policy.accountant
+
+    last = ledger.entries[-1] if ledger is not None and len(ledger) else None
+    recorded = last.epsilon_after if last is not None and comparable(last.delta, last.accountant) else None
+    sent = [e.epsilon_after for e in (egress.entries if egress is not None else ())
+            if e.epsilon_after is not None and e.dp is not None and e.dp.delta == policy.delta]
+    update = {"recorded": recorded, "egress_recorded": max(sent) if sent else None}
+    totals = [v for v in (spend.spent, recorded) if v is not None]
+    agree = all(math.isclose(v, w, rel_tol=EPSILON_RTOL, abs_tol=1e-9) for v in totals for w in totals)
+    if update["egress_recorded"] is not None:  # a lower bound (a release's total when it left): never above
+        ceiling = max(totals, default=0.0)
+        agree &= update["egress_recorded"] <= ceiling or math.isclose(update["egress_recorded"], ceiling,
+                                                                      rel_tol=EPSILON_RTOL, abs_tol=1e-9)
+    figures = [*totals, *([update["egress_recorded"]] if update["egress_recorded"] is not None else [])]
+    return spend.model_copy(update={**update, "headline": max(figures) if figures else None, "agree": agree})
+
+
 def _meaning(spent: float, policy: PrivacyPolicy) -> MeaningFacts:
     return MeaningFacts(
         epsilon_spent=spent, epsilon_cap=policy.epsilon_cap, delta=policy.delta, odds_factor_spent=odds_factor(spent),
@@ -409,7 +483,20 @@ def _egress(audit: AuditReport, egress: EgressLog | None, failure: str | None) -
                        first_time=entries[0].time if entries else None,
                        last_time=entries[-1].time if entries else None,
                        he_fingerprint=audit.he_fingerprint, declined=declined,
-                       participation=participation(entries))
+                       participation=participation(entries), transports=_transports(entries),
+                       training_patients=_counts(entries, "update"), validation_patients=_counts(entries, "metrics"))
+
+
+def _transports(entries: list[EgressEntry]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in entries:
+        key = e.transport or NOT_RECORDED
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def _counts(entries: list[EgressEntry], kind: str) -> list[int]:
+    return sorted({e.patients for e in entries if e.kind == kind and e.patients is not None})
 
 
 def participation(entries: list[EgressEntry]) -> list[ParticipationRow]:
@@ -431,7 +518,7 @@ def _reasons(report: EthicsReport, audit: AuditReport) -> list[Reason]:
         out.append(Reason(code="ledger_broken", detail=ledger.failure or ""))
     if not egress.verified:
         out.append(Reason(code="egress_broken", detail=egress.failure or ""))
-    spent = report.spend.spent
+    spent = report.spend.headline
     over = spent is not None and spent > report.policy.epsilon_cap
     # Chain failures have their own reasons; "not checked" follows from them; an exceeded cap is over_cap.
     other = [c.name for c in audit.failures() if c.name not in ("egress log", "privacy ledger")
@@ -442,6 +529,9 @@ def _reasons(report: EthicsReport, audit: AuditReport) -> list[Reason]:
         out.append(Reason(code="over_cap", detail=f"{spent:.3f} > {report.policy.epsilon_cap:.2f}"))
     if report.spend.verified and not report.spend.replay_agrees:
         out.append(Reason(code="replay_mismatch"))
+    if not report.spend.agree:
+        out.append(Reason(code="records_disagree", detail=", ".join(
+            f"{k}={v:.3f}" for k, v in report.spend.figures().items())))
     for a in report.attacks:
         if a.result.positive_control_ok and not a.result.protection_held:
             out.append(Reason(code="attack_failed", detail=a.result.title))

@@ -8,6 +8,7 @@ not protect against, and how to prove later that nothing was rewritten.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from flame_private.reports.blocks import (
@@ -23,13 +24,15 @@ from flame_private.reports.blocks import (
     Title,
     Tone,
 )
-from flame_private.reports.content import ChainFacts, EthicsReport, Verdict
+from flame_private.reports.content import BREACH_LIKE, NOT_RECORDED, ChainFacts, EthicsReport, Reason, Verdict
 from flame_private.reports.evidence import AttackEvidence
 from flame_private.reports.figures import spend_plot
 from flame_private.reports.i18n import (
     Lang,
+    check_name,
     day,
     factor,
+    grouped,
     integer,
     num,
     percent,
@@ -37,6 +40,7 @@ from flame_private.reports.i18n import (
     t,
     task_name,
     timestamp,
+    tn,
     yes_no,
 )
 from flame_private.reports.meaning import is_weak, per_hundred
@@ -44,25 +48,66 @@ from flame_private.reports.meaning import is_weak, per_hundred
 KINDS = ("update", "metrics", "declined")
 
 
+def reason_text(r: Reason, lang: Lang) -> str:
+    """One reason in the reader's language: check names and figure sources translated, counts in words."""
+    if r.code == "audit_failed":
+        names = r.detail.split(", ") if r.detail else []
+        return tn("reason.audit_failed", lang, len(names), detail=", ".join(check_name(n, lang) for n in names))
+    if r.code == "audit_warnings":
+        return tn("reason.audit_warnings", lang, int(r.detail or 0), detail=r.detail)
+    if r.code == "records_disagree":
+        pairs = [p.split("=") for p in r.detail.split(", ") if "=" in p]
+        return t("reason.records_disagree", lang, detail=", ".join(f"{t(f'figure.{k}', lang)} {num(float(v), lang, 3)}"
+                                                                     for k, v in pairs))
+    return t(f"reason.{r.code}", lang, detail=r.detail)
+
+
 def verdict_callout(verdict: Verdict, lang: Lang, key: str = "verdict") -> Callout:
     """The verdict box: one sentence, then each reason in the reader's language, then the technical detail."""
     tone: Tone = {"ok": "ok", "attention": "attention", "fail": "fail"}[verdict.level]  # type: ignore[assignment]
     items, detail = [], []
     for r in verdict.reasons:
-        items.append(t(f"reason.{r.code}", lang, detail=r.detail))
+        items.append(reason_text(r, lang))
         if r.code in ("ledger_broken", "egress_broken", "policy_not_valid") and r.detail:
             detail.append(r.detail)
     return Callout(tone=tone, text=t(f"{key}.{verdict.level}", lang), items=items, detail=detail)
+
+
+def breach_callout(verdicts: list[Verdict], lang: Lang) -> list[Block]:
+    """What to do, GDPR article 33 included, when the site's own records or spend failed (not a simulation)."""
+    if not any(r.code in BREACH_LIKE for v in verdicts for r in v.reasons):
+        return []
+    return [Callout(tone="fail", text=t("breach.title", lang), items=[t(f"breach.{i}", lang) for i in (1, 2, 3)])]
 
 
 def chain_cell(chain: ChainFacts, lang: Lang) -> str:
     return t("unverified", lang).upper() if not chain.verified else f"{chain.count}"
 
 
+def head_cell(chain: ChainFacts, lang: Lang) -> str:
+    """The head as a short fingerprint a person can read aloud (the full hash is in ``full_heads``)."""
+    return grouped(chain.hash) if chain.hash else t("unverified", lang).upper()
+
+
+def full_heads(rows: list[tuple[str, ChainFacts]]) -> str:
+    """One line per chain, ``<label> <record file> entries=<n> sha256=<64 hex>``: to copy, compare or parse."""
+    names = {"ledger": "privacy_ledger", "egress": "egress_log"}
+    return "\n".join(f"{label}{names[c.record]} entries={c.count if c.count is not None else '-'} "
+                     f"sha256={c.hash or '-'}" for label, c in rows)
+
+
+def head_metadata(rows: list[tuple[str, ChainFacts]]) -> dict[str, str]:
+    """The heads for the file's metadata (HTML meta tags, PDF keywords): ``<count>:<sha256>`` per record."""
+    names = {"ledger": "privacy-ledger-head", "egress": "egress-log-head"}
+    return {f"flame:{label}{names[c.record]}": f"{c.count}:{c.hash}" if c.verified else "does-not-verify"
+            for label, c in rows}
+
+
 def ethics_document(report: EthicsReport, lang: Lang) -> Document:
     """The whole ethics report for ``report`` in ``lang``."""
     figures = _FigureCounter()
-    blocks: list[Block] = [*_title(report, lang), verdict_callout(report.verdict, lang), *_glance(report, lang)]
+    blocks: list[Block] = [*_title(report, lang), verdict_callout(report.verdict, lang),
+                           *breach_callout([report.verdict], lang), *_glance(report, lang)]
     sections = [_policy, _spend, _meaning, _egress, _attacks, _threat, _integrity, _sign_off]
     number = 0
     for section in sections:
@@ -71,9 +116,10 @@ def ethics_document(report: EthicsReport, lang: Lang) -> Document:
             number += 1
             part[0] = part[0].model_copy(update={"text": f"{number}. {part[0].text}"})
         blocks += part
-    return Document(lang=lang, title=f"{t('ethics.title', lang)}: {report.site_id}",
+    return Document(lang=lang, title=t("ethics.header", lang, site=report.site_id),
                     header=t("ethics.header", lang, site=report.site_id),
-                    footer=f"{report.site_id} · {t('generated', lang, when=report.generated_at)}", blocks=blocks)
+                    footer=f"{report.site_id} · {t('generated', lang, when=report.generated_at)}", blocks=blocks,
+                    metadata=head_metadata([("", c) for c in report.chains]))
 
 
 class _FigureCounter:
@@ -103,35 +149,55 @@ def _title(r: EthicsReport, lang: Lang) -> list[Block]:
 
 
 def _spent_value(r: EthicsReport, lang: Lang) -> str:
+    """The worse figure the records give; an unverified ledger gives none, but the egress log's is a floor."""
+    cap, worst = r.policy.epsilon_cap, r.spend.headline
     if r.spend.spent is None:
-        return t("unverified", lang).upper()
-    cap = r.policy.epsilon_cap
-    return t("glance.spent_value", lang, spent=num(r.spend.spent, lang), cap=num(cap, lang),
-             share=percent(r.spend.spent / cap, lang))
+        if worst is None:
+            return t("unverified", lang).upper()
+        return t("glance.egress_only", lang, eps=num(worst, lang), cap=num(cap, lang))
+    assert worst is not None
+    text = t("glance.spent_value", lang, spent=num(worst, lang), cap=num(cap, lang), share=percent(worst / cap, lang))
+    return text if r.spend.agree else f"{text}: {t('glance.worse', lang)}"
+
+
+def _verified_value(r: EthicsReport, lang: Lang) -> str:
+    why = r.unverified()
+    if not why:
+        return t("glance.verified_yes", lang)
+    return t("glance.verified_no", lang, why=t("sep.list", lang).join(t(f"why.{k}", lang) for k in why))
+
+
+def _patients_value(r: EthicsReport, lang: Lang) -> str:
+    e = r.egress
+    if e.patients is None:
+        return t("patients.not_recorded", lang)
+    return t("patients.value", lang, n=e.patients, train=max(e.training_patients),
+             val=max(e.validation_patients, default=0))
 
 
 def _glance(r: EthicsReport, lang: Lang) -> list[Block]:
     e = r.egress
     total = sum(e.messages_by_kind.values())
     ciphertexts = (t("glance.nothing_sent", lang) if e.all_ciphertexts is None else yes_no(e.all_ciphertexts, lang))
-    verified = " / ".join(yes_no(c.verified, lang) for c in r.chains)
     attacks = (t("glance.attacks_value", lang, n=len(r.attacks), passed=sum(a.result.passed for a in r.attacks))
                if r.attacks else t("glance.attacks_none", lang))
     rows = [[t("glance.spent", lang), _spent_value(r, lang)],
             [t("glance.delta", lang), small(r.policy.delta, lang)],
+            [t("glance.patients", lang), _patients_value(r, lang)],
             [t("glance.releases", lang), str(len(r.spend.rows)) if r.spend.verified else "-"],
             [t("glance.messages", lang), t("glance.messages_value", lang, total=total,
                                            declined=e.messages_by_kind.get("declined", 0))],
             [t("glance.ciphertexts", lang), ciphertexts],
-            [t("glance.verified", lang), verified],
+            [t("glance.verified", lang), _verified_value(r, lang)],
             [t("glance.attacks", lang), attacks]]
     tones: list[Tone | None] = [None] * len(rows)
-    if r.spend.spent is None or (r.spend.spent > r.policy.epsilon_cap):
+    worst = r.spend.headline
+    if r.spend.spent is None or not r.spend.agree or (worst is not None and worst > r.policy.epsilon_cap):
         tones[0] = "fail"
     if e.all_ciphertexts is False:
-        tones[4] = "fail"
-    if not all(c.verified for c in r.chains):
         tones[5] = "fail"
+    if not r.records_verified:
+        tones[6] = "fail"
     return [Heading(text=t("glance.title", lang), level=2),
             Table(columns=[], rows=rows, widths=[0.45, 0.55], tones=tones)]
 
@@ -189,14 +255,17 @@ def _spend(r: EthicsReport, lang: Lang, figures: _FigureCounter) -> list[Block]:
         tones.append("fail" if row.epsilon_after > p.epsilon_cap else None)
     out.append(Table(columns=columns, rows=rows, widths=[0.04, 0.12, 0.20, 0.12, 0.07, 0.13, 0.11, 0.13, 0.08],
                      align=["R", "L", "L", "L", "R", "L", "R", "R", "C"], tones=tones, small=True))
-    spent = s.spent or 0.0
+    if not s.agree:
+        out.append(Callout(tone="fail", text=t("spend.disagree", lang, figures=_figures(r, lang),
+                                               worst=num(s.headline or 0.0, lang, 3))))
+    spent = s.headline or 0.0
     out.append(Paragraph(text=t("spend.total", lang, spent=num(spent, lang), cap=num(p.epsilon_cap, lang),
                                 share=percent(spent / p.epsilon_cap, lang),
                                 remaining=num(max(0.0, p.epsilon_cap - spent), lang))))
     if not all(row.sent for row in s.rows):
         out.append(Paragraph(text=t("spend.unsent", lang), style="small"))
-    png = spend_plot([x.seq for x in s.rows], [x.epsilon_after for x in s.rows], [x.purpose for x in s.rows],
-                     [x.run_id for x in s.rows], p.epsilon_cap, lang)
+    png = spend_plot([x.time for x in s.rows], [x.round for x in s.rows], [x.run_id for x in s.rows],
+                     [x.epsilon_after for x in s.rows], [x.purpose for x in s.rows], p.epsilon_cap, lang)
     out.append(Figure(png=png, caption=figures.caption(t("fig.spend", lang), lang)))
     out += [Heading(text=t("mech.title", lang), level=2),
             Paragraph(text=t("mech.intro", lang, accountant=accountant, delta=small(p.delta, lang)))]
@@ -207,6 +276,30 @@ def _spend(r: EthicsReport, lang: Lang, figures: _FigureCounter) -> list[Block]:
             for m in s.mechanisms]
     out.append(Table(columns=columns, rows=rows, widths=[0.17, 0.17, 0.14, 0.14, 0.13, 0.11, 0.14],
                      align=["L", "L", "R", "R", "R", "R", "R"], small=True))
+    return out
+
+
+def _figures(r: EthicsReport, lang: Lang) -> str:
+    return t("sep.list", lang).join(f"{t(f'figure.{k}', lang)} {num(v, lang, 3)}"
+                                    for k, v in r.spend.figures().items())
+
+
+def _patients(r: EthicsReport, lang: Lang) -> list[Block]:
+    """How many patients the budget covers, and delta against 1/n (delta must be far below 1/n)."""
+    e, delta = r.egress, r.policy.delta
+    n = e.patients
+    if not n:
+        return [Paragraph(text=t("delta.unknown", lang))]
+    out: list[Block] = [Paragraph(text=t("meaning.patients", lang, n=n, train=max(e.training_patients),
+                                         val=max(e.validation_patients, default=0)))]
+    ratio = 1.0 / (n * delta)
+    if ratio >= 10:
+        whole = round(ratio)
+        shown = integer(whole if math.isclose(ratio, whole) else math.floor(ratio), lang)  # never overstated
+        out.append(Paragraph(text=t("delta.ratio", lang, delta=small(delta, lang), n=integer(n, lang), ratio=shown)))
+    else:
+        out.append(Callout(tone="attention", text=t("delta.large", lang, delta=small(delta, lang),
+                                                     n=integer(n, lang))))
     return out
 
 
@@ -223,11 +316,14 @@ def _meaning(r: EthicsReport, lang: Lang, _figures: _FigureCounter) -> list[Bloc
              t("meaning.per100", lang, x=_per100(b.tpr_spent, lang)),
              t("meaning.per100", lang, x=_per100(b.tpr_cap, lang))] for b in m.bounds]
     caveat = "meaning.weak" if is_weak(m.epsilon_spent, m.delta) else "meaning.strong"
+    formal = [] if r.attacks else [Paragraph(text=t("meaning.formal_only", lang))]
     return [Heading(text=t("meaning.title", lang)),
             Paragraph(text=t("meaning.intro", lang)),
             Callout(tone="info", text=sentence),
+            *_patients(r, lang),
             Paragraph(text=t("meaning.odds", lang, factor=factor(m.odds_factor_spent, lang))),
             Paragraph(text=t(caveat, lang)),
+            *formal,
             Table(columns=columns, rows=rows, widths=[0.34, 0.33, 0.33], align=["L", "R", "R"]),
             Heading(text=t("meaning.cannot", lang), level=2),
             Bullets(items=[t(f"meaning.cannot.{i}", lang) for i in (1, 2, 3)]),
@@ -256,10 +352,11 @@ def _egress(r: EthicsReport, lang: Lang, _figures: _FigureCounter) -> list[Block
               else yes_no(e.all_ciphertexts, lang)],
              [t("egress.chain", lang), yes_no(e.verified, lang)],
              [t("egress.period", lang), period],
+             [t("egress.transport", lang), transport_text(e.transports, lang)],
              [t("egress.fingerprint", lang), e.he_fingerprint or "-"]]
     out.append(Table(columns=[], rows=facts, widths=[0.45, 0.55], mono=[],
                      tones=[None if e.all_ciphertexts is not False else "fail", None if e.verified else "fail",
-                            None, None]))
+                            None, None, None]))
     if e.participation:
         columns = [t(k, lang) for k in ("col.run", "col.model", "col.rounds_sent", "col.rounds_declined")]
         rows = [[p.run_id, task_name(p.task, lang), _rounds(p.rounds_sent), _rounds(p.rounds_declined)]
@@ -275,6 +372,16 @@ def _egress(r: EthicsReport, lang: Lang, _figures: _FigureCounter) -> list[Block
     out += [Heading(text=t("egress.never", lang), level=2),
             Bullets(items=[t(f"egress.never.{i}", lang) for i in (1, 2, 3, 4)])]
     return out
+
+
+def transport_text(transports: dict[str, int], lang: Lang) -> str:
+    """How the messages travelled, as the egress log records it: each way with its number of messages."""
+    if not transports:
+        return t("transport.none", lang)
+    order = ["simulation", "in-process", "supernode-tls", "supernode", NOT_RECORDED]
+    return t("sep.list", lang).join(t("transport.count", lang, how=t(f"transport.{k}", lang),
+                                      messages=tn("messages", lang, transports[k]))
+                                    for k in sorted(transports, key=order.index))
 
 
 def _rounds(rounds: list[int]) -> str:
@@ -349,12 +456,15 @@ def _metric(v: object, lang: Lang) -> str:
     return str(v)
 
 
-def _threat(_r: EthicsReport, lang: Lang, _figures: _FigureCounter) -> list[Block]:
+def _threat(r: EthicsReport, lang: Lang, _figures: _FigureCounter) -> list[Block]:
+    transports = r.egress.transports
+    transport = (t("threat.g.3.tls", lang) if transports and set(transports) == {"supernode-tls"}
+                 else t("threat.g.3.other", lang, how=transport_text(transports, lang)))
     return [Heading(text=t("threat.title", lang)),
             Heading(text=t("threat.parties", lang), level=2),
             Bullets(items=[t(f"threat.party.{i}", lang) for i in (1, 2, 3)]),
             Heading(text=t("threat.guarantees", lang), level=2),
-            Bullets(items=[t(f"threat.g.{i}", lang) for i in (1, 2, 3)], numbered=True),
+            Bullets(items=[*(t(f"threat.g.{i}", lang) for i in (1, 2)), transport], numbered=True),
             Heading(text=t("threat.limits", lang), level=2),
             Bullets(items=[t(f"threat.l.{i}", lang) for i in range(1, 8)], numbered=True)]
 
@@ -365,10 +475,12 @@ def _integrity(r: EthicsReport, lang: Lang, _figures: _FigureCounter) -> list[Bl
     rows, tones = [], []
     for c in r.chains:
         rows.append([t(f"record.{c.record}", lang), yes_no(c.verified, lang),
-                     str(c.count) if c.count is not None else "-", c.hash or t("unverified", lang).upper()])
+                     str(c.count) if c.count is not None else "-", head_cell(c, lang)])
         tones.append(None if c.verified else "fail")
-    out.append(Table(columns=columns, rows=rows, widths=[0.2, 0.1, 0.1, 0.6], mono=[3], tones=tones,
+    out.append(Table(columns=columns, rows=rows, widths=[0.3, 0.1, 0.1, 0.5], mono=[3], tones=tones,
                      align=["L", "C", "R", "L"]))
+    out += [Paragraph(text=t("integrity.full", lang), style="small"),
+            Paragraph(text=full_heads([("", c) for c in r.chains]), style="mono")]
     for c in r.chains:
         if not c.verified:
             record = t(f"record.{c.record}", lang)
@@ -376,7 +488,7 @@ def _integrity(r: EthicsReport, lang: Lang, _figures: _FigureCounter) -> list[Bl
                                detail=[c.failure or ""]))
     out.append(Heading(text=t("integrity.checks", lang), level=2))
     columns = [t(k, lang) for k in ("col.check", "col.result", "col.detail")]
-    rows = [[c.name, t(f"severity.{c.severity}", lang), c.detail] for c in r.checks]
+    rows = [[check_name(c.name, lang), t(f"severity.{c.severity}", lang), c.detail] for c in r.checks]
     tones = [{"pass": None, "warning": "attention", "fail": "fail"}[c.severity] for c in r.checks]  # type: ignore[misc]
     out.append(Table(columns=columns, rows=rows, widths=[0.17, 0.12, 0.71], tones=tones, small=True))
     if r.app_hashes:
@@ -391,7 +503,7 @@ def _integrity(r: EthicsReport, lang: Lang, _figures: _FigureCounter) -> list[Bl
 
 def _sign_off(r: EthicsReport, lang: Lang, _figures: _FigureCounter) -> list[Block]:
     ledger = r.chain("ledger")
-    head = f"{ledger.hash[:16]}…" if ledger.hash else t("unverified", lang)
+    head = grouped(ledger.hash) if ledger.hash else t("unverified", lang)
     return [Heading(text=t("sign.title", lang)),
             Signature(intro=t("sign.intro", lang, site=r.site_id, count=ledger.count if ledger.count is not None
                               else "-", head=head),

@@ -130,8 +130,9 @@ def _block(b: Block) -> str:
 def render_html(doc: Document) -> bytes:
     """The document as UTF-8 HTML bytes."""
     body = "\n".join(_block(b) for b in doc.blocks)
+    meta = "".join(f'<meta name="{escape(k)}" content="{escape(v)}">\n' for k, v in doc.metadata.items())
     page = (f'<!DOCTYPE html>\n<html lang="{doc.lang}">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n{meta}'
             f"<title>{escape(doc.title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n"
             f"<footer>{escape(doc.footer)}</footer>\n</body>\n</html>\n")
     return page.encode("utf-8")

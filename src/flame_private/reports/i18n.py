@@ -68,7 +68,8 @@ TEXTS: dict[str, tuple[str, str]] = {
                              "changed, truncated or rolled back after it was written.",
                              "Le journal des envois (la trace de tout ce que le site a envoyé) ne se vérifie pas : "
                              "il a été modifié, tronqué ou restauré après son écriture."),
-    "reason.audit_failed": _("Audit check(s) failed: {detail}.", "Contrôle(s) d'audit en échec : {detail}."),
+    "reason.audit_failed.one": _("An audit check failed: {detail}.", "Un contrôle d'audit est en échec : {detail}."),
+    "reason.audit_failed.many": _("Audit checks failed: {detail}.", "Des contrôles d'audit sont en échec : {detail}."),
     "reason.over_cap": _("The privacy spend is above the approved cap ({detail}).",
                         "La dépense de confidentialité dépasse le plafond approuvé ({detail})."),
     "reason.replay_mismatch": _("Recomputing epsilon from the ledger does not give the recorded values.",
@@ -83,8 +84,61 @@ TEXTS: dict[str, tuple[str, str]] = {
                                 "every round until it is renewed.",
                                 "La politique approuvée n'autorise plus de dépense aujourd'hui ; le site refuse "
                                 "chaque tour jusqu'à son renouvellement."),
-    "reason.audit_warnings": _("{detail} audit warning(s); see the integrity section.",
-                              "{detail} avertissement(s) d'audit ; voir la section sur l'intégrité."),
+    "reason.audit_warnings.one": _("{detail} audit warning; see the integrity section.",
+                                  "{detail} avertissement d'audit ; voir la section sur l'intégrité."),
+    "reason.audit_warnings.many": _("{detail} audit warnings; see the integrity section.",
+                                   "{detail} avertissements d'audit ; voir la section sur l'intégrité."),
+    "reason.records_disagree": _("The records disagree on the epsilon spent ({detail}); this report uses the "
+                                "largest figure.",
+                                "Les registres divergent sur l'epsilon dépensé ({detail}) ; ce rapport retient le "
+                                "chiffre le plus élevé."),
+    "figure.recomputed": _("recomputed from the ledger", "recalculé à partir du registre"),
+    "figure.ledger": _("recorded in the ledger", "inscrit au registre"),
+    "figure.egress": _("recorded in the egress log with a release", "inscrit au journal des envois avec une "
+                                                                    "transmission"),
+    "breach.title": _("What to do now", "Que faire maintenant"),
+    "breach.1": _("Do not sign off. Inform the site's data-protection officer and the coordinating centre, stop the "
+                 "site's participation, and keep an untouched copy of the site's records folder.",
+                 "Ne pas approuver. Informer le délégué à la protection des données du site et le centre "
+                 "coordinateur, suspendre la participation du site et conserver une copie intacte du dossier des "
+                 "registres du site."),
+    "breach.2": _("If the records were altered, or more was released than the committee approved, this may be a "
+                 "personal-data breach. Under the GDPR (article 33), the controller must notify a personal-data "
+                 "breach to the supervisory authority without undue delay and, where feasible, within 72 hours of "
+                 "becoming aware of it, unless it is unlikely to result in a risk to the rights and freedoms of "
+                 "the persons concerned.",
+                 "Si les registres ont été altérés, ou si davantage a été transmis que ce que le comité a approuvé, "
+                 "il peut s'agir d'une violation de données à caractère personnel. Selon le RGPD (article 33), le "
+                 "responsable du traitement notifie une telle violation à l'autorité de contrôle compétente (en "
+                 "France, la CNIL) dans les meilleurs délais et, si possible, 72 heures au plus tard après en avoir "
+                 "pris connaissance, à moins qu'elle ne soit pas susceptible d'engendrer un risque pour les droits "
+                 "et libertés des personnes concernées."),
+    "breach.3": _("Whether this is a breach is for the controller to decide, advised by the data-protection "
+                 "officer; this report does not decide it. In every case, document the facts, their effects and "
+                 "the action taken (article 33(5)), and keep this report.",
+                 "Il revient au responsable du traitement, conseillé par le délégué à la protection des données, de "
+                 "déterminer s'il s'agit d'une violation ; ce rapport ne le détermine pas. Dans tous les cas, "
+                 "documenter les faits, leurs effets et les mesures prises (article 33, paragraphe 5), et conserver "
+                 "ce rapport."),
+    # audit check names (``flame audit`` prints them in English)
+    "check.HE parameters": _("encryption parameters", "paramètres de chiffrement"),
+    "check.ledger agreement": _("ledger agreement (each release against its ledger entry)",
+                               "concordance avec le registre (chaque transmission face à son entrée du registre)"),
+    "check.state directory": _("records folder", "dossier des registres"),
+    "check.egress log": _("egress log", "journal des envois"),
+    "check.privacy ledger": _("privacy ledger", "registre de confidentialité"),
+    "check.budget": _("budget", "budget"),
+    "check.code identity": _("code identity", "identité du code"),
+    "check.outbox": _("outbox (kept copies of what was sent)", "boîte d'envoi (copies conservées de ce qui a été "
+                                                              "envoyé)"),
+    "check.declined": _("refusals", "refus"),
+    "check.ciphertext only": _("ciphertext only", "uniquement des chiffrés"),
+    "check.app approval": _("app approval (each message from an app bundle the DPO approved)",
+                           "approbation de l'application (chaque message issu d'un paquet approuvé par le DPD)"),
+    "check.policy history": _("policy history (the cap recorded with each release)",
+                             "historique de la politique (le plafond inscrit avec chaque transmission)"),
+    "check.continuity": _("continuity (the records extend those certified last time)",
+                         "continuité (les registres prolongent ceux certifiés la dernière fois)"),
     "reason.no_state": _("The site's records folder does not exist: its records were lost or deleted, or the site "
                         "was never set up; what it spent and sent cannot be shown (check the site configuration, "
                         "restore the folder from backup).",
@@ -95,7 +149,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "ethics.title": _("Privacy-budget report", "Rapport sur le budget de confidentialité"),
     "ethics.subtitle": _("for the ethics committee and the data-protection officer",
                         "à l'attention du comité d'éthique et du délégué à la protection des données"),
-    "ethics.header": _("Privacy-budget report, site {site}", "Rapport sur le budget de confidentialité, site {site}"),
+    "ethics.header": _("Privacy-budget report: {site}", "Rapport sur le budget de confidentialité : {site}"),
     "f.study": _("Study", "Étude"),
     "f.site": _("Site", "Site"),
     "f.committee": _("Approving committee", "Comité ayant donné l'approbation"),
@@ -113,7 +167,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "glance.spent": _("Privacy budget spent (epsilon)", "Budget de confidentialité dépensé (epsilon)"),
     "glance.spent_value": _("{spent} of {cap} ({share} used)", "{spent} sur {cap} ({share} utilisé)"),
     "glance.delta": _("delta", "delta"),
-    "glance.releases": _("Releases recorded", "Publications enregistrées"),
+    "glance.releases": _("Releases recorded", "Transmissions enregistrées"),
     "glance.messages": _("Messages sent", "Messages envoyés"),
     "glance.messages_value": _("{total} ({declined} of them refusals to take part)",
                               "{total} (dont {declined} refus de participer)"),
@@ -123,10 +177,50 @@ TEXTS: dict[str, tuple[str, str]] = {
     "glance.verified": _("Records verified (privacy ledger, egress log)", "Registres vérifiés (registre de "
                                                                         "confidentialité, journal des envois)"),
     "glance.attacks": _("Attack simulations", "Simulations d'attaques"),
-    "glance.attacks_value": _("{n} run; {passed} showed the protection holding", "{n} réalisée(s) ; {passed} "
-                                                                                 "montre(nt) que la protection "
-                                                                                 "tient"),
-    "glance.attacks_none": _("none run", "aucune réalisée"),
+    "glance.attacks_value": _("run: {n}; protection held: {passed}", "réalisées : {n} ; protection tenue : "
+                                                                    "{passed}"),
+    "glance.attacks_none": _("none attached: formal guarantee only", "aucune jointe : garantie formelle "
+                                                                    "uniquement"),
+    "glance.worse": _("the largest of the records' figures, which disagree", "le plus élevé des chiffres des "
+                                                                            "registres, qui divergent"),
+    "glance.egress_only": _("the privacy ledger DOES NOT VERIFY; the egress log records at least {eps} (cap {cap})",
+                           "le registre de confidentialité NE SE VÉRIFIE PAS ; le journal des envois indique au "
+                           "moins {eps} (plafond {cap})"),
+    "glance.verified_yes": _("yes: the privacy ledger and the egress log verify and agree",
+                            "oui : le registre de confidentialité et le journal des envois se vérifient et "
+                            "concordent"),
+    "glance.verified_no": _("NO: {why}", "NON : {why}"),
+    "why.ledger": _("the privacy ledger does not verify", "le registre de confidentialité ne se vérifie pas"),
+    "why.egress": _("the egress log does not verify", "le journal des envois ne se vérifie pas"),
+    "why.figures": _("the epsilon figures disagree", "les chiffres d'epsilon divergent"),
+    "why.agreement": _("a release disagrees with its ledger entry", "une transmission ne concorde pas avec son "
+                                                                   "entrée du registre"),
+    "glance.patients": _("Patients the budget covers", "Patients couverts par le budget"),
+    "patients.value": _("{n} ({train} training, {val} validation)", "{n} ({train} en entraînement, {val} en "
+                                                                    "validation)"),
+    "patients.not_recorded": _("not recorded in the egress log", "non enregistré dans le journal des envois"),
+    "delta.ratio": _("delta = {delta}, 1/n = 1/{n}: delta is {ratio} times smaller than 1/n.",
+                    "delta = {delta}, 1/n = 1/{n} : delta est {ratio} fois plus petit que 1/n."),
+    "delta.large": _("delta = {delta}, 1/n = 1/{n}: delta is NOT much smaller than 1/n. Delta bounds the "
+                    "probability that the guarantee fails; it should be far below 1/n, otherwise the guarantee "
+                    "tolerates one patient's data being exposed outright.",
+                    "delta = {delta}, 1/n = 1/{n} : delta N'est PAS beaucoup plus petit que 1/n. Delta borne la "
+                    "probabilité que la garantie ne tienne pas ; il doit être très inférieur à 1/n, faute de quoi "
+                    "la garantie tolère qu'un patient soit exposé entièrement."),
+    "delta.unknown": _("The number of patients is not recorded in this site's egress log (its messages were sent "
+                      "before the count was recorded), so delta cannot be compared with 1/n from the records.",
+                      "Le nombre de patients n'est pas enregistré dans le journal des envois du site (ses messages "
+                      "ont été envoyés avant que ce nombre ne soit enregistré) ; delta ne peut donc pas être "
+                      "comparé à 1/n à partir des registres."),
+    "meaning.patients": _("The budget covers the site's {n} patients whose data are used ({train} for training, "
+                         "{val} for validation), as recorded with each release.",
+                         "Le budget couvre les {n} patients du site dont les données sont utilisées ({train} pour "
+                         "l'entraînement, {val} pour la validation), tels qu'enregistrés avec chaque transmission."),
+    "meaning.formal_only": _("Formal guarantee only: no attack-simulation evidence is attached to this report, so "
+                            "the figures above are the mathematical bound alone, not measurements.",
+                            "Garantie formelle uniquement : aucun résultat de simulation d'attaque n'est joint à ce "
+                            "rapport ; les chiffres ci-dessus sont la seule borne mathématique, et non des "
+                            "mesures."),
     # ------------------------------------------------------------------ ethics: policy
     "policy.title": _("The approved privacy budget", "Le budget de confidentialité approuvé"),
     "policy.intro": _("The ethics committee approved a total privacy budget for this site's patients. It bounds "
@@ -134,9 +228,9 @@ TEXTS: dict[str, tuple[str, str]] = {
                      "Before each release the site checks that the policy is valid and that the release keeps the "
                      "total within the cap; otherwise it refuses to take part, and the federation goes on without it.",
                      "Le comité d'éthique a approuvé un budget de confidentialité total pour les patients de ce "
-                     "site. Il borne tout ce qui est publié à partir de leurs données : les deux modèles, tous les "
-                     "tours et toutes les exécutions ensemble. Avant chaque publication, le site vérifie que la "
-                     "politique est en vigueur et que la publication maintient le total sous le plafond ; sinon il "
+                     "site. Il borne tout ce qui est transmis à partir de leurs données : les deux modèles, tous les "
+                     "tours et toutes les exécutions ensemble. Avant chaque transmission, le site vérifie que la "
+                     "politique est en vigueur et que la transmission maintient le total sous le plafond ; sinon il "
                      "refuse de participer, et la fédération continue sans lui."),
     "policy.cap": _("Total budget (epsilon cap)", "Budget total (plafond d'epsilon)"),
     "policy.delta": _("delta (probability the bound may fail)", "delta (probabilité que la borne ne tienne pas)"),
@@ -145,7 +239,7 @@ TEXTS: dict[str, tuple[str, str]] = {
                             "le patient : tous les examens et toutes les dates d'un patient forment un seul "
                             "enregistrement"),
     "policy.accountant": _("Accountant (how releases are composed)", "Méthode de comptabilité (composition des "
-                                                                    "publications)"),
+                                                                    "transmissions)"),
     "policy.approved_on": _("Applies from", "En vigueur à partir du"),
     "policy.expires_on": _("No longer applies from", "N'est plus en vigueur à partir du"),
     "policy.status": _("Status today", "Statut aujourd'hui"),
@@ -185,15 +279,19 @@ TEXTS: dict[str, tuple[str, str]] = {
                     "{remaining} remains.",
                     "Total au delta de la politique : epsilon = {spent} sur les {cap} approuvés ({share} du "
                     "budget) ; il reste {remaining}."),
+    "spend.disagree": _("The records disagree on the site's total: {figures}. This report uses the largest, "
+                       "{worst}: spend is never under-counted.",
+                       "Les registres divergent sur le total du site : {figures}. Ce rapport retient le plus élevé, "
+                       "{worst} : la dépense n'est jamais sous-estimée."),
     "spend.empty": _("Nothing has been recorded: no data computed from this site's patients has been released.",
                     "Rien n'a été enregistré : aucune donnée calculée à partir des patients de ce site n'a été "
-                    "publiée."),
+                    "transmise."),
     "spend.broken": _("The privacy ledger does not verify, so its figures are not shown: they cannot be trusted.",
                      "Le registre de confidentialité ne se vérifie pas ; ses chiffres ne sont donc pas présentés : "
                      "ils ne sont pas fiables."),
     "spend.unsent": _("\u201cSent: no\u201d marks spend recorded for a release that never left (e.g. the round "
                      "failed after training). It still counts: the budget over-counts, never under-counts.",
-                     "« Envoyé : non » signale une dépense enregistrée pour une publication qui n'est jamais partie "
+                     "« Envoyé : non » signale une dépense enregistrée pour une transmission qui n'est jamais partie "
                      "(par exemple, le tour a échoué après l'entraînement). Elle est tout de même comptée : le "
                      "budget est surestimé, jamais sous-estimé."),
     "col.seq": _("#", "n°"),
@@ -205,9 +303,14 @@ TEXTS: dict[str, tuple[str, str]] = {
     "col.eps_after": _("Epsilon after", "Epsilon après"),
     "col.eps_replayed": _("Recomputed", "Recalculé"),
     "col.sent": _("Sent", "Envoyé"),
-    "fig.spend": _("The site's total epsilon after each ledger entry, against the approved cap (dashed line).",
-                  "Epsilon total du site après chaque entrée du registre, comparé au plafond approuvé (tirets)."),
-    "plot.entry": _("ledger entry", "entrée du registre"),
+    "fig.spend": _("The site's total epsilon after each release, by federated round and date, against the "
+                  "approved cap (dashed line); the shaded band is the budget that remains.",
+                  "Epsilon total du site après chaque transmission, par tour fédéré et par date, comparé au plafond "
+                  "approuvé (tirets) ; la bande ombrée est le budget restant."),
+    "plot.round_axis": _("federated round (date, UTC)", "tour fédéré (date, UTC)"),
+    "plot.round_tick": _("round {round}\n{date}", "tour {round}\n{date}"),
+    "plot.remaining": _("remaining budget", "budget restant"),
+    "plot.over": _("above the cap", "au-delà du plafond"),
     "plot.epsilon": _("total epsilon", "epsilon total"),
     "plot.cap": _("approved cap {cap}", "plafond approuvé {cap}"),
     "plot.training": _("training (DP-SGD)", "entraînement (DP-SGD)"),
@@ -225,14 +328,14 @@ TEXTS: dict[str, tuple[str, str]] = {
                    "différentielle). À chaque étape, chaque patient est inclus au hasard avec une probabilité q "
                    "(le taux d'échantillonnage) ; l'influence de chaque patient sur la mise à jour est limitée à "
                    "une taille fixe C (la norme d'écrêtage) ; puis un bruit aléatoire d'amplitude \u03c3 \u00d7 C "
-                   "est ajouté (\u03c3 est le multiplicateur de bruit). Les résumés de validation sont publiés de "
+                   "est ajouté (\u03c3 est le multiplicateur de bruit). Les résumés de validation sont transmis de "
                    "la même manière : la contribution de chaque patient est bornée et du bruit est ajouté. Toutes "
-                   "les publications sont combinées en un seul (epsilon, delta) par la méthode {accountant} de la "
+                   "les transmissions sont combinées en un seul (epsilon, delta) par la méthode {accountant} de la "
                    "bibliothèque Opacus, à delta = {delta}."),
     "col.sigma": _("Noise multiplier \u03c3", "Multiplicateur de bruit \u03c3"),
     "col.q": _("Sampling rate q", "Taux d'échantillonnage q"),
     "col.clip": _("Clipping norm C", "Norme d'écrêtage C"),
-    "col.releases": _("Releases", "Publications"),
+    "col.releases": _("Releases", "Transmissions"),
     "col.steps": _("Noisy steps (total)", "Étapes bruitées (total)"),
     # ------------------------------------------------------------------ ethics: meaning
     "meaning.title": _("What this means for one patient", "Ce que cela signifie pour un patient"),
@@ -241,7 +344,7 @@ TEXTS: dict[str, tuple[str, str]] = {
                       "models) can tell only a little better than chance whether that patient took part. \u201cA "
                       "little\u201d is set by epsilon: the smaller, the stronger the protection.",
                       "La garantie répond à une question : les données d'un patient donné ont-elles été "
-                      "utilisées ? Quiconque voit tout ce que ce site a publié (un serveur curieux, un autre site, "
+                      "utilisées ? Quiconque voit tout ce que ce site a transmis (un serveur curieux, un autre site, "
                       "un lecteur des modèles publiés) ne peut le dire qu'un peu mieux que le hasard. Ce « un peu » "
                       "est fixé par epsilon : plus il est petit, plus la protection est forte."),
     "meaning.sentence": _("With epsilon = {eps} and delta = {delta}: an attacker who wrongly accuses at most 1 in "
@@ -256,7 +359,7 @@ TEXTS: dict[str, tuple[str, str]] = {
                      "seeing every release can multiply the odds of that belief by at most {factor} (e to the power "
                      "epsilon), except with probability delta.",
                      "Autrement dit : quoi qu'un observateur ait cru au départ sur la participation d'un patient, "
-                     "voir toutes les publications peut multiplier la cote de cette croyance par au plus {factor} "
+                     "voir toutes les transmissions peut multiplier la cote de cette croyance par au plus {factor} "
                      "(e à la puissance epsilon), sauf avec une probabilité delta."),
     "meaning.weak": _("At this level the formal bound is weak for an attacker who accepts 1 false accusation in 100; "
                      "it says more about attackers that must almost never be wrong (table below). It is a "
@@ -330,6 +433,26 @@ TEXTS: dict[str, tuple[str, str]] = {
     "egress.chain": _("Egress log hash chain verified", "Chaîne de hachage du journal des envois vérifiée"),
     "egress.period": _("First and last message (UTC)", "Premier et dernier message (UTC)"),
     "egress.fingerprint": _("Encryption parameters fingerprint", "Empreinte des paramètres de chiffrement"),
+    "egress.transport": _("How the messages travelled (as recorded)", "Mode de transport des messages (tel "
+                                                                     "qu'enregistré)"),
+    "transport.simulation": _("Flower simulation on one machine (no network, so no TLS)",
+                             "simulation Flower sur une seule machine (pas de réseau, donc pas de TLS)"),
+    "transport.in-process": _("in one process, for a test or an attack simulation (no network, so no TLS)",
+                             "dans un seul processus, pour un test ou une simulation d'attaque (pas de réseau, donc "
+                             "pas de TLS)"),
+    "transport.supernode": _("over the network through the site's Flower SuperNode; TLS not declared in its "
+                            "configuration",
+                            "par le réseau, via le SuperNode Flower du site ; TLS non déclaré dans sa configuration"),
+    "transport.supernode-tls": _("over the network through the site's Flower SuperNode, inside TLS (as declared "
+                                "in its configuration)",
+                                "par le réseau, via le SuperNode Flower du site, dans TLS (selon sa configuration "
+                                "déclarée)"),
+    "transport.not-recorded": _("not recorded (logged before the transport was recorded)",
+                               "non enregistré (consigné avant que le mode de transport ne soit enregistré)"),
+    "transport.none": _("nothing sent", "rien n'a été envoyé"),
+    "transport.count": _("{how}: {messages}", "{how} : {messages}"),
+    "messages.one": _("{n} message", "{n} message"),
+    "messages.many": _("{n} messages", "{n} messages"),
     "egress.participation": _("Rounds taken part in", "Tours auxquels le site a participé"),
     "col.rounds_sent": _("Rounds with an update sent", "Tours avec mise à jour envoyée"),
     "col.rounds_declined": _("Rounds declined", "Tours refusés"),
@@ -386,8 +509,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "protection.he": _("encryption", "chiffrement"),
     "protection.dp+he": _("DP + encryption", "DP + chiffrement"),
     "protection.broken-dp": _("deliberately broken DP", "DP volontairement défaillante"),
-    "attack.epsilon": _("Epsilon the accountant claims for the protected condition(s): {eps}.",
-                       "Epsilon revendiqué par la comptabilité pour la ou les conditions protégées : {eps}."),
+    "attack.epsilon": _("Epsilon the accountant claims for the protection tested: {eps}.",
+                       "Epsilon revendiqué par la comptabilité pour la protection testée : {eps}."),
     "attack.settings": _("Run: seed {seed}, size \u201c{size}\u201d, {seconds} s; result file {source}.",
                         "Exécution : graine {seed}, taille « {size} », {seconds} s ; fichier de résultat {source}."),
     "attack.figure_missing": _("Figure {name} is named by the result but missing.",
@@ -423,8 +546,16 @@ TEXTS: dict[str, tuple[str, str]] = {
                    "Chaque patient de chaque site est protégé par le (epsilon, delta) de son site, y compris dans "
                    "les modèles que les sites publient et dans tout ce qu'un autre site apprend du résultat "
                    "combiné."),
-    "threat.g.3": _("Between the sites and the server, the encrypted data also travel inside TLS.",
-                   "Entre les sites et le serveur, les données chiffrées circulent en outre dans TLS."),
+    "threat.g.3.tls": _("Between the site and the server, the encrypted data also travelled inside TLS (as "
+                       "declared in the configuration of the site's SuperNode).",
+                       "Entre le site et le serveur, les données chiffrées ont en outre circulé dans TLS (selon la "
+                       "configuration déclarée du SuperNode du site)."),
+    "threat.g.3.other": _("How this site's messages travelled to the server, as its egress log records it: {how}. "
+                         "A site that connects through a SuperNode configured as documented sends its encrypted "
+                         "data inside TLS as well.",
+                         "Mode de transport des messages de ce site vers le serveur, tel que son journal des envois "
+                         "l'enregistre : {how}. Un site qui se connecte par un SuperNode configuré comme documenté "
+                         "envoie en outre ses données chiffrées dans TLS."),
     "threat.limits": _("Stated limits", "Limites déclarées"),
     "threat.l.1": _("All sites share one encryption key. A server colluding with one site could decrypt every "
                    "site's update. Differential privacy still bounds what that reveals about any one patient.",
@@ -479,7 +610,12 @@ TEXTS: dict[str, tuple[str, str]] = {
     "col.record": _("Record", "Registre"),
     "col.verified": _("Verified", "Vérifié"),
     "col.entries": _("Entries", "Entrées"),
-    "col.head": _("Head: SHA-256 of the last entry", "Tête : SHA-256 de la dernière entrée"),
+    "col.head": _("Head fingerprint (first 20 of the 64 hex digits of the last entry's SHA-256, to read aloud)",
+                 "Empreinte de la tête (20 premiers des 64 chiffres hexadécimaux du SHA-256 de la dernière entrée, "
+                 "à lire à voix haute)"),
+    "integrity.full": _("Full heads (entries and SHA-256), to compare with the hash field of the record files:",
+                       "Têtes complètes (entrées et SHA-256), à comparer avec le champ hash des fichiers de "
+                       "registre :"),
     "record.ledger": _("privacy ledger", "registre de confidentialité"),
     "record.egress": _("egress log", "journal des envois"),
     "integrity.failed": _("{record} DOES NOT VERIFY.", "{record} : NE SE VÉRIFIE PAS."),
@@ -499,9 +635,9 @@ TEXTS: dict[str, tuple[str, str]] = {
     "col.installed": _("Installed here", "Installé ici"),
     # ------------------------------------------------------------------ sign-off
     "sign.title": _("Sign-off", "Approbation"),
-    "sign.intro": _("We have reviewed this report on the privacy budget of site {site}, covering the privacy "
-                   "ledger up to entry {count} (head {head}).",
-                   "Nous avons examiné ce rapport sur le budget de confidentialité du site {site}, couvrant le "
+    "sign.intro": _("We have reviewed this privacy-budget report for {site}, covering the privacy ledger up to "
+                   "entry {count} (head {head}).",
+                   "Nous avons examiné ce rapport sur le budget de confidentialité concernant {site}, couvrant le "
                    "registre de confidentialité jusqu'à l'entrée {count} (tête {head})."),
     "sign.decision": _("Decision:", "Décision :"),
     "sign.d.1": _("noted without remarks", "pris acte sans remarque"),
@@ -544,7 +680,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "col.declined": _("Declined", "Refusés"),
     "col.records_ok": _("Records verified", "Registres vérifiés"),
     "col.verdict": _("Verdict", "Conclusion"),
-    "col.expires": _("Policy valid until", "Politique en vigueur jusqu'au"),
+    "col.expires": _("Policy applies until (last day, inclusive)", "Politique en vigueur jusqu'au (inclus)"),
     "level.ok": _("ok", "conforme"),
     "level.attention": _("attention", "à examiner"),
     "level.fail": _("PROBLEM", "PROBLÈME"),
@@ -556,8 +692,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "cons.no_declined": _("No site refused a round.", "Aucun site n'a refusé de tour."),
     "cons.heads": _("Chain heads (for the minutes)", "Têtes de chaîne (pour le procès-verbal)"),
     "cons.site_reasons": _("Points per site", "Points par site"),
-    "cons.sign_intro": _("We have reviewed this overview of the privacy budgets of {n} site(s).",
-                        "Nous avons examiné cette vue d'ensemble des budgets de confidentialité de {n} site(s)."),
+    "cons.sign_intro.one": _("We have reviewed this overview of the privacy budget of {n} site.",
+                            "Nous avons examiné cette vue d'ensemble du budget de confidentialité de {n} site."),
+    "cons.sign_intro.many": _("We have reviewed this overview of the privacy budgets of {n} sites.",
+                             "Nous avons examiné cette vue d'ensemble des budgets de confidentialité de {n} sites."),
     "cons.verdict.ok": _("Verdict: every site's records verify and every site is within its approved budget.",
                         "Conclusion : les registres de chaque site sont vérifiés et chaque site reste dans son "
                         "budget approuvé."),
@@ -581,6 +719,28 @@ def t(key: str, lang: Lang, **values: object) -> str:
     if lang == "fr":
         return french_spacing(fr.format(**values) if values else fr)
     return en.format(**values) if values else en
+
+
+def tn(key: str, lang: Lang, n: int, **values: object) -> str:
+    """``key.one`` or ``key.many`` by ``n`` (French takes the singular for 0 and 1, English for 1 only)."""
+    one = n <= 1 if lang == "fr" else n == 1
+    return t(f"{key}.{'one' if one else 'many'}", lang, n=n, **values)
+
+
+def check_name(name: str, lang: Lang) -> str:
+    """An audit check's name in the reader's language; in French the English name follows, as ``flame audit``
+    prints it."""
+    key = f"check.{name}"
+    if key not in TEXTS:
+        return name
+    text = t(key, lang)
+    return f"{text} [{name}]" if lang != "en" and text != name else text
+
+
+def grouped(hex_hash: str, digits: int = 20) -> str:
+    """The first ``digits`` hex digits of a hash in groups of 4, to read aloud: ``3f9a 1c07 88b2 e410 5d3c``."""
+    head = hex_hash[:digits]
+    return " ".join(head[i:i + 4] for i in range(0, len(head), 4))
 
 
 def french_spacing(text: str) -> str:

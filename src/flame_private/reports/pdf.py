@@ -72,6 +72,8 @@ class _PDF(FPDF):
         self.set_title(doc.title)
         self.set_creator("flame-private")
         self.set_lang(doc.lang)
+        if doc.metadata:
+            self.set_keywords(" ".join(f"{k}={v}" for k, v in doc.metadata.items()))
         self.set_draw_color(*RULE)
 
     # ------------------------------------------------------------------ page furniture
