@@ -69,6 +69,13 @@ def _metrics_state(vector: np.ndarray) -> dict[str, torch.Tensor]:
     return {"sums": torch.tensor(vector / METRIC_SCALE, dtype=torch.float64)}
 
 
+def _metrics_layout(task: Task, fed: FederationConfig) -> ParamLayout:
+    """Metric sums of at most METRIC_SCALE in magnitude per site, one count per site, at most max_sites sites."""
+    zeros = (ResponseSums() if task == "response" else EvolutionSums()).vector()
+    return ParamLayout.from_state_dict(_metrics_state(zeros), value_bound=1.0, count_bound=fed.he.max_sites,
+                                       max_sites=fed.he.max_sites)
+
+
 @dataclass
 class Site:
     """A site's long-lived state across the rounds of a run."""
@@ -115,7 +122,10 @@ class Site:
 
     def layout(self, task: Task) -> ParamLayout:
         if task not in self._layouts:
-            self._layouts[task] = ParamLayout.from_state_dict(initial_model(task, self.fed).state_dict())
+            he = self.fed.he  # public bounds; the weight bound from the round-1 model unless the config sets it
+            self._layouts[task] = ParamLayout.from_state_dict(initial_model(task, self.fed).state_dict(),
+                                                              value_bound=he.weight_bound,
+                                                              count_bound=he.max_patients, max_sites=he.max_sites)
         return self._layouts[task]
 
     def global_model(self, task: Task, run_id: str, expected_round: int, header_json: str | None,
@@ -228,7 +238,7 @@ class Site:
             return self._decline(run_id, round_, task, str(exc))
         env, ct = encrypt_update(self.secret, _metrics_state(released), 1, site_id=self.site_id, run_id=run_id,
                                  task=task,
-                                 round=round_, model=f"metrics:{task}", max_sites=self.fed.he.max_sites)
+                                 round=round_, model=f"metrics:{task}", layout=_metrics_layout(task, self.fed))
         header = env.model_dump_json()
         self.egress.append(run_id=run_id, round=round_, task=task, kind="metrics", payload=ct, envelope=header,
                            ledger_entry=entry, app_hash=self.app_hash)
@@ -238,8 +248,7 @@ class Site:
                         payload: bytes) -> dict[str, Any]:
         """The federation's metrics: the decrypted sum of every site's metric sums of ``round_``."""
         env: CiphertextEnvelope = parse_envelope(header_json)
-        zeros = (ResponseSums() if task == "response" else EvolutionSums()).vector()
-        layout = ParamLayout.from_state_dict(_metrics_state(zeros))
+        layout = _metrics_layout(task, self.fed)
         state, sites = decrypt_aggregate(self.secret, env, payload, layout, run_id=run_id, task=task,
                                          round=round_, model=f"metrics:{task}", min_sites=self.fed.min_sites,
                                          max_sites=self.fed.he.max_sites)
