@@ -226,3 +226,12 @@ def test_wire_size_uses_the_compact_encoding(contexts) -> None:
     _, total = params.aggregate_updates(updates, server)
     assert len(total) / n_params <= 8.5
     assert len(total) / (env.n_chunks * chunk) <= 8.32
+
+
+def test_a_count_bound_too_large_for_the_scale_is_refused_before_encryption(contexts) -> None:
+    """The summed count must decrypt to an integer: C * M times one coefficient's noise must stay below 0.125."""
+    secret, _ = contexts
+    layout = packing.ParamLayout.from_state_dict({"w": torch.zeros(4)}, value_bound=1.0, count_bound=100_000)
+    with pytest.raises(HEError, match="count bound of 100000 patients with 16 sites is too large"):
+        codec.encrypt_update(secret, {"w": torch.zeros(4)}, 10, site_id="s", model="m", layout=layout, **RUN)
+    codec.check_packing(secret.params, packing.ParamLayout.from_state_dict({"w": torch.zeros(4)}, count_bound=8000))

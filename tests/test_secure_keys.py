@@ -120,6 +120,10 @@ def test_insecure_or_overflowing_configs_are_refused(tmp_path: Path) -> None:
         keys.key_ceremony(HEConfig(poly_modulus_degree=4096, coeff_mod_bit_sizes=[32], scale_bits=30),
                           tmp_path / "b", required_magnitude=2.0)
     assert not (tmp_path / "b" / keys.SECRET_NAME).exists()
+    # A patient bound whose summed count could not decrypt to an exact integer at this scale.
+    with pytest.raises(HEConfigError, match="too large for scale"):
+        keys.key_ceremony(HEConfig(max_patients=100_000), tmp_path / "c")
+    assert not (tmp_path / "c" / keys.SECRET_NAME).exists()
 
 
 def test_corrupt_context_files_are_refused(ceremony: keys.CeremonyResult, tmp_path: Path) -> None:

@@ -33,7 +33,14 @@ import torch
 from flame_private.config import HEConfig
 from flame_private.secure._sealio import save_bytes, scratch
 from flame_private.secure.errors import HEConfigError, OverflowRisk, PackingError
-from flame_private.secure.packing import ParamLayout, from_slots, to_slots, update_vector, weighted_mean
+from flame_private.secure.packing import (
+    COUNT_TOLERANCE,
+    ParamLayout,
+    from_slots,
+    to_slots,
+    update_vector,
+    weighted_mean,
+)
 from flame_private.secure.params import (
     CiphertextEnvelope,
     ParamsContext,
@@ -85,6 +92,20 @@ def check_headroom(he_config: HEConfig, max_sites: int = DEFAULT_MAX_SITES,
             f"below the required {required:g} (packed updates sum to at most 1); use a larger data prime or a "
             "smaller scale")
     return limit
+
+
+def check_packing(ctx: ParamsContext, layout: ParamLayout) -> None:
+    """Refuse bounds these parameters cannot carry: the summed count must decrypt to within COUNT_TOLERANCE.
+
+    The count chunk is a constant polynomial, so its error is one coefficient's
+    noise, at most ``NOISE_ALLOWANCE`` per site, times C * M / scale in patients.
+    """
+    worst = NOISE_ALLOWANCE * layout.max_sites * layout.count_scale / ctx.scale
+    if worst > COUNT_TOLERANCE / 2:
+        raise HEConfigError(f"{he_summary(ctx.he)}: a count bound of {layout.count_bound} patients with "
+                            f"{layout.max_sites} sites is too large for scale 2^{ctx.he.scale_bits} (the summed count "
+                            f"could be off by {worst:.2g}); lower he.max_patients or he.max_sites, or use a larger "
+                            "scale")
 
 
 def _check_range(values: np.ndarray, limit: float, he_config: HEConfig, max_sites: int) -> None:
@@ -197,6 +218,7 @@ def encrypt_update(secret: SecretContext, state_dict: Mapping[str, torch.Tensor]
     layout = layout or ParamLayout.from_state_dict(state_dict, count_bound=he.max_patients,
                                                    max_sites=max_sites or he.max_sites,
                                                    value_bound=he.weight_bound)
+    check_packing(secret.params, layout)
     payload = encrypt_packed(secret, update_vector(state_dict, layout, count))
     env = make_envelope(kind="update", run_id=run_id, task=task, round=round, model=model,
                         layout_sha256=layout.sha256, n_params=layout.n_params, ctx=secret.params, payload=payload,
@@ -217,6 +239,7 @@ def decrypt_aggregate(secret: SecretContext, envelope: CiphertextEnvelope | dict
     (default: the layout's) distinct, named sites.  After: the total count must
     be an integer within the layout's bound (else the values may have wrapped).
     """
+    check_packing(secret.params, layout)
     env = parse_envelope(envelope)
     check_contributors(env, min_sites, layout.max_sites if max_sites is None else max_sites)
     cts = validate_envelope(env, payload, secret.params, run_id=run_id, task=task, round=round,

@@ -39,11 +39,13 @@ from flame_private.config import HEConfig
 from flame_private.secure.codec import (
     DEFAULT_REQUIRED_MAGNITUDE,
     check_headroom,
+    check_packing,
     decrypt_vector,
     encrypt_vector,
 )
 from flame_private.secure.errors import ContextFileError, HEError
 from flame_private.secure.keycheck import key_check_bytes, key_check_value, make_key_check, short_kcv
+from flame_private.secure.packing import ParamLayout, TensorSpec
 from flame_private.secure.params import (
     ParamsContext,
     check_header_parameters,
@@ -153,6 +155,7 @@ def key_ceremony(he_config: HEConfig, out_dir: Path | str, *, max_sites: int | N
     max_sites = max_sites or he_config.max_sites
     limit = check_headroom(he_config, max_sites, required_magnitude)
     ctx = ParamsContext.from_config(he_config)
+    check_packing(ctx, ParamLayout((TensorSpec("probe", (1,), "float64"),), 1.0, he_config.max_patients, max_sites))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     paths = {name: out / name for name in (SECRET_NAME, PARAMS_NAME, FINGERPRINT_NAME, KEY_CHECK_NAME)}
