@@ -268,6 +268,20 @@ def test_a_site_refuses_a_secret_context_readable_by_others(tmp_path: Path, coho
         Site.load(sites["site-a"], fed)
 
 
+def test_a_weight_beyond_the_public_bound_makes_the_site_decline_after_recording_its_spend(
+        tmp_path: Path, cohort_dir: Path, ceremony: Path) -> None:
+    """Refused, never clipped nor wrapped: the site says which tensor, and the spend stays counted."""
+    from flame_private.federation.site import Site
+
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=1, tasks="[response]")
+    fed.write_text(fed.read_text().replace("he: {max_patients: 16}", "he: {max_patients: 16, weight_bound: 0.5}"))
+    site = Site.load(sites["site-a"], fed)
+    reply = site.train_round("run-1", "response", 1, None, None)
+    assert reply.status == "declined" and reply.payload is None
+    assert "exceeds the public bound 0.5" in reply.reason and "weight" in reply.reason
+    assert [e.round for e in _ledger(sites, "site-a").entries] == [1]  # trained: counted, never under-counted
+
+
 def test_the_server_side_cannot_reach_key_handling() -> None:
     code = ("import sys, flame_private.federation.server_app, flame_private.federation.strategy; "
             "bad = [m for m in sys.modules if m in ('flame_private.secure.keys', 'flame_private.secure.codec', "

@@ -196,10 +196,11 @@ class Site:
         except REFUSALS as exc:
             return self._decline(run_id, round_, task, str(exc))
         n_patients = len(self.splits.train)
-        env, ct = encrypt_update(self.secret, result.model.state_dict(), n_patients, site_id=self.site_id,
-                                 run_id=run_id, task=task,
-                                 round=round_, model=task, layout=self.layout(task),
-                                 max_sites=self.fed.he.max_sites)
+        try:  # a weight or count beyond the public bounds is refused, never clipped (docs/encryption.md)
+            env, ct = encrypt_update(self.secret, result.model.state_dict(), n_patients, site_id=self.site_id,
+                                     run_id=run_id, task=task, round=round_, model=task, layout=self.layout(task))
+        except HEError as exc:
+            return self._decline(run_id, round_, task, f"the trained update cannot be encrypted: {exc}")
         header = env.model_dump_json()
         self.egress.append(run_id=run_id, round=round_, task=task, kind="update", payload=ct, envelope=header,
                            ledger_entry=entry, app_hash=self.app_hash)
@@ -236,9 +237,12 @@ class Site:
             entry = self.guard.record(planned)  # durable before anything leaves
         except REFUSALS as exc:
             return self._decline(run_id, round_, task, str(exc))
-        env, ct = encrypt_update(self.secret, _metrics_state(released), 1, site_id=self.site_id, run_id=run_id,
-                                 task=task,
-                                 round=round_, model=f"metrics:{task}", layout=_metrics_layout(task, self.fed))
+        try:
+            env, ct = encrypt_update(self.secret, _metrics_state(released), 1, site_id=self.site_id, run_id=run_id,
+                                     task=task, round=round_, model=f"metrics:{task}",
+                                     layout=_metrics_layout(task, self.fed))
+        except HEError as exc:
+            return self._decline(run_id, round_, task, f"the metric sums cannot be encrypted: {exc}")
         header = env.model_dump_json()
         self.egress.append(run_id=run_id, round=round_, task=task, kind="metrics", payload=ct, envelope=header,
                            ledger_entry=entry, app_hash=self.app_hash)

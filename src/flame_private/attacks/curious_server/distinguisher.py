@@ -112,7 +112,11 @@ def distinguisher_check(received: Sequence[Received], params: ParamsContext, sec
             n_chunks = params.update_chunks(r.plain.vector.size - 1)
             for ct in load_ciphertexts(payload, params, n_chunks):
                 cipher[r.site_id] += _blocks(_c0_bytes(ct), settings.block_bytes)
-        plain[r.site_id] += _blocks(r.plain.vector.astype("<f8").tobytes(), settings.block_bytes)
+        # In the clear: the weighted update [n_k * w_k | n_k] (the packing's public scaling W * C removed: it
+        # carries no information, and plaintext FedAvg would not apply it).
+        weighted = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in r.plain.state.values()])
+        clear = np.append(weighted * r.plain.count, float(r.plain.count))
+        plain[r.site_id] += _blocks(clear.astype("<f8").tobytes(), settings.block_bytes)
     return {"sites": list(pair), "patients_counted": [counts[s] for s in pair],
             "ciphertext": distinguish(cipher, settings, seed), "plaintext": distinguish(plain, settings, seed)}
 
