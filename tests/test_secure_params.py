@@ -11,7 +11,7 @@ import torch
 
 from flame_private.config import HEConfig
 from flame_private.secure import codec, keys, packing, params
-from flame_private.secure.errors import CiphertextRejected
+from flame_private.secure.errors import CiphertextRejected, HEError
 
 RUN = {"run_id": "run-1", "task": "evolution", "round": 2}
 OTHER = HEConfig(poly_modulus_degree=4096, coeff_mod_bit_sizes=[30], scale_bits=28)
@@ -142,3 +142,15 @@ def test_server_sum_rejects_mismatched_payloads(setup) -> None:
     with pytest.raises(CiphertextRejected) as err:
         params.add_ciphertexts([payload, small], server)
     assert err.value.reason in {"chunk_count", "oversized"}
+
+
+def test_the_server_adds_what_validation_parsed_without_parsing_it_again(setup) -> None:
+    secret, server, _, sd, layout, _, _ = setup
+    updates = [codec.encrypt_update(secret, sd, 30, site_id=f"site-{i}", model="evo-net", **RUN) for i in range(3)]
+    parsed = [_check(setup, env, payload) for env, payload in updates]
+    env, once = params.aggregate_updates(updates, server, parsed=parsed)
+    _, twice = params.aggregate_updates(updates, server)
+    assert np.allclose(codec.decrypt_packed(secret, once, layout.n_params),
+                       codec.decrypt_packed(secret, twice, layout.n_params), atol=1e-6)
+    with pytest.raises(HEError, match="2 parsed payloads for 3 updates"):
+        params.aggregate_updates(updates, server, parsed=parsed[:2])
