@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -116,9 +118,9 @@ def test_max_sites_at_the_worst_case_values_average_within_the_stated_error(cont
     rng = np.random.default_rng(0)  # random signs at the bound, uneven counts
     sites = [{"w": torch.from_numpy(rng.choice([-4.0, 4.0], n))} for _ in range(16)]
     counts = [int(c) for c in rng.integers(1, 200, 16)]
-    env, total = _fedavg(secret, server, sites, counts, layout.__class__(layout.specs, 4.0, sum(counts), 16))
-    mean, _ = codec.decrypt_aggregate(secret, env, total, layout.__class__(layout.specs, 4.0, sum(counts), 16),
-                                      model="response-net", **RUN)
+    layout = dataclasses.replace(layout, count_bound=sum(counts))
+    env, total = _fedavg(secret, server, sites, counts, layout)
+    mean, _ = codec.decrypt_aggregate(secret, env, total, layout, model="response-net", **RUN)
     assert _rel_error(mean, sites, counts) < 1e-5
 
 
