@@ -3,17 +3,26 @@
 For each model (response, evolution) with K sites: local DP-SGD training of one
 site (one epoch on a synthetic batch stream of the demo's size), encryption of
 its update, the wire transfer (serialising to and from Flower's ArrayRecord, the
-bytes on the wire), the server's addition of K ciphertexts, and a site's
-decryption; then the same round with plaintext FedAvg (float32 arrays, numpy
-weighted mean). Sites train in parallel in a real federation, so a round costs
-one site's train + encrypt + transfer + the server's add + decrypt.
+bytes on the wire), the server's work (validating each of the K ciphertexts and
+adding them, each parsed once, as the strategy does), and a site's decryption;
+then the same round with plaintext FedAvg (float32 arrays, numpy weighted mean).
+Sites train in parallel in a real federation, so a round costs one site's
+train + encrypt + transfer + the server's validate-and-add + decrypt.
 
-Usage: python benchmarks/round_costs.py [--grid 48] [--sites 4] [--patients 14]
+The HE stages are timed ``--repeats`` times and the median kept (the machine
+may be shared); the load average is saved with the figures, since ratios are
+only comparable within one run.  Each model is trained once and its update
+goes through both the default parameters and the former default (N=8192
+[60, 60] 2^40), so the two overheads share one training time.
+
+Usage: python benchmarks/round_costs.py [--grid 48] [--sites 4] [--patients 14] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +38,7 @@ from flame_private.privacy.dp import plan_dp
 from flame_private.secure.codec import decrypt_aggregate, encrypt_update
 from flame_private.secure.keys import key_ceremony, load_secret_context
 from flame_private.secure.packing import ParamLayout
-from flame_private.secure.params import aggregate_updates, load_params_context
+from flame_private.secure.params import aggregate_updates, load_params_context, validate_envelope
 from flame_private.training import TrainSettings, train
 
 
@@ -43,8 +52,8 @@ class Synthetic(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         g = self.g
         gen = torch.Generator().manual_seed(i)
-        item = {"image": torch.randn(4, g, g, g, generator=gen), "seg": torch.randint(0, 4, (1, g, g, g), generator=gen),
-                "treatment": torch.eye(3)[i % 3]}
+        item = {"image": torch.randn(4, g, g, g, generator=gen),
+                "seg": torch.randint(0, 4, (1, g, g, g), generator=gen), "treatment": torch.eye(3)[i % 3]}
         if self.task == "response":
             item |= {"covariates": torch.zeros(6), "label": torch.tensor(float(i % 2))}
         else:
@@ -58,18 +67,48 @@ def timed(fn):  # noqa: ANN001, ANN201
     return out, time.perf_counter() - t0
 
 
+CONFIGS = {
+    "default": HEConfig(),
+    "former_default": HEConfig(poly_modulus_degree=8192, coeff_mod_bit_sizes=[60, 60], scale_bits=40),
+}
+
+
+def he_stages(secret, ctx, state, layout, task: str, args: argparse.Namespace) -> dict[str, float]:  # noqa: ANN001
+    """One site's encryption, the wire, the server's validate-and-add of K updates, one site's decryption."""
+    (env, ct), t_enc = timed(lambda: encrypt_update(secret, state, args.patients, site_id="site-0", run_id="bench",
+                                                    task=task, round=1, model=task, layout=layout))
+    record, t_ser = timed(lambda: ct_record(env.model_dump_json(), ct))
+    _, t_de = timed(lambda: read_ct_record(record))
+    updates = [(env.model_copy(update={"contributor_ids": [f"site-{i}"]}), ct) for i in range(args.sites)]
+
+    def server() -> tuple:
+        parsed = [validate_envelope(e, p, ctx, run_id="bench", task=task, round=1, model=task) for e, p in updates]
+        return aggregate_updates(updates, ctx, min_contributors=3, parsed=parsed)
+
+    (agg_env, agg), t_add = timed(server)
+    _, t_dec = timed(lambda: decrypt_aggregate(secret, agg_env, agg, layout, run_id="bench", task=task, round=1,
+                                               model=task))
+    return {"encrypt_s": t_enc, "transfer_serialise_s": t_ser + t_de, "server_validate_add_s": t_add,
+            "decrypt_s": t_dec, "upload": len(ct), "download": len(agg)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--grid", type=int, default=48)
     ap.add_argument("--sites", type=int, default=4)
     ap.add_argument("--patients", type=int, default=14)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    he = HEConfig()
+    load_start = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="flame-round-"))
-    key_ceremony(he, tmp / "keys")
-    secret = load_secret_context(tmp / "keys" / "site-secret.ctx")
-    ctx = load_params_context(tmp / "keys" / "server-params.ctx")
-    rows = {}
+    contexts = {}
+    for name, he in CONFIGS.items():
+        he = he.model_copy(update={"max_patients": args.sites * args.patients})
+        key_ceremony(he, tmp / name)
+        contexts[name] = (he, load_secret_context(tmp / name / "site-secret.ctx"),
+                          load_params_context(tmp / name / "server-params.ctx"))
+    rows: dict[str, dict] = {name: {} for name in CONFIGS}
+    trained = {}
     for task in ("response", "evolution"):
         torch.manual_seed(0)
         model = build_model(task, ModelConfig())  # type: ignore[arg-type]
@@ -79,34 +118,41 @@ def main() -> None:
         plan = plan_dp(model, args.patients, 4, 1, DPConfig(noise_multiplier=1.5))
         result, t_train = timed(lambda: train(model, task, data, settings, plan))  # noqa: B023
         state = result.model.state_dict()
-        layout = ParamLayout.from_state_dict(state)
-        (env, ct), t_enc = timed(lambda: encrypt_update(secret, state, args.patients, site_id="site-0",  # noqa: B023
-                                                        run_id="bench", task=task,  # noqa: B023
-                                                        round=1, model=task, layout=layout))  # noqa: B023
-        record, t_ser = timed(lambda: ct_record(env.model_dump_json(), ct))  # noqa: B023
-        _, t_de = timed(lambda: read_ct_record(record))  # noqa: B023
-        updates = [(env.model_copy(update={"contributor_ids": [f"site-{i}"]}), ct) for i in range(args.sites)]
-        (agg_env, agg), t_add = timed(lambda: aggregate_updates(updates, ctx, min_contributors=3))  # noqa: B023
-        _, t_dec = timed(lambda: decrypt_aggregate(secret, agg_env, agg, layout, run_id="bench", task=task,  # noqa: B023
-                                                   round=1, model=task))
         # Plaintext FedAvg of the same update.
         flat = [np.concatenate([v.detach().numpy().ravel().astype(np.float32) for v in state.values()])] * args.sites
-        _, t_plain_agg = timed(lambda: np.average(np.stack(flat), axis=0, weights=[args.patients] * args.sites))  # noqa: B023
-        he_round = t_train + t_enc + t_ser + t_de + t_add + t_dec
-        plain_round = t_train + t_plain_agg
-        rows[task] = {
-            "parameters": n_params,
-            "train_s": round(t_train, 3), "encrypt_s": round(t_enc, 3),
-            "transfer_serialise_s": round(t_ser + t_de, 4), "server_add_s": round(t_add, 3),
-            "decrypt_s": round(t_dec, 3), "plaintext_aggregate_s": round(t_plain_agg, 4),
-            "round_he_s": round(he_round, 3), "round_plaintext_s": round(plain_round, 3),
-            "he_overhead_pct": round(100 * (he_round / plain_round - 1), 1),
-            "upload_bytes_per_param": round(len(ct) / n_params, 2),
-            "download_bytes_per_param": round(len(agg) / n_params, 2),
-            "plaintext_bytes_per_param": 4.0,
-        }
-        print(task, rows[task], flush=True)
-    print(f"saved {save('round_costs', {'grid': args.grid, 'sites': args.sites, 'patients': args.patients, **rows})}")
+        _, t_plain = timed(lambda: np.average(np.stack(flat), axis=0, weights=[args.patients] * args.sites))  # noqa: B023
+        trained[task] = {"parameters": n_params, "train_s": round(t_train, 3),
+                         "plaintext_aggregate_s": round(t_plain, 4), "round_plaintext_s": round(t_train + t_plain, 3)}
+        for name, (he, secret, ctx) in contexts.items():
+            layout = ParamLayout.from_state_dict(build_model(task, ModelConfig()).state_dict(),  # type: ignore[arg-type]
+                                                 count_bound=he.max_patients, max_sites=he.max_sites)
+            runs = [he_stages(secret, ctx, state, layout, task, args) for _ in range(args.repeats)]
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            he_s = med["encrypt_s"] + med["transfer_serialise_s"] + med["server_validate_add_s"] + med["decrypt_s"]
+            rows[name][task] = {
+                "encrypt_s": round(med["encrypt_s"], 3),
+                "transfer_serialise_s": round(med["transfer_serialise_s"], 4),
+                "server_validate_add_s": round(med["server_validate_add_s"], 3),
+                "decrypt_s": round(med["decrypt_s"], 3),
+                "round_he_s": round(t_train + he_s, 3),
+                "he_overhead_pct": round(100 * (t_train + he_s) / (t_train + t_plain) - 100, 1),
+                "upload_bytes_per_param": round(med["upload"] / n_params, 3),
+                "download_bytes_per_param": round(med["download"] / n_params, 3),
+            }
+            print(task, name, rows[name][task], flush=True)
+    plain_s = sum(t["round_plaintext_s"] for t in trained.values())
+    for name in rows:
+        he_s = sum(rows[name][t]["round_he_s"] for t in trained)
+        rows[name]["both_models"] = {"round_he_s": round(he_s, 3), "round_plaintext_s": round(plain_s, 3),
+                                     "he_overhead_pct": round(100 * (he_s / plain_s - 1), 1)}
+        print(name, "both models", rows[name]["both_models"])
+    figures = {"grid": args.grid, "sites": args.sites, "patients": args.patients, "repeats": args.repeats,
+               "he": {name: he.model_dump(include={"poly_modulus_degree", "coeff_mod_bit_sizes", "scale_bits",
+                                                   "max_patients"}) for name, (he, _, _) in contexts.items()},
+               "load_average_at_start": [round(x, 2) for x in load_start],
+               "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+               "plaintext": trained, **rows}
+    print(f"saved {save('round_costs', figures)}")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from flame_private.federation.audit_cli import audit
 from flame_private.federation.egress import EgressLog, app_identity
 from flame_private.privacy.budget import BudgetGuard, open_site_budget
 from flame_private.privacy.ledger import LedgerEntry, PlannedSpend
-from flame_private.secure.codec import encrypt_update, encrypt_vector
+from flame_private.secure.codec import encrypt_packed, encrypt_update
 from flame_private.secure.keys import SecretContext, key_ceremony, load_secret_context
 from flame_private.secure.packing import ParamLayout
 from flame_private.secure.params import make_envelope
@@ -90,8 +90,8 @@ class Site:
 
     def metrics(self, round: int, task: str) -> None:
         paid = self.evaluation_spend(round, task)
-        sums = np.arange(12, dtype=np.float64)
-        payload = encrypt_vector(self.secret, sums)
+        packed = np.append(np.arange(11, dtype=np.float64) / 100, 1 / 16)  # packed sums, then the count value
+        payload = encrypt_packed(self.secret, packed)
         env = make_envelope(kind="update", run_id=RUN, task=task, round=round, model=f"metrics:{task}",
                             layout_sha256="1" * 64, n_params=11, ctx=self.secret.params, payload=payload)
         self.egress.append(run_id=RUN, round=round, task=task, kind="metrics", payload=payload, envelope=env,

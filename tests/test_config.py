@@ -287,6 +287,15 @@ def test_configs_are_frozen(cohort_cfg: CohortConfig) -> None:
 def test_he_defaults_are_secure_and_valid() -> None:
     he = HEConfig()
     assert sum(he.coeff_mod_bit_sizes) <= HE_MAX_MODULUS_BITS[he.poly_modulus_degree]
+    assert (he.poly_modulus_degree, he.coeff_mod_bit_sizes, he.scale_bits) == (4096, [32], 30)
+    assert he.weight_bound is None and he.max_patients == 1000  # automatic weight bound; public patient bound
+
+
+def test_he_packing_bounds_are_validated(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"he": {"max_patients": 0}})
+    _field_line(_error(path, FederationConfig), "he.max_patients")
+    path = _write(tmp_path, {"he": {"weight_bound": -1.0}})
+    _field_line(_error(path, FederationConfig), "he.weight_bound")
 
 
 def test_he_bound_table_is_the_128_bit_standard() -> None:
@@ -317,9 +326,12 @@ def test_he_refuses_one_bit_over_the_bound(n: int) -> None:
 
 
 def test_he_refuses_a_scale_too_big_for_the_smallest_prime(tmp_path: Path) -> None:
-    path = _write(tmp_path, {"he": {"coeff_mod_bit_sizes": [60, 40, 60], "scale_bits": 40}})
+    path = _write(tmp_path, {"he": {"poly_modulus_degree": 8192, "coeff_mod_bit_sizes": [60, 40, 60],
+                                    "scale_bits": 40}})
     assert "headroom" in _field_line(_error(path, FederationConfig), "he")
-    HEConfig(coeff_mod_bit_sizes=[60, 40, 60], scale_bits=38)  # two bits of headroom: fine
+    HEConfig(poly_modulus_degree=8192, coeff_mod_bit_sizes=[60, 40, 60], scale_bits=38)  # two bits of headroom: fine
+    with pytest.raises(pydantic.ValidationError, match="headroom"):
+        HEConfig(coeff_mod_bit_sizes=[32], scale_bits=31)  # the default prime leaves room for scale 2^30 at most
 
 
 def test_he_refuses_an_unsupported_ring_dimension(tmp_path: Path) -> None:

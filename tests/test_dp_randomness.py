@@ -23,8 +23,9 @@ from flame_private.federation.site import Site
 from flame_private.models import build_model
 from flame_private.privacy.dp import plan_dp
 from flame_private.privacy.randomness import DPRandomness, SecretPoissonSampler
-from flame_private.secure.codec import decrypt_vector
+from flame_private.secure.codec import decrypt_packed
 from flame_private.secure.keys import key_ceremony
+from flame_private.secure.packing import flatten, weighted_mean
 from flame_private.training import TrainSettings, train
 
 SMALL = ModelConfig(response_channels=[4, 8], evolution_channels=[4, 8], norm_groups=2)
@@ -114,7 +115,8 @@ def _released(site: Site, run_id: str) -> np.ndarray:
     reply = site.train_round(run_id, "response", 1, None, None)
     assert reply.status == "ok" and reply.payload is not None
     layout = site.layout("response")
-    return decrypt_vector(site.secret, reply.payload, layout.n_params + 1)
+    state, count = weighted_mean(decrypt_packed(site.secret, reply.payload, layout.n_params), layout)
+    return np.append(flatten(state, layout), count)  # the released weights, then the count
 
 
 @pytest.mark.slow

@@ -66,7 +66,7 @@ def test_a_duplicate_is_dropped_and_the_round_goes_on_with_enough_distinct_sites
 def test_more_contributors_than_max_sites_is_refused(tmp_path: Path, cohort_dir: Path, ceremony: Path) -> None:
     """The overflow headroom is sized for he.max_sites sites: one more and the sum could wrap."""
     sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=4, rounds=1, tasks="[response]")
-    fed.write_text(fed.read_text() + "he: {max_sites: 3}\n")
+    fed.write_text(fed.read_text().replace("he: {max_patients: 16}", "he: {max_patients: 16, max_sites: 3}"))
     summary = run(LocalGrid(sites, fed), fed, ceremony, tmp_path / "run")
     r = _round(summary, "response", 1)
     assert len(r["contributors"]) == 4

@@ -11,10 +11,10 @@ import torch
 
 from flame_private.config import HEConfig
 from flame_private.secure import codec, keys, packing, params
-from flame_private.secure.errors import CiphertextRejected
+from flame_private.secure.errors import CiphertextRejected, HEError
 
 RUN = {"run_id": "run-1", "task": "evolution", "round": 2}
-OTHER = HEConfig(poly_modulus_degree=8192, coeff_mod_bit_sizes=[59, 60], scale_bits=39)
+OTHER = HEConfig(poly_modulus_degree=4096, coeff_mod_bit_sizes=[30], scale_bits=28)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_wrong_parameters(setup, caplog) -> None:
     # Forged label: the bytes themselves are refused by SEAL for these parameters.
     assert _reason(setup, _forge(env, payload2, he_fingerprint=server.fingerprint), payload2, caplog) == "params"
     # Slots per chunk from another ring degree.
-    assert _reason(setup, env.model_copy(update={"slots_per_chunk": 2048}), payload, caplog) == "params"
+    assert _reason(setup, env.model_copy(update={"slots_per_chunk": 4096}), payload, caplog) == "params"
 
 
 def test_truncated(setup, caplog) -> None:
@@ -90,8 +90,13 @@ def test_garbage(setup, caplog) -> None:
     assert _reason(setup, env, junk, caplog) == "checksum"
     assert _reason(setup, _forge(env, junk), junk, caplog) == "garbage"
     flipped = bytearray(payload)
-    flipped[5000:5100] = os.urandom(100)
+    flipped[16:116] = os.urandom(100)  # the start of chunk 0's compressed body: not a ciphertext any more
     assert _reason(setup, _forge(env, bytes(flipped)), bytes(flipped), caplog) == "params"
+    # Deeper in a chunk, random bytes can decode to another valid ciphertext (any residue below the 32-bit
+    # prime is one): like an update of other values.  Transport damage is caught by the header's sha256.
+    flipped = bytearray(payload)
+    flipped[5000:5100] = os.urandom(100)
+    assert _reason(setup, env, bytes(flipped), caplog) == "checksum"
     assert _reason(setup, env, "not bytes", caplog) in {"garbage", "length"}  # type: ignore[arg-type]
 
 
@@ -133,7 +138,19 @@ def test_malformed_header(setup, caplog) -> None:
 
 def test_server_sum_rejects_mismatched_payloads(setup) -> None:
     secret, server, *_ , payload = setup
-    small = codec.encrypt_vector(secret, np.ones(10))
+    small = codec.encrypt_vector(secret, np.full(10, 0.01))
     with pytest.raises(CiphertextRejected) as err:
         params.add_ciphertexts([payload, small], server)
     assert err.value.reason in {"chunk_count", "oversized"}
+
+
+def test_the_server_adds_what_validation_parsed_without_parsing_it_again(setup) -> None:
+    secret, server, _, sd, layout, _, _ = setup
+    updates = [codec.encrypt_update(secret, sd, 30, site_id=f"site-{i}", model="evo-net", **RUN) for i in range(3)]
+    parsed = [_check(setup, env, payload) for env, payload in updates]
+    env, once = params.aggregate_updates(updates, server, parsed=parsed)
+    _, twice = params.aggregate_updates(updates, server)
+    assert np.allclose(codec.decrypt_packed(secret, once, layout.n_params),
+                       codec.decrypt_packed(secret, twice, layout.n_params), atol=1e-6)
+    with pytest.raises(HEError, match="2 parsed payloads for 3 updates"):
+        params.aggregate_updates(updates, server, parsed=parsed[:2])

@@ -368,15 +368,27 @@ HE_MAX_MODULUS_BITS: dict[int, int] = {2048: 54, 4096: 109, 8192: 218, 16384: 43
 
 
 class HEConfig(StrictModel):
-    """CKKS parameters shared by every site and the server."""
+    """CKKS parameters shared by every site and the server, and the public bounds the packing relies on.
 
-    poly_modulus_degree: Literal[4096, 8192, 16384] = 8192
+    Default: N=4096, one 32-bit prime, scale 2^30 (~4.2 B/param up, ~8.3 down).  The former default,
+    N=8192 [60, 60] 2^40 (~8.1 / 16.1 B/param, far more headroom), stays selectable
+    (docs/encryption.md, "Choosing parameters").
+    """
+
+    poly_modulus_degree: Literal[4096, 8192, 16384] = 4096
     coeff_mod_bit_sizes: Annotated[list[Annotated[int, Field(ge=20, le=60)]], Field(min_length=1, max_length=8)] = (
-        Field(default_factory=lambda: [60, 60])
+        Field(default_factory=lambda: [32])
     )
-    scale_bits: Annotated[int, Field(ge=20, le=58)] = 40
+    scale_bits: Annotated[int, Field(ge=20, le=58)] = 30
     max_sites: Annotated[int, Field(ge=3, le=1000)] = 16
     """Most sites whose updates may be added: sets the headroom the sum needs (docs/encryption.md)."""
+    max_patients: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    """Public bound on the training patients of all the sites summed in one round (sum of n_k).  A site packs
+    n_k * w_k / max_patients, so the sum stays bounded; the aggregate's precision is best when the real total is
+    close to this bound (docs/encryption.md)."""
+    weight_bound: Annotated[float, Field(gt=0.0, le=1e6)] | None = None
+    """Public bound on |w| of every packed weight; None: twice the largest |weight| of the round-1 model (built
+    identically at every site), rounded up to a power of two.  A site refuses to send a weight beyond it."""
 
     @model_validator(mode="after")
     def _secure_and_fits(self) -> HEConfig:

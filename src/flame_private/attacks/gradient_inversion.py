@@ -240,8 +240,8 @@ def _server_view_of_ciphertext(grads: list[torch.Tensor], work: Path) -> dict[st
     site = load_secret_context(ceremony.secret_path)
     server = load_params_context(ceremony.params_path)
     truth = _flat(grads).double().numpy()
-    scale = 1.0 / max(1e-12, float(np.abs(truth).max()))  # sites encrypt bounded values (n_k * w_k)
-    payload = encrypt_vector(site, truth * scale)
+    scale = 1.0 / max(1e-12, float(np.abs(truth).max()))  # sites encrypt bounded values (packing.py)
+    payload = encrypt_vector(site, truth * scale, max_sites=1)
     # The best the server can do: read the bytes as numbers, or decrypt with a key of its own.
     own = SecretContext(params=server, secret_key=sa.KeyGenerator(server.seal).secret_key())
     guess = decrypt_vector(own, payload, truth.size)

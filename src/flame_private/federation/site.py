@@ -72,6 +72,13 @@ def _metrics_state(vector: np.ndarray) -> dict[str, torch.Tensor]:
     return {"sums": torch.tensor(vector / METRIC_SCALE, dtype=torch.float64)}
 
 
+def _metrics_layout(task: Task, fed: FederationConfig) -> ParamLayout:
+    """Metric sums of at most METRIC_SCALE in magnitude per site, one count per site, at most max_sites sites."""
+    zeros = (ResponseSums() if task == "response" else EvolutionSums()).vector()
+    return ParamLayout.from_state_dict(_metrics_state(zeros), value_bound=1.0, count_bound=fed.he.max_sites,
+                                       max_sites=fed.he.max_sites)
+
+
 @dataclass
 class Site:
     """A site's long-lived state across the rounds of a run."""
@@ -162,7 +169,10 @@ class Site:
 
     def layout(self, task: Task) -> ParamLayout:
         if task not in self._layouts:
-            self._layouts[task] = ParamLayout.from_state_dict(initial_model(task, self.fed).state_dict())
+            he = self.fed.he  # public bounds; the weight bound from the round-1 model unless the config sets it
+            self._layouts[task] = ParamLayout.from_state_dict(initial_model(task, self.fed).state_dict(),
+                                                              value_bound=he.weight_bound,
+                                                              count_bound=he.max_patients, max_sites=he.max_sites)
         return self._layouts[task]
 
     def global_model(self, task: Task, run_id: str, expected_round: int, header_json: str | None,
@@ -248,10 +258,11 @@ class Site:
         except REFUSALS as exc:
             return self._decline(run_id, round_, task, str(exc))
         n_patients = len(self.splits.train)
-        env, ct = encrypt_update(self.secret, result.model.state_dict(), n_patients, site_id=self.site_id,
-                                 run_id=run_id, task=task,
-                                 round=round_, model=task, layout=self.layout(task),
-                                 max_sites=self.fed.he.max_sites)
+        try:  # a weight or count beyond the public bounds is refused, never clipped (docs/encryption.md)
+            env, ct = encrypt_update(self.secret, result.model.state_dict(), n_patients, site_id=self.site_id,
+                                     run_id=run_id, task=task, round=round_, model=task, layout=self.layout(task))
+        except HEError as exc:
+            return self._decline(run_id, round_, task, f"the trained update cannot be encrypted: {exc}")
         header = env.model_dump_json()
         self.egress.append(run_id=run_id, round=round_, task=task, kind="update", payload=ct, envelope=header,
                            ledger_entry=entry, app_hash=self.app_hash, transport=self.transport,
@@ -292,9 +303,12 @@ class Site:
             entry = guard.record(planned)  # durable before anything leaves
         except REFUSALS as exc:
             return self._decline(run_id, round_, task, str(exc))
-        env, ct = encrypt_update(self.secret, _metrics_state(released), 1, site_id=self.site_id, run_id=run_id,
-                                 task=task,
-                                 round=round_, model=f"metrics:{task}", max_sites=self.fed.he.max_sites)
+        try:
+            env, ct = encrypt_update(self.secret, _metrics_state(released), 1, site_id=self.site_id, run_id=run_id,
+                                     task=task, round=round_, model=f"metrics:{task}",
+                                     layout=_metrics_layout(task, self.fed))
+        except HEError as exc:
+            return self._decline(run_id, round_, task, f"the metric sums cannot be encrypted: {exc}")
         header = env.model_dump_json()
         self.egress.append(run_id=run_id, round=round_, task=task, kind="metrics", payload=ct, envelope=header,
                            ledger_entry=entry, app_hash=self.app_hash, transport=self.transport,
@@ -305,8 +319,7 @@ class Site:
                         payload: bytes) -> dict[str, Any]:
         """The federation's metrics: the decrypted sum of every site's metric sums of ``round_``."""
         env: CiphertextEnvelope = parse_envelope(header_json)
-        zeros = (ResponseSums() if task == "response" else EvolutionSums()).vector()
-        layout = ParamLayout.from_state_dict(_metrics_state(zeros))
+        layout = _metrics_layout(task, self.fed)
         state, sites = decrypt_aggregate(self.secret, env, payload, layout, run_id=run_id, task=task,
                                          round=round_, model=f"metrics:{task}", min_sites=self.fed.min_sites,
                                          max_sites=self.fed.he.max_sites)

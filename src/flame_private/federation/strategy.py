@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
@@ -118,6 +119,7 @@ class EncryptedFedAvg(Strategy):
         assert ins is not None
         outcome = RoundOutcome()
         valid: list[tuple[CiphertextEnvelope, bytes]] = []
+        parsed: list[list[Any]] = []  # each payload's ciphertexts, parsed once by validate_envelope
         for reply in replies:
             source = f"node {reply.metadata.src_node_id}"
             if reply.has_error():
@@ -144,8 +146,9 @@ class EncryptedFedAvg(Strategy):
             try:
                 header, payload = read_ct_record(reply.content[UPDATE])  # type: ignore[arg-type]
                 env = parse_envelope(header)
-                validate_envelope(env, payload, self.ctx, run_id=self.run_id, task=ins.task, round=ins.round,
-                                  kind="update", model=model_name, max_bytes=self.max_bytes, source=source)
+                cts = validate_envelope(env, payload, self.ctx, run_id=self.run_id, task=ins.task,
+                                        round=ins.round, kind="update", model=model_name, max_bytes=self.max_bytes,
+                                        source=source)
                 if env.contributor_ids != [status.site_id]:
                     raise HEError(f"the update's header names {env.contributor_ids}, not the replying site")
             except (HEError, KeyError, ValueError, UnicodeDecodeError) as exc:
@@ -153,6 +156,7 @@ class EncryptedFedAvg(Strategy):
                 log.warning("%s: %s round %d reply rejected: %s", source, ins.task, ins.round, exc)
                 continue
             valid.append((env, payload))
+            parsed.append(cts)
             outcome.contributors.append(status.site_id)
         if not self.min_sites <= len(valid) <= self.max_sites:
             outcome.refusal = (f"{model_name} round {ins.round}: {len(valid)} valid contribution(s), between "
@@ -161,7 +165,7 @@ class EncryptedFedAvg(Strategy):
                       outcome.rejected or "-")
         else:
             env, payload = aggregate_updates(valid, self.ctx, min_contributors=self.min_sites,
-                                             max_contributors=self.max_sites)
+                                             max_contributors=self.max_sites, parsed=parsed)
             outcome.aggregate = (env.model_dump_json(), payload)
         self.last = outcome
         return outcome

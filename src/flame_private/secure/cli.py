@@ -60,8 +60,9 @@ def init(
                   f"[bold]{result.fingerprint}[/]", highlight=False, soft_wrap=True)
     console.print(f"key check value (identifies the key, reveals nothing of it): "
                   f"[bold]{short_kcv(result.key_check_value)}[/]", highlight=False, soft_wrap=True)
-    console.print(f"each site may encrypt |n_k * w_k| <= {result.max_safe_magnitude:.4g} "
-                  f"for up to {max_sites or he.max_sites} sites")
+    console.print(f"the sum of up to {max_sites or he.max_sites} sites may hold |values| <= "
+                  f"{result.max_safe_magnitude:.4g} (packed updates sum to at most 1; weights within "
+                  f"he.weight_bound, patients within he.max_patients = {he.max_patients})")
     console.print("Keep no copy of the secret context beyond what the sites need; it decrypts every update.")
 
 

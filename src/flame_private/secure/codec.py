@@ -11,10 +11,12 @@ Range analysis (docs/encryption.md has the derivation): CKKS stores
 (the primes but the last, special one).  With complex packing each coefficient
 is bounded by ``scale * max|slot| <= scale * sqrt(2) * B`` for real values
 ``|x| <= B``.  Adding K sites' ciphertexts adds the coefficients, and decryption
-is only right while the sum stays below ``q / 2``.  ``max_safe_magnitude`` is the
-largest B for which K sites' worst case, plus encryption noise, fits with a
-safety factor of 2; a site refuses to encrypt anything bigger (n_k * w_k and
-the count n_k alike), instead of letting the sum wrap silently.
+is only right while the sum stays below ``q / 2``.  ``max_sum_magnitude`` is the
+largest B the sum of up to K fresh ciphertexts may hold (worst case, plus
+encryption noise, with a safety factor); the packing (``packing``) keeps every
+sum of model updates at most 1, and the key ceremony refuses parameters below
+that.  Raw vectors (``encrypt_vector``) are held to ``max_safe_magnitude``, the
+same bound shared among ``max_sites`` sites.
 """
 
 from __future__ import annotations
@@ -30,8 +32,15 @@ import torch
 
 from flame_private.config import HEConfig
 from flame_private.secure._sealio import save_bytes, scratch
-from flame_private.secure.errors import HEConfigError, OverflowRisk
-from flame_private.secure.packing import ParamLayout, from_slots, to_slots, update_vector, weighted_mean
+from flame_private.secure.errors import HEConfigError, OverflowRisk, PackingError
+from flame_private.secure.packing import (
+    COUNT_TOLERANCE,
+    ParamLayout,
+    from_slots,
+    to_slots,
+    update_vector,
+    weighted_mean,
+)
 from flame_private.secure.params import (
     CiphertextEnvelope,
     ParamsContext,
@@ -50,65 +59,117 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SITES = HEConfig.model_fields["max_sites"].default
 """Most sites a federation may sum (``HEConfig.max_sites``); the headroom is sized for this many."""
-DEFAULT_REQUIRED_MAGNITUDE = 1000.0
-"""Smallest per-site value range a config must allow to pass the ceremony (e.g. 500 patients x |w| <= 2)."""
-SAFETY_FACTOR = 2.0
+DEFAULT_REQUIRED_MAGNITUDE = 1.0
+"""Largest |value| of a sum the parameters must hold: the packing keeps every sum of updates within 1."""
+SAFETY_FACTOR = 1.25
+"""Margin on top of a worst-case bound (a slot vector aligned with one coefficient; honest updates stay far below)."""
 NOISE_ALLOWANCE = 64.0
-"""Per-site bound on fresh symmetric-encryption noise plus encoding rounding, in coefficient units (6 sigma = 19.2)."""
+"""Per-site bound on fresh symmetric-encryption noise plus encoding rounding, in coefficient units (SEAL's
+centred binomial noise is at most 21)."""
 
 
-def max_safe_magnitude(he_config: HEConfig, max_sites: int = DEFAULT_MAX_SITES) -> float:
-    """Largest |value| a site may encrypt so that the sum over ``max_sites`` sites cannot overflow."""
+def max_sum_magnitude(he_config: HEConfig, max_sites: int = DEFAULT_MAX_SITES) -> float:
+    """Largest |value| the sum of up to ``max_sites`` fresh ciphertexts may hold without wrapping."""
     if max_sites < 1:
         raise HEConfigError(f"max_sites must be >= 1, got {max_sites}")
     q = ParamsContext.from_config(he_config).data_modulus
-    budget = q / 2 / SAFETY_FACTOR - NOISE_ALLOWANCE * max_sites
-    return max(0.0, budget / (max_sites * math.sqrt(2) * 2.0**he_config.scale_bits))
+    budget = q / 2 - NOISE_ALLOWANCE * max_sites
+    return max(0.0, budget / (SAFETY_FACTOR * math.sqrt(2) * 2.0**he_config.scale_bits))
+
+
+def max_safe_magnitude(he_config: HEConfig, max_sites: int = DEFAULT_MAX_SITES) -> float:
+    """Largest |value| a site may put in a raw vector so that the sum over ``max_sites`` sites cannot overflow."""
+    return max_sum_magnitude(he_config, max_sites) / max_sites
 
 
 def check_headroom(he_config: HEConfig, max_sites: int = DEFAULT_MAX_SITES,
                    required: float = DEFAULT_REQUIRED_MAGNITUDE) -> float:
     """Refuse parameters whose sum over ``max_sites`` could not hold values of ``required`` magnitude."""
-    limit = max_safe_magnitude(he_config, max_sites)
+    limit = max_sum_magnitude(he_config, max_sites)
     if limit < required:
         raise HEConfigError(
-            f"{he_summary(he_config)}: with {max_sites} sites a site may only encrypt |values| <= {limit:.3g}, "
-            f"below the required {required:g} (n_k * w_k); use a larger data prime or a smaller scale")
+            f"{he_summary(he_config)}: the sum of {max_sites} sites may only hold |values| <= {limit:.3g}, "
+            f"below the required {required:g} (packed updates sum to at most 1); use a larger data prime or a "
+            "smaller scale")
     return limit
 
 
-def _check_range(values: np.ndarray, he_config: HEConfig, max_sites: int) -> None:
+def check_packing(ctx: ParamsContext, layout: ParamLayout) -> None:
+    """Refuse bounds these parameters cannot carry: the summed count must decrypt to within COUNT_TOLERANCE.
+
+    The count chunk is a constant polynomial, so its error is one coefficient's
+    noise, at most ``NOISE_ALLOWANCE`` per site, times C * M / scale in patients.
+    """
+    worst = NOISE_ALLOWANCE * layout.max_sites * layout.count_scale / ctx.scale
+    if worst > COUNT_TOLERANCE / 2:
+        raise HEConfigError(f"{he_summary(ctx.he)}: a count bound of {layout.count_bound} patients with "
+                            f"{layout.max_sites} sites is too large for scale 2^{ctx.he.scale_bits} (the summed count "
+                            f"could be off by {worst:.2g}); lower he.max_patients or he.max_sites, or use a larger "
+                            "scale")
+
+
+def _check_range(values: np.ndarray, limit: float, he_config: HEConfig, max_sites: int) -> None:
     if not np.all(np.isfinite(values)):
         raise OverflowRisk("values contain NaN or infinity; refusing to encrypt them")
     peak = float(np.max(np.abs(values))) if values.size else 0.0
-    limit = max_safe_magnitude(he_config, max_sites)
     if peak > limit:
         raise OverflowRisk(
             f"largest |value| {peak:.6g} exceeds {limit:.6g}, the most {max_sites} sites can add under "
             f"{he_summary(he_config)} without the sum wrapping around the modulus")
 
 
-def encrypt_vector(secret: SecretContext, values: np.ndarray, *, max_sites: int | None = None) -> bytes:
-    """Encrypt a real vector (complex-packed, seeded symmetric); the payload the server can add.
-
-    ``max_sites`` defaults to the context's ``HEConfig.max_sites``.
-    """
+def _encrypt_slots(secret: SecretContext, chunks: list[np.ndarray]) -> bytes:
+    """Encode, encrypt (seeded symmetric) and serialise complex slot arrays, one ciphertext each."""
     ctx = secret.params
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
-    _check_range(values, ctx.he, max_sites or ctx.he.max_sites)
     encoder = sa.CKKSEncoder(ctx.seal)
     encryptor = sa.Encryptor(ctx.seal, secret.secret_key)
     parts = []
     with scratch() as f:
-        for slots in to_slots(values, ctx.values_per_chunk):
+        for slots in chunks:
             pt = sa.Plaintext()
             encoder.encode(slots.tolist(), ctx.scale, pt)
             parts.append(save_bytes(encryptor.encrypt_symmetric(pt).save, f))
     return b"".join(parts)
 
 
+def encrypt_vector(secret: SecretContext, values: np.ndarray, *, max_sites: int | None = None) -> bytes:
+    """Encrypt a raw real vector (complex-packed, seeded symmetric); the payload the server can add.
+
+    ``max_sites`` (default: the context's ``HEConfig.max_sites``) sites' worth
+    must fit: |values| <= ``max_safe_magnitude``.  Model updates go through
+    ``encrypt_update``, whose packing bounds the sum instead.
+    """
+    ctx = secret.params
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    sites = max_sites or ctx.he.max_sites
+    _check_range(values, max_safe_magnitude(ctx.he, sites), ctx.he, sites)
+    return _encrypt_slots(secret, to_slots(values, ctx.values_per_chunk))
+
+
+def encrypt_packed(secret: SecretContext, packed: np.ndarray) -> bytes:
+    """Encrypt an ``update_vector`` (packed values, then the count value in a chunk of its own).
+
+    Every packed value of one site is at most 1 in magnitude and the count value
+    at most 1 / M; anything else is not a packed update and is refused.
+    """
+    ctx = secret.params
+    packed = np.asarray(packed, dtype=np.float64).reshape(-1)
+    if packed.size < 2:
+        raise PackingError("a packed update holds at least one value and the count")
+    _check_range(packed, 1.0, ctx.he, 1)
+    count = packed[-1]
+    if not count > 0:
+        raise PackingError(f"the count value of a packed update must be positive, got {count!r}")
+    count_chunk = np.full(ctx.slots, complex(count), dtype=np.complex128)  # the constant polynomial `count`
+    return _encrypt_slots(secret, [*to_slots(packed[:-1], ctx.values_per_chunk), count_chunk])
+
+
 def decrypt_ciphertexts(secret: SecretContext, cts: list[sa.Ciphertext], n_values: int) -> np.ndarray:
     """Decrypt already-parsed ciphertexts into the first ``n_values`` reals."""
+    return from_slots(_decode(secret, cts), n_values)
+
+
+def _decode(secret: SecretContext, cts: list[sa.Ciphertext]) -> list[np.ndarray]:
     encoder = sa.CKKSEncoder(secret.params.seal)
     decryptor = sa.Decryptor(secret.params.seal, secret.secret_key)
     chunks = []
@@ -116,11 +177,30 @@ def decrypt_ciphertexts(secret: SecretContext, cts: list[sa.Ciphertext], n_value
         pt = sa.Plaintext()
         decryptor.decrypt(ct, pt)
         chunks.append(np.asarray(encoder.decode_complex(pt), dtype=np.complex128))
-    return from_slots(chunks, n_values)
+    return chunks
+
+
+def decrypt_packed_ciphertexts(secret: SecretContext, cts: list[sa.Ciphertext], n_params: int) -> np.ndarray:
+    """Parsed ciphertexts of a packed update or sum -> ``[values (n_params) | count value]``.
+
+    The count chunk holds a constant polynomial; the mean of its slots' real
+    parts is that constant plus only the noise of one coefficient.
+    """
+    if len(cts) != secret.params.update_chunks(n_params):
+        raise PackingError(f"{len(cts)} ciphertexts, a packed update of {n_params} values has "
+                           f"{secret.params.update_chunks(n_params)}")
+    chunks = _decode(secret, cts)
+    return np.concatenate([from_slots(chunks[:-1], n_params), [float(np.mean(chunks[-1].real))]])
+
+
+def decrypt_packed(secret: SecretContext, payload: bytes, n_params: int) -> np.ndarray:
+    """Decrypt a packed update or sum payload into ``[values | count value]``; malformed bytes are refused."""
+    cts = load_ciphertexts(payload, secret.params, secret.params.update_chunks(n_params))
+    return decrypt_packed_ciphertexts(secret, cts, n_params)
 
 
 def decrypt_vector(secret: SecretContext, payload: bytes, n_values: int) -> np.ndarray:
-    """Decrypt a payload (an update or a sum) into ``n_values`` reals; malformed bytes are refused."""
+    """Decrypt a raw-vector payload (``encrypt_vector``) into ``n_values`` reals; malformed bytes are refused."""
     n_chunks = secret.params.n_chunks(n_values)
     return decrypt_ciphertexts(secret, load_ciphertexts(payload, secret.params, n_chunks), n_values)
 
@@ -128,9 +208,18 @@ def decrypt_vector(secret: SecretContext, payload: bytes, n_values: int) -> np.n
 def encrypt_update(secret: SecretContext, state_dict: Mapping[str, torch.Tensor], count: int, *, site_id: str,
                    run_id: str, task: str, round: int, model: str, layout: ParamLayout | None = None,
                    max_sites: int | None = None) -> tuple[CiphertextEnvelope, bytes]:
-    """A site's reply: Enc([n_k * w_k | n_k]) and its header, which names the site (``contributor_ids``)."""
-    layout = layout or ParamLayout.from_state_dict(state_dict)
-    payload = encrypt_vector(secret, update_vector(state_dict, layout, count), max_sites=max_sites)
+    """A site's reply: Enc(packed n_k * w_k) + Enc(count chunk) and its header, which names the site.
+
+    ``layout`` carries the public bounds (``packing``); without one it is made
+    from ``state_dict`` with an automatic weight bound and ``max_sites`` (default:
+    the context's) sites of at most ``he.max_patients`` patients in all.
+    """
+    he = secret.params.he
+    layout = layout or ParamLayout.from_state_dict(state_dict, count_bound=he.max_patients,
+                                                   max_sites=max_sites or he.max_sites,
+                                                   value_bound=he.weight_bound)
+    check_packing(secret.params, layout)
+    payload = encrypt_packed(secret, update_vector(state_dict, layout, count))
     env = make_envelope(kind="update", run_id=run_id, task=task, round=round, model=model,
                         layout_sha256=layout.sha256, n_params=layout.n_params, ctx=secret.params, payload=payload,
                         contributor_ids=[site_id])
@@ -145,15 +234,17 @@ def decrypt_aggregate(secret: SecretContext, envelope: CiphertextEnvelope | dict
     """Check and decrypt the server's sum; returns the FedAvg model and the total patient count.
 
     Before anything is decrypted: the header must be an aggregate of this run,
-    task, ``round`` and model under the agreed parameters (a stale, replayed or
-    foreign sum is refused), summing ``min_sites`` to ``max_sites`` (default: the
-    parameters' ``max_sites``) distinct, named sites.
+    task, ``round`` and model under the agreed parameters and packing (a stale,
+    replayed or foreign sum is refused), summing ``min_sites`` to ``max_sites``
+    (default: the layout's) distinct, named sites.  After: the total count must
+    be an integer within the layout's bound (else the values may have wrapped).
     """
+    check_packing(secret.params, layout)
     env = parse_envelope(envelope)
-    check_contributors(env, min_sites, secret.params.he.max_sites if max_sites is None else max_sites)
+    check_contributors(env, min_sites, layout.max_sites if max_sites is None else max_sites)
     cts = validate_envelope(env, payload, secret.params, run_id=run_id, task=task, round=round,
                             kind="aggregate", model=model, n_params=layout.n_params, layout_sha256=layout.sha256,
                             source="server")
-    state, total = weighted_mean(decrypt_ciphertexts(secret, cts, layout.n_params + 1), layout)
+    state, total = weighted_mean(decrypt_packed_ciphertexts(secret, cts, layout.n_params), layout)
     log.info("decrypted %s aggregate round %d: %d patients", task, round, total)
     return state, total

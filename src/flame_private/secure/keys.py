@@ -39,11 +39,13 @@ from flame_private.config import HEConfig
 from flame_private.secure.codec import (
     DEFAULT_REQUIRED_MAGNITUDE,
     check_headroom,
+    check_packing,
     decrypt_vector,
     encrypt_vector,
 )
 from flame_private.secure.errors import ContextFileError, HEError
 from flame_private.secure.keycheck import key_check_bytes, key_check_value, make_key_check, short_kcv
+from flame_private.secure.packing import ParamLayout, TensorSpec
 from flame_private.secure.params import (
     ParamsContext,
     check_header_parameters,
@@ -101,6 +103,7 @@ class CeremonyResult:
     fingerprint_path: Path
     fingerprint: str
     max_safe_magnitude: float
+    """Largest |value| the sum of up to max_sites sites may hold (packed updates sum to at most 1)."""
     key_check_path: Path
     key_check_value: str
 
@@ -144,13 +147,15 @@ def key_ceremony(he_config: HEConfig, out_dir: Path | str, *, max_sites: int | N
 
     Refuses parameters that break the 128-bit bound (HEConfig and
     ``ParamsContext`` both check) or whose sum over ``max_sites`` sites could
-    overflow for values of ``required_magnitude``.  Ends with a self-test:
+    overflow for values of ``required_magnitude`` (packed updates sum to at
+    most 1).  Ends with a self-test:
     the written secret context is reloaded, has the key check value of the key
     made in memory, and decrypts what it encrypted.
     """
     max_sites = max_sites or he_config.max_sites
     limit = check_headroom(he_config, max_sites, required_magnitude)
     ctx = ParamsContext.from_config(he_config)
+    check_packing(ctx, ParamLayout((TensorSpec("probe", (1,), "float64"),), 1.0, he_config.max_patients, max_sites))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     paths = {name: out / name for name in (SECRET_NAME, PARAMS_NAME, FINGERPRINT_NAME, KEY_CHECK_NAME)}
@@ -169,9 +174,8 @@ def key_ceremony(he_config: HEConfig, out_dir: Path | str, *, max_sites: int | N
         raise HEError("key ceremony self-test failed: the secret context as written does not hold the key made")
     _write_public(paths[KEY_CHECK_NAME],
                   key_check_bytes(make_key_check(made, ctx.fingerprint, he_summary(he_config), created)))
-    probe = np.linspace(-1.0, 1.0, 17)
-    if not np.allclose(decrypt_vector(secret, encrypt_vector(secret, probe, max_sites=max_sites), 17), probe,
-                       atol=1e-4):
+    probe = np.linspace(-1.0, 1.0, 17)  # one site's worth: check_headroom made sure a sum of 1 fits
+    if not np.allclose(decrypt_vector(secret, encrypt_vector(secret, probe, max_sites=1), 17), probe, atol=1e-4):
         raise HEError("key ceremony self-test failed: the new key does not decrypt what it encrypts")
     log.info("key ceremony done in %s: %s, fingerprint %s, key check value %s", out, he_summary(he_config),
              ctx.fingerprint, short_kcv(made))

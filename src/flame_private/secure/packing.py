@@ -1,4 +1,4 @@
-"""Flatten model weights into CKKS slot vectors and back.
+"""Flatten model weights into CKKS slot vectors and back, scaled so that any sum stays bounded.
 
 Order (fixed and documented, identical at every site): the state dict's keys
 **sorted lexicographically**; each tensor flattened in row-major (C) order.
@@ -8,11 +8,20 @@ so the same names map to the same slots.  Only floating-point tensors travel:
 an integer buffer (e.g. BatchNorm's ``num_batches_tracked``) is refused with its
 name; drop such keys explicitly with ``exclude=`` (they then stay local).
 
-An update vector is ``[n_k * w_k (all parameters) | n_k]``: the weighted weights
-then the count, so the sum over sites holds ``sum n_k w_k`` and ``sum n_k`` and
-the FedAvg mean is one division.  A chunk of ``V = poly_modulus_degree`` reals
-fills ``V / 2`` complex slots as ``slot[j] = x[j] + 1j * x[V/2 + j]``; the last
-chunk is zero-padded.  Pure functions, no keys: server-safe.
+Scaling (docs/encryption.md, "Packing"): with the public bounds of the layout,
+``W`` on every |weight| and ``C`` on the sum of the counts, a site with count
+``n_k`` packs ``x = w * n_k / (W * C)`` and, in a chunk of its own, the constant
+``c = n_k / (C * M)`` (``M`` = max_sites).  Every |x| of one site is at most
+``n_k / C``, so the sum over sites is at most ``sum n_k / C``: at most 1 while
+the counts stay within ``C``, whatever the number of sites; the count chunk sums
+to at most 1 for any ``M`` sites.  A site refuses a weight beyond ``W`` (naming
+the tensor) and a count beyond ``C``; the decrypting site refuses a sum whose
+counts exceed ``C`` (its values could have wrapped).  The FedAvg mean is
+``sum x * W * C / sum n_k``.
+
+A chunk of ``V = poly_modulus_degree`` reals fills ``V / 2`` complex slots as
+``slot[j] = x[j] + 1j * x[V/2 + j]``; the last weight chunk is zero-padded and
+the count chunk follows it.  Pure functions, no keys: server-safe.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from flame_private.secure.errors import PackingError
+from flame_private.secure.errors import OverflowRisk, PackingError
 
 
 @dataclass(frozen=True)
@@ -42,15 +51,45 @@ class TensorSpec:
         return math.prod(self.shape)
 
 
+COUNT_TOLERANCE = 0.25
+"""A decrypted count further than this from an integer is not the sum of honest counts."""
+
+
+def auto_weight_bound(max_abs: float) -> float:
+    """Twice ``max_abs`` rounded up to a power of two (1 for an all-zero model): room for training to move."""
+    return 2.0 ** math.ceil(math.log2(2.0 * max_abs)) if max_abs > 0 else 1.0
+
+
 @dataclass(frozen=True)
 class ParamLayout:
-    """Which tensors, in which order, make up the flat vector."""
+    """Which tensors, in which order, make up the flat vector, and the public bounds of the packing.
+
+    ``value_bound`` (W) bounds every |weight|, ``count_bound`` (C) the sum of the
+    counts of one aggregate, ``max_sites`` (M) the number of sites summed.  All
+    four go into ``sha256``, which travels in every header: sites packing with
+    other bounds are refused like sites with another architecture.
+    """
 
     specs: tuple[TensorSpec, ...]
+    value_bound: float = 1.0
+    count_bound: int = 1000
+    max_sites: int = 16
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.value_bound) and self.value_bound > 0):
+            raise PackingError(f"value_bound must be a positive number, got {self.value_bound!r}")
+        if self.count_bound < 1 or self.max_sites < 1:
+            raise PackingError(f"count_bound and max_sites must be >= 1, got {self.count_bound}, {self.max_sites}")
 
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], exclude: Iterable[str] = ()) -> ParamLayout:
-        """Layout of ``state_dict`` in sorted-key order; non-float tensors must be excluded explicitly."""
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], exclude: Iterable[str] = (), *,
+                        value_bound: float | None = None, count_bound: int = 1000,
+                        max_sites: int = 16) -> ParamLayout:
+        """Layout of ``state_dict`` in sorted-key order; non-float tensors must be excluded explicitly.
+
+        ``value_bound`` None: ``auto_weight_bound`` of this state dict's largest
+        |weight| (give the round-1 model, which every site builds identically).
+        """
         skip = set(exclude)
         unknown = skip - set(state_dict)
         if unknown:
@@ -63,7 +102,10 @@ class ParamLayout:
                       for k in sorted(state_dict) if k not in skip)
         if not specs:
             raise PackingError("nothing to pack: the state dict has no floating-point tensors")
-        return cls(specs)
+        if value_bound is None:
+            value_bound = auto_weight_bound(max(float(state_dict[s.name].detach().abs().max()) if s.numel else 0.0
+                                                for s in specs))
+        return cls(specs, float(value_bound), int(count_bound), int(max_sites))
 
     @property
     def n_params(self) -> int:
@@ -71,9 +113,15 @@ class ParamLayout:
 
     @property
     def sha256(self) -> str:
-        """Digest of names, shapes and dtypes: sites with another architecture are refused."""
-        doc = [[s.name, list(s.shape), s.dtype] for s in self.specs]
+        """Digest of names, shapes, dtypes and bounds: sites with another architecture or packing are refused."""
+        doc = {"tensors": [[s.name, list(s.shape), s.dtype] for s in self.specs],
+               "bounds": [repr(float(self.value_bound)), self.count_bound, self.max_sites]}
         return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
+
+    @property
+    def count_scale(self) -> float:
+        """What one count unit weighs in the count chunk (C * M)."""
+        return float(self.count_bound) * float(self.max_sites)
 
 
 def flatten(state_dict: Mapping[str, torch.Tensor], layout: ParamLayout) -> np.ndarray:
@@ -103,28 +151,51 @@ def unflatten(vector: np.ndarray, layout: ParamLayout) -> dict[str, torch.Tensor
 
 
 def update_vector(state_dict: Mapping[str, torch.Tensor], layout: ParamLayout, count: int) -> np.ndarray:
-    """``[count * w | count]``: what a site encrypts for FedAvg."""
+    """``[w * count / (W * C) | count / (C * M)]``: what a site encrypts for FedAvg (the last value in its own chunk).
+
+    Refuses (OverflowRisk, naming the tensor) a weight beyond the layout's bound
+    W and a count beyond C: packing them would let the sum wrap silently.
+    """
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
         raise PackingError(f"count must be a positive integer (patients that trained), got {count!r}")
+    if count > layout.count_bound:
+        raise OverflowRisk(f"count {count} exceeds the public bound of {layout.count_bound} on the patients of one "
+                           "aggregate (he.max_patients); refusing to encrypt rather than let the sum wrap")
     flat = flatten(state_dict, layout)
-    if not np.all(np.isfinite(flat)):
-        raise PackingError("weights contain NaN or infinity; refusing to send them")
-    return np.concatenate([flat * float(count), [float(count)]])
+    offset = 0
+    for spec in layout.specs:
+        piece = flat[offset:offset + spec.numel]
+        offset += spec.numel
+        if not np.all(np.isfinite(piece)):
+            raise PackingError(f"{spec.name}: weights contain NaN or infinity; refusing to send them")
+        peak = float(np.max(np.abs(piece))) if piece.size else 0.0
+        if peak > layout.value_bound:
+            raise OverflowRisk(f"{spec.name}: |weight| {peak:.6g} exceeds the public bound {layout.value_bound:g} "
+                               "the packing is sized for (he.weight_bound); refusing to encrypt rather than let "
+                               "the sum wrap")
+    return np.concatenate([flat * (float(count) / (layout.value_bound * layout.count_bound)),
+                           [float(count) / layout.count_scale]])
 
 
 def weighted_mean(aggregate: np.ndarray, layout: ParamLayout) -> tuple[dict[str, torch.Tensor], int]:
-    """FedAvg model and total count from the decrypted sum ``[sum n_k w_k | sum n_k]``.
+    """FedAvg model and total count from the decrypted sum of ``update_vector``s.
 
     The count is an integer, so CKKS's tiny error on it is rounded away; a count
-    far from an integer means the aggregate is not a sum of honest updates.
+    far from an integer means the aggregate is not a sum of honest updates, and
+    a count beyond the layout's bound C means the values may have wrapped.
     """
     if aggregate.shape[0] < layout.n_params + 1:
         raise PackingError(f"aggregate has {aggregate.shape[0]} values, need {layout.n_params + 1}")
-    raw_count = float(aggregate[layout.n_params])
-    total = round(raw_count)
-    if total < 1 or abs(raw_count - total) > 1e-3:
+    raw_count = float(aggregate[layout.n_params]) * layout.count_scale
+    total = round(raw_count) if math.isfinite(raw_count) else 0
+    if total < 1 or abs(raw_count - total) > COUNT_TOLERANCE:
         raise PackingError(f"aggregate count slot holds {raw_count!r}, not a positive integer")
-    return unflatten(aggregate[: layout.n_params] / total, layout), total
+    if total > layout.count_bound:
+        raise OverflowRisk(f"the aggregate sums {total} patients, more than the public bound of "
+                           f"{layout.count_bound} (he.max_patients) its values were scaled for: they may have "
+                           "wrapped; raise he.max_patients for the next run")
+    scale = layout.value_bound * layout.count_bound / total
+    return unflatten(aggregate[: layout.n_params] * scale, layout), total
 
 
 def to_slots(vector: np.ndarray, values_per_chunk: int) -> list[np.ndarray]:

@@ -20,7 +20,9 @@ and fingerprint without touching the body.
 A ciphertext payload is the concatenation of SEAL-serialised ciphertexts, one
 per chunk; each starts with SEAL's 16-byte header (magic 0xA15E, ..., total size),
 so the payload splits without extra framing.  Parameters are complex-packed:
-a chunk carries ``poly_modulus_degree`` reals in ``poly_modulus_degree / 2`` slots.
+a chunk carries ``poly_modulus_degree`` reals in ``poly_modulus_degree / 2`` slots;
+an update or aggregate ends with one more chunk holding the count
+(``ParamsContext.update_chunks``; packing.py says what the values mean).
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ from flame_private.secure.errors import CiphertextRejected, ContextFileError, HE
 
 log = logging.getLogger(__name__)
 
-PACKING = "flame-complex2-count/1"
-"""Packing scheme, part of the fingerprint: two reals per complex slot, count in the last value."""
+PACKING = "flame-complex2-scaled-countchunk/2"
+"""Packing scheme, part of the fingerprint: two reals per complex slot, values scaled by the public bounds
+(n_k * w_k / (W * C)), the count in a chunk of its own (packing.py)."""
 CONTEXT_FORMAT = "flame-private/he-context"
 ENVELOPE_FORMAT = "flame-private/ciphertext/1"
 FOOTER_MAGIC = b"FLAMEHE\x01"
@@ -146,6 +149,10 @@ class ParamsContext:
         """Ciphertexts needed for ``n_values`` reals."""
         return max(1, math.ceil(n_values / self.values_per_chunk))
 
+    def update_chunks(self, n_params: int) -> int:
+        """Ciphertexts of an update or aggregate of ``n_params`` values: theirs, then the count chunk."""
+        return self.n_chunks(n_params) + 1
+
     def max_chunk_bytes(self) -> int:
         """Upper bound on one serialised chunk: two full polynomials plus generous metadata."""
         n_primes = len(self.seal.first_context_data().parms().coeff_modulus())
@@ -228,7 +235,8 @@ def check_header_parameters(path: Path | str, header: ContextHeader) -> ParamsCo
     except HEError as exc:
         raise ContextFileError(path, str(exc)) from None
     if ctx.fingerprint != header.fingerprint:
-        raise ContextFileError(path, "fingerprint in the header does not match its parameters")
+        raise ContextFileError(path, "fingerprint in the header does not match its parameters (a file of "
+                                     "another packing version or a damaged one: run the key ceremony again)")
     return ctx
 
 
@@ -437,7 +445,7 @@ def validate_envelope(envelope: CiphertextEnvelope | dict | str | bytes, payload
             raise _reject(reason, f"{what} is {shown}", source)
     if env.slots_per_chunk != ctx.slots:
         raise _reject("params", f"{env.slots_per_chunk} slots per chunk, these parameters have {ctx.slots}", source)
-    want_chunks = ctx.n_chunks(env.n_params + 1)
+    want_chunks = ctx.update_chunks(env.n_params)
     if env.n_chunks != want_chunks:
         raise _reject("chunk_count", f"header says {env.n_chunks} chunks, {env.n_params} parameters "
                                      f"need {want_chunks}", source)
@@ -461,19 +469,29 @@ def serialize_ciphertexts(cts: Sequence[sa.Ciphertext]) -> bytes:
         return b"".join(save_bytes(ct.save, f) for ct in cts)
 
 
-def add_ciphertexts(payloads: Sequence[bytes], ctx: ParamsContext) -> bytes:
+def add_ciphertexts(payloads: Sequence[bytes | list[sa.Ciphertext]], ctx: ParamsContext) -> bytes:
     """The server's whole job: chunk-wise sum of several payloads, with no key.
 
-    Each payload is parsed and checked as in ``load_ciphertexts``; all must have
-    the same number of chunks.  Addition needs no relinearisation or Galois key.
+    Each payload is parsed and checked as in ``load_ciphertexts`` (or given
+    already parsed, e.g. by ``validate_envelope``: then it is not parsed twice);
+    all must have the same number of chunks.  Addition needs no relinearisation
+    or Galois key.  Parsed ciphertexts given are added into, not copied.
     """
     if not payloads:
         raise HEError("nothing to add")
+
+    def parsed(i: int, n_chunks: int | None) -> list[sa.Ciphertext]:
+        p = payloads[i]
+        if isinstance(p, list):
+            if n_chunks is not None and len(p) != n_chunks:
+                raise _reject("chunk_count", f"{len(p)} chunks, expected {n_chunks}", f"payload {i}")
+            return p
+        return load_ciphertexts(p, ctx, n_chunks, source=f"payload {i}")
+
     evaluator = sa.Evaluator(ctx.seal)
-    total = load_ciphertexts(payloads[0], ctx)
-    for i, payload in enumerate(payloads[1:], start=1):
-        cts = load_ciphertexts(payload, ctx, len(total), source=f"payload {i}")
-        for acc, ct in zip(total, cts, strict=True):
+    total = parsed(0, None)
+    for i in range(1, len(payloads)):
+        for acc, ct in zip(total, parsed(i, len(total)), strict=True):
             evaluator.add_inplace(acc, ct)
     return serialize_ciphertexts(total)
 
@@ -483,7 +501,7 @@ def make_envelope(*, kind: Literal["update", "aggregate"], run_id: str, task: st
                   contributors: int = 1, contributor_ids: Sequence[str] = ()) -> CiphertextEnvelope:
     """Header describing ``payload``; used by sites for updates and by the server for the aggregate."""
     return CiphertextEnvelope(kind=kind, run_id=run_id, task=task, round=round, model=model,  # type: ignore[arg-type]
-                              layout_sha256=layout_sha256, n_params=n_params, n_chunks=ctx.n_chunks(n_params + 1),
+                              layout_sha256=layout_sha256, n_params=n_params, n_chunks=ctx.update_chunks(n_params),
                               slots_per_chunk=ctx.slots, he_fingerprint=ctx.fingerprint,
                               payload_sha256=hashlib.sha256(payload).hexdigest(), n_bytes=len(payload),
                               contributors=contributors, contributor_ids=list(contributor_ids))
@@ -508,15 +526,19 @@ def check_contributors(env: CiphertextEnvelope, min_sites: int, max_sites: int) 
 
 
 def aggregate_updates(updates: Sequence[tuple[CiphertextEnvelope, bytes]], ctx: ParamsContext, *,
-                      min_contributors: int = 3, max_contributors: int | None = None
-                      ) -> tuple[CiphertextEnvelope, bytes]:
+                      min_contributors: int = 3, max_contributors: int | None = None,
+                      parsed: Sequence[list[sa.Ciphertext]] | None = None) -> tuple[CiphertextEnvelope, bytes]:
     """Sum already-validated updates of one round into the aggregate and its header.
 
     Refuses fewer than ``min_contributors`` (with two sites each learns the
     other's update from the sum), more than ``max_contributors`` (default: the
     parameters' ``max_sites``, which the overflow headroom is sized for), a site
     named twice, and updates that disagree on run, task, round, model or layout.
+    ``parsed``: the ciphertexts ``validate_envelope`` returned for each update,
+    in the same order, so that the server parses every payload once.
     """
+    if parsed is not None and len(parsed) != len(updates):
+        raise HEError(f"{len(parsed)} parsed payloads for {len(updates)} updates")
     limit = ctx.he.max_sites if max_contributors is None else max_contributors
     if len(updates) < min_contributors:
         raise HEError(f"{len(updates)} contributor(s), at least {min_contributors} are required")
@@ -532,7 +554,7 @@ def aggregate_updates(updates: Sequence[tuple[CiphertextEnvelope, bytes]], ctx: 
         for key in keys:
             if getattr(env, key) != getattr(first, key):
                 raise HEError(f"updates disagree on {key}: {getattr(env, key)!r} vs {getattr(first, key)!r}")
-    payload = add_ciphertexts([p for _, p in updates], ctx)
+    payload = add_ciphertexts(list(parsed) if parsed is not None else [p for _, p in updates], ctx)
     env = make_envelope(kind="aggregate", run_id=first.run_id, task=first.task, round=first.round,
                         model=first.model, layout_sha256=first.layout_sha256, n_params=first.n_params, ctx=ctx,
                         payload=payload, contributors=sum(e.contributors for e, _ in updates),

@@ -103,7 +103,9 @@ def run_curious_server(out_dir: Path, size: str = "ci", seed: int = 0) -> Attack
     for r in received:
         if r.plain is not None and r.payload is not None:
             sizes[(r.plain.task, r.plain.round, r.plain.model)].add(len(r.payload))
-    distinct_sizes = max((len(v) for v in sizes.values()), default=0)
+    # zstd packs each ciphertext's uniformly random residues into a few bytes more or less (~0.1 %), whatever
+    # they encrypt: sizes within a step may differ by that much, never by what the plaintext is.
+    size_spread = max(((max(v) - min(v)) / max(v) for v in sizes.values() if v), default=0.0)
     fed_cfg = load_config(fed.fed_yaml, FederationConfig)
     seconds = time.perf_counter() - t0
     result = AttackResult(
@@ -124,14 +126,14 @@ def run_curious_server(out_dir: Path, size: str = "ci", seed: int = 0) -> Attack
                   "server_process_loaded": keys["probe"]["loaded"],
                   "scan_as_deployed": scans["he"]["rows"], "scan_plaintext": scans["plain"]["rows"],
                   "timings_s": timings},
-        arms=_arms(scans, dec, keys, dist, broken, distinct_sizes))
+        arms=_arms(scans, dec, keys, dist, broken, size_spread))
     log.info("curious server (%s): control ok %s, protection held %s, %.0f s", size, result.positive_control_ok,
              result.protection_held, seconds)
     return result
 
 
 def _arms(scans: dict[str, dict[str, Any]], dec: dict[str, Any], keys: dict[str, Any], dist: dict[str, Any],
-          broken: list[str], distinct_sizes: int) -> list[AttackArm]:
+          broken: list[str], size_spread: float) -> list[AttackArm]:
     plain, he = scans["plain"], scans["he"]
     n_sources = len(plain["sources"])
     probe, probe_ctl = keys["probe"], keys["probe_control"]
@@ -188,7 +190,7 @@ def _arms(scans: dict[str, dict[str, Any]], dec: dict[str, Any], keys: dict[str,
                      "key_modules_imported": ",".join(probe["key_modules_server_side"]) or "none",
                      "distinguisher_accuracy": round(c["accuracy"], 4), "distinguisher_ci_low": round(c["ci_low"], 4),
                      "distinguisher_ci_high": round(c["ci_high"], 4), "distinguisher_samples": c["samples"],
-                     "payload_sizes_per_step": distinct_sizes},
+                     "payload_size_spread_per_step": round(size_spread, 5)},
             detail=(("Nothing found: " if not broken else "Found: " + "; ".join(broken) + ". ")
                     + f"best correlation with any secret {he['max_correlation']:.3f}, fresh-key decryption "
                     f"correlation {dec['fresh_corr']:.4f}, {probe['memory']['hits']} key hits in "

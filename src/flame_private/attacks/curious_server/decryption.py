@@ -25,7 +25,7 @@ from flame_private.attacks.curious_server.recorded_federation import (
 )
 from flame_private.attacks.curious_server.settings import RUN_ID
 from flame_private.federation.checkpoint import SUFFIX, read_checkpoint_file
-from flame_private.secure.codec import decrypt_vector
+from flame_private.secure.codec import decrypt_packed
 from flame_private.secure.keys import SecretContext
 from flame_private.secure.params import ParamsContext, parse_envelope, validate_envelope
 
@@ -93,8 +93,8 @@ def decryption_check(fed: Federation, received: Sequence[Received], params: Para
         except ValueError as exc:
             out["invalid"].append(f"{item.site_id} {item.step}: {exc}")
             continue
-        fresh_pairs.append((decrypt_vector(fresh, item.payload, env.n_params + 1), truth))
-        key_pairs.append((decrypt_vector(secret, item.payload, env.n_params + 1), truth))
+        fresh_pairs.append((decrypt_packed(fresh, item.payload, env.n_params), truth))
+        key_pairs.append((decrypt_packed(secret, item.payload, env.n_params), truth))
     out["fresh_corr"] = _pooled_corr(fresh_pairs)
     out["fresh_min_rel_error"] = min((_rel_error(g, t) for g, t in fresh_pairs), default=float("inf"))
     out["fresh_values"] = sum(t.size for _, t in fresh_pairs)

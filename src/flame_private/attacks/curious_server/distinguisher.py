@@ -21,7 +21,7 @@ import tenseal.sealapi as sa
 from flame_private.attacks.curious_server.recorded_federation import Received
 from flame_private.attacks.curious_server.settings import CuriousServerSettings
 from flame_private.attacks.stats import clopper_pearson
-from flame_private.secure.codec import encrypt_vector
+from flame_private.secure.codec import encrypt_packed
 from flame_private.secure.keys import SecretContext
 from flame_private.secure.params import ParamsContext, load_ciphertexts
 
@@ -106,13 +106,17 @@ def distinguisher_check(received: Sequence[Received], params: ParamsContext, sec
     for r in updates:
         if r.site_id not in pair or r.plain is None or r.payload is None:
             continue
-        payloads = [r.payload] + [encrypt_vector(secrets[r.site_id], r.plain.vector)
+        payloads = [r.payload] + [encrypt_packed(secrets[r.site_id], r.plain.vector)
                                   for _ in range(settings.reencryptions)]
         for payload in payloads:
-            n_chunks = params.n_chunks(r.plain.vector.size)
+            n_chunks = params.update_chunks(r.plain.vector.size - 1)
             for ct in load_ciphertexts(payload, params, n_chunks):
                 cipher[r.site_id] += _blocks(_c0_bytes(ct), settings.block_bytes)
-        plain[r.site_id] += _blocks(r.plain.vector.astype("<f8").tobytes(), settings.block_bytes)
+        # In the clear: the weighted update [n_k * w_k | n_k] (the packing's public scaling W * C removed: it
+        # carries no information, and plaintext FedAvg would not apply it).
+        weighted = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in r.plain.state.values()])
+        clear = np.append(weighted * r.plain.count, float(r.plain.count))
+        plain[r.site_id] += _blocks(clear.astype("<f8").tobytes(), settings.block_bytes)
     return {"sites": list(pair), "patients_counted": [counts[s] for s in pair],
             "ciphertext": distinguish(cipher, settings, seed), "plaintext": distinguish(plain, settings, seed)}
 
