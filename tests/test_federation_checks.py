@@ -17,6 +17,7 @@ from flwr.app import Message
 
 from flame_private.federation.checkpoint import Checkpoint
 from flame_private.federation.egress import EgressLog
+from flame_private.federation.protocol import UPDATE, ct_record, read_ct_record
 from flame_private.federation.site import Site
 from flame_private.secure.keys import key_ceremony
 
@@ -71,6 +72,27 @@ def test_more_contributors_than_max_sites_is_refused(tmp_path: Path, cohort_dir:
     r = _round(summary, "response", 1)
     assert len(r["contributors"]) == 4
     assert "4 valid contribution(s), between 3 and 3 (max_sites) required" in r["refused"]
+
+
+def _claim_two_sites(site_id: str, reply: Message) -> Message:
+    """site-b's update header says it sums two sites while naming only site-b; the ciphertext is untouched."""
+    if site_id == "site-b" and reply.metadata.message_type == "train" and UPDATE in reply.content:
+        header, payload = read_ct_record(reply.content[UPDATE])  # type: ignore[arg-type]
+        reply.content[UPDATE] = ct_record(json.dumps({**json.loads(header), "contributors": 2}), payload)
+    return reply
+
+
+def test_an_update_counting_more_than_its_own_site_is_rejected(tmp_path: Path, cohort_dir: Path,
+                                                               ceremony: Path) -> None:
+    """Otherwise the aggregate's count would say five sites where four are named, and every site would decline it."""
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=4, rounds=1, tasks="[response]")
+    summary = run(LocalGrid(sites, fed, tamper=_claim_two_sites), fed, ceremony, tmp_path / "run")
+    r = _round(summary, "response", 1)
+    assert sorted(r["contributors"]) == ["site-a", "site-c", "site-d"] and "refused" not in r
+    assert any(k.startswith("site-b") and "says 2 contributor(s) but names 1" in why
+               for k, why in r["rejected"].items())
+    header, _ = Checkpoint(tmp_path / "run" / "server").model("response")
+    assert json.loads(header)["contributors"] == 3
 
 
 def _drop_in_train_call(call: int, *sites: str):

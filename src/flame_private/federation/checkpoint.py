@@ -50,7 +50,7 @@ class CheckpointError(RuntimeError):
     """The server's checkpoint cannot be trusted as it is: resuming would silently start over or mix rounds."""
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Whole file or nothing, durable: temp file, fsync, rename, fsync of the folder."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
@@ -122,11 +122,11 @@ class Checkpoint:
             if ct is None:
                 continue
             name = f"{stem}.r{round_:05d}{SUFFIX}"
-            _write_atomic(self.root / name, checkpoint_bytes(ct))
+            write_atomic(self.root / name, checkpoint_bytes(ct))
             files[stem] = name
         state = {**self.state, "done": {**self.state["done"], task: round_},
                  "rounds": [*self.state["rounds"], {"task": task, "round": round_, **summary}], "files": files}
-        _write_atomic(self.state_path, json.dumps(state, indent=1).encode())  # the moment the round is done
+        write_atomic(self.state_path, json.dumps(state, indent=1).encode())  # the moment the round is done
         superseded = set(self.state["files"].values()) - set(files.values())
         self.state = state
         for name in superseded:
