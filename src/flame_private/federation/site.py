@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -227,6 +228,41 @@ class Site:
             return (f"refused the global {task} model sent for {step} (expected the aggregate of round "
                     f"{expected_round} of run {run_id}): {exc}")
 
+    def _release(self, guard: BudgetGuard, planned: PlannedSpend,
+                 compute: Callable[[], tuple[dict[str, torch.Tensor], int]], *, kind: Literal["update", "metrics"],
+                 patients: int, what: str) -> Reply:
+        """The privacy rule of a site, the one path by which anything computed from its patients leaves.
+
+        ``guard.spend`` authorises ``planned`` (policy and cap), runs ``compute`` (the
+        training, or the noised metric sums: a state and its count), and records the
+        release in the ledger (fsync, cap re-checked); only then is the result encrypted,
+        logged in the egress log with the entry that covers it, and returned to be sent.
+        A refusal at any step declines the round: the server gets "declined", the reason
+        stays in the egress log, and a refusal at record time drops the computed update.
+        ``kind`` says what is encrypted: the model update of ``planned.task``, or its metric sums.
+        """
+        run_id, round_, task = planned.run_id, planned.round, planned.task
+        try:
+            spent = guard.spend(planned, compute)
+        except REFUSALS as exc:
+            return self._decline(run_id, round_, task, str(exc))
+        state, count = spent.value
+        model, layout = (task, self.layout(task)) if kind == "update" else (f"metrics:{task}",
+                                                                             _metrics_layout(task, self.fed))
+        try:  # a weight or count beyond the public bounds is refused, never clipped (docs/encryption.md)
+            env, ct = encrypt_update(self.secret, state, count, site_id=self.site_id, run_id=run_id, task=task,
+                                     round=round_, model=model, layout=layout)
+        except HEError as exc:
+            what_failed = "the trained update" if kind == "update" else "the metric sums"
+            return self._decline(run_id, round_, task, f"{what_failed} cannot be encrypted: {exc}")
+        header = env.model_dump_json()
+        self.egress.append(run_id=run_id, round=round_, task=task, kind=kind, payload=ct, envelope=header,
+                           ledger_entry=spent.entry, app_hash=self.app_hash, transport=self.transport,
+                           patients=patients)
+        log.info("%s: %s round %d %s, epsilon now %.3f, sent %d bytes", self.site_id, task, round_, what,
+                 spent.entry.epsilon_after, len(ct))
+        return Reply(status="ok", header_json=header, payload=ct)
+
     # ------------------------------------------------------------------ protocol steps
 
     def train_round(self, run_id: str, task: Task, round_: int, header_json: str | None,
@@ -246,30 +282,10 @@ class Site:
         if plan is None:
             return self._decline(run_id, round_, task, "the run config disables DP; this site only releases "
                                                        "DP-SGD updates")
-        planned = PlannedSpend(run_id=run_id, round=round_, task=task, noise_multiplier=plan.noise_multiplier,
-                               sample_rate=plan.sample_rate, steps=plan.steps, max_grad_norm=plan.max_grad_norm)
-        try:
-            guard.authorise(planned)
-        except REFUSALS as exc:
-            return self._decline(run_id, round_, task, str(exc))
-        result = train(model, task, train_ds, settings, plan)
-        try:
-            entry = guard.record(planned)  # durable before anything leaves
-        except REFUSALS as exc:
-            return self._decline(run_id, round_, task, str(exc))
         n_patients = len(self.splits.train)
-        try:  # a weight or count beyond the public bounds is refused, never clipped (docs/encryption.md)
-            env, ct = encrypt_update(self.secret, result.model.state_dict(), n_patients, site_id=self.site_id,
-                                     run_id=run_id, task=task, round=round_, model=task, layout=self.layout(task))
-        except HEError as exc:
-            return self._decline(run_id, round_, task, f"the trained update cannot be encrypted: {exc}")
-        header = env.model_dump_json()
-        self.egress.append(run_id=run_id, round=round_, task=task, kind="update", payload=ct, envelope=header,
-                           ledger_entry=entry, app_hash=self.app_hash, transport=self.transport,
-                           patients=n_patients)
-        log.info("%s: %s round %d trained (%d steps, epsilon now %.3f), sent %d bytes", self.site_id, task,
-                 round_, plan.steps, entry.epsilon_after, len(ct))
-        return Reply(status="ok", header_json=header, payload=ct)
+        return self._release(guard, plan.planned_spend(run_id, round_, task),
+                             lambda: (train(model, task, train_ds, settings, plan).model.state_dict(), n_patients),
+                             kind="update", patients=n_patients, what=f"trained ({plan.steps} steps)")
 
     def evaluate_round(self, run_id: str, task: Task, round_: int, header_json: str,
                        payload: bytes) -> Reply:
@@ -292,28 +308,14 @@ class Site:
         sigma = self.fed.evaluation.noise_multiplier
         planned = PlannedSpend(run_id=run_id, round=round_, task=task, noise_multiplier=sigma, sample_rate=1.0,
                                steps=1, max_grad_norm=sensitivity)
-        try:
-            guard.authorise(planned)
-        except REFUSALS as exc:
-            return self._decline(run_id, round_, task, str(exc))
-        vectors = (patient_contributions(model, task, ds, self.fed.batch_size, self.fed.data.voxel_mm**3 / 1000.0)
-                   if len(ds) else [])
-        released = dp_release(vectors, len(kind().vector()), sensitivity, sigma)  # fresh secret noise
-        try:
-            entry = guard.record(planned)  # durable before anything leaves
-        except REFUSALS as exc:
-            return self._decline(run_id, round_, task, str(exc))
-        try:
-            env, ct = encrypt_update(self.secret, _metrics_state(released), 1, site_id=self.site_id, run_id=run_id,
-                                     task=task, round=round_, model=f"metrics:{task}",
-                                     layout=_metrics_layout(task, self.fed))
-        except HEError as exc:
-            return self._decline(run_id, round_, task, f"the metric sums cannot be encrypted: {exc}")
-        header = env.model_dump_json()
-        self.egress.append(run_id=run_id, round=round_, task=task, kind="metrics", payload=ct, envelope=header,
-                           ledger_entry=entry, app_hash=self.app_hash, transport=self.transport,
-                           patients=len(self.splits.val))
-        return Reply(status="ok", header_json=header, payload=ct)
+
+        def noised_sums() -> tuple[dict[str, torch.Tensor], int]:
+            vectors = (patient_contributions(model, task, ds, self.fed.batch_size, self.fed.data.voxel_mm**3 / 1000.0)
+                       if len(ds) else [])
+            return _metrics_state(dp_release(vectors, len(kind().vector()), sensitivity, sigma)), 1  # fresh noise
+
+        return self._release(guard, planned, noised_sums, kind="metrics", patients=len(self.splits.val),
+                             what="evaluated (DP-noised metric sums)")
 
     def decrypt_metrics(self, run_id: str, task: Task, round_: int, header_json: str,
                         payload: bytes) -> dict[str, Any]:
