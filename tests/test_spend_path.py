@@ -17,6 +17,7 @@ import pytest
 from federation_harness import make_federation
 
 import flame_private.federation.site as site_module
+import flame_private.federation.task as task_module
 from flame_private.config import HEConfig
 from flame_private.federation.egress import EgressLog
 from flame_private.federation.site import Site
@@ -74,14 +75,14 @@ def test_an_update_is_encrypted_only_once_its_ledger_entry_is_on_disk_and_logged
 
 def test_a_refusal_at_record_time_leaves_no_ledger_entry_and_no_update_in_the_egress_log(
         site_yaml: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    real_train, plans = site_module.train, []
+    real_train, plans = task_module.train, []
 
     def crash(model, task, dataset, settings, plan, **kwargs):  # noqa: ANN001, ANN003, ANN202
         plans.append(plan)
         raise RuntimeError("killed mid-training")
 
     # A crash during training: nothing was released, nothing is counted or logged.
-    monkeypatch.setattr(site_module, "train", crash)
+    monkeypatch.setattr(task_module, "train", crash)
     with pytest.raises(RuntimeError, match="killed mid-training"):
         Site.load(*site_yaml).train_round(RUN, "response", 1, None, None)
     ledger, egress = _logs(Site.load(*site_yaml))
@@ -96,7 +97,7 @@ def test_a_refusal_at_record_time_leaves_no_ledger_entry_and_no_update_in_the_eg
         open_site_budget(site.config).record(plan.planned_spend("other-run", 1, task))
         return real_train(model, task, dataset, settings, plan, **kwargs)
 
-    monkeypatch.setattr(site_module, "train", spend_meanwhile)
+    monkeypatch.setattr(task_module, "train", spend_meanwhile)
     monkeypatch.setattr(site_module, "encrypt_update", lambda *a, **k: pytest.fail("encrypted an unrecorded update"))
     reply = site.train_round(RUN, "response", 1, None, None)
     assert (reply.status, reply.header_json, reply.payload) == ("declined", None, None)
