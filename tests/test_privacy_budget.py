@@ -213,3 +213,55 @@ def test_a_cap_raised_in_the_file_after_spending_is_refused_and_a_renewal_is_not
     renewed = open_site_budget(site, today=TODAY)
     renewed.authorise(planned(2))
     assert renewed.record(planned(2)).approval_reference == "REC-A-8"
+
+
+def test_spend_authorises_then_computes_then_records_before_handing_the_result_out(tmp_path: Path) -> None:
+    """The privacy rule, once: the release is computed only when authorised, and leaves only with its entry."""
+    site = site_config(tmp_path)
+    guard = open_site_budget(site, today=TODAY)
+    recorded_while_training = []
+
+    def train() -> str:
+        recorded_while_training.append(len(Ledger.open(site.state_dir, SITE)))
+        return "update"
+
+    spent = guard.spend(planned(1), train)
+    assert recorded_while_training == [0]  # trained before anything was recorded ...
+    ledger = Ledger.open(site.state_dir, SITE)
+    assert spent.value == "update" and spent.entry == ledger.entries[-1]  # ... handed out only once recorded
+    assert (spent.entry.run_id, spent.entry.round, spent.entry.task) == ("demo", 1, "response")
+
+
+def test_spend_refused_before_training_computes_nothing_and_records_nothing(tmp_path: Path) -> None:
+    site = site_config(tmp_path, epsilon_cap=0.01)
+    guard = open_site_budget(site, today=TODAY)
+    with pytest.raises(BudgetExceeded, match="Refused before training"):
+        guard.spend(planned(1), lambda: pytest.fail("trained although the budget refused the round"))
+    assert ledger_bytes(site) == b""
+
+
+def test_spend_refused_at_record_time_drops_the_update_and_records_nothing(tmp_path: Path) -> None:
+    """Another process records its release while this one trains; together they would pass the cap."""
+    site = site_config(tmp_path, epsilon_cap=3.0)
+    guard, other = open_site_budget(site, today=TODAY), open_site_budget(site, today=TODAY)
+
+    def train_while_the_other_records() -> str:
+        other.record(planned(1, "evolution"))
+        return "update"
+
+    with pytest.raises(BudgetExceeded, match="must not leave the site"):
+        guard.spend(planned(1, "response"), train_while_the_other_records)
+    assert [e.task for e in Ledger.open(site.state_dir, SITE).entries] == ["evolution"]
+
+
+def test_spend_records_nothing_when_training_fails(tmp_path: Path) -> None:
+    """An exception during training: no update exists, nothing was released, nothing is counted."""
+    site = site_config(tmp_path)
+    guard = open_site_budget(site, today=TODAY)
+
+    def crash() -> str:
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        guard.spend(planned(1), crash)
+    assert ledger_bytes(site) == b""

@@ -27,6 +27,7 @@ from flame_private.evaluation import evaluate_with_baselines
 from flame_private.metrics import EvolutionSums, ResponseSums, treatment_comparison
 from flame_private.models import build_model, count_parameters
 from flame_private.models.io import save_model
+from flame_private.privacy.budget import open_site_budget
 from flame_private.training import (
     TrainSettings,
     evaluate,
@@ -110,19 +111,12 @@ def run_local(site: SiteConfig, task: Task, cfg: FederationConfig, out: Path, dp
     model = initial_model(task, cfg)
     dp_cfg = cfg.dp if dp else cfg.dp.model_copy(update={"enabled": False})
     plan = plan_training(model, task, train_ds, settings, dp_cfg)
-    guard = planned = None
-    if plan is not None:
-        from flame_private.privacy.budget import PlannedSpend, open_site_budget
-
-        guard = open_site_budget(site)
-        planned = PlannedSpend(run_id=run_id, round=1, task=task, noise_multiplier=plan.noise_multiplier,
-                               sample_rate=plan.sample_rate, steps=plan.steps, max_grad_norm=plan.max_grad_norm)
-        guard.authorise(planned)  # refuses before any training if the cap would be passed
-    result = train(model, task, train_ds, settings, plan, on_step=on_step)
-    epsilon = None
-    if guard is not None and planned is not None:
-        entry = guard.record(planned)  # fsynced before the model is written anywhere
-        epsilon = entry.epsilon_after
+    if plan is None:
+        result, epsilon = train(model, task, train_ds, settings, None, on_step=on_step), None
+    else:  # authorised before any training; recorded (fsync) before the model is written anywhere
+        spent = open_site_budget(site).spend(plan.planned_spend(run_id, 1, task),
+                                             lambda: train(model, task, train_ds, settings, plan, on_step=on_step))
+        result, epsilon = spent.value, spent.entry.epsilon_after
     report: dict[str, Any] = {
         "run_id": run_id, "site_id": site.site_id, "task": task, "dp": plan is not None,
         "skipped_cases": _skipped(loaded),

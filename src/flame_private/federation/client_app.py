@@ -1,6 +1,8 @@
 """The site's Flower ClientApp: unpack the message, call the site, pack the reply.
 
-Each handler is one protocol step of ``site.Site``.  Which site this node is
+Each handler is one protocol step of ``site.Site``, which runs the factories of
+``task`` (model, data, train, evaluate: the ``task.py`` of Flower's templates)
+under the site's privacy rule.  Which site this node is
 comes from the node config (``site-config`` in deployment) or, in simulation,
 from the partition id indexing the run's list of site configs.  How its
 messages travel (recorded in the site's egress log) is the node config's

@@ -6,13 +6,15 @@ check the budget, train under DP-SGD, record the spend (fsynced) before anything
 leaves, encrypt, log the egress, reply.  A site whose policy is missing, unfilled,
 invalid or not valid today declines every step, and records why in its egress
 log; it does not crash.  The ClientApp only unpacks messages and calls these;
-tests call them directly.
+tests call them directly.  What is computed (model, data, training, metric sums)
+comes from ``task``; how it may leave is ``_release``, the one spend path.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,10 +26,10 @@ from flame_private.config import FederationConfig, SiteConfig, Task, load_config
 from flame_private.data.checks import load_site
 from flame_private.data.splits import Splits, split_records
 from flame_private.evaluation import evaluate_with_baselines
-from flame_private.experiments import initial_model, make_dataset
+from flame_private.federation import task as task_fns
 from flame_private.federation.egress import MAX_REASON_CHARS, EgressLog, Transport, app_identity
 from flame_private.federation.protocol import SiteStatus
-from flame_private.metrics import PATIENT_SENSITIVITY, EvolutionSums, ResponseSums, dp_release, released_metrics
+from flame_private.metrics import PATIENT_SENSITIVITY, EvolutionSums, ResponseSums, released_metrics
 from flame_private.models.io import save_model
 from flame_private.privacy import REFUSALS, BudgetGuard, Ledger, PlannedSpend, PolicyError, load_policy
 from flame_private.secure.codec import decrypt_aggregate, encrypt_update
@@ -35,7 +37,6 @@ from flame_private.secure.errors import HEError
 from flame_private.secure.keys import SecretContext, load_secret_context
 from flame_private.secure.packing import ParamLayout
 from flame_private.secure.params import CiphertextEnvelope, parse_envelope
-from flame_private.training import TrainSettings, patient_contributions, plan_training, train
 
 log = logging.getLogger(__name__)
 
@@ -164,13 +165,13 @@ class Site:
     def dataset(self, task: Task, split: str) -> Any:
         key = (task, split)
         if key not in self._datasets:
-            self._datasets[key] = make_dataset(task, getattr(self.splits, split), self.fed)
+            self._datasets[key] = task_fns.load_data(task, getattr(self.splits, split), self.fed)
         return self._datasets[key]
 
     def layout(self, task: Task) -> ParamLayout:
         if task not in self._layouts:
             he = self.fed.he  # public bounds; the weight bound from the round-1 model unless the config sets it
-            self._layouts[task] = ParamLayout.from_state_dict(initial_model(task, self.fed).state_dict(),
+            self._layouts[task] = ParamLayout.from_state_dict(task_fns.load_model(task, self.fed).state_dict(),
                                                               value_bound=he.weight_bound,
                                                               count_bound=he.max_patients, max_sites=he.max_sites)
         return self._layouts[task]
@@ -184,7 +185,7 @@ class Site:
         ``min_sites`` to ``he.max_sites`` distinct sites.  Anything else raises
         HEError; the caller declines the round.
         """
-        model = initial_model(task, self.fed)
+        model = task_fns.load_model(task, self.fed)
         if header_json is None or payload is None:
             if expected_round > 0:
                 log.warning("%s: no global %s model for round %d; starting from the initial model", self.site_id,
@@ -227,6 +228,41 @@ class Site:
             return (f"refused the global {task} model sent for {step} (expected the aggregate of round "
                     f"{expected_round} of run {run_id}): {exc}")
 
+    def _release(self, guard: BudgetGuard, planned: PlannedSpend,
+                 compute: Callable[[], tuple[dict[str, torch.Tensor], int]], *, kind: Literal["update", "metrics"],
+                 patients: int, what: str) -> Reply:
+        """The privacy rule of a site, the one path by which anything computed from its patients leaves.
+
+        ``guard.spend`` authorises ``planned`` (policy and cap), runs ``compute`` (the
+        training, or the noised metric sums: a state and its count), and records the
+        release in the ledger (fsync, cap re-checked); only then is the result encrypted,
+        logged in the egress log with the entry that covers it, and returned to be sent.
+        A refusal at any step declines the round: the server gets "declined", the reason
+        stays in the egress log, and a refusal at record time drops the computed update.
+        ``kind`` says what is encrypted: the model update of ``planned.task``, or its metric sums.
+        """
+        run_id, round_, task = planned.run_id, planned.round, planned.task
+        try:
+            spent = guard.spend(planned, compute)
+        except REFUSALS as exc:
+            return self._decline(run_id, round_, task, str(exc))
+        state, count = spent.value
+        model, layout = (task, self.layout(task)) if kind == "update" else (f"metrics:{task}",
+                                                                             _metrics_layout(task, self.fed))
+        try:  # a weight or count beyond the public bounds is refused, never clipped (docs/encryption.md)
+            env, ct = encrypt_update(self.secret, state, count, site_id=self.site_id, run_id=run_id, task=task,
+                                     round=round_, model=model, layout=layout)
+        except HEError as exc:
+            what_failed = "the trained update" if kind == "update" else "the metric sums"
+            return self._decline(run_id, round_, task, f"{what_failed} cannot be encrypted: {exc}")
+        header = env.model_dump_json()
+        self.egress.append(run_id=run_id, round=round_, task=task, kind=kind, payload=ct, envelope=header,
+                           ledger_entry=spent.entry, app_hash=self.app_hash, transport=self.transport,
+                           patients=patients)
+        log.info("%s: %s round %d %s, epsilon now %.3f, sent %d bytes", self.site_id, task, round_, what,
+                 spent.entry.epsilon_after, len(ct))
+        return Reply(status="ok", header_json=header, payload=ct)
+
     # ------------------------------------------------------------------ protocol steps
 
     def train_round(self, run_id: str, task: Task, round_: int, header_json: str | None,
@@ -239,37 +275,15 @@ class Site:
         if isinstance(model, str):
             return self._decline(run_id, round_, task, model)
         train_ds = self.dataset(task, "train")
-        settings = TrainSettings(epochs=self.fed.local_epochs, batch_size=self.fed.batch_size,
-                                 learning_rate=self.fed.learning_rate, seed=self.fed.seed + round_,
-                                 positive_weight=self.fed.response_positive_weight)
-        plan = plan_training(model, task, train_ds, settings, self.fed.dp)
+        settings = task_fns.train_settings(self.fed, round_)
+        plan = task_fns.train_plan(model, task, train_ds, settings, self.fed)
         if plan is None:
             return self._decline(run_id, round_, task, "the run config disables DP; this site only releases "
                                                        "DP-SGD updates")
-        planned = PlannedSpend(run_id=run_id, round=round_, task=task, noise_multiplier=plan.noise_multiplier,
-                               sample_rate=plan.sample_rate, steps=plan.steps, max_grad_norm=plan.max_grad_norm)
-        try:
-            guard.authorise(planned)
-        except REFUSALS as exc:
-            return self._decline(run_id, round_, task, str(exc))
-        result = train(model, task, train_ds, settings, plan)
-        try:
-            entry = guard.record(planned)  # durable before anything leaves
-        except REFUSALS as exc:
-            return self._decline(run_id, round_, task, str(exc))
         n_patients = len(self.splits.train)
-        try:  # a weight or count beyond the public bounds is refused, never clipped (docs/encryption.md)
-            env, ct = encrypt_update(self.secret, result.model.state_dict(), n_patients, site_id=self.site_id,
-                                     run_id=run_id, task=task, round=round_, model=task, layout=self.layout(task))
-        except HEError as exc:
-            return self._decline(run_id, round_, task, f"the trained update cannot be encrypted: {exc}")
-        header = env.model_dump_json()
-        self.egress.append(run_id=run_id, round=round_, task=task, kind="update", payload=ct, envelope=header,
-                           ledger_entry=entry, app_hash=self.app_hash, transport=self.transport,
-                           patients=n_patients)
-        log.info("%s: %s round %d trained (%d steps, epsilon now %.3f), sent %d bytes", self.site_id, task,
-                 round_, plan.steps, entry.epsilon_after, len(ct))
-        return Reply(status="ok", header_json=header, payload=ct)
+        return self._release(guard, plan.planned_spend(run_id, round_, task),
+                             lambda: (task_fns.train_fn(model, task, train_ds, settings, plan), n_patients),
+                             kind="update", patients=n_patients, what=f"trained ({plan.steps} steps)")
 
     def evaluate_round(self, run_id: str, task: Task, round_: int, header_json: str,
                        payload: bytes) -> Reply:
@@ -287,33 +301,9 @@ class Site:
         if isinstance(model, str):
             return self._decline(run_id, round_, task, model)
         ds = self.dataset(task, "val")
-        kind = ResponseSums if task == "response" else EvolutionSums
-        sensitivity = PATIENT_SENSITIVITY[task]
-        sigma = self.fed.evaluation.noise_multiplier
-        planned = PlannedSpend(run_id=run_id, round=round_, task=task, noise_multiplier=sigma, sample_rate=1.0,
-                               steps=1, max_grad_norm=sensitivity)
-        try:
-            guard.authorise(planned)
-        except REFUSALS as exc:
-            return self._decline(run_id, round_, task, str(exc))
-        vectors = (patient_contributions(model, task, ds, self.fed.batch_size, self.fed.data.voxel_mm**3 / 1000.0)
-                   if len(ds) else [])
-        released = dp_release(vectors, len(kind().vector()), sensitivity, sigma)  # fresh secret noise
-        try:
-            entry = guard.record(planned)  # durable before anything leaves
-        except REFUSALS as exc:
-            return self._decline(run_id, round_, task, str(exc))
-        try:
-            env, ct = encrypt_update(self.secret, _metrics_state(released), 1, site_id=self.site_id, run_id=run_id,
-                                     task=task, round=round_, model=f"metrics:{task}",
-                                     layout=_metrics_layout(task, self.fed))
-        except HEError as exc:
-            return self._decline(run_id, round_, task, f"the metric sums cannot be encrypted: {exc}")
-        header = env.model_dump_json()
-        self.egress.append(run_id=run_id, round=round_, task=task, kind="metrics", payload=ct, envelope=header,
-                           ledger_entry=entry, app_hash=self.app_hash, transport=self.transport,
-                           patients=len(self.splits.val))
-        return Reply(status="ok", header_json=header, payload=ct)
+        return self._release(guard, task_fns.evaluation_spend(run_id, round_, task, self.fed),
+                             lambda: (_metrics_state(task_fns.evaluate_fn(model, task, ds, self.fed)), 1),
+                             kind="metrics", patients=len(self.splits.val), what="evaluated (DP-noised metric sums)")
 
     def decrypt_metrics(self, run_id: str, task: Task, round_: int, header_json: str,
                         payload: bytes) -> dict[str, Any]:

@@ -6,7 +6,14 @@ See docs/privacy-accounting.md.
 """
 
 from flame_private.privacy.accounting import epsilon_for, merge_history
-from flame_private.privacy.budget import REFUSALS, BudgetExceeded, BudgetGuard, BudgetPreview, open_site_budget
+from flame_private.privacy.budget import (
+    REFUSALS,
+    BudgetExceeded,
+    BudgetGuard,
+    BudgetPreview,
+    Spent,
+    open_site_budget,
+)
 from flame_private.privacy.ledger import GENESIS_HASH, Ledger, LedgerEntry, LedgerError, PlannedSpend
 from flame_private.privacy.policy import PolicyError, PrivacyPolicy, check_policy_valid, load_policy
 
@@ -22,6 +29,7 @@ __all__ = [
     "PlannedSpend",
     "PolicyError",
     "PrivacyPolicy",
+    "Spent",
     "check_policy_valid",
     "epsilon_for",
     "load_policy",

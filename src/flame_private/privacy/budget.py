@@ -1,23 +1,28 @@
 """Budget enforcement: what training and the federation call before and after each round.
 
-::
+The privacy rule of a site, written once (``BudgetGuard.spend``)::
 
-    guard = open_site_budget(site)          # PolicyError / LedgerError: refuse, say why
-    guard.authorise(planned)                # BudgetExceeded / PolicyError / LedgerError: refuse the round
-    ... DP-SGD training ...
-    guard.record(planned)                   # durable (fsync) before anything is sent; may still refuse
-    ... encrypt, send ...
+    guard = open_site_budget(site)               # PolicyError / LedgerError: refuse, say why
+    spent = guard.spend(planned, lambda: train(...))
+        # 1. authorise: policy + cap, BEFORE training (refused: nothing trained, nothing recorded)
+        # 2. train (an exception here records nothing: nothing was released)
+        # 3. record: durable (fsync), policy and cap re-checked (refused: the update is discarded)
+    ... encrypt spent.value, log it in the egress log with ledger_entry=spent.entry, send ...
 
 ``record`` re-checks the policy and the cap under the ledger lock against what is
 on disk then, so two rounds authorised side by side (both tasks, or two
 processes) can never together pass the cap: if it raises, the update is
-discarded, nothing was recorded, and nothing may be sent.  Catch ``REFUSALS``.
+discarded, nothing was recorded, and nothing may be sent.  ``spend`` hands the
+trained update out only together with the ledger entry that covers it, so what
+leaves the site is always recorded first.  Catch ``REFUSALS``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from typing import Generic, TypeVar
 
 from flame_private.config import SiteConfig
 from flame_private.privacy.accounting import epsilon_for
@@ -76,6 +81,21 @@ class BudgetPreview:
         p = self.planned
         return (f"{self.site_id}: round {p.round} of run {p.run_id} ({p.task}) would bring epsilon from "
                 f"{self.spent:.2f} to {self.would_be:.2f}")
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Spent(Generic[T]):
+    """A release computed under an authorised budget, and the ledger entry, already on disk, that covers it.
+
+    Only ``BudgetGuard.spend`` makes one: the update and its entry travel together, and
+    the egress log takes ``entry`` (``ledger_entry=``) for the message that carries ``value``.
+    """
+
+    value: T
+    entry: LedgerEntry
 
 
 class BudgetGuard:
@@ -155,6 +175,21 @@ class BudgetGuard:
 
         return self.ledger.append(planned, delta=self.policy.delta, accountant=self.policy.accountant,
                                   check=within_cap, policy=PolicyStamp.of(self.policy, self.policy_sha256))
+
+    def spend(self, planned: PlannedSpend, compute: Callable[[], T]) -> Spent[T]:
+        """The privacy rule, once: authorise ``planned``, run ``compute`` (the training), record the release.
+
+        Raises PolicyError, LedgerError or BudgetExceeded (``REFUSALS``) before ``compute``
+        runs (nothing computed, nothing recorded) or after it (nothing recorded, and what
+        ``compute`` returned is dropped, never handed out: the update cannot leave).  An
+        exception raised by ``compute`` propagates and records nothing: the update did not
+        exist yet, so nothing was released.  On success the entry is durable (fsync) before
+        the result is returned, so anything sent from it is covered by the ledger.
+        """
+        self.authorise(planned)
+        value = compute()
+        entry = self.record(planned)  # durable before anything leaves; may still refuse
+        return Spent(value=value, entry=entry)
 
     def _refusal(self, preview: BudgetPreview, outcome: str) -> str:
         pol = self.policy

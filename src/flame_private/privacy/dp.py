@@ -26,7 +26,8 @@ from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processe
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from flame_private.config import DPConfig
+from flame_private.config import DPConfig, Task
+from flame_private.privacy.ledger import PlannedSpend
 from flame_private.privacy.randomness import DPRandomness, SecretPoissonSampler
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ class DPPlan:
     accountant: str
     grad_sample_mode: str
     expected_batch_size: int
+
+    def planned_spend(self, run_id: str, round_: int, task: Task) -> PlannedSpend:
+        """This training as the release the budget guard authorises and the ledger records."""
+        return PlannedSpend(run_id=run_id, round=round_, task=task, noise_multiplier=self.noise_multiplier,
+                            sample_rate=self.sample_rate, steps=self.steps, max_grad_norm=self.max_grad_norm)
 
 
 @dataclass

@@ -1,0 +1,68 @@
+"""The site's learning task, in the shape of Flower's app templates: model, data, train and evaluate factories.
+
+Flower's templates split a ClientApp in two: thin ``client_app.py`` handlers that
+unpack a message and pack the reply, over a ``task.py`` of plain factories (the
+model, the data, ``train`` and ``test``).  Here ``site.py`` sits between the two:
+the protocol steps and the site's privacy rule (authorise, train, record, then
+encrypt and log), which runs ``train_fn`` and ``evaluate_fn`` only inside the
+budget guard's ``spend``.  Nothing here checks a budget, records, encrypts or sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from flame_private.config import FederationConfig, Task
+from flame_private.data.records import CaseRecord
+from flame_private.experiments import initial_model, make_dataset
+from flame_private.metrics import PATIENT_SENSITIVITY, EvolutionSums, ResponseSums, dp_release
+from flame_private.privacy import PlannedSpend
+from flame_private.privacy.dp import DPPlan
+from flame_private.training import TrainSettings, patient_contributions, plan_training, train
+
+
+def load_model(task: Task, fed: FederationConfig) -> nn.Module:
+    """The seeded initial model: the same weights at every site (round 1 starts from it)."""
+    return initial_model(task, fed)
+
+
+def load_data(task: Task, records: Sequence[CaseRecord], fed: FederationConfig) -> Dataset:
+    """The dataset of ``task`` over ``records`` (one split of the site's patients)."""
+    return make_dataset(task, records, fed)
+
+
+def train_settings(fed: FederationConfig, round_: int) -> TrainSettings:
+    """Local training of round ``round_``: the run's settings, seeded per round."""
+    return TrainSettings(epochs=fed.local_epochs, batch_size=fed.batch_size, learning_rate=fed.learning_rate,
+                         seed=fed.seed + round_, positive_weight=fed.response_positive_weight)
+
+
+def train_plan(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSettings,
+               fed: FederationConfig) -> DPPlan | None:
+    """The DP-SGD mechanism of this training, known before it runs; None when the run config disables DP."""
+    return plan_training(model, task, dataset, settings, fed.dp)
+
+
+def train_fn(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSettings,
+             plan: DPPlan) -> dict[str, torch.Tensor]:
+    """DP-SGD training of ``model`` under ``plan``: the trained weights (the update before encryption)."""
+    return train(model, task, dataset, settings, plan).model.state_dict()
+
+
+def evaluation_spend(run_id: str, round_: int, task: Task, fed: FederationConfig) -> PlannedSpend:
+    """Scoring the validation patients as one release of the Gaussian mechanism on their bounded contributions."""
+    return PlannedSpend(run_id=run_id, round=round_, task=task, noise_multiplier=fed.evaluation.noise_multiplier,
+                        sample_rate=1.0, steps=1, max_grad_norm=PATIENT_SENSITIVITY[task])
+
+
+def evaluate_fn(model: nn.Module, task: Task, dataset: Dataset, fed: FederationConfig) -> np.ndarray:
+    """The DP-noised metric sums of ``model`` on ``dataset`` (fresh secret noise at each call)."""
+    size = len((ResponseSums if task == "response" else EvolutionSums)().vector())
+    vectors = (patient_contributions(model, task, dataset, fed.batch_size, fed.data.voxel_mm**3 / 1000.0)
+               if len(dataset) else [])  # type: ignore[arg-type]
+    return dp_release(vectors, size, PATIENT_SENSITIVITY[task], fed.evaluation.noise_multiplier)
