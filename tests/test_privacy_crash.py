@@ -11,8 +11,8 @@ most one more: the one written but not yet reported when the kill came).
 
 from __future__ import annotations
 
-import os
 import contextlib
+import os
 from pathlib import Path
 
 import pytest
