@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: demo test test-fast bench clean-venv
+.PHONY: demo lint test test-fast bench clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/flame demo --out runs/demo
 
-test: $(STAMP)
+# Lint first: CI (`make test`) fails on a finding (rules in pyproject.toml, [tool.ruff.lint]).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks setup.py
+
+test: lint
 	$(PY) -m pytest
 
 test-fast: $(STAMP)

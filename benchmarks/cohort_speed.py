@@ -15,9 +15,9 @@ from pathlib import Path
 
 from _common import save
 
-from flame_private.config import CohortConfig, load_config
 from flame_private.cohort.anatomy import load_anatomy
 from flame_private.cohort.writer import synthesise_cohort
+from flame_private.config import CohortConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

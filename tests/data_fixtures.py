@@ -110,7 +110,8 @@ def make_lumiere_site(
     """
     codes = codes or {0: 0, 1: 1, 2: 2, 3: 3}
     files = {"t1": "T1", "t1ce": "CT1", "t2": "T2", "flair": "FLAIR"}
-    studies = {"Patient-001": ["week-000-1", "week-000-2", "week-012", "week-044"], "Patient-002": ["week-000-2", "week-020"]}
+    studies = {"Patient-001": ["week-000-1", "week-000-2", "week-012", "week-044"],
+               "Patient-002": ["week-000-2", "week-020"]}
     if ratings is None:
         ratings = {
             "Patient-001": {"week-000-1": "Pre-Op", "week-000-2": "Post-Op", "week-012": "PR", "week-044": "PD"},
@@ -181,7 +182,8 @@ def make_flame_site(root: Path, n: int = 3, site_id: str = "site-a", patients: l
 
 
 def write_manifest(root: Path, patients: list[dict], site_id: str = "site-a") -> None:
-    manifest = {"format": "flame-cohort", "format_version": 1, "site_id": site_id, "cohort": "demo", "grid": 24, "patients": patients}
+    manifest = {"format": "flame-cohort", "format_version": 1, "site_id": site_id, "cohort": "demo", "grid": 24,
+                "patients": patients}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 

@@ -44,7 +44,8 @@ he: {{max_patients: 16}}  # public bound on the test cohort's patients (4 sites 
 
 
 def make_federation(root: Path, cohort_dir: Path, ceremony_dir: Path, n_sites: int = 4, rounds: int = 1,
-                    caps: dict[str, float] | None = None, tasks: str = "[response, evolution]") -> tuple[dict[str, Path], Path]:
+                    caps: dict[str, float] | None = None,
+                    tasks: str = "[response, evolution]") -> tuple[dict[str, Path], Path]:
     """Site YAMLs (site-d reuses site-a's scans), policies, keys and a federation YAML under ``root``."""
     data = {"site-a": "site-a", "site-b": "site-b", "site-c": "site-c", "site-d": "site-a"}
     sites = {}

@@ -10,6 +10,8 @@ from flame_private.attacks.noise_replay import SUCCESS_COSINE
 from flame_private.attacks.result import AttackResult, load_result
 from flame_private.cli import app
 
+pytestmark = pytest.mark.slow  # the attack runs once for the module: about 10 s
+
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> AttackResult:

@@ -109,6 +109,7 @@ def test_config_validate_reports_a_missing_file(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- cohort synth
 
 
+@pytest.mark.slow  # about 5 s: synthesises a cohort
 def test_cohort_synth_writes_the_cohort_and_refuses_to_overwrite_it(tmp_path: Path, digests) -> None:
     out = tmp_path / "cohort"
     result = invoke("cohort", "synth", "--config", TEST_YAML, "--out", out, "--workers", "1")

@@ -197,9 +197,11 @@ def test_lumiere_json_that_matches_no_assignment_is_a_problem(tmp_path: Path) ->
 
 def test_infer_label_map_completes_a_bijection() -> None:
     # Only two compartments present (no oedema): codes 1 and 3 swapped.
-    mapping = infer_label_map({0: 1e5, 1: 300.0, 3: 50.0}, {"Enhancing_Core": 300, "Necrotic_NonEnhancing": 50, "Edema_Compartment": 0}, 1.0)
+    mapping = infer_label_map({0: 1e5, 1: 300.0, 3: 50.0},
+                              {"Enhancing_Core": 300, "Necrotic_NonEnhancing": 50, "Edema_Compartment": 0}, 1.0)
     assert mapping == {0: 0, 1: 3, 3: 1, 2: 2}
-    assert infer_label_map({1: 300.0}, {"Enhancing_Core": 900, "Necrotic_NonEnhancing": 0, "Edema_Compartment": 0}, 1.0) is None
+    assert infer_label_map({1: 300.0}, {"Enhancing_Core": 900, "Necrotic_NonEnhancing": 0, "Edema_Compartment": 0},
+                           1.0) is None
 
 
 # --------------------------------------------------------------------------- clinical.csv

@@ -407,6 +407,7 @@ def _payloads_match(log: EgressLog) -> None:
         assert (len(data), hashlib.sha256(data).hexdigest()) == (e.byte_count, e.payload_sha256), e.seq
 
 
+@pytest.mark.slow  # about 5 s
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork and SIGKILL")
 def test_sigkill_at_random_moments_never_loses_a_logged_message_or_its_payload(tmp_path: Path) -> None:
     state = tmp_path / "state"

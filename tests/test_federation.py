@@ -24,6 +24,8 @@ from flame_private.privacy import Ledger
 from flame_private.secure.keys import key_ceremony, load_secret_context
 from flame_private.secure.packing import ParamLayout
 
+pytestmark = pytest.mark.slow  # whole in-process federations: about 35 s together; `make test` runs them
+
 
 @pytest.fixture(scope="module")
 def ceremony(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -194,6 +194,7 @@ def test_one_patient_moves_the_metric_vectors_by_at_most_the_stated_sensitivity(
     assert np.linalg.norm(evo.vector()) <= PATIENT_SENSITIVITY["evolution"] + 1e-12
 
 
+@pytest.mark.slow  # about 8 s: many draws, to test the noise's scale
 def test_dp_release_clips_each_patient_and_adds_calibrated_noise() -> None:
     from flame_private.metrics import dp_release
 

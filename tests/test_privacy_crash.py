@@ -11,8 +11,8 @@ most one more: the one written but not yet reported when the kill came).
 
 from __future__ import annotations
 
-import os
 import contextlib
+import os
 from pathlib import Path
 
 import pytest
@@ -55,6 +55,7 @@ for command in sys.stdin:
 """
 
 
+@pytest.mark.slow  # about 15 s
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork and SIGKILL")
 def test_sigkill_at_random_moments_never_leaves_less_spend_than_was_released(tmp_path: Path) -> None:
     state = tmp_path / "state"

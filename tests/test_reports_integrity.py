@@ -124,6 +124,7 @@ def test_a_truncated_ledger_is_flagged_even_though_every_remaining_line_is_intac
     assert "entries were removed" in facts.chain("ledger").failure
 
 
+@pytest.mark.slow  # about 6 s
 def test_a_spend_above_the_cap_fails_and_an_expired_policy_asks_for_attention(site: Path) -> None:
     cfg = yaml.safe_load(site.read_text())
     policy = yaml.safe_load(Path(cfg["privacy_policy"]).read_text())

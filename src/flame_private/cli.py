@@ -181,7 +181,7 @@ def config_validate(
 
 @app.command("demo")
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo run goes (must match configs/sites).")]
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo run and its configs go.")]
     = Path("runs/demo"),
     workers: Annotated[int, typer.Option(help="Worker processes for the cohort.")] = 0,
     attacks: Annotated[bool, typer.Option("--attacks/--no-attacks", help=(

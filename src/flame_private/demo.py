@@ -1,9 +1,10 @@
-"""The embedded default: the whole system on the synthetic 4-site cohort, under ``runs/demo``.
+"""The embedded default: the whole system on the synthetic 4-site cohort, under ``runs/demo`` or any folder.
 
 Cohort -> key ceremony -> federation in Flower's simulation engine (both models,
 DP-SGD, CKKS) -> each site exports the decrypted global models -> each site's
 DPO audit -> ethics-committee reports (``reports/``, with the attack results
-of ``attacks/`` when that folder exists) -> a summary table.  Synthetic data
+of ``attacks/`` when that folder exists) -> a summary table.  The demo writes
+its own configs (``<out>/configs/``) so it runs from any folder.  Synthetic data
 only: the demo starts from a clean folder each time (its ledgers are demo
 ledgers, not a site's real ones).
 """
@@ -23,9 +24,61 @@ from flame_private.config import CohortConfig, FederationConfig, SiteConfig, loa
 
 log = logging.getLogger(__name__)
 
-SITE_CONFIGS = [Path(f"configs/sites/site-{s}.yaml") for s in "abcd"]
-FEDERATION_CONFIG = Path("configs/federation/demo.yaml")
-COHORT_CONFIG = Path("configs/cohort/demo.yaml")
+DEMO_SITES = [f"site-{s}" for s in "abcd"]
+DEMO_SOURCES = {"cohort.yaml": "configs/cohort/demo.yaml", "federation.yaml": "configs/federation/demo.yaml"} | {
+    f"policies/{site}.yaml": f"privacy_budgets/{site}.yaml" for site in DEMO_SITES}
+"""What the demo reads (its name under ``<out>/configs/`` -> its path in the repository).
+
+The repository's files are the one source: a wheel carries copies of them (``demo_configs/``, made at build
+time by setup.py), a source checkout is read directly."""
+PACKAGED = Path(__file__).parent / "demo_configs"
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class DemoConfigs:
+    """The demo's own configs, all under ``<out>/configs/`` and pointing only inside ``<out>``."""
+
+    cohort: Path
+    federation: Path
+    sites: list[Path]
+
+
+def demo_source(relative: str) -> Path:
+    """A file the demo needs, from the installed package, else from the source checkout."""
+    for root in (PACKAGED, CHECKOUT):
+        if (root / relative).is_file():
+            return root / relative
+    raise FileNotFoundError(f"demo file {relative} is missing: neither in {PACKAGED} (installed package) nor in "
+                            f"{CHECKOUT} (source checkout); reinstall flame-private")
+
+
+def _site_yaml(site_id: str) -> str:
+    """A demo site's deployment, relative to ``<out>/configs/sites/`` (the layout configs/sites/ documents)."""
+    return (f"# Demo site {site_id}, written by `flame demo`: every path is inside the demo's folder.\n"
+            f"site_id: {site_id}\n"
+            f"data_dir: ../../cohort/{site_id}\n"
+            "layout: flame\n"
+            f"state_dir: ../../state/{site_id}\n"
+            f"privacy_policy: ../policies/{site_id}.yaml\n"
+            f"secret_context: ../../keys/{site_id}/secret.ckks\n"
+            "he_params: ../../keys/ceremony/server-params.ctx\n")
+
+
+def write_demo_configs(out: Path) -> DemoConfigs:
+    """Write the demo's configs under ``out/configs`` (replacing any earlier ones) from any working directory."""
+    folder = out.resolve() / "configs"
+    shutil.rmtree(folder, ignore_errors=True)
+    for name, relative in DEMO_SOURCES.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(demo_source(relative), folder / name)
+    sites = []
+    for site_id in DEMO_SITES:
+        path = folder / "sites" / f"{site_id}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_site_yaml(site_id), encoding="utf-8")
+        sites.append(path)
+    return DemoConfigs(cohort=folder / "cohort.yaml", federation=folder / "federation.yaml", sites=sites)
 
 
 @dataclass
@@ -41,12 +94,36 @@ class DemoResult:
 
 
 def _site_paths(site: SiteConfig, out: Path) -> None:
-    """The demo's site configs must point inside ``out`` (they do: <repository>/runs/demo/...)."""
+    """The demo's site configs must point inside ``out`` (write_demo_configs makes them so)."""
     root = out.resolve()
-    for p in (site.data_dir, site.state_dir, site.secret_context, site.he_params):
+    for p in (site.data_dir, site.state_dir, site.privacy_policy, site.secret_context, site.he_params):
         if p is not None and not Path(p).resolve().is_relative_to(root):
-            raise ValueError(f"demo site {site.site_id}: {p} is outside {root}; the demo only writes there "
-                             "(run it from the repository root with the default --out)")
+            raise ValueError(f"demo site {site.site_id}: {p} is outside {root}; the demo only writes there")
+
+
+@dataclass
+class DemoSetup:
+    configs: DemoConfigs
+    cohort: CohortConfig
+    federation: FederationConfig
+    sites: list[SiteConfig]
+
+
+def prepare_demo(out: Path) -> DemoSetup:
+    """A clean demo folder: its configs written, earlier state/keys/runs/reports removed, each site's state fresh."""
+    from flame_private.site_state import init_state
+
+    configs = write_demo_configs(out)
+    cohort_cfg = load_config(configs.cohort, CohortConfig)
+    fed = load_config(configs.federation, FederationConfig)
+    sites = [load_config(p, SiteConfig) for p in configs.sites]
+    for s in sites:
+        _site_paths(s, out)
+    for sub in ("state", "keys", "federation", "reports"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    for s in sites:  # onboarding: each demo site starts from a fresh, explicitly initialised state
+        init_state(s.state_dir, s.site_id)
+    return DemoSetup(configs=configs, cohort=cohort_cfg, federation=fed, sites=sites)
 
 
 def distribute_keys(ceremony_dir: Path, sites: list[SiteConfig]) -> None:
@@ -75,17 +152,8 @@ def run_demo(out: Path = Path("runs/demo"), workers: int = 0,
 
     say = progress or (lambda step, detail="": log.info("%s %s", step, detail))
     seconds: dict[str, float] = {}
-    cohort_cfg = load_config(COHORT_CONFIG, CohortConfig)
-    fed = load_config(FEDERATION_CONFIG, FederationConfig)
-    sites = [load_config(p, SiteConfig) for p in SITE_CONFIGS]
-    for s in sites:
-        _site_paths(s, out)
-    for sub in ("state", "keys", "federation", "reports"):
-        shutil.rmtree(out / sub, ignore_errors=True)
-    from flame_private.site_state import init_state
-
-    for s in sites:  # onboarding: each demo site starts from a fresh, explicitly initialised state
-        init_state(s.state_dir, s.site_id)
+    setup = prepare_demo(out)
+    cohort_cfg, fed, sites, configs = setup.cohort, setup.federation, setup.sites, setup.configs
     run_id = f"{fed.run_name}-{time.strftime('%Y%m%dT%H%M%S')}"
 
     t = time.perf_counter()
@@ -101,7 +169,7 @@ def run_demo(out: Path = Path("runs/demo"), workers: int = 0,
 
     t = time.perf_counter()
     say("federation", f"{fed.rounds} rounds x {len(fed.tasks)} models, {len(sites)} sites, DP-SGD + CKKS")
-    summary = simulate_federation(FEDERATION_CONFIG, SITE_CONFIGS, ceremony.params_path, out / "federation",
+    summary = simulate_federation(configs.federation, configs.sites, ceremony.params_path, out / "federation",
                                   run_id)
     seconds["federation"] = time.perf_counter() - t
 
@@ -136,7 +204,7 @@ def run_demo(out: Path = Path("runs/demo"), workers: int = 0,
                    + (f" with the attack results in {attacks_dir}" if have_attacks else ""))
     from flame_private.reports.bundle import write_reports
 
-    bundle = write_reports(SITE_CONFIGS, out / "reports", attacks_dir=attacks_dir if have_attacks else None,
+    bundle = write_reports(configs.sites, out / "reports", attacks_dir=attacks_dir if have_attacks else None,
                            params=ceremony.params_path)
     for row, facts in zip(rows, bundle.sites, strict=True):
         row["report"] = facts.verdict.level

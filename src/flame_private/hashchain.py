@@ -352,7 +352,8 @@ class HashChainLog(Generic[E]):
                              f"{last_hash[:12]}...: the {self.short} or its head was rewritten")
         if n > count + 1:
             raise self.error(f"{self.path}: holds {n} entries but its head records only {count}: a crash leaves at "
-                             "most one unrecorded in the head; entries were added outside flame or the head rolled back")
+                             "most one unrecorded in the head; entries were added outside flame or the head rolled "
+                             "back")
         return n == count + 1
 
     def _parse_head(self, head_bytes: bytes) -> tuple[int, str]:

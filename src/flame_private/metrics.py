@@ -15,8 +15,8 @@ import numpy as np
 from scipy.optimize import isotonic_regression
 from scipy.stats import rankdata
 
-from flame_private.cohort.rano import classify
 from flame_private.privacy.randomness import DPRandomness
+from flame_private.rano import classify
 
 N_BINS = 100
 """Score histogram resolution. The histogram AUC counts pairs within one bin as ties, so it differs from the

@@ -176,7 +176,8 @@ def run_dp_audit(out_dir: Path, size: str = "ci", seed: int = 0, canaries: int |
         f"correct configuration, "
         + ("below" if not ok.attack_succeeded else "ABOVE")
         + f" the {claimed:.2f} the accountant claims. The same audit caught "
-        + ", ".join(f"{a.name.removeprefix('broken: ').split(',')[0]} (epsilon >= {a.metrics['epsilon_lower_bound']:.2f})"
+        + ", ".join(f"{a.name.removeprefix('broken: ').split(',')[0]} "
+                    f"(epsilon >= {a.metrics['epsilon_lower_bound']:.2f})"
                     for a in broken if a.attack_succeeded)
         + (", so it would notice a DP bug of that size." if all(a.attack_succeeded for a in broken)
            else "; some broken configurations were NOT caught."))

@@ -73,7 +73,8 @@ def load_anatomy(grid: int) -> Anatomy:
     zoom = grid / extent_vox
 
     def resample(img_data: np.ndarray, order: int) -> np.ndarray:
-        out = ndimage.zoom(np.asarray(img_data, dtype=np.float32)[crop], zoom, order=order, grid_mode=True, mode="nearest")
+        out = ndimage.zoom(np.asarray(img_data, dtype=np.float32)[crop], zoom, order=order, grid_mode=True,
+                           mode="nearest")
         assert out.shape == (grid, grid, grid), out.shape
         return out
 

@@ -17,11 +17,18 @@ from scipy import ndimage
 from flame_private.cohort import dose as dosimetry
 from flame_private.cohort import radiobiology as rb
 from flame_private.cohort.anatomy import Anatomy
-from flame_private.cohort.growth import Diffusion, diffusivity_map, kpp_step, prepare_diffusion, seed_density, stable_steps
+from flame_private.cohort.growth import (
+    Diffusion,
+    diffusivity_map,
+    kpp_step,
+    prepare_diffusion,
+    seed_density,
+    stable_steps,
+)
 from flame_private.cohort.imaging import Compartments, smoothstep
 from flame_private.cohort.patient import Patient
-from flame_private.cohort.rano import RanoClass, confirmed_response, is_responder
 from flame_private.config import MODALITIES, CohortConfig
+from flame_private.rano import RanoClass, confirmed_response, is_responder
 
 MAX_PREOP_DAYS = 4000
 MAX_STEP_DAYS = 3.0
@@ -287,7 +294,10 @@ def treat_and_follow(patient: Patient, baseline_state: TumourState, anatomy: Ana
     max_eqd2 = float(rb.eqd2(dose_frac * th.prescription_gy, d_fx, th.alpha_beta_brain)[anatomy.tissue].max())
     rn_p = rb.radionecrosis_probability(max_eqd2)
     radionecrosis = patient.necrosis_u < rn_p
-    effect = _pseudoprogression_effect(dose_frac, baseline_state, anatomy, cfg, strength=patient.pseudo_u / max(pseudo_p, 1e-9)) if pseudo else None
+    effect = None
+    if pseudo:
+        strength = patient.pseudo_u / max(pseudo_p, 1e-9)
+        effect = _pseudoprogression_effect(dose_frac, baseline_state, anatomy, cfg, strength=strength)
     rn_rim, rn_core = _radionecrosis(dose_frac, baseline_state, anatomy, cfg) if radionecrosis else (None, None)
 
     scans: list[Scan] = []

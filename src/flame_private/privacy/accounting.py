@@ -18,12 +18,12 @@ accountant stepped one step at a time to ~1e-12 (tests/test_privacy_accounting.p
 
 from __future__ import annotations
 
-import numpy as np
-
 import math
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Literal
+
+import numpy as np
 
 Accountant = Literal["prv", "rdp"]
 ACCOUNTANTS: tuple[str, ...] = ("prv", "rdp")

@@ -45,6 +45,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from flame_private.config import StrictModel, Task
+
 # canonical_json, entry_hash and GENESIS_HASH are re-exported: they are part of the ledger's public API.
 from flame_private.hashchain import (
     GENESIS_HASH,  # noqa: F401

@@ -89,7 +89,8 @@ def consortium(
     sites: Annotated[list[Path], typer.Option("--sites", help="Site YAMLs: --sites a.yaml b.yaml ... (or repeat "
                                                               "--sites).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="File to write (.pdf or .html).")],
-    more: Annotated[list[Path] | None, typer.Argument(help="More site YAMLs (after --sites).", show_default=False, metavar="[SITE_YAML]...")] = None,
+    more: Annotated[list[Path] | None, typer.Argument(help="More site YAMLs (after --sites).", show_default=False,
+                                                      metavar="[SITE_YAML]...")] = None,
     lang: Annotated[str, typer.Option("--lang", help=LANG_HELP)] = "en",
     fmt: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)] = None,
     params: Annotated[Path | None, typer.Option("--params", help=PARAMS_HELP)] = None,

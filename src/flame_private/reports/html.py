@@ -47,8 +47,10 @@ tr.info td, tr.info th { background: #eef2f6; font-weight: bold; } tr.ok td { ba
 .callout { border: 1.5px solid; border-left-width: 6px; padding: 6px 10px; margin: 10px 0; page-break-inside: avoid; }
 .callout p { margin: 2px 0; font-weight: bold; }
 .callout ul { margin: 4px 0 2px 18px; padding: 0; }
-.callout.ok { border-color: #2e8b57; background: #e6f4ea; } .callout.attention { border-color: #d9a400; background: #fff4d6; }
-.callout.fail { border-color: #c0392b; background: #fbe3e1; } .callout.info { border-color: #1f5fa8; background: #eaf1fb; }
+.callout.ok { border-color: #2e8b57; background: #e6f4ea; }
+.callout.attention { border-color: #d9a400; background: #fff4d6; }
+.callout.fail { border-color: #c0392b; background: #fbe3e1; }
+.callout.info { border-color: #1f5fa8; background: #eaf1fb; }
 .callout .detail { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 8pt; font-weight: normal;
                    white-space: pre-wrap; word-break: break-all; margin-top: 4px; }
 figure { margin: 10px 0; text-align: center; page-break-inside: avoid; }

@@ -200,8 +200,9 @@ def _callout(pdf: _PDF, b: Callout) -> None:
     rows += [(f"–  {i}", FontFace(family="DejaVu", size_pt=BODY_PT), 5.0) for i in b.items]
     rows += [(d, FontFace(family="DejaVuMono", size_pt=MONO_PT), 2.5) for d in b.detail if d]
     pdf.need(14)
-    with pdf.table(width=pdf.epw, col_widths=(1,), first_row_as_headings=False, borders_layout=TableBordersLayout.NO_HORIZONTAL_LINES,
-                   cell_fill_color=fill, cell_fill_mode="ALL", line_height=BODY_PT * 0.47, padding=(1.4, 2.5),
+    with pdf.table(width=pdf.epw, col_widths=(1,), first_row_as_headings=False,
+                   borders_layout=TableBordersLayout.NO_HORIZONTAL_LINES, cell_fill_color=fill, cell_fill_mode="ALL",
+                   line_height=BODY_PT * 0.47, padding=(1.4, 2.5),
                    text_align="LEFT", v_align=VAlign.T, align="LEFT", wrapmode=WrapMode.WORD) as table:
         for text, face, left in rows:
             table.row().cell(text, style=face, padding=(1.0, 2.5, 1.0, left))

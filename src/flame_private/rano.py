@@ -2,7 +2,8 @@
 
 For newly diagnosed glioblastoma RANO 2.0 takes the post-radiotherapy MRI as
 the reference scan (so early treatment effects do not count as progression);
-thresholds are the RANO 2.0 volumetric ones.
+thresholds are the RANO 2.0 volumetric ones. A clinical rule, not part of the
+simulator: metrics on real data and the synthetic cohort both use it.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Volumetric RANO 2.0 response (cohort/rano.py, docs/references.md 1): PR at -65 %, PD at +40 %."""
+"""Volumetric RANO 2.0 response (rano.py, docs/references.md 1): PR at -65 %, PD at +40 %."""
 
 from __future__ import annotations
 
 import pytest
 
-from flame_private.cohort.rano import (
+from flame_private.rano import (
     MEASURABLE_ML,
     PD_RATIO,
     PR_RATIO,
