@@ -40,6 +40,7 @@ def test_the_plaintext_scan_finds_every_secret_in_plaintext_fedavg(result: Attac
     m = _arm(result, "plaintext FedAvg: payload scan").metrics
     assert m["secrets_found"] == m["secrets"] > 0, "the scan misses weights or metric sums sent in the clear"
     assert m["max_correlation"] > 0.999 and m["max_exact_fraction"] == 1.0
+    assert m["min_exact_chance_p"] < 1e-12, "every value found bit for bit cannot be chance"
 
 
 @pytest.mark.slow
@@ -50,7 +51,10 @@ def test_nothing_the_server_holds_reveals_weights_metrics_or_the_key(result: Att
     assert not any(findings.values()), f"the curious server learned something: {arm.detail}"
     assert m["secrets_found"] == 0, "plaintext weights or metric sums found in what the server received or kept"
     assert m["max_correlation"] < 0.5, "some bytes the server holds correlate with a site's weights"
-    assert m["max_exact_fraction"] < 0.05, "values of a site's update appear bit for bit in the server's bytes"
+    # A 4-byte pattern turns up by coincidence in the server's random-looking bytes a few percent of the time:
+    # one hit among a metric vector's 11 values is chance; more hits than chance would give are a leak.
+    assert m["max_exact_fraction"] < 0.05 or m["min_exact_chance_p"] > 1e-3, (
+        "values of a site's update appear bit for bit in the server's bytes, more often than by chance")
     assert m["ciphertexts_valid"] == m["ciphertexts"] > 0, "a payload is not a valid ciphertext for the parameters"
     assert m["params_only_decryption_refused"] is True, "the params-only context could be used to decrypt"
     assert m["server_files_loading_as_key"] == 0, "a file on the server loads as a SEAL secret key"
@@ -64,7 +68,9 @@ def test_nothing_the_server_holds_reveals_weights_metrics_or_the_key(result: Att
 @pytest.mark.slow
 def test_the_key_holder_decrypts_and_the_memory_scan_finds_a_loaded_key(result: AttackResult) -> None:
     dec = _arm(result, "site's secret key: decryption").metrics
-    assert dec["max_abs_error"] < 1e-6, "the site's own key does not recover the true update"
+    # Packed values are at most 1; CKKS at scale 2^30 decrypts each to ~1e-7-1e-6 (its largest over ~1e5 values
+    # reaches 1e-6), while a key that is not the site's gives noise of the values' own size.
+    assert dec["max_abs_error"] < 1e-5, "the site's own key does not recover the true update"
     mem = _arm(result, "secret context loaded in the server process").metrics
     assert mem["memory_key_hits"] >= 1, "the memory scan cannot see a secret key even when one is loaded"
     assert mem["disk_key_hits"] >= 1, "the file scan cannot see the secret context in a site's folder"

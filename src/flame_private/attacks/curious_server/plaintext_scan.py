@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from scipy.stats import binom
 
 from flame_private.attacks.curious_server.recorded_federation import (
     Plain,
@@ -154,16 +155,25 @@ class PlaintextScanner:
                     self.correlation[i] = max(self.correlation[i], r)
 
     def report(self) -> list[dict[str, Any]]:
-        """Per target: best correlation, fraction of its values found bit for bit, and whether it was found."""
+        """Per target: best correlation, fraction of its values found bit for bit, and whether it was found.
+
+        ``exact_chance_p`` is how likely that many bit-for-bit hits are by coincidence: a given 4-byte pattern
+        turns up in ``B`` random bytes with probability ``1 - exp(-B / 2^32)`` (a few percent for the server's
+        tens of MB), so one hit among a metric vector's 11 values is expected now and then; the binomial tail
+        of the hits says whether they are more than that.
+        """
         out = []
         for i, t in enumerate(self.targets):
-            exact = 0.0
+            exact, chance_p = 0.0, 1.0
             for width, owned in self.owned.items():
                 if owned[i].size >= MIN_EXACT_VALUES:
-                    exact = max(exact, float(self.found[width][owned[i]].mean()))
+                    hits = int(self.found[width][owned[i]].sum())
+                    exact = max(exact, hits / owned[i].size)
+                    per_pattern = -np.expm1(-self.bytes_scanned / float(2 ** (8 * width)))
+                    chance_p = min(chance_p, float(binom.sf(hits - 1, owned[i].size, per_pattern)) if hits else 1.0)
             corr = float(self.correlation[i])
-            out.append({"source": t.source, "what": t.what, "exact_fraction": exact, "correlation": corr,
-                        "found": bool(exact >= EXACT_FOUND or corr >= CORRELATION_FOUND)})
+            out.append({"source": t.source, "what": t.what, "exact_fraction": exact, "exact_chance_p": chance_p,
+                        "correlation": corr, "found": bool(exact >= EXACT_FOUND or corr >= CORRELATION_FOUND)})
         return out
 
 
@@ -240,4 +250,5 @@ def run_scan(targets: Sequence[Target], items: Sequence[tuple[str, bytes]]) -> d
     exposed = sorted({r["source"] for r in rows if r["found"]})
     return {"rows": rows, "sources": sources, "exposed": exposed, "items": scanner.items,
             "bytes": scanner.bytes_scanned, "max_correlation": max((r["correlation"] for r in rows), default=0.0),
-            "max_exact_fraction": max((r["exact_fraction"] for r in rows), default=0.0)}
+            "max_exact_fraction": max((r["exact_fraction"] for r in rows), default=0.0),
+            "min_exact_chance_p": min((r["exact_chance_p"] for r in rows), default=1.0)}
