@@ -7,15 +7,22 @@ that does not verify), 2 the site YAML cannot be read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from flame_private.config import ConfigError, SiteConfig, load_config
-from flame_private.federation.approved_apps import ApprovedApps, ApprovedAppsError, approve_fab, revoke_fab
+from flame_private.federation.approved_apps import (
+    ApprovalEntry,
+    ApprovedApps,
+    ApprovedAppsError,
+    approve_fab,
+    revoke_fab,
+)
 
 SiteOpt = Annotated[Path, typer.Option("--site", "-s", help="The site's YAML; the approvals live in its state_dir.")]
 ByOpt = Annotated[str, typer.Option("--by", help="Who decides (the DPO's name and role), recorded with the entry.")]
@@ -35,6 +42,15 @@ def _refused(exc: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _decide(site: Path, decide: Callable[..., ApprovalEntry], *args: Any) -> tuple[SiteConfig, ApprovalEntry]:
+    """Run an approve/revoke decision for the site's approved-apps log; exit 1 with the reason on a refusal."""
+    cfg = _site(site)
+    try:
+        return cfg, decide(cfg.state_dir, cfg.site_id, *args)
+    except ApprovedAppsError as exc:
+        raise _refused(exc) from None
+
+
 def approve_app(
     fab: Annotated[Path, typer.Argument(help="The built app bundle (.fab, from `flwr build` on the approved "
                                              "release).")],
@@ -43,11 +59,7 @@ def approve_app(
     note: NoteOpt = None,
 ) -> None:
     """Approve a built FAB for this site: its sha256, name and version, who and when, in the approved-apps log."""
-    cfg = _site(site)
-    try:
-        entry = approve_fab(cfg.state_dir, cfg.site_id, fab, by, note)
-    except ApprovedAppsError as exc:
-        raise _refused(exc) from None
+    cfg, entry = _decide(site, approve_fab, fab, by, note)
     typer.echo(f"approved {entry.publisher}/{entry.name} {entry.version}\n  sha256 {entry.fab_sha256}\n"
                f"  by {entry.decided_by}, {entry.time} (entry {entry.seq} of {cfg.state_dir / 'approved_apps.jsonl'})")
 
@@ -59,11 +71,7 @@ def revoke_app(
     note: NoteOpt = None,
 ) -> None:
     """Withdraw an approval: the site's launcher refuses that FAB from its next message on."""
-    cfg = _site(site)
-    try:
-        entry = revoke_fab(cfg.state_dir, cfg.site_id, sha256, by, note)
-    except ApprovedAppsError as exc:
-        raise _refused(exc) from None
+    _, entry = _decide(site, revoke_fab, sha256, by, note)
     typer.echo(f"revoked {entry.publisher}/{entry.name} {entry.version} (sha256 {entry.fab_sha256}) by "
                f"{entry.decided_by}, {entry.time}")
 
