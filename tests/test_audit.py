@@ -11,7 +11,7 @@ Specification (federation/audit.py, docs/dpo-guide.md):
 * a changed byte of an egress entry, of its head, or of a kept payload fails it;
 * a payload that is not the ciphertext its envelope describes under the agreed
   parameters fails it: plaintext weights, raw JSON metrics, other parameters;
-* the agreed parameters are an input (``--params`` or the site's ``he_params``),
+* the agreed parameters are an input (``--he-params`` or the site's ``he_params``),
   never the site's own files: without them the HE-parameters check fails, and the
   site's secret context must have the agreed parameters;
 * every update must name its own ledger entry, agreeing on run, round, task,
@@ -337,12 +337,12 @@ def test_a_declined_status_that_sent_its_reason_in_clear_is_a_warning(site: Site
 
 
 def test_without_agreed_parameters_the_site_does_not_vouch_for_itself(site: Site, keys: Path) -> None:
-    """Neither --params nor he_params: fails, though the secret context (and a params file beside it) are there."""
+    """Neither --he-params nor he_params: fails, though the secret context (and a params file beside it) are there."""
     assert (keys / "server-params.ctx").exists() and site.config.secret_context == keys / "site-secret.ctx"
     report = site.audit_without_agreed_params()
     assert not report.ok
     [why] = failed(report, "HE parameters")
-    assert "no agreed HE parameters" in why and "pass --params" in why and "he_params" in why
+    assert "no agreed HE parameters" in why and "pass --he-params" in why and "he_params" in why
     assert report.all_ciphertexts is False and report.params_source is None and report.he_fingerprint is None
     assert "not checked: no HE parameters" in failed(report, "ciphertext only")[0]
 
@@ -352,7 +352,7 @@ def test_params_given_to_the_audit_take_precedence_over_the_site_config(site: Si
     report = audit_site(site.config.model_copy(update={"he_params": other_keys / "server-params.ctx"}),
                         params_context=keys / "server-params.ctx")
     assert report.ok, report.failures()
-    assert report.params_source is not None and report.params_source.endswith("(given with --params)")
+    assert report.params_source is not None and report.params_source.endswith("(given with --he-params)")
 
 
 def test_a_secret_context_of_other_parameters_than_the_agreed_ones_fails(site: Site, other_keys: Path) -> None:
@@ -367,7 +367,7 @@ def test_a_secret_context_of_other_parameters_than_the_agreed_ones_fails(site: S
 def test_agreed_params_that_are_a_secret_context_are_refused(site: Site, keys: Path) -> None:
     report = site.audit(params_context=keys / "site-secret.ctx")
     assert not report.ok
-    assert "cannot load the agreed parameters (given with --params)" in failed(report, "HE parameters")[0]
+    assert "cannot load the agreed parameters (given with --he-params)" in failed(report, "HE parameters")[0]
 
 
 def test_a_missing_secret_context_is_a_warning_not_a_comparison(site: Site, tmp_path: Path) -> None:
@@ -385,7 +385,7 @@ def test_a_params_file_from_another_ceremony_fails(site: Site, other_keys: Path)
 
 def test_without_any_he_parameters_the_ciphertexts_cannot_be_vouched_for(site: Site) -> None:
     report = audit_site(site.config.model_copy(update={"secret_context": None, "he_params": None}))
-    assert not report.ok and "pass --params" in failed(report, "HE parameters")[0]
+    assert not report.ok and "pass --he-params" in failed(report, "HE parameters")[0]
     assert report.all_ciphertexts is False
 
 
@@ -508,12 +508,12 @@ def test_cli_takes_the_agreed_parameters_from_params_or_the_site_yaml(site: Site
     bare.write_text(yaml.safe_dump(raw))
     result = CliRunner().invoke(cli, ["audit", "--site", str(bare)], env={"COLUMNS": "400"})
     assert result.exit_code == 1, result.output
-    assert "AUDIT FAILED" in result.output and "HE parameters" in result.output and "pass --params" in result.output
-    result = CliRunner().invoke(cli, ["audit", "--site", str(bare), "--params", str(keys / "server-params.ctx")],
+    assert "AUDIT FAILED" in result.output and "HE parameters" in result.output and "pass --he-params" in result.output
+    result = CliRunner().invoke(cli, ["audit", "--site", str(bare), "--he-params", str(keys / "server-params.ctx")],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
 
 
 def test_cli_exits_2_on_an_unreadable_site_config(cli: typer.Typer, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["audit", "--site", str(tmp_path / "missing.yaml")], env={"COLUMNS": "200"})
-    assert result.exit_code == 2 and "file not found" in result.output
+    assert result.exit_code == 3 and "file not found" in result.output

@@ -195,7 +195,7 @@ def test_an_anchor_saved_at_one_audit_is_extended_by_later_rounds(site: Site, tm
     later = flame_audit(site, "--anchor", anchor)
     assert later.exit_code == 0, later.output
     assert "extend the heads certified" in later.output
-    assert flame_audit(site, "--save-anchor", anchor).exit_code == 1, "an anchor is never overwritten"
+    assert flame_audit(site, "--save-anchor", anchor).exit_code == 3, "an anchor is never overwritten"
 
 
 def _reinitialised(s: Site) -> None:
@@ -243,7 +243,7 @@ def test_no_anchor_is_saved_from_a_failed_audit_and_a_bad_anchor_file_exits_2(si
     assert result.exit_code == 1 and "no anchor written" in result.output and not (tmp_path / "a.json").exists()
     (tmp_path / "bad.json").write_text('{"site_id": "site-a"}')
     bad = flame_audit(site, "--anchor", tmp_path / "bad.json")
-    assert bad.exit_code == 2 and "not a valid audit anchor" in bad.output
+    assert bad.exit_code == 3 and "not a valid audit anchor" in bad.output
     assert AuditAnchor.model_fields.keys() >= {"site_id", "taken_at", "ledger_head", "egress_head"}
 
 

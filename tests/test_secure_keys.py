@@ -155,7 +155,7 @@ def test_cli_init_and_fingerprint(tmp_path: Path) -> None:
 
     cfg = tmp_path / "he.yaml"
     cfg.write_text("poly_modulus_degree: 4096\ncoeff_mod_bit_sizes: [32]\nscale_bits: 30\n")
-    run = CliRunner().invoke(keys_app, ["init", "--out", str(tmp_path / "k"), "--config", str(cfg)])
+    run = CliRunner().invoke(keys_app, ["init", "--out", str(tmp_path / "k"), "--he-config", str(cfg)])
     assert run.exit_code == 0, run.output
     fp = params.he_fingerprint(HEConfig())
     kcv = keycheck.read_key_check(tmp_path / "k" / keys.KEY_CHECK_NAME)
@@ -169,7 +169,7 @@ def test_cli_init_and_fingerprint(tmp_path: Path) -> None:
     assert f"HE parameters fingerprint: {fp}" in run.output
     assert f"key check value: {kcv.key_check_short}" in run.output
     run = CliRunner().invoke(keys_app, ["init", "--out", str(tmp_path / "k")])
-    assert run.exit_code == 2 and "overwrite" in run.output
+    assert run.exit_code == 5 and "overwrite" in run.output
 
 
 # --------------------------------------------------------------------------- key check value
@@ -265,7 +265,7 @@ def test_cli_verify_accepts_the_ceremony_key_and_refuses_another(ceremony: keys.
     assert run.exit_code == 1 and "holds another key" in run.output
 
     run = CliRunner().invoke(keys_app, ["verify", secret, "--kcv", "3F2A"])
-    assert run.exit_code == 2 and "hex digits" in run.output
+    assert run.exit_code == 3 and "hex digits" in run.output
     run = CliRunner().invoke(keys_app, ["verify", secret])
     assert run.exit_code == 2 and "--kcv" in run.output
 

@@ -136,7 +136,7 @@ def test_the_command_is_typer_compatible(tmp_path: Path) -> None:
     assert "DPO-CHECKLIST.md" in result.output and "does not exist yet" in result.output
     assert load_config(out / "site.yaml", SiteConfig).layout == "flame"
     again = runner.invoke(app, ["site-x", "--out", str(out), "--data-dir", str(tmp_path / "scans")])
-    assert again.exit_code == 2
+    assert again.exit_code == 3
     assert "refusing to overwrite" in again.output
 
 
@@ -153,7 +153,7 @@ def test_the_agreed_he_parameters_are_written_when_known(tmp_path: Path) -> None
     init_site("site-q", tmp_path / "q", tmp_path / "data")
     text = (tmp_path / "q" / "site.yaml").read_text()
     assert load_config(tmp_path / "q" / "site.yaml", SiteConfig).he_params is None
-    assert "# he_params:" in text and "flame audit --params" in text
+    assert "# he_params:" in text and "flame audit --he-params" in text
 
     # Anything but a params-only context is refused, naming the file, and leaves nothing behind.
     secret = tmp_path / "site-secret.ctx"
@@ -190,7 +190,7 @@ def test_init_state_initialises_a_hand_configured_site_once(tmp_path: Path) -> N
     assert first.exit_code == 0 and first.output.count("created") == 3, first.output
     assert _mode(tmp_path / "state") == 0o700
     again = CliRunner().invoke(app, ["init-state", "--site", str(yaml_path)])
-    assert again.exit_code == 2 and "already initialised" in again.output
+    assert again.exit_code == 3 and "already initialised" in again.output
     (tmp_path / "state" / "privacy_ledger.jsonl").write_text('{"seq":1}\n')  # a ledger with an entry ...
     (tmp_path / "state" / "privacy_ledger.head.json").unlink()  # ... and no head is never re-initialised
     with pytest.raises(StateInitError, match="exists already"):

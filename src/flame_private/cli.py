@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,18 +17,18 @@ from rich.table import Table
 
 from flame_private import __version__
 from flame_private.attacks.cli import attack_app
+from flame_private.cli_common import LayoutChoice, TaskChoice, fail, load, refusals, value
 from flame_private.config import (
     SITE_YAML_HELP,
     CohortConfig,
-    ConfigError,
     DataConfig,
     DPConfig,
     FederationConfig,
     HEConfig,
     ModelConfig,
     SiteConfig,
-    load_config,
 )
+from flame_private.errors import ExitCode
 from flame_private.federation.approved_apps_cli import approve_app, approved_apps, revoke_app, write_launcher
 from flame_private.federation.audit_cli import audit as audit_command
 from flame_private.privacy.cli import budget_app
@@ -67,24 +68,13 @@ CONFIG_KINDS = {
     "he": HEConfig,
     "data": DataConfig,
 }
+ConfigKind = Enum("ConfigKind", {k: k for k in CONFIG_KINDS}, type=str)  # type: ignore[misc]
 
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def _load(path: Path, model: type) -> object:
-    try:
-        return load_config(path, model)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
 
 
 def _default_workers() -> int:
@@ -103,7 +93,7 @@ def _synthesise(cfg: CohortConfig, out: Path, workers: int, overwrite: bool) -> 
             return synthesise_cohort(cfg, out, workers=workers, overwrite=overwrite,
                                      on_patient=lambda _r: progress.advance(task))
         except CohortExistsError as exc:
-            raise _fail(f"{exc}; use --overwrite") from None
+            raise fail(f"{exc}; use --overwrite", exc.exit_code) from None
 
 
 def _print_cohort_summary(summary: dict, out: Path) -> None:
@@ -128,7 +118,7 @@ def cohort_synth(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
 ) -> None:
     """Simulate a synthetic multi-centre cohort and write it as NIfTI with manifests."""
-    cfg = _load(config, CohortConfig)
+    cfg = load(config, CohortConfig)
     summary = _synthesise(cfg, out, workers or _default_workers(), overwrite)  # type: ignore[arg-type]
     _print_cohort_summary(summary, out)
 
@@ -144,15 +134,15 @@ def cohort_figure(
     from flame_private.cohort.figure import plot_patients
 
     if not (cohort / "truth" / "counterfactuals.json").is_file():
-        raise _fail(f"{cohort}: not a synthetic cohort folder (no truth/counterfactuals.json)")
+        raise fail(f"{cohort}: not a synthetic cohort folder (no truth/counterfactuals.json)")
     console.print(f"wrote {plot_patients(cohort, out, site_id, patients)}")
 
 
 @data_app.command("check")
 def data_check(
     directory: Annotated[Path, typer.Argument(help="A site's data folder.")],
-    layout: Annotated[Optional[str], typer.Option(help="flame, brats2021, brats2023, lumiere or upenn; "
-                                                      "detected when omitted.")] = None,
+    layout: Annotated[Optional[LayoutChoice], typer.Option(  # type: ignore[valid-type]
+        "--layout", help="The folder's layout; detected when omitted.", show_default=False)] = None,
     site_id: Annotated[Optional[str], typer.Option(help="Site name to report (default: from the folder).")] = None,
     quick: Annotated[bool, typer.Option(help="Headers only: fast, but misses corrupt or NaN data.")] = False,
 ) -> None:
@@ -160,8 +150,8 @@ def data_check(
     from flame_private.data.checks import check_site, render_check_table
 
     if not directory.is_dir():
-        raise _fail(f"{directory}: not a folder")
-    report = check_site(directory, layout=layout, site_id=site_id, full=not quick)  # type: ignore[arg-type]
+        raise fail(f"{directory}: not a folder")
+    report = check_site(directory, layout=value(layout), site_id=site_id, full=not quick)  # type: ignore[arg-type]
     console.print(render_check_table(report))
     if not report.ok:
         raise typer.Exit(1)
@@ -170,13 +160,12 @@ def data_check(
 @config_app.command("validate")
 def config_validate(
     path: Annotated[Path, typer.Argument(help="YAML file to validate.")],
-    kind: Annotated[str, typer.Option(help=f"One of: {', '.join(CONFIG_KINDS)}.")] = "cohort",
+    kind: Annotated[ConfigKind, typer.Option("--kind", help="What the file configures.")]  # type: ignore[valid-type]
+    = ConfigKind.cohort,  # type: ignore[attr-defined]
 ) -> None:
     """Check a configuration file; errors name the file and the field."""
-    if kind not in CONFIG_KINDS:
-        raise _fail(f"unknown kind {kind!r}; expected one of {', '.join(CONFIG_KINDS)}")
-    _load(path, CONFIG_KINDS[kind])
-    console.print(f"{path}: valid {kind} config")
+    load(path, CONFIG_KINDS[kind.value])
+    console.print(f"{path}: valid {kind.value} config")
 
 
 @app.command("demo")
@@ -199,7 +188,8 @@ def demo(
                 progress.update(current["task"], completed=1, total=1)  # type: ignore[arg-type]
             current["task"] = progress.add_task(f"{name}: {detail}", total=None)
 
-        result = _guarded(lambda: run_demo(out, workers, progress=step, attacks=attacks))
+        with refusals():
+            result = run_demo(out, workers, progress=step, attacks=attacks)
         progress.update(current["task"], completed=1, total=1)  # type: ignore[arg-type]
     table = Table(title=f"demo run {result.run_id}: per-site privacy and audit")
     for col in ("site", "epsilon spent", "cap", "delta", "releases", "declined", "audit", "report"):
@@ -240,24 +230,20 @@ def demo(
 
 train_app = typer.Typer(help="Train the response or evolution model locally or pooled.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
-Task_ = typer.Option(help="response or evolution.")
+TaskOption = Annotated[TaskChoice, typer.Option("--task", help="Which model to train.")]  # type: ignore[valid-type]
 FED_CONFIG_HELP = ("Federation YAML: model, DP and training settings. Required: the consortium's file for a site "
                    "(docs/site-setup.md); configs/federation/demo.yaml in a source checkout for the demo.")
+FederationOption = Annotated[Optional[Path], typer.Option("--federation", "-f", help=FED_CONFIG_HELP,
+                                                          show_default=False)]
 
 
-def _federation(config: Optional[Path]) -> FederationConfig:
-    """The federation config named by --config; no default, since a site's DP spend depends on it."""
-    if config is None:
-        raise _fail("--config is required: the federation YAML whose model, DP and training settings to use "
+def _federation(federation: Optional[Path]) -> FederationConfig:
+    """The federation config named by --federation; no default, since a site's DP spend depends on it."""
+    if federation is None:
+        raise fail("--federation is required: the federation YAML whose model, DP and training settings to use "
                     "(a site uses its consortium's, see docs/site-setup.md; the demo's is "
-                    "configs/federation/demo.yaml in a source checkout)")
-    return _load(config, FederationConfig)  # type: ignore[return-value]
-
-
-def _task(task: str) -> str:
-    if task not in ("response", "evolution"):
-        raise _fail(f"unknown task {task!r}; expected 'response' or 'evolution'")
-    return task
+                    "configs/federation/demo.yaml in a source checkout)", ExitCode.USAGE)
+    return load(federation, FederationConfig)
 
 
 def _truth_for(site_cfg: SiteConfig, truth: Optional[Path]) -> Optional[Path]:
@@ -320,29 +306,30 @@ def _step_progress():  # noqa: ANN202 - a context manager factory
 
 @train_app.command("local")
 def train_local(
-    site: Annotated[Path, typer.Option(help=SITE_YAML_HELP)],
-    task: Annotated[str, Task_] = "response",
-    config: Annotated[Optional[Path], typer.Option(help=FED_CONFIG_HELP, show_default=False)] = None,
+    site: Annotated[Path, typer.Option("--site", "-s", help=SITE_YAML_HELP)],
+    task: TaskOption = TaskChoice.response,  # type: ignore[attr-defined]
+    federation: FederationOption = None,
     dp: Annotated[bool, typer.Option("--dp/--no-dp", help="DP-SGD (spends the site's budget).")] = True,
     epochs: Annotated[Optional[int], typer.Option(help="Override local_epochs.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/local/<site>).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default runs/local/<site>).")]
+    = None,
     truth: Annotated[Optional[Path], typer.Option(help="Counterfactual truth JSON, for scoring only.")] = None,
     skip_invalid: Annotated[bool, typer.Option(help="Leave out invalid cases (listed) instead of stopping.")] = False,
 ) -> None:
     """Train one site's model on its own data (DP-SGD by default, recorded in its ledger)."""
     from flame_private.experiments import run_local
 
-    site_cfg = _load(site, SiteConfig)
-    fed = _federation(config)
-    out = out or Path("runs/local") / site_cfg.site_id  # type: ignore[attr-defined]
-    with _step_progress() as progress:
+    site_cfg = load(site, SiteConfig)
+    fed = _federation(federation)
+    out = out or Path("runs/local") / site_cfg.site_id
+    task = task.value
+    with _step_progress() as progress, refusals():
         bar = progress.add_task("train", total=None, loss="-")
-        report = _guarded(lambda: run_local(site_cfg, _task(task), fed, out, dp=dp, epochs=epochs,  # type: ignore[arg-type]
-                                            truth=_truth_for(site_cfg, truth), skip_invalid=skip_invalid,  # type: ignore[arg-type]
-                                            on_step=lambda i, loss: progress.update(bar, completed=i,
-                                                                                    loss=f"{loss:.3f}")))
-    _print_skipped({site_cfg.site_id: report["skipped_cases"]})  # type: ignore[attr-defined]
-    _print_report(report, f"{site_cfg.site_id}: {task} ({'DP' if dp else 'no DP'})")  # type: ignore[attr-defined]
+        report = run_local(site_cfg, task, fed, out, dp=dp, epochs=epochs, truth=_truth_for(site_cfg, truth),
+                           skip_invalid=skip_invalid,
+                           on_step=lambda i, loss: progress.update(bar, completed=i, loss=f"{loss:.3f}"))
+    _print_skipped({site_cfg.site_id: report["skipped_cases"]})
+    _print_report(report, f"{site_cfg.site_id}: {task} ({'DP' if dp else 'no DP'})")
     if report.get("epsilon_site_total") is not None:
         console.print(f"site epsilon after this run: {report['epsilon_site_total']:.3f} (delta {report['delta']:g})")
     console.print(f"model: {out / (task + '.pt')}  card: {out / (task + '.json')}")
@@ -351,56 +338,35 @@ def train_local(
 @train_app.command("central")
 def train_central(
     sites: Annotated[list[Path], typer.Option("--sites", help="Site YAMLs to pool (repeat the option).")],
-    task: Annotated[str, Task_] = "response",
-    config: Annotated[Optional[Path], typer.Option(help=FED_CONFIG_HELP, show_default=False)] = None,
+    task: TaskOption = TaskChoice.response,  # type: ignore[attr-defined]
+    federation: FederationOption = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override local_epochs.")] = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/central"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/central"),
     truth: Annotated[Optional[Path], typer.Option(help="Counterfactual truth JSON, for scoring only.")] = None,
     skip_invalid: Annotated[bool, typer.Option(help="Leave out invalid cases (listed) instead of stopping.")] = False,
 ) -> None:
     """Pool the sites' data without privacy: the upper reference for the federation."""
     from flame_private.experiments import run_central
 
-    site_cfgs = [_load(s, SiteConfig) for s in sites]
-    fed = _federation(config)
-    with _step_progress() as progress:
+    site_cfgs = [load(s, SiteConfig) for s in sites]
+    fed = _federation(federation)
+    task = task.value
+    with _step_progress() as progress, refusals():
         bar = progress.add_task("train", total=None, loss="-")
-        report = _guarded(lambda: run_central(site_cfgs, _task(task), fed, out, epochs=epochs,  # type: ignore[arg-type]
-                                              truth=_truth_for(site_cfgs[0], truth),  # type: ignore[arg-type]
-                                              skip_invalid=skip_invalid,
-                                              on_step=lambda i, loss: progress.update(bar, completed=i,
-                                                                                      loss=f"{loss:.3f}")))
+        report = run_central(site_cfgs, task, fed, out, epochs=epochs, truth=_truth_for(site_cfgs[0], truth),
+                             skip_invalid=skip_invalid,
+                             on_step=lambda i, loss: progress.update(bar, completed=i, loss=f"{loss:.3f}"))
     _print_skipped(report["skipped_cases"])
     _print_report(report, f"central {task} (pooled, no DP)")
     console.print(f"model: {out / (task + '.pt')}")
-
-
-def _guarded(fn):  # noqa: ANN001, ANN202
-    """Turn the library's refusals (bad data, budget, policy, ledger) into a clear error and exit code."""
-    from flame_private.data.errors import DataError
-
-    refusals: tuple[type[BaseException], ...] = (DataError, ConfigError, FileNotFoundError)
-    try:
-        from flame_private.privacy import budget as _budget
-
-        refusals += tuple(getattr(_budget, n) for n in ("BudgetExceeded", "PolicyError", "LedgerError")
-                          if hasattr(_budget, n))
-    except ImportError:  # pragma: no cover
-        pass
-    from flame_private.reports.errors import ReportError
-
-    refusals += (ReportError,)
-    try:
-        return fn()
-    except refusals as exc:
-        raise _fail(str(exc), code=3) from None
 
 
 @app.command("predict")
 def predict(
     model: Annotated[Path, typer.Option(help="Folder with response.pt and evolution.pt.")],
     case: Annotated[Path, typer.Option(help="Patient folder: baseline t1, t1ce, t2, flair and seg NIfTI.")],
-    out: Annotated[Optional[Path], typer.Option(help="PNG to write (default <case>-prediction.png).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write (default <case>-prediction.png).")]
+    = None,
     interval_days: Annotated[int, typer.Option(help="Follow-up time after the planning MRI.")] = 120,
     age: Annotated[Optional[float], typer.Option(help="Age in years (else from the site manifest).")] = None,
     sex: Annotated[Optional[str], typer.Option(help="F or M.")] = None,
@@ -414,13 +380,14 @@ def predict(
     given = {"age": age, "sex": sex, "mgmt_methylated": mgmt, "resection": resection}
     if any(v is not None for v in given.values()) and any(v is None for v in given.values()):
         missing = [k for k, v in given.items() if v is None]
-        raise _fail(f"give all clinical covariates or none; missing: {', '.join(missing)}")
+        raise fail(f"give all clinical covariates or none; missing: {', '.join(missing)}")
     try:
         covariates = Covariates(**given) if all(v is not None for v in given.values()) else None  # type: ignore[arg-type]
     except ValueError as exc:
-        raise _fail(f"invalid covariates: {exc}") from None
-    record = _guarded(lambda: case_from_folder(case, covariates))
-    pred = _guarded(lambda: predict_case(model, record, interval_days))
+        raise fail(f"invalid covariates: {exc}") from None
+    with refusals():
+        record = case_from_folder(case, covariates)
+        pred = predict_case(model, record, interval_days)
     table = Table(title=f"{pred.patient_id}: predicted response to chemoradiation")
     for col in ("modality", "P(responder)", f"enhancing mL at day {interval_days}"):
         table.add_column(col, justify="left" if col == "modality" else "right")

@@ -22,7 +22,9 @@ from typing import Annotated, get_args
 
 import typer
 
+from flame_private.cli_common import LayoutChoice, refusals
 from flame_private.config import ConfigError, Layout, SiteConfig, load_config
+from flame_private.errors import ExitCode, FlameError
 from flame_private.privacy.policy import TEMPLATE_MARKER
 from flame_private.site_state import init_state
 
@@ -34,8 +36,10 @@ CHECKLIST = "DPO-CHECKLIST.md"
 SECRET_NAME = "secret.ctx"
 
 
-class SiteInitError(ValueError):
+class SiteInitError(FlameError, ValueError):
     """The site folder cannot be created as asked (exists already, bad site id or layout)."""
+
+    exit_code = ExitCode.INPUT
 
 
 SITE_YAML_TEXT = """\
@@ -57,7 +61,7 @@ secret_context: {secret_rel}
 HE_PARAMS_UNSET = """\
 # he_params: the key ceremony's params-only context (server-params.ctx), received from the key
 # custodian; `flame audit` checks the site's ciphertexts and secret context against it, and fails
-# without it (or `flame audit --params FILE`). Set it once you have the file, e.g.:
+# without it (or `flame audit --he-params FILE`). Set it once you have the file, e.g.:
 # he_params: {keys_rel}/server-params.ctx"""
 
 POLICY_TEMPLATE = """\
@@ -259,19 +263,17 @@ def site_init_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="The new site folder (must not exist, or be empty).")],
     data_dir: Annotated[Path, typer.Option("--data-dir", help="The site's scans (check them with "
                                                               "`flame data check`).")],
-    layout: Annotated[str, typer.Option("--layout", help="flame, brats2021, brats2023, lumiere or upenn.")]
-    = "flame",
+    layout: Annotated[LayoutChoice, typer.Option("--layout", help="The layout of the site's scans.")]  # type: ignore[valid-type]
+    = LayoutChoice("flame"),
     he_params: Annotated[Path | None, typer.Option(
         "--he-params", help="The key ceremony's params-only context (server-params.ctx), if the site has it: the "
                             "agreed HE parameters `flame audit` checks against (else add he_params later).")] = None,
 ) -> None:
     """Scaffold a new site: site.yaml, a privacy-policy template, state/ (empty ledger and egress log) and keys/
     (0700), DPO-CHECKLIST.md."""
-    try:
+    layout = layout.value
+    with refusals():
         written = init_site(site_id, out, data_dir, layout, he_params)
-    except SiteInitError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
     for path in written:
         typer.echo(f"created {path}{'/' if path.is_dir() else ''}")
     root = written[0].parent

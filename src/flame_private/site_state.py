@@ -18,11 +18,15 @@ from typing import Annotated
 
 import typer
 
-from flame_private.config import ConfigError, SiteConfig, load_config
+from flame_private.cli_common import refusals
+from flame_private.config import SiteConfig, load_config
+from flame_private.errors import ExitCode, FlameError
 
 
-class StateInitError(ValueError):
+class StateInitError(FlameError, ValueError):
     """The state cannot be initialised (it exists already, or cannot be written)."""
+
+    exit_code = ExitCode.INPUT
 
 
 def init_state(state_dir: Path | str, site_id: str) -> list[Path]:
@@ -62,11 +66,8 @@ def init_state_command(
 
     Never for a site that has trained and lost its state: restore that from backup and tell the DPO.
     """
-    try:
+    with refusals():
         cfg = load_config(site, SiteConfig)
         created = init_state(cfg.state_dir, cfg.site_id)
-    except (ConfigError, StateInitError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
     for path in created:
         typer.echo(f"created {path} (empty, head count 0)")

@@ -2,7 +2,7 @@
 
 Exit status: 0 when the positive control succeeded and the protection held, 1
 when either did not (the evidence does not support the claim: read the JSON),
-2 on bad arguments.
+2 on bad arguments (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ from rich.console import Console
 from rich.table import Table
 
 from flame_private.attacks.result import AttackResult
+from flame_private.cli_common import SizeChoice
 
 attack_app = typer.Typer(help="Simulated privacy attacks with positive controls (synthetic data only).",
                          no_args_is_help=True)
 log = logging.getLogger(__name__)
 
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Folder for the JSON result, figures and working files.")]
-SizeOption = Annotated[str, typer.Option("--size", help="'ci' (minutes on a laptop) or 'full' (the benchmark size).")]
+SizeOption = Annotated[SizeChoice, typer.Option(  # type: ignore[valid-type]
+    "--size", help="ci (minutes on a laptop) or full (the benchmark size).")]
+CI = SizeChoice("ci")
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the cohort, models and noise.")]
 
 
@@ -49,18 +52,13 @@ def _finish(result: AttackResult, out: Path) -> None:
     console.print(f"[green]passed[/]: control broken, protection held ({result.seconds:.0f} s).")
 
 
-def _check_size(size: str) -> str:
-    if size not in ("ci", "full"):
-        raise typer.BadParameter(f"--size must be 'ci' or 'full', not {size!r}")
-    return size
-
-
-def _run(fn: Callable[..., AttackResult], out: Path, size: str, seed: int, **extra: object) -> None:
-    _finish(fn(out, _check_size(size), seed, **{k: v for k, v in extra.items() if v is not None}), out)
+def _run(fn: Callable[..., AttackResult], out: Path, size: SizeChoice, seed: int,  # type: ignore[valid-type]
+         **extra: object) -> None:
+    _finish(fn(out, size.value, seed, **{k: v for k, v in extra.items() if v is not None}), out)
 
 
 @attack_app.command("curious-server")
-def curious_server(out: OutOption = Path("runs/attacks"), size: SizeOption = "ci", seed: SeedOption = 0) -> None:
+def curious_server(out: OutOption = Path("runs/attacks"), size: SizeOption = CI, seed: SeedOption = 0) -> None:
     """Record all the server receives in a simulated federation; look for weights, keys and site identity."""
     from flame_private.attacks.curious_server import run_curious_server
 
@@ -69,7 +67,7 @@ def curious_server(out: OutOption = Path("runs/attacks"), size: SizeOption = "ci
 
 @attack_app.command("gradient-inversion")
 def gradient_inversion(
-    out: OutOption = Path("runs/attacks"), size: SizeOption = "ci", seed: SeedOption = 0,
+    out: OutOption = Path("runs/attacks"), size: SizeOption = CI, seed: SeedOption = 0,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=4,
                                                       help="Patients in the attacked step (1-4).")] = None,
 ) -> None:
@@ -81,7 +79,7 @@ def gradient_inversion(
 
 @attack_app.command("membership-inference")
 def membership_inference(
-    out: OutOption = Path("runs/attacks"), size: SizeOption = "ci", seed: SeedOption = 0,
+    out: OutOption = Path("runs/attacks"), size: SizeOption = CI, seed: SeedOption = 0,
     models: Annotated[int | None, typer.Option("--models", min=4,
                                                   help="Shadow/target models per arm (even).")] = None,
 ) -> None:
@@ -93,7 +91,7 @@ def membership_inference(
 
 @attack_app.command("dp-audit")
 def dp_audit(
-    out: OutOption = Path("runs/attacks"), size: SizeOption = "ci", seed: SeedOption = 0,
+    out: OutOption = Path("runs/attacks"), size: SizeOption = CI, seed: SeedOption = 0,
     canaries: Annotated[int | None, typer.Option("--canaries", min=10, help="Canary patients.")] = None,
 ) -> None:
     """One-run canary audit of the site's DP-SGD; deliberately broken mechanisms must be caught."""
@@ -103,7 +101,7 @@ def dp_audit(
 
 
 @attack_app.command("noise-replay")
-def noise_replay(out: OutOption = Path("runs/attacks"), size: SizeOption = "ci", seed: SeedOption = 0) -> None:
+def noise_replay(out: OutOption = Path("runs/attacks"), size: SizeOption = CI, seed: SeedOption = 0) -> None:
     """Regenerate a site's DP noise from the public config and subtract it; must fail with secret noise."""
     from flame_private.attacks.noise_replay import run_noise_replay
 

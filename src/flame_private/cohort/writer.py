@@ -49,6 +49,7 @@ from flame_private.cohort.layouts import SITE_LAYOUTS, SiteLayout
 from flame_private.cohort.patient import choose_resection, choose_treatment, depth_map, draw_patient
 from flame_private.cohort.simulate import PatientCourse, Scan, simulate_course
 from flame_private.config import MODALITIES, MRI_SEQUENCES, CohortConfig
+from flame_private.errors import ExitCode, FlameError
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,10 @@ MANIFEST_FORMAT = "flame-cohort"
 MANIFEST_VERSION = 1
 
 
-class CohortExistsError(FileExistsError):
+class CohortExistsError(FlameError, FileExistsError):
     """The output folder already holds something and overwriting was not asked for."""
+
+    exit_code = ExitCode.INPUT
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from flame_private.config import StrictModel
+from flame_private.errors import ExitCode, FlameError
 
 
-class DataError(ValueError):
+class DataError(FlameError, ValueError):
     """A site's data cannot be used as it is; the message names the files and reasons."""
+
+    exit_code = ExitCode.INPUT
 
 
 class NiftiError(DataError):

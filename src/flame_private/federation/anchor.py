@@ -19,6 +19,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from flame_private.errors import ExitCode, FlameError
 from flame_private.hashchain import GENESIS_HASH
 
 ANCHOR_VERSION = 1
@@ -48,8 +49,10 @@ class AuditAnchor(BaseModel):
     """sha256 of the policy file at that audit (for the record; the ledger entries carry the history)."""
 
 
-class AnchorError(ValueError):
+class AnchorError(FlameError, ValueError):
     """The anchor file cannot be read or written."""
+
+    exit_code = ExitCode.INPUT
 
 
 def load_anchor(path: Path | str) -> AuditAnchor:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from flame_private.config import ConfigError, SiteConfig, load_config
+from flame_private.errors import ExitCode, FlameError
 from flame_private.federation.approved_apps import ApprovedApps, ApprovedAppsError, fab_info
 
 log = logging.getLogger("flame_private.federation.app_launcher")  # also when run as __main__
@@ -51,8 +52,10 @@ REFUSAL_TEXT = "The FAB could not be verified."
 """What a non-flame-private app's server is told: Flower's own text for a FAB it refuses."""
 
 
-class AppRefused(Exception):
+class AppRefused(FlameError):
     """The site does not run this FAB (raised after the refusal was recorded and answered)."""
+
+    exit_code = ExitCode.PRIVACY_REFUSED
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from flame_private.config import StrictModel
+from flame_private.errors import ExitCode, FlameError
 from flame_private.hashchain import HashChainLog, _utc_now
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,10 @@ _HEX64 = r"^[0-9a-f]{64}$"
 _TEXT = r"^[^\x00-\x1f\x7f]+$"
 
 
-class ApprovedAppsError(Exception):
+class ApprovedAppsError(FlameError):
     """The approved-apps log cannot be trusted or written, or a FAB cannot be approved as asked."""
+
+    exit_code = ExitCode.CHECK_FAILED
 
 
 class FabInfo(StrictModel):

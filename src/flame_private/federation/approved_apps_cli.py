@@ -1,8 +1,8 @@
 """``flame site approve-app | revoke-app | approved-apps | write-launcher``: the DPO pins the app bundles the site
 runs, and the IT team installs the launcher that enforces it.  Thin.
 
-Exit status: 0 done, 1 refused (not a FAB, already approved, nothing to revoke, a log
-that does not verify), 2 the site YAML cannot be read.
+Exit status (docs/cli.md): 0 done, 1 refused (not a FAB, already approved, nothing to
+revoke, a log that does not verify), 3 the site YAML cannot be read.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flame_private.config import ConfigError, SiteConfig, load_config
+from flame_private.cli_common import load, refusals
+from flame_private.config import SiteConfig
 from flame_private.federation.approved_apps import (
     ApprovalEntry,
     ApprovedApps,
-    ApprovedAppsError,
     approve_fab,
     revoke_fab,
 )
@@ -29,26 +29,11 @@ ByOpt = Annotated[str, typer.Option("--by", help="Who decides (the DPO's name an
 NoteOpt = Annotated[Optional[str], typer.Option("--note", help="The approval's reference, or why it is revoked.")]
 
 
-def _site(site: Path) -> SiteConfig:
-    try:
-        return load_config(site, SiteConfig)
-    except ConfigError as exc:
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-
-
-def _refused(exc: Exception) -> typer.Exit:
-    Console(stderr=True, highlight=False).print(f"[bold red]refused:[/] {exc}")
-    return typer.Exit(1)
-
-
 def _decide(site: Path, decide: Callable[..., ApprovalEntry], *args: Any) -> tuple[SiteConfig, ApprovalEntry]:
     """Run an approve/revoke decision for the site's approved-apps log; exit 1 with the reason on a refusal."""
-    cfg = _site(site)
-    try:
+    cfg = load(site, SiteConfig)
+    with refusals():
         return cfg, decide(cfg.state_dir, cfg.site_id, *args)
-    except ApprovedAppsError as exc:
-        raise _refused(exc) from None
 
 
 def approve_app(
@@ -78,11 +63,9 @@ def revoke_app(
 
 def approved_apps(site: SiteOpt) -> None:
     """List the FABs this site runs now (read-only; the log is verified first)."""
-    cfg = _site(site)
-    try:
+    cfg = load(site, SiteConfig)
+    with refusals():
         apps = ApprovedApps.open(cfg.state_dir, cfg.site_id, readonly=True)
-    except ApprovedAppsError as exc:
-        raise _refused(exc) from None
     current = apps.current()
     table = Table(title=f"site {cfg.site_id}: approved apps ({apps.path}, {len(apps)} entries, head "
                         f"{apps.head_hash[:16]}...)")
@@ -103,7 +86,7 @@ def write_launcher(
     """Write the site's launcher: its flwr-clientapp runs only approved FABs; every other task command refuses."""
     from flame_private.federation.app_launcher import write_launcher_bin
 
-    _site(site)
+    load(site, SiteConfig)
     written = write_launcher_bin(bin_dir, site)
     typer.echo(f"wrote {len(written)} command(s) in {bin_dir.absolute()}; start the site's superexec with\n"
                f"  PATH={bin_dir.absolute()}:$PATH flower-superexec --runtime-api-address <SuperNode's runtime API> "

@@ -30,7 +30,7 @@ checks, in order:
 
 HE parameters: the agreed parameters are an input, never taken from what the
 site holds (its own files cannot vouch for themselves): the key ceremony's
-params-only context, given as ``params_context`` (``flame audit --params``) or
+params-only context, given as ``params_context`` (``flame audit --he-params``) or
 named by the site config's ``he_params``.  Without either the check fails.  The
 *header* of the site's secret context is compared with them (its body, the key,
 is never read), and every envelope must carry their fingerprint.
@@ -73,7 +73,7 @@ from flame_private.secure.params import (
 
 SERVER_PARAMS_NAME = "server-params.ctx"
 """The params-only context the key ceremony writes (secure.keys.PARAMS_NAME): the agreed parameters."""
-NO_AGREED_PARAMS = ("no agreed HE parameters to check against: pass --params with the key ceremony's params-only "
+NO_AGREED_PARAMS = ("no agreed HE parameters to check against: pass --he-params with the key ceremony's params-only "
                     f"context ({SERVER_PARAMS_NAME}, from the key custodian), or name it as he_params in the site "
                     "YAML. The site's own secret context cannot vouch for itself")
 MAX_DECLINED_BYTES = 4096
@@ -192,7 +192,7 @@ def _he_parameters(site: SiteConfig, params_context: Path | None, checks: _Check
     """
     name = "HE parameters"
     if params_context is not None:
-        agreed, given = Path(params_context), "given with --params"
+        agreed, given = Path(params_context), "given with --he-params"
     elif site.he_params is not None:
         agreed, given = Path(site.he_params), "he_params of the site config"
     else:

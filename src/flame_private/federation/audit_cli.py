@@ -2,8 +2,8 @@
 
 Wire into the main app with ``app.command("audit")(audit)``.  Read-only: nothing
 on disk is changed, and the site's secret key is never read.  Exit status: 0 when
-every check passed (warnings allowed), 1 when any failed (or an anchor could not be
-saved), 2 when the site YAML or the anchor given cannot be read.
+every check passed (warnings allowed), 1 when any failed, 3 when the site YAML or the
+anchor given cannot be read, or the new anchor cannot be saved (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flame_private.config import SITE_YAML_HELP, ConfigError, SiteConfig, load_config
+from flame_private.cli_common import fail, load, refusals
+from flame_private.config import SITE_YAML_HELP, SiteConfig
 from flame_private.federation.anchor import AnchorError, load_anchor, save_anchor
 from flame_private.federation.audit import AuditReport, anchor_of, audit_site
 
@@ -24,8 +25,8 @@ _STYLE = {"pass": "[green]pass[/]", "warning": "[yellow]warning[/]", "fail": "[b
 
 def audit(
     site: Annotated[Path, typer.Option("--site", "-s", help=SITE_YAML_HELP)],
-    params: Annotated[Optional[Path], typer.Option(
-        "--params", help="The key ceremony's params-only context (server-params.ctx): the agreed HE parameters. "
+    he_params: Annotated[Optional[Path], typer.Option(
+        "--he-params", help="The key ceremony's params-only context (server-params.ctx): the agreed HE parameters. "
                          "Default: he_params in the site YAML; with neither, the HE parameters check fails.")
     ] = None,
     json_out: Annotated[Optional[Path], typer.Option(
@@ -39,17 +40,10 @@ def audit(
 ) -> None:
     """Verify everything the site sent: egress log, outbox payloads, ciphertexts, ledger agreement, code identity."""
     out = Console(highlight=False)
-    try:
-        site_cfg = load_config(site, SiteConfig)
-    except ConfigError as exc:
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    try:
+    site_cfg = load(site, SiteConfig)
+    with refusals():
         anchored = load_anchor(anchor) if anchor is not None else None
-    except AnchorError as exc:
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    report = audit_site(site_cfg, params, anchor=anchored)
+    report = audit_site(site_cfg, he_params, anchor=anchored)
     _print(out, report)
     if json_out is not None:
         json_out.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
@@ -66,8 +60,7 @@ def audit(
         try:
             save_anchor(anchor_of(report), save)
         except AnchorError as exc:
-            out.print(f"[bold red]anchor not written[/]: {exc}")
-            raise typer.Exit(1) from None
+            raise fail(f"anchor not written: {exc}", exc.exit_code) from None
         out.print(f"anchor written to {save}: keep it with this audit's records; give it as --anchor next time")
 
 

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from flame_private.errors import ExitCode, FlameError
 from flame_private.hashchain import _fsync_dir  # the records layer's durable-directory helper
 from flame_private.secure.params import CiphertextEnvelope
 
@@ -46,8 +47,10 @@ def read_checkpoint_file(path: Path) -> tuple[str, bytes]:
     return header, payload
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(FlameError, RuntimeError):
     """The server's checkpoint cannot be trusted as it is: resuming would silently start over or mix rounds."""
+
+    exit_code = ExitCode.INPUT
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -54,6 +54,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from flame_private.config import StrictModel, Task
+from flame_private.errors import ExitCode, FlameError
 from flame_private.hashchain import HashChainLog, _fsync_dir, _utc_now, _write_all
 from flame_private.privacy.ledger import LedgerEntry
 from flame_private.secure.errors import CiphertextRejected
@@ -85,8 +86,10 @@ _HEX64 = r"^[0-9a-f]{64}$"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
 
-class EgressLogError(Exception):
+class EgressLogError(FlameError):
     """The egress log cannot be trusted (broken chain, truncation, tampering) or cannot be written."""
+
+    exit_code = ExitCode.CHECK_FAILED
 
 
 class DPRecord(StrictModel):

@@ -25,6 +25,7 @@ from datetime import date
 from typing import Generic, TypeVar
 
 from flame_private.config import SiteConfig
+from flame_private.errors import ExitCode, FlameError
 from flame_private.privacy.accounting import epsilon_for
 from flame_private.privacy.ledger import Ledger, LedgerEntry, LedgerError, PlannedSpend
 from flame_private.privacy.policy import (
@@ -37,8 +38,10 @@ from flame_private.privacy.policy import (
 from flame_private.privacy.policy_history import last_recorded, policy_change
 
 
-class BudgetExceeded(Exception):
+class BudgetExceeded(FlameError):
     """The planned release would take the site's epsilon above its approved cap."""
+
+    exit_code = ExitCode.PRIVACY_REFUSED
 
     def __init__(self, message: str, preview: BudgetPreview) -> None:
         super().__init__(message)

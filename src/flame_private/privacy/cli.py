@@ -18,7 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flame_private.config import SITE_YAML_HELP, ConfigError, SiteConfig, load_config
+from flame_private.cli_common import load
+from flame_private.config import SITE_YAML_HELP, SiteConfig
 from flame_private.privacy.accounting import epsilon_for
 from flame_private.privacy.ledger import Ledger, LedgerError
 from flame_private.privacy.policy import (
@@ -46,11 +47,7 @@ def _err() -> Console:
 
 
 def _site(path: Path) -> SiteConfig:
-    try:
-        return load_config(path, SiteConfig)
-    except ConfigError as exc:
-        _err().print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+    return load(path, SiteConfig)
 
 
 def _policy(site: SiteConfig) -> tuple[PrivacyPolicy | None, str, bool]:
@@ -72,7 +69,7 @@ def _open(site: SiteConfig, recompute: str) -> Ledger:
     except LedgerError as exc:
         _err().print(f"[bold red]ledger verification FAILED[/]: {exc}")
         _err().print("The site must not train until a person has examined the ledger (docs/privacy-accounting.md).")
-        raise typer.Exit(1) from None
+        raise typer.Exit(exc.exit_code) from None
 
 
 def _notices(ledger: Ledger) -> None:
@@ -114,7 +111,7 @@ def show(site_yaml: SiteOption) -> None:
     is missing, malformed, another site's, not yet valid or expired (everything else is still
     printed: the site trains nothing until it is fixed), when the ledger does not verify or when
     the cap's history fails (the policy changed after spending under the same approval);
-    2 when the site YAML cannot be read.
+    3 when the site YAML cannot be read (docs/cli.md).
     """
     site = _site(site_yaml)
     policy, status, valid = _policy(site)

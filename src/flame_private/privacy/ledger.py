@@ -45,6 +45,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from flame_private.config import StrictModel, Task
+from flame_private.errors import ExitCode, FlameError
 
 # canonical_json, entry_hash and GENESIS_HASH are re-exported: they are part of the ledger's public API.
 from flame_private.hashchain import (
@@ -69,8 +70,10 @@ _HEX64 = r"^[0-9a-f]{64}$"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
 
-class LedgerError(Exception):
+class LedgerError(FlameError):
     """The ledger cannot be trusted (broken chain, truncation, tampering) or cannot be written."""
+
+    exit_code = ExitCode.CHECK_FAILED
 
 
 class PlannedSpend(StrictModel):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from flame_private.errors import ExitCode, FlameError
 
-class ReportError(Exception):
+
+class ReportError(FlameError):
     """The report cannot be made from these inputs (missing or unreadable site file, policy, ledger, attack
     result...).  The message names the file; nothing was written."""
+
+    exit_code = ExitCode.INPUT

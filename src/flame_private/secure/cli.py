@@ -14,36 +14,32 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flame_private.cli_common import fail, refusals
+from flame_private.errors import ExitCode
+
 keys_app = typer.Typer(help="Key ceremony (key custodian), HE fingerprints and key checks (sites).",
                        no_args_is_help=True)
 console = Console()
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
 @keys_app.command("init")
 def init(
-    out: Annotated[Path, typer.Option("--out", help="Directory for the four files (created 0700).")],
-    config: Annotated[Optional[Path], typer.Option("--config", help="HE config YAML (HEConfig); default: built-in.")]
-    = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the four files (created 0700).")],
+    he_config: Annotated[Optional[Path], typer.Option(
+        "--he-config", help="YAML of the CKKS settings (the fields of a federation YAML's he:); "
+                            "default: built-in.")] = None,
     max_sites: Annotated[Optional[int], typer.Option(help="Most sites whose sum must not overflow "
                                                           "(default: the config's max_sites).")] = None,
 ) -> None:
     """Run the key ceremony once: secret context (sites), params-only context (server), fingerprint, key check."""
-    from flame_private.config import ConfigError, HEConfig, load_config
-    from flame_private.secure.errors import HEError
+    from flame_private.config import HEConfig, load_config
     from flame_private.secure.keycheck import short_kcv
     from flame_private.secure.keys import key_ceremony
     from flame_private.secure.params import he_summary
 
-    try:
-        he = load_config(config, HEConfig) if config is not None else HEConfig()
+    with refusals():
+        he = load_config(he_config, HEConfig) if he_config is not None else HEConfig()
         result = key_ceremony(he, out, max_sites=max_sites)
-    except (ConfigError, HEError) as exc:
-        raise _fail(str(exc)) from None
     table = Table(title=f"key ceremony: {he_summary(he)}")
     for col in ("file", "mode", "bytes", "give to"):
         table.add_column(col)
@@ -74,14 +70,11 @@ def fingerprint(path: Annotated[Path, typer.Argument(help="A secret or params-on
     The parameters' fingerprint is the same for every key made with the same
     settings; only the key check value says which key a secret context holds.
     """
-    from flame_private.secure.errors import HEError
     from flame_private.secure.params import context_kind, read_fingerprint
 
-    try:
+    with refusals():
         fp = read_fingerprint(path)
         secret = context_kind(path) == "secret"
-    except HEError as exc:
-        raise _fail(str(exc)) from None
     console.print(f"HE parameters fingerprint: {fp}", highlight=False, soft_wrap=True)
     console.print("  (the same for every key made with these parameters: it does not identify a key)",
                   highlight=False, soft_wrap=True)
@@ -90,10 +83,8 @@ def fingerprint(path: Annotated[Path, typer.Argument(help="A secret or params-on
     from flame_private.secure.keycheck import short_kcv
     from flame_private.secure.keys import load_secret_context
 
-    try:
+    with refusals():
         kcv = load_secret_context(path).key_check_value
-    except HEError as exc:
-        raise _fail(str(exc)) from None
     console.print(f"key check value: {short_kcv(kcv)}", highlight=False, soft_wrap=True)
     console.print(f"  (identifies this key; whole value {kcv}; compare it with the key ceremony's using "
                   "`flame keys verify`)", highlight=False, soft_wrap=True)
@@ -113,13 +104,13 @@ def verify(
     he-key-check.json received by another channel (--kcv-file), or both.  The
     key is loaded (the file must be mode 0600) and is never shown.
     """
-    from flame_private.secure.errors import HEError
     from flame_private.secure.keycheck import KeyCheckMismatch, check_key, normalise_kcv, read_key_check, short_kcv
     from flame_private.secure.keys import load_secret_context
 
     if kcv is None and kcv_file is None:
-        raise _fail("give the key check value to compare with: --kcv VALUE or --kcv-file he-key-check.json")
-    try:
+        raise fail("give the key check value to compare with: --kcv VALUE or --kcv-file he-key-check.json",
+                   ExitCode.USAGE)
+    with refusals():
         if kcv is not None:
             normalise_kcv(kcv)  # a mistyped value is refused before the key is loaded
         secret = load_secret_context(path)
@@ -132,8 +123,6 @@ def verify(
             try:
                 check_key(computed, secret.fingerprint, value, expected_fingerprint=fp, what=str(path))
             except KeyCheckMismatch as exc:
-                raise _fail(f"KEY CHECK FAILED against {source}: {exc}", code=1) from None
-    except HEError as exc:
-        raise _fail(str(exc)) from None
+                raise fail(f"KEY CHECK FAILED against {source}: {exc}", exc.exit_code) from None
     console.print(f"[green]key check passed[/]: {path} holds the key ceremony's key "
                   f"(key check value {short_kcv(computed)})", highlight=False, soft_wrap=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from flame_private.errors import ExitCode, FlameError
+
 RejectReason = Literal[
     "header", "fingerprint", "params", "run", "task", "round", "model", "layout", "length",
     "chunk_count", "oversized", "checksum", "truncated", "garbage", "kind",
@@ -16,8 +18,10 @@ RejectReason = Literal[
 """Why a ciphertext was refused; stable codes for logs, tests and egress reports."""
 
 
-class HEError(ValueError):
+class HEError(FlameError, ValueError):
     """Base class: homomorphic-encryption material or parameters cannot be used as they are."""
+
+    exit_code = ExitCode.CRYPTO
 
 
 class HEConfigError(HEError):

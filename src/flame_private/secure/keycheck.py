@@ -40,6 +40,7 @@ import tenseal.sealapi as sa
 from pydantic import ValidationError
 
 from flame_private.config import StrictModel
+from flame_private.errors import ExitCode
 from flame_private.secure.errors import ContextFileError, HEError
 from flame_private.secure.params import HexDigest
 
@@ -54,9 +55,13 @@ _SEPARATORS = re.compile(r"[\s:\-]+")
 class KeyCheckMismatch(HEError):
     """The secret key (or its parameters) is not the one the key ceremony made."""
 
+    exit_code = ExitCode.CHECK_FAILED
+
 
 class KeyCheckFormatError(HEError):
     """A key check value given to compare with is not one (wrong length, not hexadecimal)."""
+
+    exit_code = ExitCode.INPUT
 
 
 class KeyCheck(StrictModel):

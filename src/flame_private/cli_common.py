@@ -1,0 +1,84 @@
+"""What every ``flame`` command shares: the one error helper and the fixed choices of its options.
+
+Errors: a command never prints a traceback for a refusal it expects.  ``fail``
+prints one ``error:`` line (the exception's message names the file, field or site)
+and exits with the status of the policy in :mod:`flame_private.errors`;
+``refusals()`` does that for every :class:`~flame_private.errors.FlameError` (and a
+configuration file that does not validate) raised inside it.
+
+Choices: options with a fixed set of values are Enums, so ``--help`` lists them
+and a typo is typer's usage error (exit 2) naming the choices.  They are built from
+the library's own ``Literal`` types, so the two cannot drift apart (the report and
+attack choices are spelled here, to keep ``flame --help`` fast, and a test compares them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from flame_private.config import ConfigError, Layout, Task, load_config
+from flame_private.errors import ExitCode, FlameError, exit_code_of
+
+M = TypeVar("M")
+
+_LABEL = {ExitCode.CHECK_FAILED: "failed", ExitCode.PRIVACY_REFUSED: "refused"}
+
+
+def fail(problem: BaseException | str, code: int | None = None) -> typer.Exit:
+    """Print ``error: <problem>`` on stderr and return the ``typer.Exit`` to raise.
+
+    ``code`` defaults to the exception's own exit status (bad input for a plain message).
+    """
+    status = ExitCode(code) if code is not None else (
+        exit_code_of(problem) if isinstance(problem, BaseException) else ExitCode.INPUT)
+    label = _LABEL.get(status, "error")
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]{label}:[/] {escape(str(problem))}")
+    return typer.Exit(int(status))
+
+
+EXPECTED: tuple[type[BaseException], ...] = (FlameError, ConfigError, FileNotFoundError)
+"""What a command turns into a message and an exit status; anything else is a bug and keeps its traceback."""
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """Turn the library's expected errors raised inside into ``fail(exc)``: one line, the class's exit status."""
+    try:
+        yield
+    except EXPECTED as exc:
+        raise fail(exc) from None
+
+
+def load(path: Path, model: type[M]) -> M:
+    """A configuration file, or exit with the error naming the file and the field."""
+    with refusals():
+        return load_config(path, model)  # type: ignore[type-var,return-value]
+
+
+def _choices(name: str, literal: Any, doc: str) -> type[Enum]:
+    enum = Enum(name, {v: v for v in get_args(literal)}, type=str)  # type: ignore[misc]
+    enum.__doc__ = doc
+    enum.__str__ = lambda self: self.value  # type: ignore[method-assign]
+    return enum
+
+
+TaskChoice = _choices("TaskChoice", Task, "Which model: response or evolution.")
+LayoutChoice = _choices("LayoutChoice", Layout, "A site's data layout.")
+# The reports package is heavy to import; tests check these equal reports.i18n.LANGS and reports.output.FORMATS.
+LangChoice = _choices("LangChoice", Literal["en", "fr"], "Language of a report.")
+FormatChoice = _choices("FormatChoice", Literal["html", "pdf"], "File format of a report.")
+SizeChoice = _choices("SizeChoice", Literal["ci", "full"],
+                      "Size of an attack simulation: ci (minutes on a laptop) or full (the benchmark size).")
+
+
+def value(choice: Enum | None) -> Any:
+    """The plain value of a choice (what the library takes), or None."""
+    return None if choice is None else choice.value
