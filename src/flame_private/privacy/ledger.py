@@ -30,7 +30,7 @@ Crash safety (spend is never under-counted)
 Appends from several processes of one site are serialised by an advisory lock on
 ``privacy_ledger.lock``; each append first re-reads what others appended.
 
-The chain, head, lock and crash mechanics live in :mod:`flame_private.hashchain`
+The chain, head, lock and crash mechanics live in :mod:`flame_private.records.hashchain`
 (shared with the egress log); this module adds the entries and the epsilon checks.
 """
 
@@ -45,17 +45,17 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from flame_private.config import StrictModel, Task
+from flame_private.privacy.accounting import HistoryItem, epsilon_for
+from flame_private.privacy.policy import PolicyStamp
 
 # canonical_json, entry_hash and GENESIS_HASH are re-exported: they are part of the ledger's public API.
-from flame_private.hashchain import (
+from flame_private.records.hashchain import (
     GENESIS_HASH,  # noqa: F401
     HashChainLog,
     _utc_now,
     canonical_json,  # noqa: F401
     entry_hash,  # noqa: F401
 )
-from flame_private.privacy.accounting import HistoryItem, epsilon_for
-from flame_private.privacy.policy import PolicyStamp
 
 log = logging.getLogger(__name__)
 

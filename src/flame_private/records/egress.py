@@ -12,7 +12,7 @@ Files in the site's ``state_dir``
     ``outbox/<seq:06d>-<kind>.bin``  the exact payload bytes that left (mode 0600).
 
 The chain, the head and the crash rules are those of the privacy ledger
-(``privacy/ledger.py``), implemented once in :mod:`flame_private.hashchain`: each
+(``privacy/ledger.py``), implemented once in :mod:`flame_private.records.hashchain`: each
 entry carries ``prev_hash`` (64 zeros for the first) and ``hash``, the sha256
 of its canonical JSON without ``hash``; a line must be byte for byte that
 canonical form.
@@ -54,8 +54,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from flame_private.config import StrictModel, Task
-from flame_private.hashchain import HashChainLog, _fsync_dir, _utc_now, _write_all
 from flame_private.privacy.ledger import LedgerEntry
+from flame_private.records.hashchain import HashChainLog, _fsync_dir, _utc_now, _write_all
 from flame_private.secure.errors import CiphertextRejected
 from flame_private.secure.params import CiphertextEnvelope, parse_envelope
 
@@ -196,7 +196,7 @@ def app_identity(root: Path | str | None = None) -> str:
     For every ``.py`` file under the package directory, in order of relative POSIX
     path: the path (UTF-8), a NUL byte, the file size as 8 bytes big-endian, and the
     file's bytes.  Compiled files, data files and ``__pycache__`` are not included.
-    Recompute it with ``python -c "from flame_private.federation.egress import
+    Recompute it with ``python -c "from flame_private.records.egress import
     app_identity; print(app_identity())"`` on the approved installation.
     """
     if root is None:

@@ -23,7 +23,7 @@ checks, in order:
                       fails, a new approval reference is a *warning* to check against the
                       committee's decision (``privacy/policy_history.py``);
 ``continuity``        with an anchor (``--anchor``): today's ledger and egress log extend the
-                      chain heads the DPO certified last time (``federation/anchor.py``);
+                      chain heads the DPO certified last time (``records/anchor.py``);
 ``app approval``      every message that names the app bundle (FAB) it came from (app pinning) names
                       one the site's approved-apps log approved before it was sent;
 ``code identity``     the app hashes that produced the messages (one per distinct value).
@@ -49,8 +49,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from flame_private.config import SiteConfig
-from flame_private.federation.anchor import AnchorError, AuditAnchor, ChainHead, extends
-from flame_private.federation.egress import (
+from flame_private.privacy.ledger import EPSILON_RTOL, Ledger, LedgerEntry, LedgerError
+from flame_private.privacy.policy import PolicyError, PolicyStamp, load_policy_with_sha
+from flame_private.privacy.policy_history import PolicyUse, policy_findings, policy_history
+from flame_private.records.anchor import AnchorError, AuditAnchor, ChainHead, extends
+from flame_private.records.egress import (
     KINDS,
     METRICS_MODEL_PREFIX,
     OUTBOX_NAME,
@@ -59,9 +62,6 @@ from flame_private.federation.egress import (
     EgressLogError,
     app_identity,
 )
-from flame_private.privacy.ledger import EPSILON_RTOL, Ledger, LedgerEntry, LedgerError
-from flame_private.privacy.policy import PolicyError, PolicyStamp, load_policy_with_sha
-from flame_private.privacy.policy_history import PolicyUse, policy_findings, policy_history
 from flame_private.secure.errors import CiphertextRejected, HEError
 from flame_private.secure.params import (
     ParamsContext,

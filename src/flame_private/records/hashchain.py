@@ -1,5 +1,5 @@
 """An append-only, hash-chained, fsynced JSON-lines log with a head file: the mechanics shared by the privacy
-ledger (``privacy/ledger.py``) and the egress log (``federation/egress.py``).
+ledger (``privacy/ledger.py``) and the egress log (``records/egress.py``).
 
 Tamper evidence
     Each entry carries ``prev_hash`` (the previous entry's hash; 64 zeros for the
