@@ -29,7 +29,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from flame_private.config import StrictModel
-from flame_private.records.hashchain import HashChainLog, _utc_now
+from flame_private.records.durable import utc_now as _utc_now
+from flame_private.records.hashchain import HashChainLog
 
 log = logging.getLogger(__name__)
 

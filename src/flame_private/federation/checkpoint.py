@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flame_private.records.hashchain import _fsync_dir  # the records layer's durable-directory helper
+from flame_private.records.durable import fsync_dir as _fsync_dir  # the records layer's durable-directory helper
 from flame_private.secure.params import CiphertextEnvelope
 
 SUFFIX = ".ckpt"

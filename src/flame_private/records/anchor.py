@@ -19,7 +19,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from flame_private.records.hashchain import GENESIS_HASH
+from flame_private.records.chain import GENESIS_HASH
 
 ANCHOR_VERSION = 1
 

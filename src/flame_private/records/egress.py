@@ -55,7 +55,8 @@ from pydantic import Field, ValidationError, model_validator
 
 from flame_private.config import StrictModel, Task
 from flame_private.privacy.ledger import LedgerEntry
-from flame_private.records.hashchain import HashChainLog, _fsync_dir, _utc_now, _write_all
+from flame_private.records.durable import fsync_dir, utc_now, write_all
+from flame_private.records.hashchain import HashChainLog
 from flame_private.secure.errors import CiphertextRejected
 from flame_private.secure.params import CiphertextEnvelope, parse_envelope
 
@@ -274,12 +275,12 @@ class EgressLog(HashChainLog[EgressEntry]):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PAYLOAD_MODE)
         try:
             os.fchmod(fd, PAYLOAD_MODE)
-            _write_all(fd, payload)
+            write_all(fd, payload)
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, final)
-        _fsync_dir(self.outbox)
+        fsync_dir(self.outbox)
 
     def append(self, *, run_id: str, round: int, task: str, kind: EgressKind, payload: bytes,
                envelope: CiphertextEnvelope | dict | str | bytes | None = None,
@@ -325,7 +326,7 @@ class EgressLog(HashChainLog[EgressEntry]):
         def make_fields() -> dict[str, Any]:
             fields: dict[str, Any] = {
                 "seq": len(self._entries) + 1,
-                "time": _utc_now(),
+                "time": utc_now(),
                 "site_id": self.site_id,
                 "run_id": run_id,
                 "round": round,
