@@ -268,10 +268,11 @@ def _declined_from(site: SiteConfig, fab_sha256: str | None, round_: int = 1):
 
 
 def _approval_check(site: SiteConfig):
-    from flame_private.records.audit import _app_approval, _Checks
+    from flame_private.records.audit_provenance import check_app_approval
+    from flame_private.records.audit_report import Checks
 
-    checks = _Checks()
-    _app_approval(site, list(EgressLog.open(site.state_dir, site.site_id, readonly=True).entries), checks)
+    checks = Checks()
+    check_app_approval(site, list(EgressLog.open(site.state_dir, site.site_id, readonly=True).entries), checks)
     return checks.items
 
 
