@@ -41,7 +41,8 @@ from flame_private.privacy.budget import BudgetGuard, open_site_budget
 from flame_private.privacy.ledger import LedgerEntry, PlannedSpend
 from flame_private.records.audit import AuditReport, audit_site
 from flame_private.records.audit_cli import audit
-from flame_private.records.egress import EgressLog, app_identity
+from flame_private.records.code_identity import app_identity
+from flame_private.records.egress import EgressLog
 from flame_private.secure.codec import encrypt_packed, encrypt_update
 from flame_private.secure.keys import SecretContext, key_ceremony, load_secret_context
 from flame_private.secure.packing import ParamLayout

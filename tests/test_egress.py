@@ -25,10 +25,10 @@ import pytest
 from crash_harness import killed_writers
 
 from flame_private.privacy.ledger import GENESIS_HASH, Ledger, PlannedSpend, canonical_json, entry_hash
+from flame_private.records.code_identity import app_identity
 from flame_private.records.egress import (
     EgressLog,
     EgressLogError,
-    app_identity,
     outbox_name,
 )
 from flame_private.secure.params import CiphertextEnvelope

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from flame_private.config import SiteConfig
 from flame_private.records.audit_report import AppHashUse, Checks
-from flame_private.records.egress import EgressEntry, app_identity
+from flame_private.records.code_identity import app_identity
+from flame_private.records.egress import EgressEntry
 from flame_private.secure.errors import HEError
 from flame_private.secure.params import ParamsContext, load_params_context, read_context_header
 
