@@ -28,8 +28,8 @@ from flame_private.federation.approved_apps import (
     read_fab,
     revoke_fab,
 )
-from flame_private.federation.egress import EgressLog
 from flame_private.federation.protocol import INSTRUCTION, Instruction, instruction_record, read_status
+from flame_private.records.egress import EgressLog
 from flame_private.site_state import init_state
 
 PYPROJECT = """[project]
@@ -152,7 +152,7 @@ def _pull_with(monkeypatch: pytest.MonkeyPatch, site: SiteConfig, content: Recor
     """The launcher's pull step on a task carrying ``fab``; returns (result or exception, replies pushed)."""
     import flwr.supernode.runtime.run_clientapp as flwr_runtime
 
-    from flame_private.federation.egress import PINNED_FAB_ENV
+    from flame_private.records.egress import PINNED_FAB_ENV
 
     pushed: list[Message] = []
     monkeypatch.setattr(flwr_runtime, "push_message", lambda client, reply, context: pushed.append(reply))
@@ -175,7 +175,7 @@ def _instruction() -> RecordDict:
 def test_an_approved_fab_goes_on_to_flower_untouched(monkeypatch, site: SiteConfig, approved: Path) -> None:
     result, pushed = _pull_with(monkeypatch, site, _instruction(), _fab())
     assert not isinstance(result, Exception) and result[3].content == _fab()
-    from flame_private.federation.egress import pinned_fab_sha256
+    from flame_private.records.egress import pinned_fab_sha256
 
     assert pinned_fab_sha256() == _sha(_fab()), "what the app's messages will record in the egress log"
     assert pushed == [] and len(EgressLog.open(site.state_dir, site.site_id, readonly=True)) == 0
@@ -268,10 +268,11 @@ def _declined_from(site: SiteConfig, fab_sha256: str | None, round_: int = 1):
 
 
 def _approval_check(site: SiteConfig):
-    from flame_private.federation.audit import _app_approval, _Checks
+    from flame_private.records.audit_provenance import check_app_approval
+    from flame_private.records.audit_report import Checks
 
-    checks = _Checks()
-    _app_approval(site, list(EgressLog.open(site.state_dir, site.site_id, readonly=True).entries), checks)
+    checks = Checks()
+    check_app_approval(site, list(EgressLog.open(site.state_dir, site.site_id, readonly=True).entries), checks)
     return checks.items
 
 
@@ -295,7 +296,7 @@ def test_a_message_sent_before_its_fab_was_approved_fails_the_audit(tmp_path: Pa
 
 
 def test_messages_record_the_fab_the_launcher_verified(monkeypatch, site: SiteConfig, approved: Path) -> None:
-    from flame_private.federation.egress import PINNED_FAB_ENV
+    from flame_private.records.egress import PINNED_FAB_ENV
 
     monkeypatch.delenv(PINNED_FAB_ENV, raising=False)
     assert _declined_from(site, None).fab_sha256 is None  # not launched by the site's launcher

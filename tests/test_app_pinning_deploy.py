@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 
 from flame_private.cli import app
 from flame_private.config import SiteConfig, load_config
-from flame_private.federation.audit import audit_site
-from flame_private.federation.egress import EgressLog
 from flame_private.privacy import Ledger
+from flame_private.records.audit import audit_site
+from flame_private.records.egress import EgressLog
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ the budget guard, CKKS-encrypted updates of a tiny torch model and encrypted
 metric sums, all logged in the egress log; then damages or forges one thing and
 checks that ``audit_site`` (and ``flame audit``) names it.
 
-Specification (federation/audit.py, docs/dpo-guide.md):
+Specification (records/audit.py, docs/dpo-guide.md):
 
 * a clean site passes; warnings (spend recorded but never released) do not fail it;
 * a changed byte of an egress entry, of its head, or of a kept payload fails it;
@@ -37,11 +37,12 @@ import yaml
 from typer.testing import CliRunner
 
 from flame_private.config import HEConfig, SiteConfig
-from flame_private.federation.audit import AuditReport, audit_site
-from flame_private.federation.audit_cli import audit
-from flame_private.federation.egress import EgressLog, app_identity
 from flame_private.privacy.budget import BudgetGuard, open_site_budget
 from flame_private.privacy.ledger import LedgerEntry, PlannedSpend
+from flame_private.records.audit import AuditReport, audit_site
+from flame_private.records.audit_cli import audit
+from flame_private.records.code_identity import app_identity
+from flame_private.records.egress import EgressLog
 from flame_private.secure.codec import encrypt_packed, encrypt_update
 from flame_private.secure.keys import SecretContext, key_ceremony, load_secret_context
 from flame_private.secure.packing import ParamLayout
@@ -390,7 +391,7 @@ def test_without_any_he_parameters_the_ciphertexts_cannot_be_vouched_for(site: S
 
 
 def test_the_audit_never_imports_key_handling() -> None:
-    code = ("import sys; import flame_private.federation.audit, flame_private.federation.audit_cli; "
+    code = ("import sys; import flame_private.records.audit, flame_private.records.audit_cli; "
             "print(sorted(m for m in sys.modules if m.startswith('flame_private.secure.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "secure.keys" not in out and "secure.codec" not in out and "secure.keycheck" not in out, out

@@ -1,6 +1,6 @@
 """Tampering around the privacy ledger, the policy and the state's continuity: a DPO following docs/dpo-guide.md.
 
-Specification (federation/audit.py, federation/anchor.py, privacy/policy_history.py):
+Specification (records/audit.py, records/anchor.py, privacy/policy_history.py):
 
 * ``flame budget verify`` and ``flame audit`` agree: both fail on every tampering with
   the ledger, its head, the state or the approved cap, and both pass on the honest state;
@@ -24,13 +24,13 @@ import yaml
 from test_audit import SITE, TODAY, Site, failed, keys, make_site, warned  # noqa: F401 (keys: a fixture)
 from typer.testing import CliRunner
 
-from flame_private.federation.anchor import AuditAnchor, load_anchor
-from flame_private.federation.audit import audit_site
-from flame_private.federation.audit_cli import audit
 from flame_private.privacy.budget import BudgetGuard, open_site_budget
 from flame_private.privacy.cli import budget_app
 from flame_private.privacy.ledger import HEAD_NAME, LEDGER_NAME, Ledger, PlannedSpend
 from flame_private.privacy.policy import PolicyError, file_sha256, load_policy_with_sha
+from flame_private.records.anchor import AuditAnchor, load_anchor
+from flame_private.records.audit import audit_site
+from flame_private.records.audit_cli import audit
 from flame_private.site_state import init_state
 
 WIDE = {"COLUMNS": "400"}

@@ -1,6 +1,6 @@
 """The egress log: what left the site, byte for byte, in a tamper-evident, crash-safe chain.
 
-Specification (federation/egress.py, docs/dpo-guide.md):
+Specification (records/egress.py, docs/dpo-guide.md):
 
 * each message is one canonical JSON line chained by hashes, with a head file;
   its exact payload is kept in ``outbox/<seq:06d>-<kind>.bin`` (mode 0600);
@@ -24,13 +24,13 @@ from pathlib import Path
 import pytest
 from crash_harness import killed_writers
 
-from flame_private.federation.egress import (
+from flame_private.privacy.ledger import GENESIS_HASH, Ledger, PlannedSpend, canonical_json, entry_hash
+from flame_private.records.code_identity import app_identity
+from flame_private.records.egress import (
     EgressLog,
     EgressLogError,
-    app_identity,
     outbox_name,
 )
-from flame_private.privacy.ledger import GENESIS_HASH, Ledger, PlannedSpend, canonical_json, entry_hash
 from flame_private.secure.params import CiphertextEnvelope
 from flame_private.site_state import init_state
 
@@ -362,7 +362,7 @@ SEED = 20260107
 
 HELPER = r"""
 import hashlib, json, os, sys
-from flame_private.federation.egress import EgressLog
+from flame_private.records.egress import EgressLog
 from flame_private.secure.params import CiphertextEnvelope
 
 def say(text):  # one write(2) of a whole line: a SIGKILL cannot leave half of it in the pipe

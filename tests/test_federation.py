@@ -18,9 +18,9 @@ import torch
 from federation_harness import LocalGrid, make_federation, run
 from flwr.app import Message
 
-from flame_private.federation.egress import EgressLog
 from flame_private.federation.protocol import UPDATE, ct_record, read_ct_record
 from flame_private.privacy import Ledger
+from flame_private.records.egress import EgressLog
 from flame_private.secure.keys import key_ceremony, load_secret_context
 from flame_private.secure.packing import ParamLayout
 
@@ -74,8 +74,8 @@ def test_every_site_records_each_release_once_before_sending(clean_run) -> None:
 
 def test_validation_metrics_leave_a_site_only_as_a_recorded_dp_release(clean_run) -> None:
     """Metric sums are about validation patients: Gaussian mechanism, in the ledger, before sending."""
-    from flame_private.federation.egress import EgressLog
     from flame_private.metrics import PATIENT_SENSITIVITY
+    from flame_private.records.egress import EgressLog
 
     _, sites, _, _ = clean_run
     for sid in sites:

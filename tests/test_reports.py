@@ -41,9 +41,9 @@ from report_harness import (
 from typer.testing import CliRunner
 
 from flame_private.cli import app
-from flame_private.federation.egress import EgressLog
 from flame_private.privacy import Ledger
 from flame_private.privacy.accounting import epsilon_for
+from flame_private.records.egress import EgressLog
 from flame_private.reports import (
     build_consortium_report,
     build_ethics_report,

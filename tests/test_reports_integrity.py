@@ -196,7 +196,7 @@ def _render_all(facts) -> dict[tuple[str, str], str]:
 def _inflate_a_release(site: Path, factor: float = 3.0) -> float:
     """Log one more update whose recorded total is ``factor`` times the ledger's: a valid chain that disagrees
     with the ledger (what a rolled-back ledger beside an intact egress log looks like)."""
-    from flame_private.federation.egress import EgressLog
+    from flame_private.records.egress import EgressLog
 
     state = site.parent / "state"
     log = EgressLog.open(state, "site-a")

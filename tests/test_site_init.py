@@ -11,9 +11,9 @@ import yaml
 from typer.testing import CliRunner
 
 from flame_private.config import SiteConfig, load_config
-from flame_private.federation.egress import EgressLog
 from flame_private.privacy.ledger import Ledger
 from flame_private.privacy.policy import PolicyError, load_policy
+from flame_private.records.egress import EgressLog
 from flame_private.site_init import TEMPLATE_MARKER, SiteInitError, init_site, site_init_command
 from flame_private.site_state import StateInitError, init_state, init_state_command
 

@@ -19,9 +19,9 @@ from federation_harness import make_federation
 import flame_private.federation.site as site_module
 import flame_private.federation.task as task_module
 from flame_private.config import HEConfig
-from flame_private.federation.egress import EgressLog
 from flame_private.federation.site import Site
 from flame_private.privacy import Ledger, epsilon_for, open_site_budget
+from flame_private.records.egress import EgressLog
 from flame_private.secure.keys import key_ceremony
 
 RUN = "run-1"

@@ -145,9 +145,9 @@ def run_demo(out: Path = Path("runs/demo"), workers: int = 0,
     2 cores) and their results go into every report.
     """
     from flame_private.cohort.writer import synthesise_cohort
-    from flame_private.federation.audit import audit_site
     from flame_private.federation.simulation import simulate_federation
     from flame_private.privacy import open_site_budget
+    from flame_private.records.audit import audit_site
     from flame_private.secure.keys import key_ceremony
 
     say = progress or (lambda step, detail="": log.info("%s %s", step, detail))

@@ -38,8 +38,8 @@ def init_state(state_dir: Path | str, site_id: str) -> list[Path]:
     and a log found without its head.
     """
     from flame_private.federation.approved_apps import ApprovedApps, ApprovedAppsError
-    from flame_private.federation.egress import EgressLog, EgressLogError
     from flame_private.privacy.ledger import Ledger, LedgerError
+    from flame_private.records.egress import EgressLog, EgressLogError
 
     state = Path(state_dir)
     logs = (Ledger, EgressLog, ApprovedApps)

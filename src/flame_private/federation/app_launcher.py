@@ -93,8 +93,8 @@ def refuse(site: SiteConfig, client: Any, message: Any, context: Any, verdict: V
     from flwr.common.constant import ErrorCode
     from flwr.supernode.runtime.run_clientapp import push_message
 
-    from flame_private.federation.egress import EgressLog, EgressLogError
     from flame_private.federation.protocol import STATUS, SiteStatus, read_instruction
+    from flame_private.records.egress import EgressLog, EgressLogError
 
     try:
         ins = read_instruction(message.content)
@@ -130,7 +130,7 @@ def _pinned(site: SiteConfig, pull: Any) -> Any:
             raise AppRefused(verdict.reason)
         log.info("running %s", verdict.reason)
         # Every message this ClientApp process records in the egress log names the FAB that produced it.
-        from flame_private.federation.egress import PINNED_FAB_ENV
+        from flame_private.records.egress import PINNED_FAB_ENV
 
         os.environ[PINNED_FAB_ENV] = verdict.fab_sha256
         return message, context, run, fab

@@ -9,7 +9,7 @@ approved is the hash the SuperLink announces for a run of that release.
 
 File: ``<state_dir>/approved_apps.jsonl`` (+ ``.head.json``, ``.lock``), the
 site's state folder (0700, site-owned, per site).  A hash-chained log with the
-privacy ledger's mechanics (:mod:`flame_private.hashchain`): each line approves or
+privacy ledger's mechanics (:mod:`flame_private.records.hashchain`): each line approves or
 revokes one FAB hash, says who decided and when, and nothing is ever rewritten,
 so the approval history is itself auditable.  A FAB is approved when its latest
 entry is an approval.  A log that does not verify approves nothing: the launcher
@@ -30,7 +30,8 @@ from pydantic import Field
 
 from flame_private.config import StrictModel
 from flame_private.errors import ExitCode, FlameError
-from flame_private.hashchain import HashChainLog, _utc_now
+from flame_private.records.durable import utc_now as _utc_now
+from flame_private.records.hashchain import HashChainLog
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flame_private.errors import ExitCode, FlameError
-from flame_private.hashchain import _fsync_dir  # the records layer's durable-directory helper
+from flame_private.records.durable import fsync_dir as _fsync_dir  # the records layer's durable-directory helper
 from flame_private.secure.params import CiphertextEnvelope
 
 SUFFIX = ".ckpt"

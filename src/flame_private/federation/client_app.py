@@ -19,7 +19,6 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from flame_private.federation.egress import TRANSPORTS, Transport
 from flame_private.federation.protocol import (
     METRICS,
     MODEL,
@@ -30,6 +29,7 @@ from flame_private.federation.protocol import (
     read_instruction,
 )
 from flame_private.federation.site import Reply, Site
+from flame_private.records.egress import TRANSPORTS, Transport
 
 log = logging.getLogger(__name__)
 _SITES: dict[str, Site] = {}

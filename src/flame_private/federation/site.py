@@ -27,11 +27,12 @@ from flame_private.data.checks import load_site
 from flame_private.data.splits import Splits, split_records
 from flame_private.evaluation import evaluate_with_baselines
 from flame_private.federation import task as task_fns
-from flame_private.federation.egress import MAX_REASON_CHARS, EgressLog, Transport, app_identity
 from flame_private.federation.protocol import SiteStatus
 from flame_private.metrics import PATIENT_SENSITIVITY, EvolutionSums, ResponseSums, released_metrics
 from flame_private.models.io import save_model
 from flame_private.privacy import REFUSALS, BudgetGuard, Ledger, PlannedSpend, PolicyError, load_policy
+from flame_private.records.code_identity import app_identity
+from flame_private.records.egress import MAX_REASON_CHARS, EgressLog, Transport
 from flame_private.secure.codec import decrypt_aggregate, encrypt_update
 from flame_private.secure.errors import HEError
 from flame_private.secure.keys import SecretContext, load_secret_context

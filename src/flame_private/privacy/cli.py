@@ -79,7 +79,7 @@ def _notices(ledger: Ledger) -> None:
 
 def _heads_and_history(site: SiteConfig, ledger: Ledger) -> bool:
     """Print both chain heads and the cap's history with what changed; True when something fails."""
-    from flame_private.federation.egress import EgressLog, EgressLogError
+    from flame_private.records.egress import EgressLog, EgressLogError
 
     out, failed = _out(), False
     out.print(f"privacy ledger head: {len(ledger)} entries, {ledger.head_hash}")

@@ -30,8 +30,9 @@ Crash safety (spend is never under-counted)
 Appends from several processes of one site are serialised by an advisory lock on
 ``privacy_ledger.lock``; each append first re-reads what others appended.
 
-The chain, head, lock and crash mechanics live in :mod:`flame_private.hashchain`
-(shared with the egress log); this module adds the entries and the epsilon checks.
+The chain, head, lock and crash mechanics live in :mod:`flame_private.records.hashchain`
+(the format in ``records/chain.py``, the checks on open in ``records/chain_verify.py``;
+shared with the egress log); this module adds the entries and the epsilon checks.
 """
 
 from __future__ import annotations
@@ -46,17 +47,17 @@ from pydantic import Field
 
 from flame_private.config import StrictModel, Task
 from flame_private.errors import ExitCode, FlameError
+from flame_private.privacy.accounting import HistoryItem, epsilon_for
+from flame_private.privacy.policy import PolicyStamp
 
 # canonical_json, entry_hash and GENESIS_HASH are re-exported: they are part of the ledger's public API.
-from flame_private.hashchain import (
+from flame_private.records.chain import (
     GENESIS_HASH,  # noqa: F401
-    HashChainLog,
-    _utc_now,
     canonical_json,  # noqa: F401
     entry_hash,  # noqa: F401
 )
-from flame_private.privacy.accounting import HistoryItem, epsilon_for
-from flame_private.privacy.policy import PolicyStamp
+from flame_private.records.durable import utc_now
+from flame_private.records.hashchain import HashChainLog
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ class Ledger(HashChainLog[LedgerEntry]):
             fields = {
                 **spend.model_dump(),
                 "seq": len(self._entries) + 1,
-                "time": _utc_now(),
+                "time": utc_now(),
                 "site_id": self.site_id,
                 "delta": float(delta),
                 "accountant": accountant,

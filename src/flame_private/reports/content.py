@@ -1,7 +1,7 @@
 """The facts of a site's ethics report, gathered from the site's own files and verified.
 
 ``build_ethics_report(site_yaml)`` reads the site config, its approved policy,
-its privacy ledger and egress log (through ``federation.audit.audit_site``,
+its privacy ledger and egress log (through ``records.audit.audit_site``,
 which verifies both chains, every kept payload and every ciphertext, without
 the site's key), replays the ledger with the Opacus accountant, and loads any
 attack results.  The result is an :class:`EthicsReport`: data only, no wording
@@ -23,8 +23,6 @@ from typing import Literal
 
 from flame_private import __version__
 from flame_private.config import ConfigError, SiteConfig, StrictModel, load_config
-from flame_private.federation.audit import AuditReport, audit_site
-from flame_private.federation.egress import EgressEntry, EgressLog, EgressLogError
 from flame_private.privacy.accounting import epsilon_for
 from flame_private.privacy.ledger import EPSILON_RTOL, Ledger, LedgerEntry, LedgerError
 from flame_private.privacy.policy import (
@@ -33,6 +31,8 @@ from flame_private.privacy.policy import (
     check_policy_valid,
     load_policy,
 )
+from flame_private.records.audit import AuditReport, audit_site
+from flame_private.records.egress import EgressEntry, EgressLog, EgressLogError
 from flame_private.reports.errors import ReportError
 from flame_private.reports.evidence import AttackEvidence, load_attack_evidence
 from flame_private.reports.meaning import (

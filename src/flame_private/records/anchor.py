@@ -20,7 +20,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flame_private.errors import ExitCode, FlameError
-from flame_private.hashchain import GENESIS_HASH
+from flame_private.records.chain import GENESIS_HASH
 
 ANCHOR_VERSION = 1
 

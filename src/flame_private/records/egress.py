@@ -12,7 +12,7 @@ Files in the site's ``state_dir``
     ``outbox/<seq:06d>-<kind>.bin``  the exact payload bytes that left (mode 0600).
 
 The chain, the head and the crash rules are those of the privacy ledger
-(``privacy/ledger.py``), implemented once in :mod:`flame_private.hashchain`: each
+(``privacy/ledger.py``), implemented once in :mod:`flame_private.records.hashchain`: each
 entry carries ``prev_hash`` (64 zeros for the first) and ``hash``, the sha256
 of its canonical JSON without ``hash``; a line must be byte for byte that
 canonical form.
@@ -47,7 +47,6 @@ import hashlib
 import logging
 import os
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -55,8 +54,10 @@ from pydantic import Field, ValidationError, model_validator
 
 from flame_private.config import StrictModel, Task
 from flame_private.errors import ExitCode, FlameError
-from flame_private.hashchain import HashChainLog, _fsync_dir, _utc_now, _write_all
 from flame_private.privacy.ledger import LedgerEntry
+from flame_private.records.code_identity import app_identity
+from flame_private.records.durable import fsync_dir, utc_now, write_all
+from flame_private.records.hashchain import HashChainLog
 from flame_private.secure.errors import CiphertextRejected
 from flame_private.secure.params import CiphertextEnvelope, parse_envelope
 
@@ -170,13 +171,7 @@ def outbox_name(seq: int, kind: str) -> str:
     return f"{seq:06d}-{kind}.bin"
 
 
-# --------------------------------------------------------------------------- code identity
-
-
-def _package_root() -> Path:
-    import flame_private
-
-    return Path(flame_private.__file__).resolve().parent
+# --------------------------------------------------------------------------- code identity (app pinning)
 
 
 PINNED_FAB_ENV = "FLAME_PINNED_FAB_SHA256"
@@ -191,36 +186,6 @@ def pinned_fab_sha256() -> str | None:
     if not re.fullmatch(_HEX64, value):
         raise EgressLogError(f"{PINNED_FAB_ENV}={value!r} is not a sha256: refusing to record or send anything")
     return value
-
-
-def app_identity(root: Path | str | None = None) -> str:
-    """sha256 (hex) identifying the installed ``flame_private`` code; the ``app_hash`` when Flower's FAB hash is absent.
-
-    For every ``.py`` file under the package directory, in order of relative POSIX
-    path: the path (UTF-8), a NUL byte, the file size as 8 bytes big-endian, and the
-    file's bytes.  Compiled files, data files and ``__pycache__`` are not included.
-    Recompute it with ``python -c "from flame_private.federation.egress import
-    app_identity; print(app_identity())"`` on the approved installation.
-    """
-    if root is None:
-        return _installed_identity()
-    return _identity_of(Path(root))
-
-
-@lru_cache(maxsize=1)
-def _installed_identity() -> str:
-    return _identity_of(_package_root())
-
-
-def _identity_of(root: Path) -> str:
-    h = hashlib.sha256()
-    files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*.py")
-                   if p.is_file() and "__pycache__" not in p.parts)
-    for rel, path in files:
-        data = path.read_bytes()
-        h.update(rel.encode("utf-8") + b"\0" + len(data).to_bytes(8, "big"))
-        h.update(data)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- the log
@@ -277,12 +242,12 @@ class EgressLog(HashChainLog[EgressEntry]):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PAYLOAD_MODE)
         try:
             os.fchmod(fd, PAYLOAD_MODE)
-            _write_all(fd, payload)
+            write_all(fd, payload)
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, final)
-        _fsync_dir(self.outbox)
+        fsync_dir(self.outbox)
 
     def append(self, *, run_id: str, round: int, task: str, kind: EgressKind, payload: bytes,
                envelope: CiphertextEnvelope | dict | str | bytes | None = None,
@@ -328,7 +293,7 @@ class EgressLog(HashChainLog[EgressEntry]):
         def make_fields() -> dict[str, Any]:
             fields: dict[str, Any] = {
                 "seq": len(self._entries) + 1,
-                "time": _utc_now(),
+                "time": utc_now(),
                 "site_id": self.site_id,
                 "run_id": run_id,
                 "round": round,

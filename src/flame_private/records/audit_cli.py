@@ -17,8 +17,8 @@ from rich.table import Table
 
 from flame_private.cli_common import fail, load, refusals
 from flame_private.config import SITE_YAML_HELP, SiteConfig
-from flame_private.federation.anchor import AnchorError, load_anchor, save_anchor
-from flame_private.federation.audit import AuditReport, anchor_of, audit_site
+from flame_private.records.anchor import AnchorError, load_anchor, save_anchor
+from flame_private.records.audit import AuditReport, anchor_of, audit_site
 
 _STYLE = {"pass": "[green]pass[/]", "warning": "[yellow]warning[/]", "fail": "[bold red]FAIL[/]"}
 
