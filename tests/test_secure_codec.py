@@ -345,11 +345,18 @@ def test_a_failing_worker_is_reported_and_blocks_come_back_in_order(forks) -> No
             os.waitpid(pid, os.WNOHANG)
 
 
-def test_the_worker_count_comes_from_the_environment_or_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_worker_count_is_the_idle_cpus_unless_the_environment_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpus = len(os.sched_getaffinity(0))
     monkeypatch.delenv(_sealio.WORKERS_ENV, raising=False)
-    assert _sealio.default_workers() == len(os.sched_getaffinity(0))
-    monkeypatch.setenv(_sealio.WORKERS_ENV, "1")
+    monkeypatch.setattr(_sealio, "_other_runnable", lambda: 0)
+    assert _sealio.default_workers() == cpus
+    monkeypatch.setattr(_sealio, "_other_runnable", lambda: cpus)  # every CPU busy with other jobs: no split
     assert _sealio.default_workers() == 1
+    monkeypatch.undo()
+    assert 1 <= _sealio.default_workers() <= cpus
+    monkeypatch.setattr(_sealio, "_other_runnable", lambda: cpus)
+    monkeypatch.setenv(_sealio.WORKERS_ENV, "3")
+    assert _sealio.default_workers() == 3
     for bad in ("0", "two"):
         monkeypatch.setenv(_sealio.WORKERS_ENV, bad)
         with pytest.raises(ValueError, match=_sealio.WORKERS_ENV):
