@@ -151,12 +151,14 @@ def main() -> None:
         data = Synthetic(task, args.patients, args.grid)
         settings = TrainSettings(epochs=1, batch_size=4)
         plan = plan_dp(model, args.patients, 4, 1, DPConfig(noise_multiplier=1.5))
+        cpu0 = cpu_seconds()
         result, t_train = timed(lambda: train(model, task, data, settings, plan))  # noqa: B023
+        train_cpu = cpu_seconds() - cpu0
         state = result.model.state_dict()
         # Plaintext FedAvg of the same update.
         flat = [np.concatenate([v.detach().numpy().ravel().astype(np.float32) for v in state.values()])] * args.sites
         _, t_plain = timed(lambda: np.average(np.stack(flat), axis=0, weights=[args.patients] * args.sites))  # noqa: B023
-        trained[task] = {"parameters": n_params, "train_s": round(t_train, 3),
+        trained[task] = {"parameters": n_params, "train_s": round(t_train, 3), "train_cpu_s": round(train_cpu, 3),
                          "plaintext_aggregate_s": round(t_plain, 4), "round_plaintext_s": round(t_train + t_plain, 3)}
         layouts = {name: ParamLayout.from_state_dict(build_model(task, ModelConfig()).state_dict(),  # type: ignore[arg-type]
                                                      count_bound=he.max_patients, max_sites=he.max_sites)
