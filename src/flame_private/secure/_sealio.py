@@ -17,8 +17,10 @@ values) comes back, through a pipe.  The children live only for that call.
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,6 +131,7 @@ def _run_child(work: Callable[[int, int], bytes], lo: int, hi: int, fd: int) -> 
     """In the forked child: run one block, send a zero byte and the result (or a one byte and the error), exit."""
     status = 1
     try:
+        gc.disable()  # no collection of the parent's garbage here: finalisers (temporary files...) are the parent's
         try:
             data, status = b"\0" + work(lo, hi), 0
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
@@ -157,7 +160,9 @@ def fork_map(work: Callable[[int, int], bytes], n_items: int, workers: int | Non
     try:
         for i in range(1, n_blocks):
             read_fd, write_fd = os.pipe()
-            pid = os.fork()
+            with warnings.catch_warnings():  # Python 3.12+ warns about forking with threads; the child runs no
+                warnings.simplefilter("ignore", DeprecationWarning)  # thread's code, only `work`, then exits
+                pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child, which never returns
                 os.close(read_fd)
                 _run_child(work, bounds[i], bounds[i + 1], write_fd)
