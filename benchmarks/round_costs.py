@@ -12,9 +12,9 @@ train + encrypt + transfer + the server's validate-and-add + decrypt.
 The HE stages are timed ``--repeats`` times and the median kept (the machine
 may be shared); the load average is saved with the figures, since ratios are
 only comparable within one run.  Each model is trained once and its update
-goes through the default parameters with the HE work split over this machine's
-idle CPUs (the default, ``FLAME_HE_WORKERS`` unset; the counts chosen are
-saved), the same in one process
+goes through the default parameters as configured (``FLAME_HE_WORKERS`` unset:
+one process unless the environment says otherwise; the counts chosen are
+saved), explicitly in one process
 (``FLAME_HE_WORKERS=1``, the reference path), split over every CPU whether busy
 or not (``FLAME_HE_WORKERS`` = the CPU count), and the former default (N=8192
 [60, 60] 2^40), so all overheads share one training time; the variants take
@@ -84,7 +84,7 @@ def cpu_seconds() -> float:
 
 @contextlib.contextmanager
 def he_workers(workers: str | None):  # noqa: ANN201
-    """Run with ``FLAME_HE_WORKERS`` set to ``workers`` (None: unset, the default split over the CPUs)."""
+    """Run with ``FLAME_HE_WORKERS`` set to ``workers`` (None: unset, the default)."""
     before = os.environ.pop(WORKERS_ENV, None)
     if workers is not None:
         os.environ[WORKERS_ENV] = workers

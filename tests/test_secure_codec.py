@@ -345,16 +345,9 @@ def test_a_failing_worker_is_reported_and_blocks_come_back_in_order(forks) -> No
             os.waitpid(pid, os.WNOHANG)
 
 
-def test_the_worker_count_is_the_idle_cpus_unless_the_environment_says(monkeypatch: pytest.MonkeyPatch) -> None:
-    cpus = len(os.sched_getaffinity(0))
+def test_the_split_is_opt_in_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(_sealio.WORKERS_ENV, raising=False)
-    monkeypatch.setattr(_sealio, "_other_runnable", lambda: 0)
-    assert _sealio.default_workers() == cpus
-    monkeypatch.setattr(_sealio, "_other_runnable", lambda: cpus)  # every CPU busy with other jobs: no split
     assert _sealio.default_workers() == 1
-    monkeypatch.undo()
-    assert 1 <= _sealio.default_workers() <= cpus
-    monkeypatch.setattr(_sealio, "_other_runnable", lambda: cpus)
     monkeypatch.setenv(_sealio.WORKERS_ENV, "3")
     assert _sealio.default_workers() == 3
     for bad in ("0", "two"):

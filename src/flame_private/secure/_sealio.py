@@ -26,8 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 WORKERS_ENV = "FLAME_HE_WORKERS"
-"""Environment variable: processes for the HE work of one call (default: the idle CPUs this process may use;
-1: no fork)."""
+"""Environment variable: processes for the HE work of one call (default 1: no fork)."""
 MIN_ITEMS_PER_WORKER = 32
 """Fewer ciphertexts than this per process and forking costs more than it saves."""
 
@@ -84,34 +83,21 @@ def save_bytes(save: Callable[[str], None], file: ScratchFile) -> bytes:
 
 
 def default_workers() -> int:
-    """Processes for HE work: ``FLAME_HE_WORKERS`` if set, else the CPUs this process may run on that no other
-    runnable thread is using right now (at least 1).
+    """Processes for HE work: ``FLAME_HE_WORKERS`` if set, else 1 (no fork).
 
-    The split pays only on idle cores: on a machine shared with other jobs the
-    forked workers compete with them and a round got slower, so busy CPUs are
-    left out (the instantaneous count of runnable threads, ``/proc/loadavg``,
-    not the lagging load average, which still counts this site's own training).
+    The split is opt-in: its gain needs idle cores and has only been measured
+    on a busy machine, where it made the HE stages 30-40 % slower.
     """
     raw = os.environ.get(WORKERS_ENV, "").strip()
-    if raw:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(f"{WORKERS_ENV}={raw!r} is not a whole number of processes") from None
-        if value < 1:
-            raise ValueError(f"{WORKERS_ENV}={raw!r}: at least 1 process is needed")
-        return value
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus, cpus - _other_runnable()))
-
-
-def _other_runnable() -> int:
-    """Runnable threads other than this one, from ``/proc/loadavg`` (0 where the OS does not say)."""
+    if not raw:
+        return 1
     try:
-        running = Path("/proc/loadavg").read_text(encoding="ascii").split()[3].split("/")[0]
-        return max(0, int(running) - 1)
-    except (OSError, IndexError, ValueError):
-        return 0
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{WORKERS_ENV}={raw!r} is not a whole number of processes") from None
+    if value < 1:
+        raise ValueError(f"{WORKERS_ENV}={raw!r}: at least 1 process is needed")
+    return value
 
 
 def _read_all(fd: int) -> bytes:
