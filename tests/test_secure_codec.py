@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
+import tenseal.sealapi as sa
 import torch
 
 from flame_private.config import HEConfig
-from flame_private.secure import codec, keys, packing, params
+from flame_private.secure import _sealio, codec, keys, packing, params
 from flame_private.secure.errors import HEError, OverflowRisk, PackingError
 
 RUN = {"run_id": "run-1", "task": "response", "round": 3}
@@ -237,3 +241,116 @@ def test_a_count_bound_too_large_for_the_scale_is_refused_before_encryption(cont
     with pytest.raises(HEError, match="count bound of 100000 patients with 16 sites is too large"):
         codec.encrypt_update(secret, {"w": torch.zeros(4)}, 10, site_id="s", model="m", layout=layout, **RUN)
     codec.check_packing(secret.params, packing.ParamLayout.from_state_dict({"w": torch.zeros(4)}, count_bound=8000))
+
+
+# --------------------------------------------------------------------------- work split over forked processes
+
+
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Fork even for a few chunks, and note every child forked (positive control: the split really happened)."""
+    monkeypatch.setattr(_sealio, "MIN_ITEMS_PER_WORKER", 1)
+    children: list[int] = []
+    real_fork = os.fork
+
+    def counting_fork() -> int:
+        pid = real_fork()
+        if pid:
+            children.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", counting_fork)
+    return children
+
+
+def _packed(secret: keys.SecretContext, n_chunks: int = 5) -> tuple[np.ndarray, packing.ParamLayout]:
+    n = n_chunks * secret.params.values_per_chunk - 123
+    rng = np.random.default_rng(7)
+    sd = {"w": torch.from_numpy(rng.uniform(-0.5, 0.5, n))}
+    layout = packing.ParamLayout.from_state_dict(sd, value_bound=1.0, count_bound=100)
+    return packing.update_vector(sd, layout, 37), layout
+
+
+def test_forked_workers_give_the_one_process_result_in_the_same_format(contexts, forks) -> None:
+    """Encryption and decryption split over 3 processes: same chunks, same SEAL format, same values."""
+    secret, server = contexts
+    packed, layout = _packed(secret)
+    one = codec.encrypt_packed(secret, packed, workers=1)
+    assert forks == []
+    split = codec.encrypt_packed(secret, packed, workers=3)
+    assert len(forks) == 2
+    pieces_one, pieces_split = params.split_payload(one), params.split_payload(split)
+    assert len(pieces_one) == len(pieces_split) == server.update_chunks(layout.n_params)
+    assert [p[:8] for p in pieces_one] == [p[:8] for p in pieces_split]  # SEAL header: magic, version, zstd
+    assert abs(len(split) - len(one)) < 0.01 * len(one)
+    for payload in (one, split):  # either payload, decrypted in one process or three
+        alone = codec.decrypt_packed(secret, payload, layout.n_params, workers=1)
+        spread = codec.decrypt_packed(secret, payload, layout.n_params, workers=3)
+        assert np.array_equal(alone, spread)
+        assert np.abs(alone - packed).max() < 1e-5  # the bound of the one-process round trip above
+    sums = params.add_ciphertexts([one, split, one], server)
+    assert np.abs(codec.decrypt_packed(secret, sums, layout.n_params, workers=3) - 3 * packed).max() < 1e-5
+
+
+def test_forked_workers_write_the_secret_key_nowhere(contexts, forks, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """No process of the split opens a file, serialises the key, or uses a scratch path other than an in-memory
+    file (a child that tried would fail, and its failure is raised here)."""
+    secret, _ = contexts
+    packed, layout = _packed(secret, n_chunks=3)
+    empty = tmp_path / "cwd"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    monkeypatch.setenv("TMPDIR", str(empty))
+
+    def no_files(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"opened a file or saved the key: {args}")
+
+    real_scratch = _sealio.scratch
+
+    @contextmanager
+    def memory_only():
+        with real_scratch() as f:
+            assert f.path.startswith("/proc/self/fd/") and os.readlink(f.path).startswith("/memfd:"), f.path
+            yield f
+
+    monkeypatch.setattr("builtins.open", no_files)
+    monkeypatch.setattr(os, "open", no_files)
+    monkeypatch.setattr(sa.SecretKey, "save", no_files)
+    monkeypatch.setattr(codec, "scratch", memory_only)
+    monkeypatch.setattr(params, "scratch", memory_only)
+    payload = codec.encrypt_packed(secret, packed, workers=2)
+    values = codec.decrypt_packed(secret, payload, layout.n_params, workers=2)
+    monkeypatch.undo()
+    assert len(forks) == 2
+    assert np.abs(values - packed).max() < 1e-5
+    assert list(empty.iterdir()) == []
+
+
+def test_a_failing_worker_is_reported_and_blocks_come_back_in_order(forks) -> None:
+    def work(lo: int, hi: int) -> bytes:
+        return f"{lo}-{hi};".encode()
+
+    assert _sealio.fork_map(work, 10, 3) == [b"0-3;", b"3-6;", b"6-10;"]
+
+    def failing(lo: int, hi: int) -> bytes:
+        if lo:
+            raise ValueError("chunk out of range")
+        return b"ok"
+
+    with pytest.raises(RuntimeError, match="items 5-9 failed: ValueError: chunk out of range"):
+        _sealio.fork_map(failing, 10, 2)
+    for pid in forks:  # every child has been waited for: none is left behind
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def test_the_split_is_opt_in_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(_sealio.WORKERS_ENV, raising=False)
+    assert _sealio.default_workers() == 1
+    monkeypatch.setenv(_sealio.WORKERS_ENV, "3")
+    assert _sealio.default_workers() == 3
+    for bad in ("0", "two"):
+        monkeypatch.setenv(_sealio.WORKERS_ENV, bad)
+        with pytest.raises(ValueError, match=_sealio.WORKERS_ENV):
+            _sealio.default_workers()

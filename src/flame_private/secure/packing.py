@@ -198,19 +198,38 @@ def weighted_mean(aggregate: np.ndarray, layout: ParamLayout) -> tuple[dict[str,
     return unflatten(aggregate[: layout.n_params] * scale, layout), total
 
 
-def to_slots(vector: np.ndarray, values_per_chunk: int) -> list[np.ndarray]:
-    """Real vector -> complex slot arrays of ``values_per_chunk / 2`` slots, zero-padded."""
+def to_slots(vector: np.ndarray, values_per_chunk: int, extra_rows: int = 0) -> np.ndarray:
+    """Real vector -> ``(chunks, values_per_chunk / 2)`` complex slots, zero-padded, plus ``extra_rows`` zero rows.
+
+    One array written in place (real and imaginary parts through a float view), so
+    a million values cost one allocation; ``extra_rows`` leaves room for a chunk
+    the caller fills (the count chunk) without another copy.
+    """
     half = values_per_chunk // 2
-    n_chunks = max(1, math.ceil(vector.shape[0] / values_per_chunk))
-    padded = np.zeros(n_chunks * values_per_chunk, dtype=np.float64)
-    padded[: vector.shape[0]] = vector
-    blocks = padded.reshape(n_chunks, 2, half)
-    return list(blocks[:, 0, :] + 1j * blocks[:, 1, :])
+    n_values = vector.shape[0]
+    n_chunks = max(1, math.ceil(n_values / values_per_chunk))
+    out = np.zeros((n_chunks + extra_rows, half), dtype=np.complex128)
+    parts = out.view(np.float64).reshape(n_chunks + extra_rows, half, 2)  # [..., 0] real, [..., 1] imaginary
+    full = n_values // values_per_chunk
+    blocks = vector[: full * values_per_chunk].reshape(full, 2, half)
+    parts[:full, :, 0] = blocks[:, 0, :]
+    parts[:full, :, 1] = blocks[:, 1, :]
+    rest = vector[full * values_per_chunk:]
+    if rest.size:
+        tail = np.zeros(values_per_chunk, dtype=np.float64)
+        tail[: rest.size] = rest
+        parts[full, :, 0] = tail[:half]
+        parts[full, :, 1] = tail[half:]
+    return out
 
 
-def from_slots(chunks: Sequence[np.ndarray], n_values: int) -> np.ndarray:
-    """Inverse of ``to_slots``: the first ``n_values`` reals."""
-    flat = np.concatenate([np.concatenate([c.real, c.imag]) for c in chunks]) if chunks else np.zeros(0)
+def from_slots(chunks: np.ndarray | Sequence[np.ndarray], n_values: int) -> np.ndarray:
+    """Inverse of ``to_slots``: the first ``n_values`` reals (each chunk's real parts, then its imaginary parts)."""
+    slots = np.asarray(chunks, dtype=np.complex128)
+    if slots.size == 0:
+        flat = np.zeros(0)
+    else:
+        flat = np.stack([slots.real, slots.imag], axis=1).reshape(-1)
     if flat.shape[0] < n_values:
-        raise PackingError(f"{len(chunks)} chunks hold {flat.shape[0]} values, need {n_values}")
+        raise PackingError(f"{len(slots)} chunks hold {flat.shape[0]} values, need {n_values}")
     return flat[:n_values]

@@ -41,7 +41,7 @@ import tenseal.sealapi as sa
 from pydantic import Field, ValidationError
 
 from flame_private.config import HEConfig, StrictModel, Task
-from flame_private.secure._sealio import save_bytes, scratch
+from flame_private.secure._sealio import fork_map, save_bytes, scratch
 from flame_private.secure.errors import CiphertextRejected, ContextFileError, HEConfigError, HEError, RejectReason
 
 log = logging.getLogger(__name__)
@@ -463,10 +463,15 @@ def validate_envelope(envelope: CiphertextEnvelope | dict | str | bytes, payload
 # --------------------------------------------------------------------------- the server's sum
 
 
-def serialize_ciphertexts(cts: Sequence[sa.Ciphertext]) -> bytes:
-    """Concatenate SEAL serialisations (zstd-compressed by SEAL)."""
-    with scratch() as f:
-        return b"".join(save_bytes(ct.save, f) for ct in cts)
+def serialize_ciphertexts(cts: Sequence[sa.Ciphertext], workers: int | None = None) -> bytes:
+    """Concatenate SEAL serialisations (zstd-compressed by SEAL), split over ``workers`` forked processes
+    (``_sealio.fork_map``; default: this process's CPUs), which inherit the ciphertexts and send back bytes."""
+
+    def block(lo: int, hi: int) -> bytes:
+        with scratch() as f:
+            return b"".join(save_bytes(ct.save, f) for ct in cts[lo:hi])
+
+    return b"".join(fork_map(block, len(cts), workers))
 
 
 def add_ciphertexts(payloads: Sequence[bytes | list[sa.Ciphertext]], ctx: ParamsContext) -> bytes:
