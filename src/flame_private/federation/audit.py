@@ -62,14 +62,10 @@ from flame_private.federation.egress import (
 from flame_private.privacy.ledger import EPSILON_RTOL, Ledger, LedgerEntry, LedgerError
 from flame_private.privacy.policy import PolicyError, PolicyStamp, load_policy_with_sha
 from flame_private.privacy.policy_history import PolicyUse, policy_findings, policy_history
-from flame_private.secure.errors import CiphertextRejected, HEError
-from flame_private.secure.params import (
-    ParamsContext,
-    load_params_context,
-    parse_envelope,
-    read_context_header,
-    validate_envelope,
-)
+from flame_private.secure.public.context_file import load_params_context, read_context_header
+from flame_private.secure.public.envelope import parse_envelope, validate_envelope
+from flame_private.secure.public.errors import CiphertextRejected, HEError
+from flame_private.secure.public.params import ParamsContext
 
 SERVER_PARAMS_NAME = "server-params.ctx"
 """The params-only context the key ceremony writes (secure.keys.PARAMS_NAME): the agreed parameters."""
@@ -565,7 +561,7 @@ def _check_payloads(egress: EgressLog, entries: list[EgressEntry], ctx: ParamsCo
 
 def _app_approval(site: SiteConfig, entries: list[EgressEntry], checks: _Checks) -> None:
     """Every message that names the FAB it came from (app pinning) names one approved before it was sent."""
-    from flame_private.federation.approved_apps import ApprovedApps, ApprovedAppsError
+    from flame_private.federation.site.approved_apps import ApprovedApps, ApprovedAppsError
 
     name = "app approval"
     pinned = [e for e in entries if e.fab_sha256 is not None]

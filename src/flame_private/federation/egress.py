@@ -56,8 +56,8 @@ from pydantic import Field, ValidationError, model_validator
 from flame_private.config import StrictModel, Task
 from flame_private.hashchain import HashChainLog, _fsync_dir, _utc_now, _write_all
 from flame_private.privacy.ledger import LedgerEntry
-from flame_private.secure.errors import CiphertextRejected
-from flame_private.secure.params import CiphertextEnvelope, parse_envelope
+from flame_private.secure.public.envelope import CiphertextEnvelope, parse_envelope
+from flame_private.secure.public.errors import CiphertextRejected
 
 log = logging.getLogger(__name__)
 

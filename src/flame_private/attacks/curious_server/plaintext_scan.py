@@ -30,7 +30,7 @@ from flame_private.attacks.curious_server.settings import (
     MAX_ABS_FLOAT,
     MIN_EXACT_VALUES,
 )
-from flame_private.federation.site import METRIC_SCALE
+from flame_private.federation.site.site import METRIC_SCALE
 
 
 @dataclass

@@ -35,12 +35,13 @@ from flame_private.config import (
     load_config,
     parse_config,
 )
-from flame_private.federation import site as site_module
 from flame_private.federation.inprocess import LocalGrid
 from flame_private.federation.protocol import UPDATE, read_ct_record
-from flame_private.federation.server_app import ServerSettings, run_server
-from flame_private.secure.keys import SecretContext, key_ceremony
-from flame_private.secure.packing import ParamLayout, update_vector
+from flame_private.federation.server.server_app import ServerSettings, run_server
+from flame_private.federation.site import site as site_module
+from flame_private.secure.public.packing import ParamLayout, update_vector
+from flame_private.secure.site.ceremony import key_ceremony
+from flame_private.secure.site.keys import SecretContext
 from flame_private.site_state import init_state
 
 log = logging.getLogger(__name__)

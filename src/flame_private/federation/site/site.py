@@ -26,17 +26,17 @@ from flame_private.config import FederationConfig, SiteConfig, Task, load_config
 from flame_private.data.checks import load_site
 from flame_private.data.splits import Splits, split_records
 from flame_private.evaluation import evaluate_with_baselines
-from flame_private.federation import task as task_fns
 from flame_private.federation.egress import MAX_REASON_CHARS, EgressLog, Transport, app_identity
 from flame_private.federation.protocol import SiteStatus
+from flame_private.federation.site import task as task_fns
 from flame_private.metrics import PATIENT_SENSITIVITY, EvolutionSums, ResponseSums, released_metrics
 from flame_private.models.io import save_model
 from flame_private.privacy import REFUSALS, BudgetGuard, Ledger, PlannedSpend, PolicyError, load_policy
-from flame_private.secure.codec import decrypt_aggregate, encrypt_update
-from flame_private.secure.errors import HEError
-from flame_private.secure.keys import SecretContext, load_secret_context
-from flame_private.secure.packing import ParamLayout
-from flame_private.secure.params import CiphertextEnvelope, parse_envelope
+from flame_private.secure.public.envelope import CiphertextEnvelope, parse_envelope
+from flame_private.secure.public.errors import HEError
+from flame_private.secure.public.packing import ParamLayout
+from flame_private.secure.site.codec import decrypt_aggregate, encrypt_update
+from flame_private.secure.site.keys import SecretContext, load_secret_context
 
 log = logging.getLogger(__name__)
 

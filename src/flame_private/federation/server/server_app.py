@@ -25,7 +25,6 @@ from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from flame_private.config import FederationConfig, Task, load_config
-from flame_private.federation.checkpoint import Checkpoint, carried_forward, write_atomic
 from flame_private.federation.protocol import (
     INSTRUCTION,
     METRICS,
@@ -35,8 +34,10 @@ from flame_private.federation.protocol import (
     instruction_record,
     read_status,
 )
-from flame_private.federation.strategy import Ciphertext, EncryptedFedAvg
-from flame_private.secure.params import ParamsContext, he_fingerprint, load_params_context
+from flame_private.federation.server.checkpoint import Checkpoint, carried_forward, write_atomic
+from flame_private.federation.server.strategy import Ciphertext, EncryptedFedAvg
+from flame_private.secure.public.context_file import load_params_context
+from flame_private.secure.public.params import ParamsContext, he_fingerprint
 
 log = logging.getLogger(__name__)
 

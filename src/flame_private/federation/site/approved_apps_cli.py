@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flame_private.config import ConfigError, SiteConfig, load_config
-from flame_private.federation.approved_apps import (
+from flame_private.federation.site.approved_apps import (
     ApprovalEntry,
     ApprovedApps,
     ApprovedAppsError,
@@ -101,7 +101,7 @@ def write_launcher(
     site: SiteOpt,
 ) -> None:
     """Write the site's launcher: its flwr-clientapp runs only approved FABs; every other task command refuses."""
-    from flame_private.federation.app_launcher import write_launcher_bin
+    from flame_private.federation.site.app_launcher import write_launcher_bin
 
     _site(site)
     written = write_launcher_bin(bin_dir, site)

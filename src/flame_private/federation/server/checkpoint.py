@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flame_private.hashchain import _fsync_dir  # the records layer's durable-directory helper
-from flame_private.secure.params import CiphertextEnvelope
+from flame_private.secure.public.envelope import CiphertextEnvelope
 
 SUFFIX = ".ckpt"
 CKPT_MAGIC = b"FLAMECKPT1\n"

@@ -29,7 +29,7 @@ from flame_private.federation.protocol import (
     read_ct_record,
     read_instruction,
 )
-from flame_private.federation.site import Reply, Site
+from flame_private.federation.site.site import Reply, Site
 
 log = logging.getLogger(__name__)
 _SITES: dict[str, Site] = {}

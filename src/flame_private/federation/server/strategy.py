@@ -26,15 +26,15 @@ from typing import Any
 from flwr.app import Message
 
 from flame_private.federation.protocol import UPDATE, Instruction, read_ct_record, read_status
-from flame_private.secure.errors import HEError
-from flame_private.secure.params import (
+from flame_private.secure.public.aggregate import aggregate_updates
+from flame_private.secure.public.envelope import (
     CiphertextEnvelope,
-    ParamsContext,
-    aggregate_updates,
     check_contributors,
     parse_envelope,
     validate_envelope,
 )
+from flame_private.secure.public.errors import HEError
+from flame_private.secure.public.params import ParamsContext
 
 log = logging.getLogger(__name__)
 
