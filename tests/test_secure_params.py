@@ -156,3 +156,38 @@ def test_the_server_adds_what_validation_parsed_without_parsing_it_again(setup) 
                        codec.decrypt_packed(secret, twice, layout.n_params), atol=1e-6)
     with pytest.raises(HEError, match="2 parsed payloads for 3 updates"):
         aggregate.aggregate_updates(updates, server, parsed=parsed[:2])
+
+
+# --------------------------------------------------------------------------- what a ciphertext holds
+
+
+def test_what_a_ciphertext_holds_is_a_header_field_checked_against_the_step(setup, caplog) -> None:
+    """Metric sums are marked by the header's ``content``; offered in place of a model update they are refused."""
+    secret, _, _, sd, _, env, payload = setup
+    m_env, m_payload = codec.encrypt_update(secret, sd, 30, site_id="site-a", model="evo-net", content="metrics",
+                                            **RUN)
+    assert (env.content, m_env.content) == ("model", "metrics")
+    assert len(_check(setup, m_env, m_payload, content="metrics")) == m_env.n_chunks
+    assert _reason(setup, m_env, m_payload, caplog, content="model") == "model"
+    assert _reason(setup, env, payload, caplog, content="metrics") == "model"
+
+
+def test_the_sum_keeps_the_content_and_refuses_updates_that_disagree_on_it(setup) -> None:
+    secret, server, _, sd, _, _, _ = setup
+    updates = [codec.encrypt_update(secret, sd, 30, site_id=f"site-{i}", model="evo-net",
+                                    content="metrics" if i == 2 else "model", **RUN) for i in range(3)]
+    with pytest.raises(HEError, match="disagree on content"):
+        aggregate.aggregate_updates(updates, server)
+    metrics = [codec.encrypt_update(secret, sd, 30, site_id=f"site-{i}", model="evo-net", content="metrics", **RUN)
+               for i in range(3)]
+    assert aggregate.aggregate_updates(metrics, server)[0].content == "metrics"
+
+
+def test_a_header_from_before_the_content_field_is_read_by_its_model_name(setup) -> None:
+    """Egress logs and checkpoints written earlier marked metric sums only by the name ``metrics:<task>``."""
+    *_, env, _ = setup
+    older = env.model_dump(mode="json", exclude={"content"})
+    assert envelope.parse_envelope({**older, "model": "metrics:evolution"}).content == "metrics"
+    assert envelope.parse_envelope(older).content == "model"
+    assert envelope.envelope_model("evolution", "metrics") == "metrics:evolution"
+    assert envelope.envelope_model("evolution", "model") == "evolution"

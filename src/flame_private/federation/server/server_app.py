@@ -129,7 +129,7 @@ def _round(run: _Run, task: Task, round_: int) -> None:
     """One round of one task (docs/design.md 2): train, add the updates, evaluate if due, checkpoint as one unit."""
     current = run.ckpt.model(task)
     ins, replies = run.ask(MessageType.TRAIN, task, round_, model=current)
-    trained = run.fedavg.aggregate(replies, ins, model=task)
+    trained = run.fedavg.aggregate(replies, ins, "model")
     record = trained.summary()
     if trained.aggregate is None:
         # Refused: the global model stays as it was; sites' spend is on their ledgers (over-counted, never under).
@@ -139,7 +139,7 @@ def _round(run: _Run, task: Task, round_: int) -> None:
     if run.fed.evaluation.every_round or round_ == run.fed.rounds:
         # Each evaluation costs the sites privacy budget: by default only the final models are scored.
         ins, replies = run.ask(MessageType.EVALUATE, task, round_, model=trained.aggregate)
-        evaluated = run.fedavg.aggregate(replies, ins, model=f"metrics:{task}")
+        evaluated = run.fedavg.aggregate(replies, ins, "metrics")
         record["evaluated_by"] = evaluated.contributors
         metrics = evaluated.aggregate
     run.ckpt.commit(task, round_, record, model=trained.aggregate, metrics=metrics)

@@ -65,7 +65,7 @@ def aggregate_updates(updates: Sequence[tuple[CiphertextEnvelope, bytes]], ctx: 
     Refuses fewer than ``min_contributors`` (with two sites each learns the
     other's update from the sum), more than ``max_contributors`` (default: the
     parameters' ``max_sites``, which the overflow headroom is sized for), a site
-    named twice, and updates that disagree on run, task, round, model or layout.
+    named twice, and updates that disagree on run, task, round, model, content or layout.
     ``parsed``: the ciphertexts ``validate_envelope`` returned for each update,
     in the same order, so that the server parses every payload once.
     """
@@ -81,7 +81,7 @@ def aggregate_updates(updates: Sequence[tuple[CiphertextEnvelope, bytes]], ctx: 
         raise HEError(f"site(s) {', '.join(sorted({i for i in ids if ids.count(i) > 1}))} named in more than one "
                       "update")
     first = updates[0][0]
-    keys = ("run_id", "task", "round", "model", "layout_sha256", "n_params", "n_chunks", "he_fingerprint")
+    keys = ("run_id", "task", "round", "model", "content", "layout_sha256", "n_params", "n_chunks", "he_fingerprint")
     for env, _ in updates[1:]:
         for key in keys:
             if getattr(env, key) != getattr(first, key):
@@ -90,6 +90,6 @@ def aggregate_updates(updates: Sequence[tuple[CiphertextEnvelope, bytes]], ctx: 
     env = make_envelope(kind="aggregate", run_id=first.run_id, task=first.task, round=first.round,
                         model=first.model, layout_sha256=first.layout_sha256, n_params=first.n_params, ctx=ctx,
                         payload=payload, contributors=sum(e.contributors for e, _ in updates),
-                        contributor_ids=sorted(ids))
+                        contributor_ids=sorted(ids), content=first.content)
     log.info("aggregated %d updates (%s round %d): %d bytes", len(updates), first.task, first.round, len(payload))
     return env, payload

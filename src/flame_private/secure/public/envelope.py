@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import tenseal.sealapi as sa
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from flame_private.config import StrictModel, Task
 from flame_private.secure.public._sealio import scratch
@@ -33,6 +33,20 @@ _SEAL_MAGIC = 0xA15E
 _SEAL_COMPR_MODES = {0, 1, 2}  # none, zlib, zstd
 DEFAULT_MAX_PAYLOAD_BYTES = 2**31 - 1
 """Flower's message cap (docs/references.md 9); anything bigger cannot be an honest reply."""
+
+Content = Literal["model", "metrics"]
+"""What a ciphertext holds: model weights (a site's update, the global model) or metric sums (an evaluation)."""
+LEGACY_METRICS_PREFIX = "metrics:"
+"""Model-name prefix that marked metric sums before headers carried ``content`` (read only, for older records)."""
+
+
+def envelope_model(task: str, content: Content) -> str:
+    """The ``model`` name a header carries for ``task``: the task for weights, ``metrics:<task>`` for metric sums.
+
+    The metrics name is kept for the egress log, which still checks it; what a
+    header holds is its ``content`` field, and that is what every reader uses.
+    """
+    return task if content == "model" else LEGACY_METRICS_PREFIX + task
 
 
 class CiphertextEnvelope(StrictModel):
@@ -57,6 +71,17 @@ class CiphertextEnvelope(StrictModel):
     contributor_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list)
     """Site ids summed into this payload: the sender's own for an update, every contributor's for an aggregate.
     Lets each site check that no site was counted twice towards ``min_sites``."""
+    content: Content = "model"
+    """What the payload holds: model weights (an update or the global model) or metric sums (an evaluation)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _content_of_older_headers(cls, data: object) -> object:
+        """Headers written before ``content`` existed (egress logs, checkpoints) said "metrics" in the name only."""
+        if (isinstance(data, dict) and "content" not in data
+                and str(data.get("model", "")).startswith(LEGACY_METRICS_PREFIX)):
+            return {**data, "content": "metrics"}
+        return data
 
 
 def parse_envelope(raw: object) -> CiphertextEnvelope:
@@ -137,7 +162,8 @@ def load_ciphertexts(payload: bytes, ctx: ParamsContext, n_chunks: int | None = 
 
 def validate_envelope(envelope: CiphertextEnvelope | dict | str | bytes, payload: bytes, ctx: ParamsContext, *,
                       run_id: str, task: str, round: int, kind: Literal["update", "aggregate"] = "update",
-                      model: str | None = None, n_params: int | None = None, layout_sha256: str | None = None,
+                      model: str | None = None, content: Content | None = None, n_params: int | None = None,
+                      layout_sha256: str | None = None,
                       max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, source: str = "?") -> list[sa.Ciphertext]:
     """Check a header against what this round expects and the payload against the header, then parse it.
 
@@ -160,6 +186,8 @@ def validate_envelope(envelope: CiphertextEnvelope | dict | str | bytes, payload
     ]
     if model is not None:
         expect.append(("model", "model", env.model, model))
+    if content is not None:
+        expect.append(("model", "content", env.content, content))
     if n_params is not None:
         expect.append(("layout", "parameter count", env.n_params, n_params))
     if layout_sha256 is not None:
@@ -188,13 +216,14 @@ def validate_envelope(envelope: CiphertextEnvelope | dict | str | bytes, payload
 
 def make_envelope(*, kind: Literal["update", "aggregate"], run_id: str, task: str, round: int, model: str,
                   layout_sha256: str, n_params: int, ctx: ParamsContext, payload: bytes,
-                  contributors: int = 1, contributor_ids: Sequence[str] = ()) -> CiphertextEnvelope:
+                  contributors: int = 1, contributor_ids: Sequence[str] = (),
+                  content: Content = "model") -> CiphertextEnvelope:
     """Header describing ``payload``; used by sites for updates and by the server for the aggregate."""
     return CiphertextEnvelope(kind=kind, run_id=run_id, task=task, round=round, model=model,  # type: ignore[arg-type]
                               layout_sha256=layout_sha256, n_params=n_params, n_chunks=ctx.update_chunks(n_params),
                               slots_per_chunk=ctx.slots, he_fingerprint=ctx.fingerprint,
                               payload_sha256=hashlib.sha256(payload).hexdigest(), n_bytes=len(payload),
-                              contributors=contributors, contributor_ids=list(contributor_ids))
+                              contributors=contributors, contributor_ids=list(contributor_ids), content=content)
 
 
 def check_contributors(env: CiphertextEnvelope, min_sites: int, max_sites: int) -> None:

@@ -13,7 +13,7 @@ is only right while the sum stays below ``q / 2``.  ``max_sum_magnitude`` is the
 largest B the sum of up to K fresh ciphertexts may hold (worst case, plus
 encryption noise, with a safety factor); the packing (``packing``) keeps every
 sum of model updates at most 1, and the key ceremony refuses parameters below
-that.  Raw vectors (``encrypt_vector``) are held to ``max_safe_magnitude``, the
+that.  Raw vectors (``site.codec.encrypt_vector``) are held to ``max_safe_magnitude``, the
 same bound shared among ``max_sites`` sites.
 """
 

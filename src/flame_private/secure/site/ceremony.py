@@ -17,8 +17,9 @@ The ceremony runs once, at the custodian's.  It writes four files:
   other than the secret context's (or is read out on the telephone), and each
   site compares it with ``flame keys verify``.
 
-Both context files use the container of ``secure.public.context_file``; the secret key is the
-body, at the start of the file, so SEAL loads it straight from its own file.
+Both context files use the container of ``secure.public.context_file``; the
+secret key is the body, at the start of the file, so SEAL loads it straight from
+its own file.
 """
 
 from __future__ import annotations

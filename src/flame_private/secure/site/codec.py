@@ -23,6 +23,7 @@ import torch
 from flame_private.secure.public._sealio import save_bytes, scratch
 from flame_private.secure.public.envelope import (
     CiphertextEnvelope,
+    Content,
     check_contributors,
     load_ciphertexts,
     make_envelope,
@@ -126,12 +127,13 @@ def decrypt_vector(secret: SecretContext, payload: bytes, n_values: int) -> np.n
 
 def encrypt_update(secret: SecretContext, state_dict: Mapping[str, torch.Tensor], count: int, *, site_id: str,
                    run_id: str, task: str, round: int, model: str, layout: ParamLayout | None = None,
-                   max_sites: int | None = None) -> tuple[CiphertextEnvelope, bytes]:
+                   max_sites: int | None = None, content: Content = "model") -> tuple[CiphertextEnvelope, bytes]:
     """A site's reply: Enc(packed n_k * w_k) + Enc(count chunk) and its header, which names the site.
 
     ``layout`` carries the public bounds (``packing``); without one it is made
     from ``state_dict`` with an automatic weight bound and ``max_sites`` (default:
     the context's) sites of at most ``he.max_patients`` patients in all.
+    ``content`` says what the state holds: model weights, or metric sums.
     """
     he = secret.params.he
     layout = layout or ParamLayout.from_state_dict(state_dict, count_bound=he.max_patients,
@@ -141,7 +143,7 @@ def encrypt_update(secret: SecretContext, state_dict: Mapping[str, torch.Tensor]
     payload = encrypt_packed(secret, update_vector(state_dict, layout, count))
     env = make_envelope(kind="update", run_id=run_id, task=task, round=round, model=model,
                         layout_sha256=layout.sha256, n_params=layout.n_params, ctx=secret.params, payload=payload,
-                        contributor_ids=[site_id])
+                        contributor_ids=[site_id], content=content)
     log.info("encrypted %s update (%s round %d): %d params -> %d bytes (%.2f B/param)", model, task, round,
              layout.n_params, len(payload), len(payload) / layout.n_params)
     return env, payload
@@ -149,11 +151,12 @@ def encrypt_update(secret: SecretContext, state_dict: Mapping[str, torch.Tensor]
 
 def decrypt_aggregate(secret: SecretContext, envelope: CiphertextEnvelope | dict | str | bytes, payload: bytes,
                       layout: ParamLayout, *, run_id: str, task: str, round: int, model: str | None = None,
-                      min_sites: int = 3, max_sites: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
+                      content: Content | None = None, min_sites: int = 3,
+                      max_sites: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
     """Check and decrypt the server's sum; returns the FedAvg model and the total patient count.
 
     Before anything is decrypted: the header must be an aggregate of this run,
-    task, ``round`` and model under the agreed parameters and packing (a stale,
+    task, ``round``, model and content under the agreed parameters and packing (a stale,
     replayed or foreign sum is refused), summing ``min_sites`` to ``max_sites``
     (default: the layout's) distinct, named sites.  After: the total count must
     be an integer within the layout's bound (else the values may have wrapped).
@@ -162,7 +165,8 @@ def decrypt_aggregate(secret: SecretContext, envelope: CiphertextEnvelope | dict
     env = parse_envelope(envelope)
     check_contributors(env, min_sites, layout.max_sites if max_sites is None else max_sites)
     cts = validate_envelope(env, payload, secret.params, run_id=run_id, task=task, round=round,
-                            kind="aggregate", model=model, n_params=layout.n_params, layout_sha256=layout.sha256,
+                            kind="aggregate", model=model, content=content, n_params=layout.n_params,
+                            layout_sha256=layout.sha256,
                             source="server")
     state, total = weighted_mean(decrypt_packed_ciphertexts(secret, cts, layout.n_params), layout)
     log.info("decrypted %s aggregate round %d: %d patients", task, round, total)
