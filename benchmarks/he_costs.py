@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save  # noqa: E402
 
 from flame_private.config import HE_MAX_MODULUS_BITS, HEConfig  # noqa: E402
-from flame_private.secure import codec, packing, params  # noqa: E402
-from flame_private.secure.keys import SecretContext  # noqa: E402
+from flame_private.secure.public import aggregate, envelope, headroom, packing, params  # noqa: E402
+from flame_private.secure.site import codec  # noqa: E402
+from flame_private.secure.site.keys import SecretContext  # noqa: E402
 
 CONFIGS = {
     "N4096_[32]_2^30 (default)": HEConfig(),
@@ -60,9 +61,9 @@ def _round(secret: SecretContext, sites: list[dict], counts: list[int], layout: 
                for i, (sd, n) in enumerate(zip(sites, counts))]
     enc_s = (time.perf_counter() - t) / len(sites)
     t = time.perf_counter()
-    parsed = [params.validate_envelope(env, p, ctx, run_id="bench", task="response", round=1)
+    parsed = [envelope.validate_envelope(env, p, ctx, run_id="bench", task="response", round=1)
               for env, p in updates]
-    env, total = params.aggregate_updates(updates, ctx, parsed=parsed, max_contributors=layout.max_sites)
+    env, total = aggregate.aggregate_updates(updates, ctx, parsed=parsed, max_contributors=layout.max_sites)
     add_s = time.perf_counter() - t
     t = time.perf_counter()
     mean, n = codec.decrypt_aggregate(secret, env, total, layout, run_id="bench", task="response", round=1,
@@ -82,7 +83,7 @@ def measure(name: str, he: HEConfig, n_params: int, worst_params: int, rng: np.r
     row: dict = {"config": name, "he": he.model_dump(include={"poly_modulus_degree", "coeff_mod_bit_sizes",
                                                                "scale_bits"}),
                  "modulus_bits": sum(he.coeff_mod_bit_sizes), "bound_bits": HE_MAX_MODULUS_BITS[he.poly_modulus_degree],
-                 "max_sum_magnitude_16_sites": codec.max_sum_magnitude(he, 16)}
+                 "max_sum_magnitude_16_sites": headroom.max_sum_magnitude(he, 16)}
     base = torch.from_numpy(rng.uniform(-0.1, 0.1, n_params))
     sites = [{"w": (base + torch.from_numpy(rng.uniform(-0.01, 0.01, n_params))).clamp(-0.1, 0.1)}
              for _ in COUNTS]

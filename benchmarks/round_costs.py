@@ -43,11 +43,14 @@ from flame_private.config import DPConfig, HEConfig, ModelConfig
 from flame_private.federation.protocol import ct_record, read_ct_record
 from flame_private.models import build_model, count_parameters
 from flame_private.privacy.dp import plan_dp
-from flame_private.secure._sealio import WORKERS_ENV, default_workers
-from flame_private.secure.codec import decrypt_aggregate, encrypt_update
-from flame_private.secure.keys import key_ceremony, load_secret_context
-from flame_private.secure.packing import ParamLayout
-from flame_private.secure.params import aggregate_updates, load_params_context, validate_envelope
+from flame_private.secure.public._sealio import WORKERS_ENV, default_workers
+from flame_private.secure.public.aggregate import aggregate_updates
+from flame_private.secure.public.context_file import load_params_context
+from flame_private.secure.public.envelope import validate_envelope
+from flame_private.secure.public.packing import ParamLayout
+from flame_private.secure.site.ceremony import key_ceremony
+from flame_private.secure.site.codec import decrypt_aggregate, encrypt_update
+from flame_private.secure.site.keys import load_secret_context
 from flame_private.training import TrainSettings, train
 
 

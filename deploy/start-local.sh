@@ -143,7 +143,7 @@ for i in "${!sites[@]}"; do
         # The site's launcher folder first on the superexec's PATH: its flwr-clientapp runs
         # only FABs approved in the site's state_dir; the other task commands refuse.
         "$VENV/bin/python" -c 'import sys
-from flame_private.federation.app_launcher import write_launcher_bin
+from flame_private.federation.site.app_launcher import write_launcher_bin
 write_launcher_bin(sys.argv[1], sys.argv[2], sys.argv[3])' "$node_dir/launcher" "${sites[$i]}" "$VENV/bin/python"
         if ! wait_for_port "$port" 60; then
             echo "SuperNode $name did not listen on 127.0.0.1:$port within 60 s; see $node_dir/supernode.log" >&2

@@ -21,7 +21,7 @@ import pytest
 from federation_harness import make_federation
 
 from flame_private.config import HEConfig
-from flame_private.secure.keys import key_ceremony
+from flame_private.secure.site.ceremony import key_ceremony
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"

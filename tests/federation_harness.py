@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from flame_private.federation.inprocess import LocalGrid, Tamper
-from flame_private.federation.server_app import ServerSettings, run_server
+from flame_private.federation.server.server_app import ServerSettings, run_server
 from flame_private.site_state import init_state
 
 __all__ = ["LocalGrid", "Tamper", "make_federation", "run"]

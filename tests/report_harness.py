@@ -20,7 +20,7 @@ from federation_harness import LocalGrid, make_federation, run
 
 from flame_private.attacks.result import AttackArm, AttackResult
 from flame_private.config import HEConfig
-from flame_private.secure.keys import key_ceremony
+from flame_private.secure.site.ceremony import key_ceremony
 
 
 @dataclass

@@ -19,16 +19,16 @@ from typer.testing import CliRunner
 
 from flame_private.cli import app
 from flame_private.config import SiteConfig
-from flame_private.federation import app_launcher
-from flame_private.federation.app_launcher import AppRefused, check_fab, write_launcher_bin
-from flame_private.federation.approved_apps import (
+from flame_private.federation.protocol import INSTRUCTION, Instruction, instruction_record, read_status
+from flame_private.federation.site import app_launcher
+from flame_private.federation.site.app_launcher import AppRefused, check_fab, write_launcher_bin
+from flame_private.federation.site.approved_apps import (
     ApprovedApps,
     ApprovedAppsError,
     approve_fab,
     read_fab,
     revoke_fab,
 )
-from flame_private.federation.protocol import INSTRUCTION, Instruction, instruction_record, read_status
 from flame_private.records.egress import EgressLog
 from flame_private.site_state import init_state
 
@@ -222,7 +222,7 @@ def test_launcher_folder_runs_the_launcher_and_refuses_other_task_commands(tmp_p
                     f"privacy_policy: {tmp_path / 'p.yaml'}\n")
     written = {p.name: p for p in write_launcher_bin(tmp_path / "bin", yaml, "/opt/venv/bin/python")}
     assert {"flwr-clientapp", "flwr-agentapp", "flwr-serverapp"} <= set(written)
-    assert (f"exec /opt/venv/bin/python -m flame_private.federation.app_launcher --site-config {yaml} \"$@\""
+    assert (f"exec /opt/venv/bin/python -m flame_private.federation.site.app_launcher --site-config {yaml} \"$@\""
             in written["flwr-clientapp"].read_text())
     stub = subprocess.run([str(written["flwr-agentapp"]), "--token", "t"], capture_output=True, text=True)
     assert stub.returncode == 1 and "refusing" in stub.stderr
@@ -254,7 +254,7 @@ def test_cli_writes_the_launcher_folder_for_a_site(tmp_path: Path) -> None:
                              env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     clientapp = (tmp_path / "bin" / "flwr-clientapp").read_text()
-    assert f"--site-config {yaml.absolute()}" in clientapp and "flame_private.federation.app_launcher" in clientapp
+    assert f"--site-config {yaml.absolute()}" in clientapp and "flame_private.federation.site.app_launcher" in clientapp
     res = CliRunner().invoke(app, ["site", "write-launcher", str(tmp_path / "bin2"),
                                    "--site", str(tmp_path / "x.yaml")])
     assert res.exit_code == 3 and not (tmp_path / "bin2").exists()

@@ -1,5 +1,5 @@
 """App pinning in a real deployment: each SuperNode in process isolation, its ClientApps started by the site's
-launcher (flame_private.federation.app_launcher), which runs only FABs the site's DPO approved.
+launcher (flame_private.federation.site.app_launcher), which runs only FABs the site's DPO approved.
 
 One federation (deploy/start-local.sh with FLAME_APP_PINNING=1, TLS + node auth, 3 sites), two runs of one
 round: first the app with one byte of its code changed (refused by every site, nothing leaves but "declined"),
@@ -37,7 +37,7 @@ def _modified_copy(dest: Path) -> Path:
     shutil.copytree(REPO / "src" / "flame_private", dest / "src" / "flame_private",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copytree(REPO / "configs", dest / "configs")
-    code = dest / "src" / "flame_private" / "federation" / "client_app.py"
+    code = dest / "src" / "flame_private" / "federation" / "site" / "client_app.py"
     data = bytearray(code.read_bytes())
     data[data.index(b"ClientApp")] = ord("c")
     code.write_bytes(bytes(data))

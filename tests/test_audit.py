@@ -43,10 +43,11 @@ from flame_private.records.audit import AuditReport, audit_site
 from flame_private.records.audit_cli import audit
 from flame_private.records.code_identity import app_identity
 from flame_private.records.egress import EgressLog
-from flame_private.secure.codec import encrypt_packed, encrypt_update
-from flame_private.secure.keys import SecretContext, key_ceremony, load_secret_context
-from flame_private.secure.packing import ParamLayout
-from flame_private.secure.params import make_envelope
+from flame_private.secure.public.envelope import make_envelope
+from flame_private.secure.public.packing import ParamLayout
+from flame_private.secure.site.ceremony import key_ceremony
+from flame_private.secure.site.codec import encrypt_packed, encrypt_update
+from flame_private.secure.site.keys import SecretContext, load_secret_context
 from flame_private.site_state import init_state
 
 SITE = "site-a"
@@ -394,7 +395,7 @@ def test_the_audit_never_imports_key_handling() -> None:
     code = ("import sys; import flame_private.records.audit, flame_private.records.audit_cli; "
             "print(sorted(m for m in sys.modules if m.startswith('flame_private.secure.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "secure.keys" not in out and "secure.codec" not in out and "secure.keycheck" not in out, out
+    assert "flame_private.secure.site" not in out and "flame_private.secure.public" in out, out
 
 
 # --------------------------------------------------------------------------- ledger and egress agree

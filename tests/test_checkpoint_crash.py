@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from crash_harness import killed_writers
 
-from flame_private.federation.checkpoint import Checkpoint, checkpoint_bytes, read_checkpoint_file
+from flame_private.federation.server.checkpoint import Checkpoint, checkpoint_bytes, read_checkpoint_file
 
 ITERATIONS = 40
 SEED = 20261130
@@ -26,7 +26,7 @@ SEED = 20261130
 HELPER = r"""
 import hashlib, json, os, sys
 from pathlib import Path
-from flame_private.federation.checkpoint import Checkpoint
+from flame_private.federation.server.checkpoint import Checkpoint
 
 root = Path(sys.argv[1])
 print("helper ready", flush=True)

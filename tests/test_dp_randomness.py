@@ -19,13 +19,13 @@ from scipy import stats
 from torch.utils.data import Dataset
 
 from flame_private.config import DPConfig, ModelConfig
-from flame_private.federation.site import Site
+from flame_private.federation.site.site import Site
 from flame_private.models import build_model
 from flame_private.privacy.dp import plan_dp
 from flame_private.privacy.randomness import DPRandomness, SecretPoissonSampler
-from flame_private.secure.codec import decrypt_packed
-from flame_private.secure.keys import key_ceremony
-from flame_private.secure.packing import flatten, weighted_mean
+from flame_private.secure.public.packing import flatten, weighted_mean
+from flame_private.secure.site.ceremony import key_ceremony
+from flame_private.secure.site.codec import decrypt_packed
 from flame_private.training import TrainSettings, train
 
 SMALL = ModelConfig(response_channels=[4, 8], evolution_channels=[4, 8], norm_groups=2)

@@ -31,7 +31,7 @@ from flame_private.records.egress import (
     EgressLogError,
     outbox_name,
 )
-from flame_private.secure.params import CiphertextEnvelope
+from flame_private.secure.public.envelope import CiphertextEnvelope
 from flame_private.site_state import init_state
 
 SITE = "site-a"
@@ -363,7 +363,7 @@ SEED = 20260107
 HELPER = r"""
 import hashlib, json, os, sys
 from flame_private.records.egress import EgressLog
-from flame_private.secure.params import CiphertextEnvelope
+from flame_private.secure.public.envelope import CiphertextEnvelope
 
 def say(text):  # one write(2) of a whole line: a SIGKILL cannot leave half of it in the pipe
     os.write(1, (text + "\n").encode())
@@ -430,7 +430,7 @@ def test_sigkill_at_random_moments_never_loses_a_logged_message_or_its_payload(t
 def test_a_node_records_its_declared_transport_or_what_its_config_shows() -> None:
     from flwr.app import Context, RecordDict
 
-    from flame_private.federation.client_app import _transport
+    from flame_private.federation.site.client_app import _transport
 
     def node(**config: object) -> Context:
         return Context(run_id=1, node_id=1, node_config=config, state=RecordDict(), run_config={})  # type: ignore

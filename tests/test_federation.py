@@ -8,8 +8,6 @@ tamper with a reply in flight.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +19,9 @@ from flwr.app import Message
 from flame_private.federation.protocol import UPDATE, ct_record, read_ct_record
 from flame_private.privacy import Ledger
 from flame_private.records.egress import EgressLog
-from flame_private.secure.keys import key_ceremony, load_secret_context
-from flame_private.secure.packing import ParamLayout
+from flame_private.secure.public.packing import ParamLayout
+from flame_private.secure.site.ceremony import key_ceremony
+from flame_private.secure.site.keys import load_secret_context
 
 pytestmark = pytest.mark.slow  # whole in-process federations: about 35 s together; `make test` runs them
 
@@ -127,8 +126,9 @@ def test_all_sites_decrypt_the_same_global_model(clean_run) -> None:
 def test_the_server_checkpoint_holds_only_ciphertexts(clean_run, ceremony: Path) -> None:
     root, _, _, _ = clean_run
     server = root / "run" / "server"
-    from flame_private.federation.checkpoint import read_checkpoint_file
-    from flame_private.secure.params import load_ciphertexts, load_params_context, parse_envelope
+    from flame_private.federation.server.checkpoint import read_checkpoint_file
+    from flame_private.secure.public.context_file import load_params_context
+    from flame_private.secure.public.envelope import load_ciphertexts, parse_envelope
 
     ctx = load_params_context(ceremony / "server-params.ctx")
     files = sorted(server.glob("*.ckpt"))
@@ -144,11 +144,11 @@ def test_the_server_checkpoint_holds_only_ciphertexts(clean_run, ceremony: Path)
 
 def test_aggregate_equals_the_plaintext_weighted_fedavg(clean_run, ceremony: Path) -> None:
     """Decrypt each site's sent update (the test holds the key), average in plaintext, compare."""
-    from flame_private.secure.codec import decrypt_packed
+    from flame_private.secure.site.codec import decrypt_packed
 
     root, sites, fed, _ = clean_run
     secret = load_secret_context(ceremony / "site-secret.ctx")
-    from flame_private.federation.site import Site
+    from flame_private.federation.site.site import Site
 
     site_layout = Site.load(next(iter(sites.values())), fed).layout("response")  # the public bounds of the packing
     updates = []
@@ -159,13 +159,13 @@ def test_aggregate_equals_the_plaintext_weighted_fedavg(clean_run, ceremony: Pat
         payload = next((state / "outbox").glob(f"{entry['seq']:06d}-*")).read_bytes()
         updates.append(decrypt_packed(secret, payload, entry["envelope"]["n_params"]))
     total = np.sum(updates, axis=0)
-    from flame_private.secure.packing import weighted_mean
+    from flame_private.secure.public.packing import weighted_mean
 
     plaintext_mean = np.concatenate([t.double().numpy().ravel() for t in weighted_mean(total, site_layout)[0].values()])
     export = next(iter(sites.values())).parent / "state" / "exports" / "run-1" / "response.pt"
     state_dict = torch.load(export, weights_only=True)["state_dict"]
     layout = ParamLayout.from_state_dict(state_dict)
-    from flame_private.secure.packing import flatten
+    from flame_private.secure.public.packing import flatten
 
     # Within the stated error of the packing: 1e-5 of the largest weight (docs/encryption.md).
     assert np.max(np.abs(flatten(state_dict, layout) - plaintext_mean)) < 1e-5 * np.abs(plaintext_mean).max()
@@ -289,7 +289,7 @@ def _break_policy(site_yaml: Path, kind: str) -> None:
 @pytest.mark.parametrize("kind", list(BROKEN_POLICIES))
 def test_a_site_without_a_valid_policy_declines_every_step_and_records_why_without_reading_its_scans(
         kind: str, tmp_path: Path, cohort_dir: Path, ceremony: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from flame_private.federation.site import Site
+    from flame_private.federation.site.site import Site
     from flame_private.privacy.policy import TEMPLATE_ACTION
 
     sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=1, tasks="[response]")
@@ -332,8 +332,8 @@ def test_a_site_whose_policy_is_the_unfilled_template_declines_and_the_federatio
 def test_a_site_refuses_a_secret_context_readable_by_others(tmp_path: Path, cohort_dir: Path, ceremony: Path) -> None:
     import os
 
-    from flame_private.federation.site import Site
-    from flame_private.secure.errors import HEError
+    from flame_private.federation.site.site import Site
+    from flame_private.secure.public.errors import HEError
 
     sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=1)
     os.chmod(sites["site-a"].parent / "secret.ctx", 0o644)
@@ -344,7 +344,7 @@ def test_a_site_refuses_a_secret_context_readable_by_others(tmp_path: Path, coho
 def test_a_weight_beyond_the_public_bound_makes_the_site_decline_after_recording_its_spend(
         tmp_path: Path, cohort_dir: Path, ceremony: Path) -> None:
     """Refused, never clipped nor wrapped: the site says which tensor, and the spend stays counted."""
-    from flame_private.federation.site import Site
+    from flame_private.federation.site.site import Site
 
     sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=1, tasks="[response]")
     fed.write_text(fed.read_text().replace("he: {max_patients: 16}", "he: {max_patients: 16, weight_bound: 0.5}"))
@@ -355,17 +355,9 @@ def test_a_weight_beyond_the_public_bound_makes_the_site_decline_after_recording
     assert [e.round for e in _ledger(sites, "site-a").entries] == [1]  # trained: counted, never under-counted
 
 
-def test_the_server_side_cannot_reach_key_handling() -> None:
-    code = ("import sys, flame_private.federation.server_app, flame_private.federation.strategy; "
-            "bad = [m for m in sys.modules if m in ('flame_private.secure.keys', 'flame_private.secure.codec', "
-            "'flame_private.federation.site', 'flame_private.federation.client_app')]; print(bad)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
-
-
 def test_the_strategy_refuses_fewer_than_three_sites_by_construction(ceremony: Path) -> None:
-    from flame_private.federation.strategy import EncryptedFedAvg
-    from flame_private.secure.params import load_params_context
+    from flame_private.federation.server.strategy import EncryptedFedAvg
+    from flame_private.secure.public.context_file import load_params_context
 
     with pytest.raises(ValueError, match="at least 3"):
         EncryptedFedAvg(load_params_context(ceremony / "server-params.ctx"), "r", min_sites=2)

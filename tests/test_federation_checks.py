@@ -15,11 +15,11 @@ import pytest
 from federation_harness import LocalGrid, make_federation, run
 from flwr.app import Message
 
-from flame_private.federation.checkpoint import Checkpoint
 from flame_private.federation.protocol import UPDATE, ct_record, read_ct_record
-from flame_private.federation.site import Site
+from flame_private.federation.server.checkpoint import Checkpoint
+from flame_private.federation.site.site import Site
 from flame_private.records.egress import EgressLog
-from flame_private.secure.keys import key_ceremony
+from flame_private.secure.site.ceremony import key_ceremony
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,17 @@ import tenseal.sealapi as sa
 import torch
 
 from flame_private.config import HEConfig
-from flame_private.secure import _sealio, codec, keys, packing, params
-from flame_private.secure.errors import HEError, OverflowRisk, PackingError
+from flame_private.secure.public import _sealio, aggregate, context_file, envelope, headroom, packing, params
+from flame_private.secure.public.errors import HEError, OverflowRisk, PackingError
+from flame_private.secure.site import codec, keys
+from flame_private.secure.site.ceremony import key_ceremony
 
 RUN = {"run_id": "run-1", "task": "response", "round": 3}
 
 
 def _contexts(he: HEConfig, where) -> tuple[keys.SecretContext, params.ParamsContext]:
-    result = keys.key_ceremony(he, where)
-    return keys.load_secret_context(result.secret_path), params.load_params_context(result.params_path)
+    result = key_ceremony(he, where)
+    return keys.load_secret_context(result.secret_path), context_file.load_params_context(result.params_path)
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +73,9 @@ def test_complex_packing_puts_two_reals_per_slot() -> None:
 def _fedavg(secret, server, sites, counts, layout, model="response-net"):
     updates = [codec.encrypt_update(secret, sd, n, site_id=f"site-{i}", model=model, layout=layout, **RUN)
                for i, (sd, n) in enumerate(zip(sites, counts))]
-    parsed = [params.validate_envelope(env.model_dump(), payload, server, model=model, n_params=layout.n_params,
+    parsed = [envelope.validate_envelope(env.model_dump(), payload, server, model=model, n_params=layout.n_params,
                                        layout_sha256=layout.sha256, **RUN) for env, payload in updates]
-    env, total = params.aggregate_updates(updates, server, parsed=parsed, max_contributors=layout.max_sites)
+    env, total = aggregate.aggregate_updates(updates, server, parsed=parsed, max_contributors=layout.max_sites)
     return env, total
 
 
@@ -133,13 +135,13 @@ def test_aggregate_needs_three_contributors(contexts) -> None:
     sd = _model(2)
     two = [codec.encrypt_update(secret, sd, 5, site_id=f"site-{i}", model="m", **RUN) for i in range(2)]
     with pytest.raises(HEError, match="at least 3"):
-        params.aggregate_updates(two, server)
+        aggregate.aggregate_updates(two, server)
 
 
 def test_add_needs_only_the_params_only_context(contexts) -> None:
     secret, server = contexts
     xs = [np.full(20_000, i / 100) for i in range(1, 5)]
-    total = params.add_ciphertexts([codec.encrypt_vector(secret, x) for x in xs], server)
+    total = aggregate.add_ciphertexts([codec.encrypt_vector(secret, x) for x in xs], server)
     assert np.allclose(codec.decrypt_vector(secret, total, 20_000), 0.1, atol=1e-6)
 
 
@@ -158,7 +160,7 @@ def test_a_weight_beyond_the_public_bound_is_refused_naming_its_tensor(contexts)
         codec.encrypt_update(secret, {**ok, "conv.weight": torch.tensor([float("nan")] * 5)}, 10, site_id="s",
                              model="m", layout=layout, **RUN)
     with pytest.raises(OverflowRisk, match="exceeds"):  # a raw vector past one site's share of the headroom
-        codec.encrypt_vector(secret, np.array([0.0, codec.max_safe_magnitude(secret.params.he) * 1.01]))
+        codec.encrypt_vector(secret, np.array([0.0, headroom.max_safe_magnitude(secret.params.he) * 1.01]))
     with pytest.raises(OverflowRisk, match="NaN"):
         codec.encrypt_vector(secret, np.array([np.nan]))
     with pytest.raises(OverflowRisk, match="exceeds"):  # a hand-made "packed" vector beyond 1
@@ -201,12 +203,12 @@ def test_the_analysed_bound_really_is_safe(contexts) -> None:
     """
     secret, server = contexts
     n = server.values_per_chunk
-    limit = codec.max_safe_magnitude(secret.params.he, max_sites=16)
+    limit = headroom.max_safe_magnitude(secret.params.he, max_sites=16)
     assert 1.0 <= 16 * limit < 1.2  # q ~ 2^32, scale 2^30: a sum of 1 fits, with the margins
-    total = params.add_ciphertexts([codec.encrypt_vector(secret, np.full(n, limit), max_sites=16)] * 16, server)
+    total = aggregate.add_ciphertexts([codec.encrypt_vector(secret, np.full(n, limit), max_sites=16)] * 16, server)
     assert np.allclose(codec.decrypt_vector(secret, total, n), 16 * limit, atol=1e-5)
     big = codec.encrypt_vector(secret, np.full(n, 4 * limit), max_sites=4)
-    wrapped = codec.decrypt_vector(secret, params.add_ciphertexts([big] * 16, server), n)
+    wrapped = codec.decrypt_vector(secret, aggregate.add_ciphertexts([big] * 16, server), n)
     assert not np.allclose(wrapped, 64 * limit, rtol=1e-3)
 
 
@@ -229,7 +231,7 @@ def test_wire_size_uses_the_compact_encoding(contexts) -> None:
     assert env.n_chunks == 245 + 1  # 244.1 chunks of values, padded, then the count chunk
     assert len(payload) / n_params <= 4.2
     assert len(payload) / (env.n_chunks * chunk) <= 4.16
-    _, total = params.aggregate_updates(updates, server)
+    _, total = aggregate.aggregate_updates(updates, server)
     assert len(total) / n_params <= 8.5
     assert len(total) / (env.n_chunks * chunk) <= 8.32
 
@@ -240,7 +242,7 @@ def test_a_count_bound_too_large_for_the_scale_is_refused_before_encryption(cont
     layout = packing.ParamLayout.from_state_dict({"w": torch.zeros(4)}, value_bound=1.0, count_bound=100_000)
     with pytest.raises(HEError, match="count bound of 100000 patients with 16 sites is too large"):
         codec.encrypt_update(secret, {"w": torch.zeros(4)}, 10, site_id="s", model="m", layout=layout, **RUN)
-    codec.check_packing(secret.params, packing.ParamLayout.from_state_dict({"w": torch.zeros(4)}, count_bound=8000))
+    headroom.check_packing(secret.params, packing.ParamLayout.from_state_dict({"w": torch.zeros(4)}, count_bound=8000))
 
 
 # --------------------------------------------------------------------------- work split over forked processes
@@ -279,7 +281,7 @@ def test_forked_workers_give_the_one_process_result_in_the_same_format(contexts,
     assert forks == []
     split = codec.encrypt_packed(secret, packed, workers=3)
     assert len(forks) == 2
-    pieces_one, pieces_split = params.split_payload(one), params.split_payload(split)
+    pieces_one, pieces_split = envelope.split_payload(one), envelope.split_payload(split)
     assert len(pieces_one) == len(pieces_split) == server.update_chunks(layout.n_params)
     assert [p[:8] for p in pieces_one] == [p[:8] for p in pieces_split]  # SEAL header: magic, version, zstd
     assert abs(len(split) - len(one)) < 0.01 * len(one)
@@ -288,7 +290,7 @@ def test_forked_workers_give_the_one_process_result_in_the_same_format(contexts,
         spread = codec.decrypt_packed(secret, payload, layout.n_params, workers=3)
         assert np.array_equal(alone, spread)
         assert np.abs(alone - packed).max() < 1e-5  # the bound of the one-process round trip above
-    sums = params.add_ciphertexts([one, split, one], server)
+    sums = aggregate.add_ciphertexts([one, split, one], server)
     assert np.abs(codec.decrypt_packed(secret, sums, layout.n_params, workers=3) - 3 * packed).max() < 1e-5
 
 
@@ -318,7 +320,7 @@ def test_forked_workers_write_the_secret_key_nowhere(contexts, forks, tmp_path: 
     monkeypatch.setattr(os, "open", no_files)
     monkeypatch.setattr(sa.SecretKey, "save", no_files)
     monkeypatch.setattr(codec, "scratch", memory_only)
-    monkeypatch.setattr(params, "scratch", memory_only)
+    monkeypatch.setattr(envelope, "scratch", memory_only)
     payload = codec.encrypt_packed(secret, packed, workers=2)
     values = codec.decrypt_packed(secret, payload, layout.n_params, workers=2)
     monkeypatch.undo()

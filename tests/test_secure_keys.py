@@ -1,6 +1,6 @@
 """Key ceremony, file permissions, key check values, and what the server's params-only context can (not) do.
 
-Specification (secure/keys.py, secure/keycheck.py, docs/encryption.md):
+Specification (secure/site/keys.py, secure/site/ceremony.py, secure/site/keycheck.py, docs/encryption.md):
 
 * the ceremony writes the secret context (0600), the params-only context, the
   parameters' fingerprint and the key check value (KCV), and overwrites nothing;
@@ -25,42 +25,44 @@ import pytest
 import tenseal.sealapi as sa
 
 from flame_private.config import HEConfig
-from flame_private.secure import codec, keycheck, keys, params
-from flame_private.secure.errors import ContextFileError, HEConfigError
+from flame_private.secure.public import context_file, params
+from flame_private.secure.public.errors import ContextFileError, HEConfigError
+from flame_private.secure.site import codec, keycheck, keys
+from flame_private.secure.site.ceremony import CeremonyResult, key_ceremony
 
 
 @pytest.fixture(scope="module")
-def ceremony(tmp_path_factory: pytest.TempPathFactory) -> keys.CeremonyResult:
-    return keys.key_ceremony(HEConfig(), tmp_path_factory.mktemp("he") / "keys")
+def ceremony(tmp_path_factory: pytest.TempPathFactory) -> CeremonyResult:
+    return key_ceremony(HEConfig(), tmp_path_factory.mktemp("he") / "keys")
 
 
 @pytest.fixture(scope="module")
-def twin(tmp_path_factory: pytest.TempPathFactory) -> keys.CeremonyResult:
+def twin(tmp_path_factory: pytest.TempPathFactory) -> CeremonyResult:
     """A second ceremony with the same parameters: the same fingerprint, another key."""
-    return keys.key_ceremony(HEConfig(), tmp_path_factory.mktemp("he") / "twin")
+    return key_ceremony(HEConfig(), tmp_path_factory.mktemp("he") / "twin")
 
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_ceremony_writes_four_files_with_their_modes(ceremony: keys.CeremonyResult) -> None:
+def test_ceremony_writes_four_files_with_their_modes(ceremony: CeremonyResult) -> None:
     assert _mode(ceremony.secret_path) == 0o600
     assert _mode(ceremony.params_path) == 0o644
     assert _mode(ceremony.fingerprint_path) == 0o644
     assert _mode(ceremony.key_check_path) == 0o644
     assert ceremony.fingerprint == params.he_fingerprint(HEConfig())
     for path in (ceremony.secret_path, ceremony.params_path, ceremony.fingerprint_path):
-        assert params.read_fingerprint(path) == ceremony.fingerprint
+        assert context_file.read_fingerprint(path) == ceremony.fingerprint
     assert ceremony.params_path.stat().st_size < 1024
 
 
-def test_ceremony_refuses_to_overwrite(ceremony: keys.CeremonyResult) -> None:
+def test_ceremony_refuses_to_overwrite(ceremony: CeremonyResult) -> None:
     with pytest.raises(ContextFileError, match="refusing to overwrite"):
-        keys.key_ceremony(HEConfig(), ceremony.secret_path.parent)
+        key_ceremony(HEConfig(), ceremony.secret_path.parent)
 
 
-def test_secret_context_readable_by_others_is_refused(ceremony: keys.CeremonyResult, tmp_path: Path) -> None:
+def test_secret_context_readable_by_others_is_refused(ceremony: CeremonyResult, tmp_path: Path) -> None:
     leaked = tmp_path / "site-secret.ctx"
     leaked.write_bytes(ceremony.secret_path.read_bytes())
     for mode in (0o644, 0o640, 0o604):
@@ -72,7 +74,7 @@ def test_secret_context_readable_by_others_is_refused(ceremony: keys.CeremonyRes
     assert keys.load_secret_context(leaked).fingerprint == ceremony.fingerprint
 
 
-def test_params_only_file_is_not_a_secret_context(ceremony: keys.CeremonyResult, tmp_path: Path) -> None:
+def test_params_only_file_is_not_a_secret_context(ceremony: CeremonyResult, tmp_path: Path) -> None:
     copy = tmp_path / "server.ctx"
     copy.write_bytes(ceremony.params_path.read_bytes())
     os.chmod(copy, 0o600)
@@ -80,30 +82,30 @@ def test_params_only_file_is_not_a_secret_context(ceremony: keys.CeremonyResult,
         keys.load_secret_context(copy)
 
 
-def test_server_refuses_a_secret_context(ceremony: keys.CeremonyResult) -> None:
+def test_server_refuses_a_secret_context(ceremony: CeremonyResult) -> None:
     with pytest.raises(ContextFileError, match="SECRET"):
-        params.load_params_context(ceremony.secret_path)
+        context_file.load_params_context(ceremony.secret_path)
 
 
-def test_params_only_context_holds_no_key(ceremony: keys.CeremonyResult) -> None:
-    header = params.read_context_header(ceremony.params_path)
+def test_params_only_context_holds_no_key(ceremony: CeremonyResult) -> None:
+    header = context_file.read_context_header(ceremony.params_path)
     assert header.kind == "params"
     body = ceremony.params_path.read_bytes()[: header.body_bytes]
     # The body is exactly SEAL's EncryptionParameters, ~70 bytes: no room for any key (a key is >= 64 kB here).
-    assert body == params.serialize_params(params.ParamsContext.from_config(HEConfig()))
+    assert body == context_file.serialize_params(params.ParamsContext.from_config(HEConfig()))
     assert len(body) < 200
-    server = params.load_params_context(ceremony.params_path)
+    server = context_file.load_params_context(ceremony.params_path)
     assert not any(hasattr(server, a) for a in ("secret_key", "public_key", "relin_keys", "galois_keys"))
 
 
-def test_what_the_server_holds_cannot_decrypt(ceremony: keys.CeremonyResult) -> None:
+def test_what_the_server_holds_cannot_decrypt(ceremony: CeremonyResult) -> None:
     secret = keys.load_secret_context(ceremony.secret_path)
     values = np.linspace(-0.05, 0.05, 1000)  # within one site's share of the headroom
     payload = codec.encrypt_vector(secret, values)
-    server = params.load_params_context(ceremony.params_path)
+    server = context_file.load_params_context(ceremony.params_path)
     # The best the server can do is make its own key from the parameters: it decrypts noise.
     guess = sa.KeyGenerator(server.seal).secret_key()
-    from flame_private.secure.keys import SecretContext
+    from flame_private.secure.site.keys import SecretContext
 
     wrong = codec.decrypt_vector(SecretContext(params=server, secret_key=guess), payload, values.size)
     assert np.abs(wrong - values).max() > 10
@@ -114,19 +116,19 @@ def test_what_the_server_holds_cannot_decrypt(ceremony: keys.CeremonyResult) -> 
 def test_insecure_or_overflowing_configs_are_refused(tmp_path: Path) -> None:
     insecure = HEConfig.model_construct(poly_modulus_degree=4096, coeff_mod_bit_sizes=[60, 60], scale_bits=40)
     with pytest.raises(HEConfigError, match="128-bit"):
-        keys.key_ceremony(insecure, tmp_path / "a")
+        key_ceremony(insecure, tmp_path / "a")
     # Parameters whose sum over 16 sites cannot hold the magnitude asked for are refused, files unwritten.
     with pytest.raises(HEConfigError, match="required"):
-        keys.key_ceremony(HEConfig(poly_modulus_degree=4096, coeff_mod_bit_sizes=[32], scale_bits=30),
+        key_ceremony(HEConfig(poly_modulus_degree=4096, coeff_mod_bit_sizes=[32], scale_bits=30),
                           tmp_path / "b", required_magnitude=2.0)
     assert not (tmp_path / "b" / keys.SECRET_NAME).exists()
     # A patient bound whose summed count could not decrypt to an exact integer at this scale.
     with pytest.raises(HEConfigError, match="too large for scale"):
-        keys.key_ceremony(HEConfig(max_patients=100_000), tmp_path / "c")
+        key_ceremony(HEConfig(max_patients=100_000), tmp_path / "c")
     assert not (tmp_path / "c" / keys.SECRET_NAME).exists()
 
 
-def test_corrupt_context_files_are_refused(ceremony: keys.CeremonyResult, tmp_path: Path) -> None:
+def test_corrupt_context_files_are_refused(ceremony: CeremonyResult, tmp_path: Path) -> None:
     bad = tmp_path / "bad.ctx"
     bad.write_bytes(b"not a context at all")
     os.chmod(bad, 0o600)
@@ -139,10 +141,14 @@ def test_corrupt_context_files_are_refused(ceremony: keys.CeremonyResult, tmp_pa
         keys.load_secret_context(bad)
 
 
-def test_params_module_does_not_import_key_handling() -> None:
-    code = ("import sys, flame_private.secure.params, flame_private.secure.packing, flame_private.secure.cli; "
-            "bad = [m for m in ('flame_private.secure.keys', 'flame_private.secure.codec', "
-            "'flame_private.secure.keycheck') if m in sys.modules]; "
+def test_the_keys_cli_loads_no_key_handling_until_a_command_runs() -> None:
+    """The top-level ``flame`` CLI imports ``secure.site.cli``; the key modules load only inside a command.
+
+    (That the server side never imports ``secure/site`` at all: tests/test_import_boundaries.py.)
+    """
+    code = ("import sys, flame_private.secure.site.cli; "
+            "bad = [m for m in ('flame_private.secure.site.keys', 'flame_private.secure.site.codec', "
+            "'flame_private.secure.site.ceremony', 'flame_private.secure.site.keycheck') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -151,7 +157,7 @@ def test_params_module_does_not_import_key_handling() -> None:
 def test_cli_init_and_fingerprint(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from flame_private.secure.cli import keys_app
+    from flame_private.secure.site.cli import keys_app
 
     cfg = tmp_path / "he.yaml"
     cfg.write_text("poly_modulus_degree: 4096\ncoeff_mod_bit_sizes: [32]\nscale_bits: 30\n")
@@ -175,8 +181,8 @@ def test_cli_init_and_fingerprint(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- key check value
 
 
-def test_the_parameters_fingerprint_is_the_same_for_two_keys_the_kcv_is_not(ceremony: keys.CeremonyResult,
-                                                                             twin: keys.CeremonyResult) -> None:
+def test_the_parameters_fingerprint_is_the_same_for_two_keys_the_kcv_is_not(ceremony: CeremonyResult,
+                                                                             twin: CeremonyResult) -> None:
     other = twin
     assert other.fingerprint == ceremony.fingerprint
     assert other.key_check_value != ceremony.key_check_value
@@ -185,7 +191,7 @@ def test_the_parameters_fingerprint_is_the_same_for_two_keys_the_kcv_is_not(cere
             != keys.load_secret_context(ceremony.secret_path).key_check_value)
 
 
-def test_the_same_key_has_the_same_kcv_however_it_was_saved(ceremony: keys.CeremonyResult, tmp_path: Path) -> None:
+def test_the_same_key_has_the_same_kcv_however_it_was_saved(ceremony: CeremonyResult, tmp_path: Path) -> None:
     loaded = keys.load_secret_context(ceremony.secret_path)
     assert loaded.key_check_value == ceremony.key_check_value
     copy = tmp_path / "copy.ctx"
@@ -202,16 +208,16 @@ def test_the_same_key_has_the_same_kcv_however_it_was_saved(ceremony: keys.Cerem
     assert keycheck.key_check_value(again, "0" * 64) != ceremony.key_check_value
 
 
-def test_the_ceremony_hands_out_the_kcv_of_the_key_it_wrote(ceremony: keys.CeremonyResult) -> None:
+def test_the_ceremony_hands_out_the_kcv_of_the_key_it_wrote(ceremony: CeremonyResult) -> None:
     check = keycheck.read_key_check(ceremony.key_check_path)
     assert check.key_check_value == ceremony.key_check_value
     assert check.he_fingerprint == ceremony.fingerprint
     assert check.key_check_short == keycheck.short_kcv(ceremony.key_check_value)
     assert [len(g) for g in check.key_check_short.split("-")] == [4] * 6
-    assert params.read_fingerprint(ceremony.fingerprint_path) == ceremony.fingerprint
+    assert context_file.read_fingerprint(ceremony.fingerprint_path) == ceremony.fingerprint
 
 
-def test_computing_the_kcv_writes_the_key_nowhere(ceremony: keys.CeremonyResult, tmp_path: Path,
+def test_computing_the_kcv_writes_the_key_nowhere(ceremony: CeremonyResult, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     secret = keys.load_secret_context(ceremony.secret_path)
     empty = tmp_path / "cwd"
@@ -224,14 +230,14 @@ def test_computing_the_kcv_writes_the_key_nowhere(ceremony: keys.CeremonyResult,
 
     monkeypatch.setattr("builtins.open", no_files)
     monkeypatch.setattr(os, "open", no_files)
-    monkeypatch.setattr("flame_private.secure._sealio.scratch", no_files)
+    monkeypatch.setattr("flame_private.secure.public._sealio.scratch", no_files)
     value = keycheck.key_check_value(secret.secret_key, secret.fingerprint)
     monkeypatch.undo()
     assert value == ceremony.key_check_value
     assert list(empty.iterdir()) == []
 
 
-def test_kcv_values_are_compared_in_any_grouping_and_case(ceremony: keys.CeremonyResult) -> None:
+def test_kcv_values_are_compared_in_any_grouping_and_case(ceremony: CeremonyResult) -> None:
     kcv = ceremony.key_check_value
     short = keycheck.short_kcv(kcv)
     for typed in (short, short.lower(), short.replace("-", " "), short.replace("-", ""), kcv, kcv.upper()):
@@ -243,11 +249,11 @@ def test_kcv_values_are_compared_in_any_grouping_and_case(ceremony: keys.Ceremon
             keycheck.normalise_kcv(bad)
 
 
-def test_cli_verify_accepts_the_ceremony_key_and_refuses_another(ceremony: keys.CeremonyResult,
-                                                                 twin: keys.CeremonyResult) -> None:
+def test_cli_verify_accepts_the_ceremony_key_and_refuses_another(ceremony: CeremonyResult,
+                                                                 twin: CeremonyResult) -> None:
     from typer.testing import CliRunner
 
-    from flame_private.secure.cli import keys_app
+    from flame_private.secure.site.cli import keys_app
 
     secret = str(ceremony.secret_path)
     short = keycheck.short_kcv(ceremony.key_check_value)
@@ -270,10 +276,10 @@ def test_cli_verify_accepts_the_ceremony_key_and_refuses_another(ceremony: keys.
     assert run.exit_code == 2 and "--kcv" in run.output
 
 
-def test_cli_verify_refuses_a_key_check_of_other_parameters(ceremony: keys.CeremonyResult, tmp_path: Path) -> None:
+def test_cli_verify_refuses_a_key_check_of_other_parameters(ceremony: CeremonyResult, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from flame_private.secure.cli import keys_app
+    from flame_private.secure.site.cli import keys_app
 
     forged = tmp_path / "he-key-check.json"
     check = keycheck.read_key_check(ceremony.key_check_path)
@@ -282,11 +288,11 @@ def test_cli_verify_refuses_a_key_check_of_other_parameters(ceremony: keys.Cerem
     assert run.exit_code == 1 and "other HE parameters" in run.output
 
 
-def test_no_key_material_is_printed_or_logged(ceremony: keys.CeremonyResult, tmp_path: Path,
+def test_no_key_material_is_printed_or_logged(ceremony: CeremonyResult, tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
     from typer.testing import CliRunner
 
-    from flame_private.secure.cli import keys_app
+    from flame_private.secure.site.cli import keys_app
 
     with caplog.at_level("DEBUG"):
         made = CliRunner().invoke(keys_app, ["init", "--out", str(tmp_path / "k")])

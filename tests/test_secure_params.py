@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from flame_private.config import HEConfig
-from flame_private.secure import codec, keys, packing, params
-from flame_private.secure.errors import CiphertextRejected, HEError
+from flame_private.secure.public import aggregate, context_file, envelope, packing, params
+from flame_private.secure.public.errors import CiphertextRejected, HEError
+from flame_private.secure.site import codec, keys
+from flame_private.secure.site.ceremony import key_ceremony
 
 RUN = {"run_id": "run-1", "task": "evolution", "round": 2}
 OTHER = HEConfig(poly_modulus_degree=4096, coeff_mod_bit_sizes=[30], scale_bits=28)
@@ -20,10 +22,10 @@ OTHER = HEConfig(poly_modulus_degree=4096, coeff_mod_bit_sizes=[30], scale_bits=
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("he")
-    result = keys.key_ceremony(HEConfig(), root / "keys")
+    result = key_ceremony(HEConfig(), root / "keys")
     secret = keys.load_secret_context(result.secret_path)
-    server = params.load_params_context(result.params_path)
-    other = keys.load_secret_context(keys.key_ceremony(OTHER, root / "other").secret_path)
+    server = context_file.load_params_context(result.params_path)
+    other = keys.load_secret_context(key_ceremony(OTHER, root / "other").secret_path)
     sd = {"a.weight": torch.randn(15000) * 0.1, "b.bias": torch.randn(40, 50) * 0.1}
     layout = packing.ParamLayout.from_state_dict(sd)
     env, payload = codec.encrypt_update(secret, sd, 30, site_id="site-a", model="evo-net", **RUN)
@@ -33,19 +35,19 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
 def _check(setup, env, payload, **overrides):
     _, server, _, _, layout, _, _ = setup
     kw = {**RUN, "model": "evo-net", "n_params": layout.n_params, "layout_sha256": layout.sha256, **overrides}
-    return params.validate_envelope(env, payload, server, **kw)
+    return envelope.validate_envelope(env, payload, server, **kw)
 
 
 def _reason(setup, env, payload, caplog, **overrides) -> str:
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="flame_private.secure.params"):
+    with caplog.at_level(logging.WARNING, logger="flame_private.secure.public.envelope"):
         with pytest.raises(CiphertextRejected) as err:
             _check(setup, env, payload, **overrides)
     assert any("rejected ciphertext" in r.message and err.value.reason in r.message for r in caplog.records)
     return err.value.reason
 
 
-def _forge(env: params.CiphertextEnvelope, payload: bytes, **changes) -> params.CiphertextEnvelope:
+def _forge(env: envelope.CiphertextEnvelope, payload: bytes, **changes) -> envelope.CiphertextEnvelope:
     """A header consistent with ``payload`` (as a buggy or malicious site would send)."""
     import hashlib
 
@@ -103,7 +105,7 @@ def test_garbage(setup, caplog) -> None:
 def test_wrong_chunk_count_or_length(setup, caplog) -> None:
     secret, *_, env, payload = setup
     assert _reason(setup, env.model_copy(update={"n_chunks": env.n_chunks + 1}), payload, caplog) == "chunk_count"
-    chunks = params.split_payload(payload)
+    chunks = envelope.split_payload(payload)
     short = b"".join(chunks[:-1])
     assert _reason(setup, _forge(env, short), short, caplog) == "chunk_count"
     assert _reason(setup, env, payload + b"\0" * 10, caplog) == "length"
@@ -140,7 +142,7 @@ def test_server_sum_rejects_mismatched_payloads(setup) -> None:
     secret, server, *_ , payload = setup
     small = codec.encrypt_vector(secret, np.full(10, 0.01))
     with pytest.raises(CiphertextRejected) as err:
-        params.add_ciphertexts([payload, small], server)
+        aggregate.add_ciphertexts([payload, small], server)
     assert err.value.reason in {"chunk_count", "oversized"}
 
 
@@ -148,9 +150,44 @@ def test_the_server_adds_what_validation_parsed_without_parsing_it_again(setup) 
     secret, server, _, sd, layout, _, _ = setup
     updates = [codec.encrypt_update(secret, sd, 30, site_id=f"site-{i}", model="evo-net", **RUN) for i in range(3)]
     parsed = [_check(setup, env, payload) for env, payload in updates]
-    env, once = params.aggregate_updates(updates, server, parsed=parsed)
-    _, twice = params.aggregate_updates(updates, server)
+    env, once = aggregate.aggregate_updates(updates, server, parsed=parsed)
+    _, twice = aggregate.aggregate_updates(updates, server)
     assert np.allclose(codec.decrypt_packed(secret, once, layout.n_params),
                        codec.decrypt_packed(secret, twice, layout.n_params), atol=1e-6)
     with pytest.raises(HEError, match="2 parsed payloads for 3 updates"):
-        params.aggregate_updates(updates, server, parsed=parsed[:2])
+        aggregate.aggregate_updates(updates, server, parsed=parsed[:2])
+
+
+# --------------------------------------------------------------------------- what a ciphertext holds
+
+
+def test_what_a_ciphertext_holds_is_a_header_field_checked_against_the_step(setup, caplog) -> None:
+    """Metric sums are marked by the header's ``content``; offered in place of a model update they are refused."""
+    secret, _, _, sd, _, env, payload = setup
+    m_env, m_payload = codec.encrypt_update(secret, sd, 30, site_id="site-a", model="evo-net", content="metrics",
+                                            **RUN)
+    assert (env.content, m_env.content) == ("model", "metrics")
+    assert len(_check(setup, m_env, m_payload, content="metrics")) == m_env.n_chunks
+    assert _reason(setup, m_env, m_payload, caplog, content="model") == "model"
+    assert _reason(setup, env, payload, caplog, content="metrics") == "model"
+
+
+def test_the_sum_keeps_the_content_and_refuses_updates_that_disagree_on_it(setup) -> None:
+    secret, server, _, sd, _, _, _ = setup
+    updates = [codec.encrypt_update(secret, sd, 30, site_id=f"site-{i}", model="evo-net",
+                                    content="metrics" if i == 2 else "model", **RUN) for i in range(3)]
+    with pytest.raises(HEError, match="disagree on content"):
+        aggregate.aggregate_updates(updates, server)
+    metrics = [codec.encrypt_update(secret, sd, 30, site_id=f"site-{i}", model="evo-net", content="metrics", **RUN)
+               for i in range(3)]
+    assert aggregate.aggregate_updates(metrics, server)[0].content == "metrics"
+
+
+def test_a_header_from_before_the_content_field_is_read_by_its_model_name(setup) -> None:
+    """Egress logs and checkpoints written earlier marked metric sums only by the name ``metrics:<task>``."""
+    *_, env, _ = setup
+    older = env.model_dump(mode="json", exclude={"content"})
+    assert envelope.parse_envelope({**older, "model": "metrics:evolution"}).content == "metrics"
+    assert envelope.parse_envelope(older).content == "model"
+    assert envelope.envelope_model("evolution", "metrics") == "metrics:evolution"
+    assert envelope.envelope_model("evolution", "model") == "evolution"

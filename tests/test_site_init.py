@@ -142,7 +142,7 @@ def test_the_command_is_typer_compatible(tmp_path: Path) -> None:
 
 def test_the_agreed_he_parameters_are_written_when_known(tmp_path: Path) -> None:
     from flame_private.config import HEConfig
-    from flame_private.secure.params import encode_trailer, make_context_header, params_context_bytes
+    from flame_private.secure.public.context_file import encode_trailer, make_context_header, params_context_bytes
 
     agreed = tmp_path / "server-params.ctx"
     agreed.write_bytes(params_context_bytes(HEConfig(), "2026-01-01T00:00:00+0000"))

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from federation_harness import make_federation
 
-import flame_private.federation.site as site_module
-import flame_private.federation.task as task_module
+import flame_private.federation.site.site as site_module
+import flame_private.federation.site.task as task_module
 from flame_private.config import HEConfig
-from flame_private.federation.site import Site
+from flame_private.federation.site.site import Site
 from flame_private.privacy import Ledger, epsilon_for, open_site_budget
 from flame_private.records.egress import EgressLog
-from flame_private.secure.keys import key_ceremony
+from flame_private.secure.site.ceremony import key_ceremony
 
 RUN = "run-1"
 

@@ -29,11 +29,11 @@ from flame_private.config import (
     SiteConfig,
 )
 from flame_private.errors import ExitCode
-from flame_private.federation.approved_apps_cli import approve_app, approved_apps, revoke_app, write_launcher
+from flame_private.federation.site.approved_apps_cli import approve_app, approved_apps, revoke_app, write_launcher
 from flame_private.privacy.cli import budget_app
 from flame_private.records.audit_cli import audit as audit_command
 from flame_private.reports.cli import report_app
-from flame_private.secure.cli import keys_app
+from flame_private.secure.site.cli import keys_app
 from flame_private.site_init import site_init_command
 from flame_private.site_state import init_state_command
 

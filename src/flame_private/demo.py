@@ -148,7 +148,7 @@ def run_demo(out: Path = Path("runs/demo"), workers: int = 0,
     from flame_private.federation.simulation import simulate_federation
     from flame_private.privacy import open_site_budget
     from flame_private.records.audit import audit_site
-    from flame_private.secure.keys import key_ceremony
+    from flame_private.secure.site.ceremony import key_ceremony
 
     say = progress or (lambda step, detail="": log.info("%s %s", step, detail))
     seconds: dict[str, float] = {}

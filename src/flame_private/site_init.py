@@ -236,8 +236,8 @@ def init_site(site_id: str, out_dir: Path | str, data_dir: Path | str, layout: s
 
 def _agreed_params(path: Path | str) -> Path:
     """The absolute path of the key ceremony's params-only context; refuses anything else, naming the file."""
-    from flame_private.secure.errors import HEError
-    from flame_private.secure.params import context_kind, load_params_context
+    from flame_private.secure.public.context_file import context_kind, load_params_context
+    from flame_private.secure.public.errors import HEError
 
     agreed = Path(path).expanduser().absolute()
     try:

@@ -232,9 +232,10 @@ def _server_view_of_ciphertext(grads: list[torch.Tensor], work: Path) -> dict[st
     """Encrypt the update as a site does; the server, holding only the params-only context, tries to use it."""
     import tenseal.sealapi as sa
 
-    from flame_private.secure.codec import decrypt_vector, encrypt_vector
-    from flame_private.secure.keys import SecretContext, key_ceremony, load_secret_context
-    from flame_private.secure.params import load_params_context
+    from flame_private.secure.public.context_file import load_params_context
+    from flame_private.secure.site.ceremony import key_ceremony
+    from flame_private.secure.site.codec import decrypt_vector, encrypt_vector
+    from flame_private.secure.site.keys import SecretContext, load_secret_context
 
     ceremony = key_ceremony(HEConfig(), work / f"keys-{time.time_ns()}")
     site = load_secret_context(ceremony.secret_path)

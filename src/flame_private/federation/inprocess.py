@@ -17,8 +17,8 @@ from flwr.app import Context, Error, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from flame_private.federation import client_app
-from flame_private.federation.client_app import make_client_app
+from flame_private.federation.site import client_app
+from flame_private.federation.site.client_app import make_client_app
 
 Tamper = Callable[[str, Message], Message | None]
 """(site_id, reply) -> the reply to deliver, or None to drop it."""

@@ -8,6 +8,10 @@ imports this module.
 
 Server -> site: ``instruction`` [+ ``model``] [+ ``metrics``]
 Site -> server: ``status`` [+ ``update``]
+
+Whether a ciphertext holds model weights or metric sums is its header's
+``content`` field (``secure.public.envelope.CiphertextEnvelope``), never read
+from a name.
 """
 
 from __future__ import annotations

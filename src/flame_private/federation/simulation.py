@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flame_private.federation.client_app import make_client_app
-from flame_private.federation.server_app import ServerSettings, make_server_app
+from flame_private.federation.server.server_app import ServerSettings, make_server_app
+from flame_private.federation.site.client_app import make_client_app
 
 log = logging.getLogger(__name__)
 

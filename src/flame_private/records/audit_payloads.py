@@ -14,8 +14,9 @@ import stat
 
 from flame_private.records.audit_report import Checks, Severity
 from flame_private.records.egress import METRICS_MODEL_PREFIX, OUTBOX_NAME, EgressEntry, EgressLog
-from flame_private.secure.errors import CiphertextRejected
-from flame_private.secure.params import ParamsContext, parse_envelope, validate_envelope
+from flame_private.secure.public.envelope import parse_envelope, validate_envelope
+from flame_private.secure.public.errors import CiphertextRejected
+from flame_private.secure.public.params import ParamsContext
 
 MAX_DECLINED_BYTES = 4096
 """A declined status is a short JSON ``{"site_id": ..., "status": "declined"}``; anything larger is not one."""

@@ -14,11 +14,12 @@ from flame_private.config import SiteConfig
 from flame_private.records.audit_report import AppHashUse, Checks
 from flame_private.records.code_identity import app_identity
 from flame_private.records.egress import EgressEntry
-from flame_private.secure.errors import HEError
-from flame_private.secure.params import ParamsContext, load_params_context, read_context_header
+from flame_private.secure.public.context_file import load_params_context, read_context_header
+from flame_private.secure.public.errors import HEError
+from flame_private.secure.public.params import ParamsContext
 
 SERVER_PARAMS_NAME = "server-params.ctx"
-"""The params-only context the key ceremony writes (secure.keys.PARAMS_NAME): the agreed parameters."""
+"""The params-only context the key ceremony writes (secure.site.keys.PARAMS_NAME): the agreed parameters."""
 NO_AGREED_PARAMS = ("no agreed HE parameters to check against: pass --he-params with the key ceremony's params-only "
                     f"context ({SERVER_PARAMS_NAME}, from the key custodian), or name it as he_params in the site "
                     "YAML. The site's own secret context cannot vouch for itself")
@@ -74,7 +75,7 @@ def check_he_parameters(site: SiteConfig, params_context: Path | None, checks: C
 
 def check_app_approval(site: SiteConfig, entries: list[EgressEntry], checks: Checks) -> None:
     """Every message that names the FAB it came from (app pinning) names one approved before it was sent."""
-    from flame_private.federation.approved_apps import ApprovedApps, ApprovedAppsError
+    from flame_private.federation.site.approved_apps import ApprovedApps, ApprovedAppsError
 
     name = "app approval"
     pinned = [e for e in entries if e.fab_sha256 is not None]

@@ -58,8 +58,8 @@ from flame_private.privacy.ledger import LedgerEntry
 from flame_private.records.code_identity import app_identity
 from flame_private.records.durable import fsync_dir, utc_now, write_all
 from flame_private.records.hashchain import HashChainLog
-from flame_private.secure.errors import CiphertextRejected
-from flame_private.secure.params import CiphertextEnvelope, parse_envelope
+from flame_private.secure.public.envelope import CiphertextEnvelope, parse_envelope
+from flame_private.secure.public.errors import CiphertextRejected
 
 log = logging.getLogger(__name__)
 

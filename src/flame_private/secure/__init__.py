@@ -1,9 +1,15 @@
-"""Homomorphic encryption layer: key ceremony, contexts, packing, encryption, validation.
+"""Homomorphic encryption layer, split by who may run it: ``public`` (anyone, the server included) and ``site``.
 
-Import the submodule you need, never this package's contents: the split is the
-security boundary.  ``params``, ``packing``, ``errors`` and ``_sealio`` are
-server-safe (no secret key is ever loaded by them); ``keys``, ``keycheck`` and
-``codec`` hold and use the shared CKKS secret key and belong to sites and the
-key custodian only.  This ``__init__`` deliberately imports nothing, so ``import
-flame_private.secure.params`` on the server does not drag key handling in.
+``secure/public``: CKKS parameters and the params-only context, the context-file
+container, ciphertext envelopes and their validation, the keyless sum, the packing
+layout and the overflow headroom.  Nothing there loads, makes or accepts a secret
+key; the aggregation server imports only these modules (a test checks it in a
+fresh interpreter).
+
+``secure/site``: the shared CKKS secret key (key ceremony, loading, key check
+value), encryption and decryption, and the ``flame keys`` commands.  Sites and the
+key custodian only.
+
+Import the submodule you need, never a package's contents: this ``__init__`` and
+both sub-packages' deliberately import nothing.
 """

@@ -39,8 +39,9 @@ from flame_private.attacks.curious_server.settings import (
 )
 from flame_private.attacks.result import AttackArm, AttackResult
 from flame_private.config import FederationConfig, load_config
-from flame_private.secure.keys import load_secret_context
-from flame_private.secure.params import he_summary, load_params_context
+from flame_private.secure.public.context_file import load_params_context
+from flame_private.secure.public.params import he_summary
+from flame_private.secure.site.keys import load_secret_context
 
 log = logging.getLogger(__name__)
 

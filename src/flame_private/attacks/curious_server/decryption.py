@@ -24,10 +24,11 @@ from flame_private.attacks.curious_server.recorded_federation import (
     server_files,
 )
 from flame_private.attacks.curious_server.settings import RUN_ID
-from flame_private.federation.checkpoint import SUFFIX, read_checkpoint_file
-from flame_private.secure.codec import decrypt_packed
-from flame_private.secure.keys import SecretContext
-from flame_private.secure.params import ParamsContext, parse_envelope, validate_envelope
+from flame_private.federation.server.checkpoint import SUFFIX, read_checkpoint_file
+from flame_private.secure.public.envelope import parse_envelope, validate_envelope
+from flame_private.secure.public.params import ParamsContext
+from flame_private.secure.site.codec import decrypt_packed
+from flame_private.secure.site.keys import SecretContext
 
 
 def _pooled_corr(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:

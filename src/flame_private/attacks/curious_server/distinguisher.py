@@ -21,9 +21,10 @@ import tenseal.sealapi as sa
 from flame_private.attacks.curious_server.recorded_federation import Received
 from flame_private.attacks.curious_server.settings import CuriousServerSettings
 from flame_private.attacks.stats import clopper_pearson
-from flame_private.secure.codec import encrypt_packed
-from flame_private.secure.keys import SecretContext
-from flame_private.secure.params import ParamsContext, load_ciphertexts
+from flame_private.secure.public.envelope import load_ciphertexts
+from flame_private.secure.public.params import ParamsContext
+from flame_private.secure.site.codec import encrypt_packed
+from flame_private.secure.site.keys import SecretContext
 
 
 def _blocks(data: bytes, size: int) -> list[bytes]:

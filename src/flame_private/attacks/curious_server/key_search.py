@@ -24,8 +24,8 @@ from flame_private.attacks.curious_server.settings import (
     KEY_WORDS_AT,
     SERIALISED_SIGNATURE_BYTES,
 )
-from flame_private.secure.keys import SecretContext
-from flame_private.secure.params import read_context_header
+from flame_private.secure.public.context_file import read_context_header
+from flame_private.secure.site.keys import SecretContext
 
 PROBE_MODULE = "flame_private.attacks.curious_server.probe"
 """Run with ``python -m``: the package ``__init__`` it passes through imports nothing, so the probe loads only

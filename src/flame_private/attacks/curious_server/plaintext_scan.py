@@ -30,7 +30,7 @@ from flame_private.attacks.curious_server.settings import (
     MAX_ABS_FLOAT,
     MIN_EXACT_VALUES,
 )
-from flame_private.federation.site import METRIC_SCALE
+from flame_private.federation.site.site import METRIC_SCALE
 
 
 @dataclass
@@ -200,9 +200,9 @@ def scan_targets(plains: Sequence[Plain], k: int) -> list[Target]:
             w = _flat(p.state)
             targets += [Target(f"{name} update", "weights", w, _largest(p.state, k)),
                         Target(f"{name} update", "count x weights", p.vector[:-1])]
-    for (task, round_, model), group in sorted(global_sum_groups(plains).items()):
+    for (task, round_, _model), group in sorted(global_sum_groups(plains).items()):
         total = np.sum([p.vector for p in group], axis=0)
-        if model.startswith("metrics:"):
+        if group[0].is_metrics:
             targets.append(Target(f"{task} round {round_} metric totals", "summed sums",
                                   total[:-1] * METRIC_SCALE))
             continue
@@ -229,7 +229,7 @@ def plaintext_fedavg_items(plains: Sequence[Plain]) -> list[tuple[str, bytes]]:
                       wire_bytes(Message(content, dst_node_id=0, message_type=step))))
     for (task, round_, model), group in sorted(global_sum_groups(plains).items()):
         total = np.sum([p.vector for p in group], axis=0)
-        if model.startswith("metrics:"):
+        if group[0].is_metrics:
             record: ArrayRecord | MetricRecord = MetricRecord({"sums": [float(v) for v in total[:-1] * METRIC_SCALE]})
         else:
             mean = total[:-1] / total[-1]

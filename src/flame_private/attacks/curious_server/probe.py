@@ -32,25 +32,21 @@ from typing import Any
 
 import numpy as np
 
-from flame_private.federation import protocol, server_app, strategy  # noqa: F401 - the server's own imports
-from flame_private.federation.checkpoint import SUFFIX, read_checkpoint_file
-from flame_private.secure.params import (
-    CiphertextEnvelope,
-    aggregate_updates,
-    load_ciphertexts,
-    load_params_context,
-    parse_envelope,
-)
+from flame_private.federation import protocol  # noqa: F401 - the server's own imports
+from flame_private.federation.server import server_app, strategy  # noqa: F401 - the server's own imports
+from flame_private.federation.server.checkpoint import SUFFIX, read_checkpoint_file
+from flame_private.secure.public.aggregate import aggregate_updates
+from flame_private.secure.public.context_file import load_params_context
+from flame_private.secure.public.envelope import CiphertextEnvelope, load_ciphertexts, parse_envelope
 
-KEY_MODULES = ("flame_private.secure.keys", "flame_private.secure.codec", "flame_private.federation.site",
-               "flame_private.federation.client_app")
-"""Modules that load or use the secret key; none may be imported by the server side."""
+KEY_PACKAGES = ("flame_private.secure.site", "flame_private.federation.site")
+"""Packages that load or use the secret key; no module of theirs may be imported by the server side."""
 READ_CHUNK = 16 * 2**20
 SKIP_REGIONS = ("[vvar]", "[vsyscall]", "[vvar_vclock]")
 
 
 def key_modules_loaded() -> list[str]:
-    return sorted(m for m in KEY_MODULES if m in sys.modules)
+    return sorted(m for m in sys.modules if any(m == p or m.startswith(p + ".") for p in KEY_PACKAGES))
 
 
 def scan_own_memory(words: list[int]) -> dict[str, int]:
@@ -128,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     held, counts = load_server_holdings(args.params, args.server_dir)
     report: dict[str, Any] = {"key_modules_server_side": key_modules_loaded(), "loaded": counts}
     if args.secret is not None:
-        from flame_private.secure.keys import load_secret_context
+        from flame_private.secure.site.keys import load_secret_context
 
         held.append(load_secret_context(args.secret))
     report["key_modules_at_scan"] = key_modules_loaded()

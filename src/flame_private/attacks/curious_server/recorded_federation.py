@@ -35,12 +35,14 @@ from flame_private.config import (
     load_config,
     parse_config,
 )
-from flame_private.federation import site as site_module
 from flame_private.federation.inprocess import LocalGrid
 from flame_private.federation.protocol import UPDATE, read_ct_record
-from flame_private.federation.server_app import ServerSettings, run_server
-from flame_private.secure.keys import SecretContext, key_ceremony
-from flame_private.secure.packing import ParamLayout, update_vector
+from flame_private.federation.server.server_app import ServerSettings, run_server
+from flame_private.federation.site import site as site_module
+from flame_private.secure.public.envelope import Content
+from flame_private.secure.public.packing import ParamLayout, update_vector
+from flame_private.secure.site.ceremony import key_ceremony
+from flame_private.secure.site.keys import SecretContext
 from flame_private.site_state import init_state
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ class Plain:
     task: str
     round: int
     model: str
+    content: Content
     count: int
     state: dict[str, np.ndarray]
     """Tensors in layout order, in their own dtype: trained weights, or the metric sums / METRIC_SCALE."""
@@ -99,7 +102,7 @@ class Plain:
 
     @property
     def is_metrics(self) -> bool:
-        return self.model.startswith("metrics:")
+        return self.content == "metrics"
 
 
 @dataclass
@@ -195,7 +198,8 @@ def site_oracle() -> Iterator[dict[str, Plain]]:
         env, payload = real(secret, state_dict, count, **kw)
         layout = kw.get("layout") or ParamLayout.from_state_dict(state_dict)
         seen[hashlib.sha256(payload).hexdigest()] = Plain(
-            site_id="?", task=kw["task"], round=kw["round"], model=kw["model"], count=int(count),
+            site_id="?", task=kw["task"], round=kw["round"], model=kw["model"], content=kw.get("content", "model"),
+            count=int(count),
             state={s.name: state_dict[s.name].detach().cpu().numpy().copy() for s in layout.specs},
             vector=update_vector(state_dict, layout, count))
         return env, payload

@@ -1,4 +1,4 @@
-"""Site-side encryption and decryption, and the range analysis that keeps the sum exact.
+"""Site-side encryption and decryption of packed updates, metric sums and raw vectors.
 
 SITE-ONLY: uses the shared secret key.  Encryption is seeded symmetric
 (``Encryptor(ctx, secret_key).encrypt_symmetric``): the saved ciphertext is one
@@ -6,116 +6,36 @@ polynomial plus a seed, half the size of a public-key ciphertext, and fresher
 (smaller noise).  Anyone who can encrypt this way can also decrypt; every site
 holds the key anyway (docs/design.md 1).
 
-Range analysis (docs/encryption.md has the derivation): CKKS stores
-``round(scale * m)`` in polynomial coefficients modulo the data modulus ``q``
-(the primes but the last, special one).  With complex packing each coefficient
-is bounded by ``scale * max|slot| <= scale * sqrt(2) * B`` for real values
-``|x| <= B``.  Adding K sites' ciphertexts adds the coefficients, and decryption
-is only right while the sum stays below ``q / 2``.  ``max_sum_magnitude`` is the
-largest B the sum of up to K fresh ciphertexts may hold (worst case, plus
-encryption noise, with a safety factor); the packing (``packing``) keeps every
-sum of model updates at most 1, and the key ceremony refuses parameters below
-that.  Raw vectors (``encrypt_vector``) are held to ``max_safe_magnitude``, the
-same bound shared among ``max_sites`` sites.
+The range analysis that keeps the sum exact (``max_safe_magnitude`` and friends)
+is public arithmetic and lives in ``secure.public.headroom``; this module applies
+it before anything is encrypted.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import numpy as np
 import tenseal.sealapi as sa
 import torch
 
-from flame_private.config import HEConfig
-from flame_private.secure._sealio import fork_map, save_bytes, scratch
-from flame_private.secure.errors import HEConfigError, OverflowRisk, PackingError
-from flame_private.secure.packing import (
-    COUNT_TOLERANCE,
-    ParamLayout,
-    from_slots,
-    to_slots,
-    update_vector,
-    weighted_mean,
-)
-from flame_private.secure.params import (
+from flame_private.secure.public._sealio import fork_map, save_bytes, scratch
+from flame_private.secure.public.envelope import (
     CiphertextEnvelope,
-    ParamsContext,
+    Content,
     check_contributors,
-    he_summary,
     load_ciphertexts,
     make_envelope,
     parse_envelope,
     validate_envelope,
 )
-
-if TYPE_CHECKING:
-    from flame_private.secure.keys import SecretContext
+from flame_private.secure.public.errors import PackingError
+from flame_private.secure.public.headroom import check_packing, check_range, max_safe_magnitude
+from flame_private.secure.public.packing import ParamLayout, from_slots, to_slots, update_vector, weighted_mean
+from flame_private.secure.site.keys import SecretContext
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_SITES = HEConfig.model_fields["max_sites"].default
-"""Most sites a federation may sum (``HEConfig.max_sites``); the headroom is sized for this many."""
-DEFAULT_REQUIRED_MAGNITUDE = 1.0
-"""Largest |value| of a sum the parameters must hold: the packing keeps every sum of updates within 1."""
-SAFETY_FACTOR = 1.25
-"""Margin on top of a worst-case bound (a slot vector aligned with one coefficient; honest updates stay far below)."""
-NOISE_ALLOWANCE = 64.0
-"""Per-site bound on fresh symmetric-encryption noise plus encoding rounding, in coefficient units (SEAL's
-centred binomial noise is at most 21)."""
-
-
-def max_sum_magnitude(he_config: HEConfig, max_sites: int = DEFAULT_MAX_SITES) -> float:
-    """Largest |value| the sum of up to ``max_sites`` fresh ciphertexts may hold without wrapping."""
-    if max_sites < 1:
-        raise HEConfigError(f"max_sites must be >= 1, got {max_sites}")
-    q = ParamsContext.from_config(he_config).data_modulus
-    budget = q / 2 - NOISE_ALLOWANCE * max_sites
-    return max(0.0, budget / (SAFETY_FACTOR * math.sqrt(2) * 2.0**he_config.scale_bits))
-
-
-def max_safe_magnitude(he_config: HEConfig, max_sites: int = DEFAULT_MAX_SITES) -> float:
-    """Largest |value| a site may put in a raw vector so that the sum over ``max_sites`` sites cannot overflow."""
-    return max_sum_magnitude(he_config, max_sites) / max_sites
-
-
-def check_headroom(he_config: HEConfig, max_sites: int = DEFAULT_MAX_SITES,
-                   required: float = DEFAULT_REQUIRED_MAGNITUDE) -> float:
-    """Refuse parameters whose sum over ``max_sites`` could not hold values of ``required`` magnitude."""
-    limit = max_sum_magnitude(he_config, max_sites)
-    if limit < required:
-        raise HEConfigError(
-            f"{he_summary(he_config)}: the sum of {max_sites} sites may only hold |values| <= {limit:.3g}, "
-            f"below the required {required:g} (packed updates sum to at most 1); use a larger data prime or a "
-            "smaller scale")
-    return limit
-
-
-def check_packing(ctx: ParamsContext, layout: ParamLayout) -> None:
-    """Refuse bounds these parameters cannot carry: the summed count must decrypt to within COUNT_TOLERANCE.
-
-    The count chunk is a constant polynomial, so its error is one coefficient's
-    noise, at most ``NOISE_ALLOWANCE`` per site, times C * M / scale in patients.
-    """
-    worst = NOISE_ALLOWANCE * layout.max_sites * layout.count_scale / ctx.scale
-    if worst > COUNT_TOLERANCE / 2:
-        raise HEConfigError(f"{he_summary(ctx.he)}: a count bound of {layout.count_bound} patients with "
-                            f"{layout.max_sites} sites is too large for scale 2^{ctx.he.scale_bits} (the summed count "
-                            f"could be off by {worst:.2g}); lower he.max_patients or he.max_sites, or use a larger "
-                            "scale")
-
-
-def _check_range(values: np.ndarray, limit: float, he_config: HEConfig, max_sites: int) -> None:
-    if not np.all(np.isfinite(values)):
-        raise OverflowRisk("values contain NaN or infinity; refusing to encrypt them")
-    peak = float(np.max(np.abs(values))) if values.size else 0.0
-    if peak > limit:
-        raise OverflowRisk(
-            f"largest |value| {peak:.6g} exceeds {limit:.6g}, the most {max_sites} sites can add under "
-            f"{he_summary(he_config)} without the sum wrapping around the modulus")
 
 
 def _encrypt_slots(secret: SecretContext, slots: np.ndarray, workers: int | None = None) -> bytes:
@@ -152,7 +72,7 @@ def encrypt_vector(secret: SecretContext, values: np.ndarray, *, max_sites: int 
     ctx = secret.params
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     sites = max_sites or ctx.he.max_sites
-    _check_range(values, max_safe_magnitude(ctx.he, sites), ctx.he, sites)
+    check_range(values, max_safe_magnitude(ctx.he, sites), ctx.he, sites)
     return _encrypt_slots(secret, to_slots(values, ctx.values_per_chunk), workers)
 
 
@@ -166,7 +86,7 @@ def encrypt_packed(secret: SecretContext, packed: np.ndarray, *, workers: int | 
     packed = np.asarray(packed, dtype=np.float64).reshape(-1)
     if packed.size < 2:
         raise PackingError("a packed update holds at least one value and the count")
-    _check_range(packed, 1.0, ctx.he, 1)
+    check_range(packed, 1.0, ctx.he, 1)
     count = packed[-1]
     if not count > 0:
         raise PackingError(f"the count value of a packed update must be positive, got {count!r}")
@@ -234,12 +154,14 @@ def decrypt_vector(secret: SecretContext, payload: bytes, n_values: int, *,
 
 def encrypt_update(secret: SecretContext, state_dict: Mapping[str, torch.Tensor], count: int, *, site_id: str,
                    run_id: str, task: str, round: int, model: str, layout: ParamLayout | None = None,
-                   max_sites: int | None = None, workers: int | None = None) -> tuple[CiphertextEnvelope, bytes]:
+                   max_sites: int | None = None, content: Content = "model",
+                   workers: int | None = None) -> tuple[CiphertextEnvelope, bytes]:
     """A site's reply: Enc(packed n_k * w_k) + Enc(count chunk) and its header, which names the site.
 
     ``layout`` carries the public bounds (``packing``); without one it is made
     from ``state_dict`` with an automatic weight bound and ``max_sites`` (default:
     the context's) sites of at most ``he.max_patients`` patients in all.
+    ``content`` says what the state holds: model weights, or metric sums.
     """
     he = secret.params.he
     layout = layout or ParamLayout.from_state_dict(state_dict, count_bound=he.max_patients,
@@ -249,7 +171,7 @@ def encrypt_update(secret: SecretContext, state_dict: Mapping[str, torch.Tensor]
     payload = encrypt_packed(secret, update_vector(state_dict, layout, count), workers=workers)
     env = make_envelope(kind="update", run_id=run_id, task=task, round=round, model=model,
                         layout_sha256=layout.sha256, n_params=layout.n_params, ctx=secret.params, payload=payload,
-                        contributor_ids=[site_id])
+                        contributor_ids=[site_id], content=content)
     log.info("encrypted %s update (%s round %d): %d params -> %d bytes (%.2f B/param)", model, task, round,
              layout.n_params, len(payload), len(payload) / layout.n_params)
     return env, payload
@@ -257,12 +179,12 @@ def encrypt_update(secret: SecretContext, state_dict: Mapping[str, torch.Tensor]
 
 def decrypt_aggregate(secret: SecretContext, envelope: CiphertextEnvelope | dict | str | bytes, payload: bytes,
                       layout: ParamLayout, *, run_id: str, task: str, round: int, model: str | None = None,
-                      min_sites: int = 3, max_sites: int | None = None,
-                      workers: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
+                      content: Content | None = None, min_sites: int = 3,
+                      max_sites: int | None = None, workers: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
     """Check and decrypt the server's sum; returns the FedAvg model and the total patient count.
 
     Before anything is decrypted: the header must be an aggregate of this run,
-    task, ``round`` and model under the agreed parameters and packing (a stale,
+    task, ``round``, model and content under the agreed parameters and packing (a stale,
     replayed or foreign sum is refused), summing ``min_sites`` to ``max_sites``
     (default: the layout's) distinct, named sites.  After: the total count must
     be an integer within the layout's bound (else the values may have wrapped).
@@ -271,7 +193,8 @@ def decrypt_aggregate(secret: SecretContext, envelope: CiphertextEnvelope | dict
     env = parse_envelope(envelope)
     check_contributors(env, min_sites, layout.max_sites if max_sites is None else max_sites)
     cts = validate_envelope(env, payload, secret.params, run_id=run_id, task=task, round=round,
-                            kind="aggregate", model=model, n_params=layout.n_params, layout_sha256=layout.sha256,
+                            kind="aggregate", model=model, content=content, n_params=layout.n_params,
+                            layout_sha256=layout.sha256,
                             source="server")
     state, total = weighted_mean(decrypt_packed_ciphertexts(secret, cts, layout.n_params, workers=workers), layout)
     log.info("decrypted %s aggregate round %d: %d patients", task, round, total)

@@ -43,9 +43,9 @@ from typing import Any
 
 from flame_private.config import ConfigError, SiteConfig, load_config
 from flame_private.errors import ExitCode, FlameError
-from flame_private.federation.approved_apps import ApprovedApps, ApprovedAppsError, fab_info
+from flame_private.federation.site.approved_apps import ApprovedApps, ApprovedAppsError, fab_info
 
-log = logging.getLogger("flame_private.federation.app_launcher")  # also when run as __main__
+log = logging.getLogger("flame_private.federation.site.app_launcher")  # also when run as __main__
 
 CLIENTAPP_COMMAND = "flwr-clientapp"
 REFUSAL_TEXT = "The FAB could not be verified."
@@ -196,15 +196,15 @@ def write_launcher_bin(bin_dir: Path | str, site_yaml: Path | str, python: Path 
     written = []
     for command in sorted({CLIENTAPP_COMMAND, *TASK_TYPE_TO_COMMAND.values()}):
         if command == CLIENTAPP_COMMAND:
-            body = (f"exec {shlex.quote(str(python))} -m flame_private.federation.app_launcher "
+            body = (f"exec {shlex.quote(str(python))} -m flame_private.federation.site.app_launcher "
                     f"--site-config {shlex.quote(str(site_yaml))} \"$@\"")
         else:
             body = ("echo \"$0: this site runs only the ClientApps its DPO approved "
-                    "(flame_private.federation.app_launcher); refusing\" >&2\nexit 1")
+                    "(flame_private.federation.site.app_launcher); refusing\" >&2\nexit 1")
         path = bin_dir / command
         tmp = bin_dir / f".{command}.tmp"
-        tmp.write_text(f"#!/bin/sh\n# Written by flame_private.federation.app_launcher.write_launcher_bin\n{body}\n",
-                       encoding="utf-8")
+        tmp.write_text("#!/bin/sh\n# Written by flame_private.federation.site.app_launcher.write_launcher_bin\n"
+                       f"{body}\n", encoding="utf-8")
         os.chmod(tmp, 0o755)
         os.replace(tmp, path)
         written.append(path)

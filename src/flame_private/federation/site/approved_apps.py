@@ -1,7 +1,7 @@
 """The site's approved apps: which Flower app bundles (FABs) the DPO allows to run on the site's patients' data.
 
 Flower 1.42 checks FAB signatures only for apps published on Flower Hub, so the
-site pins the app itself: its ClientApp launcher (``federation/app_launcher.py``)
+site pins the app itself: its ClientApp launcher (``federation/site/app_launcher.py``)
 runs a FAB only if the sha256 of its bytes is approved here.  A FAB's sha256 is
 Flower's FAB hash: ``flwr build`` and ``flwr run`` build the same bytes from the
 same files (fixed zip dates, sorted paths), so the hash of the bundle the DPO

@@ -28,7 +28,7 @@ from flame_private.federation.protocol import (
     read_ct_record,
     read_instruction,
 )
-from flame_private.federation.site import Reply, Site
+from flame_private.federation.site.site import Reply, Site
 from flame_private.records.egress import TRANSPORTS, Transport
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Any
 
 from flame_private.errors import ExitCode, FlameError
 from flame_private.records.durable import fsync_dir as _fsync_dir  # the records layer's durable-directory helper
-from flame_private.secure.params import CiphertextEnvelope
+from flame_private.secure.public.envelope import CiphertextEnvelope
 
 SUFFIX = ".ckpt"
 CKPT_MAGIC = b"FLAMECKPT1\n"

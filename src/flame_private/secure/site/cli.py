@@ -1,7 +1,7 @@
-"""``flame keys ...``: the key custodian's commands.  Thin: call ``keys``/``params``, print.
+"""``flame keys ...``: the key custodian's commands.  Thin: call ``ceremony``/``keys``/``keycheck``, print.
 
 Key handling is imported inside the commands, so importing this module (as the
-top-level ``flame`` CLI does) does not load ``keys``/``codec``.
+top-level ``flame`` CLI does) does not load ``keys``/``ceremony``/``codec``.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ def init(
 ) -> None:
     """Run the key ceremony once: secret context (sites), params-only context (server), fingerprint, key check."""
     from flame_private.config import HEConfig, load_config
-    from flame_private.secure.keycheck import short_kcv
-    from flame_private.secure.keys import key_ceremony
-    from flame_private.secure.params import he_summary
+    from flame_private.secure.public.params import he_summary
+    from flame_private.secure.site.ceremony import key_ceremony
+    from flame_private.secure.site.keycheck import short_kcv
 
     with refusals():
         he = load_config(he_config, HEConfig) if he_config is not None else HEConfig()
@@ -70,7 +70,7 @@ def fingerprint(path: Annotated[Path, typer.Argument(help="A secret or params-on
     The parameters' fingerprint is the same for every key made with the same
     settings; only the key check value says which key a secret context holds.
     """
-    from flame_private.secure.params import context_kind, read_fingerprint
+    from flame_private.secure.public.context_file import context_kind, read_fingerprint
 
     with refusals():
         fp = read_fingerprint(path)
@@ -80,8 +80,8 @@ def fingerprint(path: Annotated[Path, typer.Argument(help="A secret or params-on
                   highlight=False, soft_wrap=True)
     if not secret:
         return
-    from flame_private.secure.keycheck import short_kcv
-    from flame_private.secure.keys import load_secret_context
+    from flame_private.secure.site.keycheck import short_kcv
+    from flame_private.secure.site.keys import load_secret_context
 
     with refusals():
         kcv = load_secret_context(path).key_check_value
@@ -104,8 +104,8 @@ def verify(
     he-key-check.json received by another channel (--kcv-file), or both.  The
     key is loaded (the file must be mode 0600) and is never shown.
     """
-    from flame_private.secure.keycheck import KeyCheckMismatch, check_key, normalise_kcv, read_key_check, short_kcv
-    from flame_private.secure.keys import load_secret_context
+    from flame_private.secure.site.keycheck import KeyCheckMismatch, check_key, normalise_kcv, read_key_check, short_kcv
+    from flame_private.secure.site.keys import load_secret_context
 
     if kcv is None and kcv_file is None:
         raise fail("give the key check value to compare with: --kcv VALUE or --kcv-file he-key-check.json",

@@ -26,15 +26,17 @@ from typing import Any
 from flwr.app import Message
 
 from flame_private.federation.protocol import UPDATE, Instruction, read_ct_record, read_status
-from flame_private.secure.errors import HEError
-from flame_private.secure.params import (
+from flame_private.secure.public.aggregate import aggregate_updates
+from flame_private.secure.public.envelope import (
     CiphertextEnvelope,
-    ParamsContext,
-    aggregate_updates,
+    Content,
     check_contributors,
+    envelope_model,
     parse_envelope,
     validate_envelope,
 )
+from flame_private.secure.public.errors import HEError
+from flame_private.secure.public.params import ParamsContext
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +106,12 @@ class EncryptedFedAvg:
         log.info("EncryptedFedAvg: run %s, CKKS N=%d, at least %d sites per round, holds no key", self.run_id,
                  self.ctx.he.poly_modulus_degree, self.min_sites)
 
-    def aggregate(self, replies: Iterable[Message], ins: Instruction, model: str) -> StepResult:
-        """``collect`` then ``add``: the whole server side of one step."""
-        return self.add(self.collect(replies, ins, model), ins, model)
+    def aggregate(self, replies: Iterable[Message], ins: Instruction, content: Content = "model") -> StepResult:
+        """``collect`` then ``add``: the whole server side of one step (``content``: model updates or metric sums)."""
+        return self.add(self.collect(replies, ins, content), ins, content)
 
-    def collect(self, replies: Iterable[Message], ins: Instruction, model: str) -> Collected:
-        """Sort the replies to ``ins``; each ciphertext of envelope model ``model`` is checked and parsed once."""
+    def collect(self, replies: Iterable[Message], ins: Instruction, content: Content = "model") -> Collected:
+        """Sort the replies to ``ins``; each ciphertext, which must hold ``content``, is checked and parsed once."""
         out = Collected()
         for reply in replies:
             source = f"node {reply.metadata.src_node_id}"
@@ -135,19 +137,19 @@ class EncryptedFedAvg:
                 log.info("%s declined %s round %d", source, ins.task, ins.round)
                 continue
             try:
-                out.contributions.append(self._contribution(reply, status.site_id, ins, model, source))
+                out.contributions.append(self._contribution(reply, status.site_id, ins, content, source))
             except (HEError, KeyError, ValueError, UnicodeDecodeError) as exc:
                 out.rejected[source] = str(exc) or type(exc).__name__
                 log.warning("%s: %s round %d reply rejected: %s", source, ins.task, ins.round, exc)
         return out
 
-    def add(self, collected: Collected, ins: Instruction, model: str) -> StepResult:
+    def add(self, collected: Collected, ins: Instruction, content: Content = "model") -> StepResult:
         """The encrypted sum of the contributions, or a refusal when their number is out of bounds."""
         who = (collected.contributors, collected.declined, collected.rejected)
         n = len(collected.contributions)
         if not self.min_sites <= n <= self.max_sites:
-            refusal = (f"{model} round {ins.round}: {n} valid contribution(s), between {self.min_sites} and "
-                       f"{self.max_sites} (max_sites) required; not aggregated")
+            refusal = (f"{envelope_model(ins.task, content)} round {ins.round}: {n} valid contribution(s), between "
+                       f"{self.min_sites} and {self.max_sites} (max_sites) required; not aggregated")
             log.error("%s (declined: %s; rejected: %s)", refusal, collected.declined or "-",
                       collected.rejected or "-")
             return StepResult(*who, refusal=refusal)
@@ -156,12 +158,14 @@ class EncryptedFedAvg:
                                          parsed=[c.parsed for c in collected.contributions])
         return StepResult(*who, aggregate=(env.model_dump_json(), payload))
 
-    def _contribution(self, reply: Message, site_id: str, ins: Instruction, model: str, source: str) -> Contribution:
+    def _contribution(self, reply: Message, site_id: str, ins: Instruction, content: Content,
+                      source: str) -> Contribution:
         """A reply's ciphertext checked against the instruction and the replying site, parsed once."""
         header, payload = read_ct_record(reply.content[UPDATE])  # type: ignore[arg-type]
         env = parse_envelope(header)
         parsed = validate_envelope(env, payload, self.ctx, run_id=self.run_id, task=ins.task, round=ins.round,
-                                   kind="update", model=model, max_bytes=self.max_bytes, source=source)
+                                   kind="update", model=envelope_model(ins.task, content), content=content,
+                                   max_bytes=self.max_bytes, source=source)
         if env.contributor_ids != [site_id]:
             raise HEError(f"the update's header names {env.contributor_ids}, not the replying site")
         check_contributors(env, 1, 1)  # one site's own update counts one site, never more

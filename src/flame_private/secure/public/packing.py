@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from flame_private.secure.errors import OverflowRisk, PackingError
+from flame_private.secure.public.errors import OverflowRisk, PackingError
 
 
 @dataclass(frozen=True)

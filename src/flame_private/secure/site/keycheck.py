@@ -3,7 +3,7 @@
 SITE-ONLY (and key custodian): it is computed from a loaded secret key, so the
 server never imports this module.
 
-The HE fingerprint (``params.he_fingerprint``) is a hash of the *parameters*:
+The HE fingerprint (``secure.public.params.he_fingerprint``) is a hash of the *parameters*:
 every key made with the same settings has the same one, so comparing it proves
 nothing about which key a site holds.  The KCV is a hash of the *key*:
 
@@ -41,8 +41,8 @@ from pydantic import ValidationError
 
 from flame_private.config import StrictModel
 from flame_private.errors import ExitCode
-from flame_private.secure.errors import ContextFileError, HEError
-from flame_private.secure.params import HexDigest
+from flame_private.secure.public.errors import ContextFileError, HEError
+from flame_private.secure.public.params import HexDigest
 
 KCV_DOMAIN = b"flame-private/he-kcv/1\x00"
 KCV_FORMAT = "flame-private/he-key-check"

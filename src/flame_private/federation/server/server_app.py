@@ -25,7 +25,6 @@ from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from flame_private.config import FederationConfig, Task, load_config
-from flame_private.federation.checkpoint import Checkpoint, carried_forward, write_atomic
 from flame_private.federation.protocol import (
     INSTRUCTION,
     METRICS,
@@ -35,8 +34,10 @@ from flame_private.federation.protocol import (
     instruction_record,
     read_status,
 )
-from flame_private.federation.strategy import Ciphertext, EncryptedFedAvg
-from flame_private.secure.params import ParamsContext, he_fingerprint, load_params_context
+from flame_private.federation.server.checkpoint import Checkpoint, carried_forward, write_atomic
+from flame_private.federation.server.strategy import Ciphertext, EncryptedFedAvg
+from flame_private.secure.public.context_file import load_params_context
+from flame_private.secure.public.params import ParamsContext, he_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def _round(run: _Run, task: Task, round_: int) -> None:
     """One round of one task (docs/design.md 2): train, add the updates, evaluate if due, checkpoint as one unit."""
     current = run.ckpt.model(task)
     ins, replies = run.ask(MessageType.TRAIN, task, round_, model=current)
-    trained = run.fedavg.aggregate(replies, ins, model=task)
+    trained = run.fedavg.aggregate(replies, ins, "model")
     record = trained.summary()
     if trained.aggregate is None:
         # Refused: the global model stays as it was; sites' spend is on their ledgers (over-counted, never under).
@@ -138,7 +139,7 @@ def _round(run: _Run, task: Task, round_: int) -> None:
     if run.fed.evaluation.every_round or round_ == run.fed.rounds:
         # Each evaluation costs the sites privacy budget: by default only the final models are scored.
         ins, replies = run.ask(MessageType.EVALUATE, task, round_, model=trained.aggregate)
-        evaluated = run.fedavg.aggregate(replies, ins, model=f"metrics:{task}")
+        evaluated = run.fedavg.aggregate(replies, ins, "metrics")
         record["evaluated_by"] = evaluated.contributors
         metrics = evaluated.aggregate
     run.ckpt.commit(task, round_, record, model=trained.aggregate, metrics=metrics)

@@ -26,18 +26,18 @@ from flame_private.config import FederationConfig, SiteConfig, Task, load_config
 from flame_private.data.checks import load_site
 from flame_private.data.splits import Splits, split_records
 from flame_private.evaluation import evaluate_with_baselines
-from flame_private.federation import task as task_fns
 from flame_private.federation.protocol import SiteStatus
+from flame_private.federation.site import task as task_fns
 from flame_private.metrics import PATIENT_SENSITIVITY, EvolutionSums, ResponseSums, released_metrics
 from flame_private.models.io import save_model
 from flame_private.privacy import REFUSALS, BudgetGuard, Ledger, PlannedSpend, PolicyError, load_policy
 from flame_private.records.code_identity import app_identity
 from flame_private.records.egress import MAX_REASON_CHARS, EgressLog, Transport
-from flame_private.secure.codec import decrypt_aggregate, encrypt_update
-from flame_private.secure.errors import HEError
-from flame_private.secure.keys import SecretContext, load_secret_context
-from flame_private.secure.packing import ParamLayout
-from flame_private.secure.params import CiphertextEnvelope, parse_envelope
+from flame_private.secure.public.envelope import CiphertextEnvelope, Content, envelope_model, parse_envelope
+from flame_private.secure.public.errors import HEError
+from flame_private.secure.public.packing import ParamLayout
+from flame_private.secure.site.codec import decrypt_aggregate, encrypt_update
+from flame_private.secure.site.keys import SecretContext, load_secret_context
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,8 @@ class Site:
                             task, expected_round)
             return model
         state, total = decrypt_aggregate(self.secret, header_json, payload, self.layout(task), run_id=run_id,
-                                         task=task, round=expected_round, model=task, min_sites=self.fed.min_sites,
+                                         task=task, round=expected_round, model=envelope_model(task, "model"),
+                                         content="model", min_sites=self.fed.min_sites,
                                          max_sites=self.fed.he.max_sites)
         model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()})
         log.info("%s: decrypted global %s model of round %d (%d patients)", self.site_id, task, expected_round,
@@ -248,11 +249,12 @@ class Site:
         except REFUSALS as exc:
             return self._decline(run_id, round_, task, str(exc))
         state, count = spent.value
-        model, layout = (task, self.layout(task)) if kind == "update" else (f"metrics:{task}",
-                                                                             _metrics_layout(task, self.fed))
+        content: Content = "model" if kind == "update" else "metrics"
+        layout = self.layout(task) if content == "model" else _metrics_layout(task, self.fed)
         try:  # a weight or count beyond the public bounds is refused, never clipped (docs/encryption.md)
             env, ct = encrypt_update(self.secret, state, count, site_id=self.site_id, run_id=run_id, task=task,
-                                     round=round_, model=model, layout=layout)
+                                     round=round_, model=envelope_model(task, content), layout=layout,
+                                     content=content)
         except HEError as exc:
             what_failed = "the trained update" if kind == "update" else "the metric sums"
             return self._decline(run_id, round_, task, f"{what_failed} cannot be encrypted: {exc}")
@@ -312,7 +314,8 @@ class Site:
         env: CiphertextEnvelope = parse_envelope(header_json)
         layout = _metrics_layout(task, self.fed)
         state, sites = decrypt_aggregate(self.secret, env, payload, layout, run_id=run_id, task=task,
-                                         round=round_, model=f"metrics:{task}", min_sites=self.fed.min_sites,
+                                         round=round_, model=envelope_model(task, "metrics"), content="metrics",
+                                         min_sites=self.fed.min_sites,
                                          max_sites=self.fed.he.max_sites)
         kind = ResponseSums if task == "response" else EvolutionSums
         vector = state["sums"].numpy() * sites * METRIC_SCALE  # the sum, not the mean over sites

@@ -4,7 +4,7 @@
 Linux an anonymous in-memory file (``memfd_create``) gives a path without touching
 a disk; elsewhere a private temporary directory (mode 0700) is used.  Only
 ciphertexts and parameters travel through here: secret keys are loaded straight
-from their own file by ``keys.py`` and never copied to a temporary file.
+from their own file by ``secure.site.keys`` and never copied to a temporary file.
 Server-safe.
 
 ``fork_map`` spreads per-ciphertext SEAL work over forked copies of the calling

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from flame_private.cli_common import load, refusals
 from flame_private.config import SiteConfig
-from flame_private.federation.approved_apps import (
+from flame_private.federation.site.approved_apps import (
     ApprovalEntry,
     ApprovedApps,
     approve_fab,
@@ -84,7 +84,7 @@ def write_launcher(
     site: SiteOpt,
 ) -> None:
     """Write the site's launcher: its flwr-clientapp runs only approved FABs; every other task command refuses."""
-    from flame_private.federation.app_launcher import write_launcher_bin
+    from flame_private.federation.site.app_launcher import write_launcher_bin
 
     load(site, SiteConfig)
     written = write_launcher_bin(bin_dir, site)
