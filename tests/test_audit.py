@@ -95,7 +95,8 @@ class Site:
         packed = np.append(np.arange(11, dtype=np.float64) / 100, 1 / 16)  # packed sums, then the count value
         payload = encrypt_packed(self.secret, packed)
         env = make_envelope(kind="update", run_id=RUN, task=task, round=round, model=f"metrics:{task}",
-                            layout_sha256="1" * 64, n_params=11, ctx=self.secret.params, payload=payload)
+                            layout_sha256="1" * 64, n_params=11, ctx=self.secret.params, payload=payload,
+                            content="metrics")
         self.egress.append(run_id=RUN, round=round, task=task, kind="metrics", payload=payload, envelope=env,
                            ledger_entry=paid)
 
@@ -110,7 +111,8 @@ class Site:
         """Log ``payload`` with a header made to look right for it: what a buggy or hostile client might send."""
         paid = self.spend(round, task) if kind == "update" else self.evaluation_spend(round, task)
         env = make_envelope(kind="update", run_id=RUN, task=task, round=round, model=model or task,
-                            layout_sha256="2" * 64, n_params=n_params, ctx=self.secret.params, payload=payload)
+                            layout_sha256="2" * 64, n_params=n_params, ctx=self.secret.params, payload=payload,
+                            content="metrics" if kind == "metrics" else "model")
         self.egress.append(run_id=RUN, round=round, task=task, kind=kind, payload=payload,  # type: ignore[arg-type]
                            envelope=env, ledger_entry=paid)
 

@@ -65,7 +65,7 @@ def test_errors_keep_their_other_bases_so_existing_except_clauses_still_catch_th
     from flame_private.config import ConfigError
     from flame_private.data.errors import DataError
     from flame_private.privacy.policy import PolicyError
-    from flame_private.secure.errors import HEError
+    from flame_private.secure.public.errors import HEError
 
     assert issubclass(HEError, ValueError) and issubclass(DataError, ValueError)
     assert issubclass(PolicyError, ConfigError) and issubclass(PolicyError, FlameError)
@@ -75,8 +75,8 @@ def test_the_exit_statuses_are_the_documented_ones() -> None:
     from flame_private.privacy.budget import BudgetExceeded
     from flame_private.privacy.ledger import LedgerError
     from flame_private.privacy.policy import PolicyError
-    from flame_private.secure.errors import ContextFileError
-    from flame_private.secure.keycheck import KeyCheckMismatch
+    from flame_private.secure.public.errors import ContextFileError
+    from flame_private.secure.site.keycheck import KeyCheckMismatch
 
     assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 5]
     assert (BudgetExceeded.exit_code, PolicyError.exit_code) == (ExitCode.PRIVACY_REFUSED,) * 2

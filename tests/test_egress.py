@@ -178,7 +178,7 @@ def test_app_identity_covers_every_py_file_path_and_byte(tmp_path: Path) -> None
     ({"round": 2}, "not 'run-1' round 2"),
     ({"envelope": None}, "needs its ciphertext envelope"),
     ({"envelope": {"kind": "update"}}, "invalid header field"),
-    ({"kind": "metrics"}, "metrics must name model 'metrics:response'"),
+    ({"kind": "metrics"}, "holds 'model' content, not what kind 'metrics' carries"),
     ({"kind": "declined"}, "carries no ciphertext envelope"),
 ])
 def test_a_header_that_does_not_describe_the_message_is_refused_and_nothing_written(
@@ -200,7 +200,7 @@ def test_metrics_are_logged_under_their_own_kind(state: Path) -> None:
     entry = log.append(run_id="run-1", round=1, task="evolution", kind="metrics", payload=payload,
                        envelope=envelope_for(payload, task="evolution", model="metrics:evolution"))
     assert entry.kind == "metrics" and (state / "outbox" / "000001-metrics.bin").read_bytes() == payload
-    with pytest.raises(EgressLogError, match="log it as kind 'metrics'"):
+    with pytest.raises(EgressLogError, match="holds 'metrics' content, not what kind 'update' carries"):
         log.append(run_id="run-1", round=1, task="evolution", kind="update", payload=payload,
                    envelope=envelope_for(payload, task="evolution", model="metrics:evolution"))
 

@@ -13,7 +13,7 @@ import json
 import stat
 
 from flame_private.records.audit_report import Checks, Severity
-from flame_private.records.egress import METRICS_MODEL_PREFIX, OUTBOX_NAME, EgressEntry, EgressLog
+from flame_private.records.egress import OUTBOX_NAME, EgressEntry, EgressLog
 from flame_private.secure.public.envelope import parse_envelope, validate_envelope
 from flame_private.secure.public.errors import CiphertextRejected
 from flame_private.secure.public.params import ParamsContext
@@ -51,11 +51,9 @@ def _check_ciphertext(entry: EgressEntry, payload: bytes, ctx: ParamsContext, si
     if env.he_fingerprint != site_fp or entry.he_fingerprint != site_fp:
         return (f"encrypted under other parameters: fingerprint {env.he_fingerprint[:16]}..., the agreed one is "
                 f"{site_fp[:16]}...")
-    want_model = METRICS_MODEL_PREFIX + entry.task if entry.kind == "metrics" else None
-    if want_model is not None and env.model != want_model:
-        return f"metrics envelope names model {env.model!r}, expected {want_model!r}"
-    if entry.kind == "update" and env.model.startswith(METRICS_MODEL_PREFIX):
-        return f"update envelope names the metrics model {env.model!r}"
+    want = "metrics" if entry.kind == "metrics" else "model"
+    if env.content != want:
+        return f"{entry.kind} envelope holds {env.content!r} content, expected {want!r}"
     try:
         cts = validate_envelope(env, payload, ctx, run_id=entry.run_id, task=entry.task, round=entry.round,
                                 kind="update", source=f"egress seq {entry.seq}")

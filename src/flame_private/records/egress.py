@@ -77,8 +77,6 @@ TRANSPORTS: tuple[str, ...] = ("simulation", "in-process", "supernode", "superno
 ``in-process`` (the in-process grid of tests and attack simulations, no network), ``supernode`` (the site's
 Flower SuperNode, over the network; its TLS setting is not visible to the app), ``supernode-tls`` (the same,
 with the node configuration declaring TLS, as ``deploy/`` does)."""
-METRICS_MODEL_PREFIX = "metrics:"
-"""Envelope model name of encrypted metric sums: ``metrics:<task>``."""
 
 MAX_REASON_CHARS = 4000
 """Longest decline reason an entry holds."""
@@ -351,11 +349,9 @@ class EgressLog(HashChainLog[EgressEntry]):
         if (env.run_id, env.task, env.round) != (run_id, task, round):
             problems.append(f"the envelope is for {env.run_id!r} round {env.round} ({env.task}), "
                             f"not {run_id!r} round {round} ({task})")
-        is_metrics = env.model.startswith(METRICS_MODEL_PREFIX)
-        if kind == "metrics" and env.model != METRICS_MODEL_PREFIX + task:
-            problems.append(f"metrics must name model {METRICS_MODEL_PREFIX + task!r}, not {env.model!r}")
-        if kind == "update" and is_metrics:
-            problems.append(f"model {env.model!r} is a metrics name; log it as kind 'metrics'")
+        want = "metrics" if kind == "metrics" else "model"
+        if env.content != want:
+            problems.append(f"the envelope holds {env.content!r} content, not what kind {kind!r} carries ({want!r})")
         if env.kind != "update":
             problems.append(f"a site sends envelopes of kind 'update', not {env.kind!r}")
         if problems:
