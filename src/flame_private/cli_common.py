@@ -82,3 +82,17 @@ SizeChoice = _choices("SizeChoice", Literal["ci", "full"],
 def value(choice: Enum | None) -> Any:
     """The plain value of a choice (what the library takes), or None."""
     return None if choice is None else choice.value
+
+
+def metric_text(m: dict, key: str) -> str:
+    """One metric for a person: value with its interval or DP spread, or why there is none."""
+    value = m.get(key)
+    if value is None:
+        return f"{key}: {m.get(f'{key}_status', 'n/a')}"
+    text = f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}"
+    if isinstance(m.get(f"{key}_ci95"), list) and None not in m[f"{key}_ci95"]:
+        lo, hi = m[f"{key}_ci95"]
+        text += f" [{lo:.2f}, {hi:.2f}]"
+    elif isinstance(m.get(f"{key}_dp_sd"), float):
+        text += f" (+/- {m[f'{key}_dp_sd']:.2f} DP)"
+    return text
