@@ -172,3 +172,11 @@ def test_the_logistic_baseline_is_scored_once_per_modality_with_the_treatment_sw
     probs = baselines.logistic_each_modality(x, y, x)
     assert probs.shape == (n, 3)
     assert np.all(np.argmax(probs[mgmt], axis=1) == 2)
+
+
+def test_sites_scored_together_are_their_patients_concatenated() -> None:
+    truth = _truth(40)
+    parts = [TreatmentScores(truth.probs[:15], truth.responder[:15], truth.burden_ml[:15]),
+             TreatmentScores(truth.probs[15:], truth.responder[15:], truth.burden_ml[15:])]
+    assert TreatmentScores.concatenate(parts).metrics(ci=False) == truth.metrics(ci=False)
+    assert TreatmentScores.concatenate([]).metrics(ci=False)["n"] == 0.0

@@ -128,6 +128,13 @@ class TreatmentScores:
         return cls(np.asarray(probs, float).reshape(len(patient_ids), len(MODALITIES)),
                    resp.reshape(-1, len(MODALITIES)), burden.reshape(-1, len(MODALITIES)))
 
+    @classmethod
+    def concatenate(cls, parts: list[TreatmentScores]) -> TreatmentScores:
+        """The patients of several parts (e.g. each site's test patients), scored together."""
+        empty = np.zeros((0, len(MODALITIES)))
+        return cls(*(np.concatenate([np.asarray(getattr(p, k)) for p in parts] or [empty])
+                     for k in ("probs", "responder", "burden_ml")))
+
     def with_choice(self, modality_index: np.ndarray | int) -> TreatmentScores:
         """The same patients with a fixed choice per patient (or for all): how a rule is scored."""
         idx = np.broadcast_to(np.asarray(modality_index), (len(self.probs),))
