@@ -213,7 +213,7 @@ class TherapyParams(StrictModel):
     repopulation_doubling_days: PositiveFloat = 15.0
     dead_cell_clearance_days: Annotated[float, Field(gt=0, le=365)] = 40.0
     """Half-life of lethally damaged cells on imaging (modelling choice: MRI response lags cell kill)."""
-    lymphopenia_proliferation_gain: Annotated[float, Field(ge=0, le=3)] = 0.5
+    lymphopenia_proliferation_gain: Annotated[float, Field(ge=0, le=3)] = 0.75
     """Relative increase of post-treatment proliferation after grade 3+ radiation-induced lymphopenia
     (weaker immune control of the residual tumour; size a modelling choice, docs/cohort.md)."""
 
