@@ -50,3 +50,20 @@ def study_splits(cohort_dir: Path, cohort_cfg: Any, data_config: Any) -> dict[st
 
     return {s.site_id: split_records(load_site(cohort_dir / s.site_id, "flame", s.site_id).records, data_config)
             for s in cohort_cfg.sites}
+
+
+def simulate_patient(cfg: Any, site_index: int, patient_index: int) -> tuple[Any, str, Any, Any]:
+    """One patient drawn and simulated as ``flame cohort synth`` does (same random stream), in memory:
+    (patient, resection, course under every modality, anatomy)."""
+    import numpy as np
+
+    from flame_private.cohort.anatomy import load_anatomy
+    from flame_private.cohort.patient import choose_resection, depth_map, draw_patient
+    from flame_private.cohort.simulate import simulate_course
+
+    site = cfg.sites[site_index]
+    anat = load_anatomy(cfg.grid)
+    rng = np.random.default_rng([cfg.seed, site_index, patient_index])
+    p = draw_patient(rng, f"{site.site_id}-{patient_index:03d}", anat, depth_map(anat), site, cfg)
+    res = choose_resection(p, site)
+    return p, res, simulate_course(p, res, anat, cfg), anat

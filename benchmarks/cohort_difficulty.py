@@ -23,11 +23,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from _common import save
+from _common import save, simulate_patient
 
 from flame_private.cohort.anatomy import load_anatomy
 from flame_private.cohort.imaging import apply_scanner, bias_field, proliferation_index, synthesise
-from flame_private.cohort.patient import choose_resection, choose_treatment, depth_map, draw_patient, redraw_hidden
+from flame_private.cohort.patient import choose_treatment, redraw_hidden
 from flame_private.cohort.simulate import simulate_course
 from flame_private.config import MODALITIES, CohortConfig, load_config
 
@@ -42,11 +42,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def one_patient(args: tuple[CohortConfig, int, int]) -> dict:
     cfg, si, pi = args
     site = cfg.sites[si]
-    anat = load_anatomy(cfg.grid)
-    rng = np.random.default_rng([cfg.seed, si, pi])
-    p = draw_patient(rng, f"{site.site_id}-{pi:03d}", anat, depth_map(anat), site, cfg)
-    res = choose_resection(p, site)
-    course = simulate_course(p, res, anat, cfg)
+    p, res, course, anat = simulate_patient(cfg, si, pi)
     v = anat.voxel_ml
     seg0 = course.baseline.seg
     vols = {lab: float((seg0 == k).sum() * v) for k, lab in ((1, "nec"), (2, "oed"), (3, "enh"))}
@@ -72,7 +68,8 @@ def one_patient(args: tuple[CohortConfig, int, int]) -> dict:
                      (p.age - 60) / 10, p.sex == "F", p.mgmt_methylated,
                      res == "gross_total", res == "subtotal",
                      *(treatment == m for m in MODALITIES)],
-        "hidden": [np.log(p.alpha), np.log(p.rho_post_factor), np.log(p.rho), p.pseudo_u],
+        "hidden": [np.log(p.alpha), np.log(p.rho_post_factor), np.log(p.rho), p.pseudo_u, p.hypoxia_shift,
+                   p.lymphopenia_u],
         "responder": given.responder,
         "differs": len({o.responder for o in course.outcomes.values()}) > 1,
         "dice_wt_twin": dice(ev > 0, ev_twin > 0),

@@ -253,10 +253,11 @@ def test_label_thresholds_order_necrosis_over_enhancing_over_oedema(anatomy24, c
 
 
 def test_higher_prescription_leaves_fewer_viable_cells(anatomy24, draw, make_cohort_cfg) -> None:
+    """Cell kill alone: lymphopenia, which rises with the brain dose and speeds regrowth, is switched off."""
     for index in SITE_A_PATIENTS:
         burdens = []
         for gy in (40.0, 60.0, 80.0):
-            cfg = make_cohort_cfg(therapy={"prescription_gy": gy})
+            cfg = make_cohort_cfg(therapy={"prescription_gy": gy, "lymphopenia_proliferation_gain": 0.0})
             patient, resection = draw(index, cfg)
             course = sim.simulate_course(patient, resection, anatomy24, cfg, modalities=("photon",))
             burdens.append(course.outcomes["photon"].viable_burden_ml)
@@ -281,6 +282,48 @@ def test_carbon_kills_more_hypoxic_tumour_than_photons_for_the_same_dose_map(ana
     burden = {m: sim.treat_and_follow(patient, state, anatomy24, cohort_cfg, m, frac, ptv,
                                       baseline).viable_burden_ml for m in ("photon", "carbon")}
     assert burden["carbon"] < burden["photon"]
+
+
+def test_lymphopenia_follows_the_brain_dose_and_the_randomised_trial() -> None:
+    """Rates of the proton/photon trial at this simulator's mean brain doses, for 44 % women."""
+    def cohort_rate(dose: float) -> float:
+        return 0.56 * rb.lymphopenia_probability(dose, False) + 0.44 * rb.lymphopenia_probability(dose, True)
+
+    assert cohort_rate(23.0) == pytest.approx(0.39, abs=0.01)
+    assert cohort_rate(8.0) == pytest.approx(0.14, abs=0.01)
+    assert rb.lymphopenia_probability(3.0, False) < rb.lymphopenia_probability(8.0, False) < \
+        rb.lymphopenia_probability(23.0, False) < rb.lymphopenia_probability(23.0, True)
+
+
+def test_a_lymphopenic_patient_regrows_faster_after_treatment(anatomy24, hypoxic, cohort_cfg) -> None:
+    patient, state = hypoxic
+    baseline, ptv, frac = _plan(patient, "biopsy", state, anatomy24, cohort_cfg, "photon")
+    burden = {}
+    for u in (0.0, 1.0):  # u below every probability: lymphopenic; 1: never
+        p = dataclasses.replace(patient, lymphopenia_u=u)
+        o = sim.treat_and_follow(p, state, anatomy24, cohort_cfg, "photon", frac, ptv, baseline)
+        assert o.lymphopenia == (u == 0.0)
+        burden[u] = o.viable_burden_ml
+    assert burden[0.0] > burden[1.0]
+
+
+def test_a_poorly_perfused_tumour_is_more_hypoxic_and_gains_more_from_carbon(anatomy24, hypoxic,
+                                                                             cohort_cfg) -> None:
+    """The same tumour and dose map; only the perfusion differs: carbon's edge grows with hypoxia."""
+    patient, state = hypoxic
+    baseline, ptv, frac = _plan(patient, "biopsy", state, anatomy24, cohort_cfg, "photon")
+    lo, hi = cohort_cfg.tumour.hypoxia_shift_range
+    shares, gain = {}, {}
+    for shift in (lo, hi):
+        p = dataclasses.replace(patient, hypoxia_shift=shift, lymphopenia_u=1.0)
+        h = rb.hypoxia(state.cellularity, state.necrosis, anatomy24.spacing,
+                       threshold=rb.HYPOXIA_THRESHOLD + shift)
+        shares[shift] = float((h * state.c).sum() / state.c.sum())
+        burden = {m: sim.treat_and_follow(p, state, anatomy24, cohort_cfg, m, frac, ptv, baseline).viable_burden_ml
+                  for m in ("photon", "carbon")}
+        gain[shift] = burden["photon"] / burden["carbon"]
+    assert shares[lo] > shares[hi]
+    assert gain[lo] > gain[hi] > 1.0
 
 
 def test_counterfactual_courses_share_the_baseline_and_the_schedule(anatomy24, hypoxic, cohort_cfg) -> None:

@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from flame_private import baselines
-from flame_private.evaluation import EvolutionScores, ResponseScores
+from flame_private.config import MODALITIES
+from flame_private.evaluation import (
+    EvolutionScores,
+    ResponseScores,
+    TreatmentScores,
+    majority_best,
+    treatment_baselines,
+)
 from flame_private.metrics import roc_auc
 
 
@@ -84,3 +91,92 @@ def test_no_change_is_perfect_when_nothing_changed_and_scored_like_a_model() -> 
     grown = [{"seg": seg, "target": torch.where(seg > 0, seg, 2) if k == 0 else seg.clone()} for k in range(3)]
     assert baselines.no_change(grown, voxel_ml=1.0).metrics()["dice_whole_tumour"] < 1.0
     assert set(m) == set(EvolutionScores(np.zeros((0, 11))).metrics())
+
+
+# --------------------------------------------------------------------------- treatment comparison
+
+def _truth(n: int = 60, seed: int = 3) -> TreatmentScores:
+    """Counterfactual outcomes: columns photon, proton, carbon; the best varies by patient."""
+    g = np.random.default_rng(seed)
+    responder = g.random((n, 3)) < 0.6
+    burden = g.uniform(0.5, 20.0, (n, 3)) + 10.0 * ~responder
+    return TreatmentScores(np.zeros((n, 3)), responder, burden)
+
+
+def test_a_predictor_that_ranks_the_modalities_as_the_truth_does_is_perfect() -> None:
+    truth = _truth()
+    perfect = truth.with_choice(truth.true_best())
+    m = perfect.metrics()
+    assert m["best_modality_accuracy"] == 1.0
+    assert m["regret_viable_burden_ml"] == 0.0 and m["lost_response_rate"] == 0.0
+    assert m["best_modality_accuracy_ci95"] == [1.0, 1.0]
+
+
+def test_a_constant_prediction_is_scored_as_always_photon() -> None:
+    truth = _truth()
+    constant = TreatmentScores(np.full((60, 3), 0.7), truth.responder, truth.burden_ml)
+    rule = treatment_baselines(truth)["always_photon"]
+    assert constant.metrics(ci=False) == rule.metrics(ci=False)
+    photon_best = float(np.mean(truth.true_best() == 0))
+    assert rule.metrics(ci=False)["best_modality_accuracy"] == pytest.approx(photon_best)
+
+
+def test_hand_built_patients_give_the_accuracy_and_regrets_worked_out_by_hand() -> None:
+    responder = np.array([[False, False, True],    # only carbon responds: best carbon
+                          [True, True, True],      # all respond: least viable tumour (photon, 1 mL) is best
+                          [True, False, False]])   # only photon responds
+    burden = np.array([[9.0, 8.0, 3.0], [1.0, 2.0, 1.5], [4.0, 6.0, 7.0]])
+    probs = np.array([[0.2, 0.3, 0.8],    # carbon: right
+                      [0.5, 0.9, 0.4],    # proton: wrong, 1 mL more, no response lost
+                      [0.1, 0.6, 0.2]])   # proton: wrong, 2 mL more, the response lost
+    m = TreatmentScores(probs, responder, burden).metrics(ci=False)
+    assert m["best_modality_accuracy"] == pytest.approx(1 / 3)
+    assert m["regret_viable_burden_ml"] == pytest.approx((0.0 + 1.0 + 2.0) / 3)
+    assert m["lost_response_rate"] == pytest.approx(1 / 3)
+    assert m["modality_dependent_rate"] == pytest.approx(2 / 3)
+    assert m["best_modality_accuracy_dependent"] == pytest.approx(1 / 2)
+
+
+def test_the_majority_rule_uses_the_training_patients_best_modality() -> None:
+    train = TreatmentScores(np.zeros((3, 3)), np.ones((3, 3), bool),
+                            np.array([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0], [1.0, 2.0, 3.0]]))
+    assert majority_best(train) == 2
+    test = _truth(10)
+    rules = treatment_baselines(test, train)
+    assert np.all(np.argmax(rules["always_majority_best"].probs, axis=1) == 2)
+    assert set(rules) == {"always_photon", "always_majority_best"}
+
+
+def test_truth_rows_follow_the_patient_ids_and_a_missing_patient_is_named() -> None:
+    truth = {pid: {m: {"responder": m == best, "viable_burden_ml": 1.0} for m in MODALITIES}
+             for pid, best in (("a", "proton"), ("b", "carbon"))}
+    scores = TreatmentScores.from_truth(np.eye(3)[[2, 1]], ["b", "a"], truth)
+    assert list(scores.true_best()) == [2, 1]
+    assert scores.metrics(ci=False)["best_modality_accuracy"] == 1.0
+    with pytest.raises(ValueError, match="c"):
+        TreatmentScores.from_truth(np.zeros((1, 3)), ["c"], truth)
+
+
+def test_the_logistic_baseline_is_scored_once_per_modality_with_the_treatment_switched() -> None:
+    """A treatment that helps only with MGMT methylation: the baseline prefers it for methylated patients."""
+    g = np.random.default_rng(1)
+    n = 400
+    x = np.zeros((n, len(baselines.FEATURES)))
+    mgmt = g.random(n) < 0.5
+    given = g.integers(0, 3, n)
+    x[:, baselines.FEATURES.index("mgmt_methylated")] = mgmt
+    x = baselines.with_treatment(x, "photon")
+    for k, m in enumerate(MODALITIES):
+        x[given == k] = baselines.with_treatment(x[given == k], m)
+    y = (g.random(n) < np.where(mgmt & (given == 2), 0.9, 0.4)).astype(float)
+    probs = baselines.logistic_each_modality(x, y, x)
+    assert probs.shape == (n, 3)
+    assert np.all(np.argmax(probs[mgmt], axis=1) == 2)
+
+
+def test_sites_scored_together_are_their_patients_concatenated() -> None:
+    truth = _truth(40)
+    parts = [TreatmentScores(truth.probs[:15], truth.responder[:15], truth.burden_ml[:15]),
+             TreatmentScores(truth.probs[15:], truth.responder[15:], truth.burden_ml[15:])]
+    assert TreatmentScores.concatenate(parts).metrics(ci=False) == truth.metrics(ci=False)
+    assert TreatmentScores.concatenate([]).metrics(ci=False)["n"] == 0.0

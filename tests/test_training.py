@@ -129,7 +129,11 @@ def test_central_run_pools_sites_and_scores_each_and_the_treatment_choice(centra
     r = reports["response"]
     assert set(r["sites"]) == {"site-a", "site-b", "site-c"}
     assert r["test"]["n"] == sum(m["n"] for m in r["sites"].values())
-    assert 0.0 <= r["treatment_comparison"]["best_modality_accuracy"] <= 1.0
+    tc = r["treatment_comparison"]
+    assert 0.0 <= tc["best_modality_accuracy"] <= 1.0
+    assert tc["n"] == r["test"]["n"]  # every site's test patients, scored together
+    lo, hi = tc["best_modality_accuracy_ci95"]
+    assert lo <= tc["best_modality_accuracy"] <= hi
     assert "dice_whole_tumour" in reports["evolution"]["test"]
 
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import Dataset
 
+from flame_private.config import MODALITIES
 from flame_private.evaluation import EvolutionScores, ResponseScores, patient_of_each_item
 
 FEATURES = ("necrotic_ml", "oedema_ml", "enhancing_ml", "whole_tumour_ml", "age", "female", "mgmt_methylated",
@@ -55,6 +56,20 @@ def prevalence(train: Dataset, test: Dataset) -> ResponseScores:
     return ResponseScores(probs=np.full(len(y_test), rate), labels=y_test)
 
 
+def _fit_logistic(x_train: np.ndarray, y_train: np.ndarray) -> Pipeline | float:
+    """The fitted pipeline, or the training responder rate when one class is missing."""
+    if len(np.unique(y_train)) < 2:
+        return float(y_train.mean()) if len(y_train) else 0.5
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000))
+    return model.fit(x_train, y_train)
+
+
+def _predict(model: Pipeline | float, x: np.ndarray) -> np.ndarray:
+    if isinstance(model, float):
+        return np.full(len(x), model)
+    return model.predict_proba(x)[:, 1] if len(x) else np.zeros(0)
+
+
 def logistic_observables(train: Dataset, test: Dataset, voxel_ml: float) -> ResponseScores:
     """L2-regularised, class-balanced logistic regression on ``FEATURES``, fitted on ``train``.
 
@@ -63,12 +78,33 @@ def logistic_observables(train: Dataset, test: Dataset, voxel_ml: float) -> Resp
     """
     x_train, y_train = _matrix(train, voxel_ml)
     x_test, y_test = _matrix(test, voxel_ml)
-    if len(np.unique(y_train)) < 2:
-        rate = float(y_train.mean()) if len(y_train) else 0.5
-        return ResponseScores(probs=np.full(len(y_test), rate), labels=y_test)
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000))
-    model.fit(x_train, y_train)
-    return ResponseScores(probs=model.predict_proba(x_test)[:, 1] if len(x_test) else np.zeros(0), labels=y_test)
+    return ResponseScores(probs=_predict(_fit_logistic(x_train, y_train), x_test), labels=y_test)
+
+
+def with_treatment(x: np.ndarray, modality: str) -> np.ndarray:
+    """``FEATURES`` rows with the treatment (and treatment x MGMT) switched to ``modality``."""
+    out = np.array(x, dtype=float, copy=True)
+    mgmt = out[:, FEATURES.index("mgmt_methylated")]
+    for m in MODALITIES:
+        on = float(m == modality)
+        out[:, FEATURES.index(m)] = on
+        out[:, FEATURES.index(f"{m}_x_mgmt")] = on * mgmt
+    return out
+
+
+def logistic_each_modality(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    """P(responder) of the logistic baseline for each test row under each modality, columns in
+    ``MODALITIES`` order: fitted on the treatments given, scored with the treatment switched."""
+    model = _fit_logistic(x_train, y_train)
+    return np.stack([_predict(model, with_treatment(x_test, m)) for m in MODALITIES], axis=1).reshape(
+        len(x_test), len(MODALITIES))
+
+
+def logistic_observables_each_modality(train: Dataset, test: Dataset, voxel_ml: float) -> np.ndarray:
+    """``logistic_each_modality`` on response datasets (``TreatmentScores.from_truth`` takes the result)."""
+    x_train, y_train = _matrix(train, voxel_ml)
+    x_test, _ = _matrix(test, voxel_ml)
+    return logistic_each_modality(x_train, y_train, x_test)
 
 
 def no_change(dataset: Dataset, voxel_ml: float) -> EvolutionScores:

@@ -160,6 +160,14 @@ class TumourParams(StrictModel):
     """Bounds on the proliferation rate implied by (v, D/rho), 1/day."""
     detection_flair_ml_range: tuple[PositiveFloat, PositiveFloat] = (20.0, 90.0)
     """Volume of FLAIR abnormality at which the tumour is diagnosed."""
+    hypoxia_shift_range: tuple[Annotated[float, Field(ge=-0.3, le=0.3)], Annotated[float, Field(ge=-0.3, le=0.3)]] = (
+        -0.25, 0.1)
+    """Per-patient shift of the tumour density above which oxygen runs out (hidden perfusion), uniform.
+
+    Negative: a poorly vascularised tumour, hypoxic and necrotic at lower density;
+    positive: a well-perfused one. It moves both the radiobiological hypoxia
+    (oxygen effect) and the formation of necrosis (docs/cohort.md).
+    """
     enhancing_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.45
     flair_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.16
     necrosis_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
@@ -167,7 +175,7 @@ class TumourParams(StrictModel):
     @model_validator(mode="after")
     def _ordered_ranges(self) -> TumourParams:
         for name in ("velocity_range", "invasiveness_range", "d_white_range", "white_grey_ratio_range",
-                     "rho_range", "detection_flair_ml_range"):
+                     "rho_range", "detection_flair_ml_range", "hypoxia_shift_range"):
             _check_range(getattr(self, name), name)
         return self
 
@@ -189,6 +197,13 @@ class TherapyParams(StrictModel):
     alpha_beta_brain: PositiveFloat = 2.0
     rbe_proton: Annotated[float, Field(ge=1.0, le=2.0)] = 1.1
     rbe_carbon: Annotated[float, Field(ge=1.0, le=6.0)] = 3.0
+    carbon_brain_rbe_factor: Annotated[float, Field(ge=1.0, le=2.0)] = 1.25
+    """Carbon's RBE in late-reacting normal brain relative to the tumour RBE the plan is weighted with.
+
+    RBE rises as alpha/beta falls (brain ~2 Gy, tumour ~10 Gy), so a plan weighted for
+    the tumour under-states the biological dose to normal brain: the radionecrosis
+    risk is computed on the carbon dose times this factor (modelling choice, docs/cohort.md).
+    """
     oer_low_let: Annotated[float, Field(ge=1.0, le=4.0)] = 2.8
     """Oxygen enhancement ratio at full hypoxia for photons and protons."""
     oer_carbon: Annotated[float, Field(ge=1.0, le=4.0)] = 1.5
@@ -198,6 +213,9 @@ class TherapyParams(StrictModel):
     repopulation_doubling_days: PositiveFloat = 15.0
     dead_cell_clearance_days: Annotated[float, Field(gt=0, le=365)] = 40.0
     """Half-life of lethally damaged cells on imaging (modelling choice: MRI response lags cell kill)."""
+    lymphopenia_proliferation_gain: Annotated[float, Field(ge=0, le=3)] = 0.75
+    """Relative increase of post-treatment proliferation after grade 3+ radiation-induced lymphopenia
+    (weaker immune control of the residual tumour; size a modelling choice, docs/cohort.md)."""
 
 
 class DifficultyParams(StrictModel):

@@ -17,12 +17,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from flame_private.metrics import EvolutionSums, roc_auc
+from flame_private.config import MODALITIES
+from flame_private.metrics import EvolutionSums, best_modality_index, roc_auc, treatment_metrics
 
 N_BOOTSTRAP = 1000
 CI_LEVEL = 0.95
 RESPONSE_HEADLINES = ("auc", "balanced_accuracy", "brier")
 EVOLUTION_HEADLINES = ("dice_whole_tumour", "dice_enhancing", "rano_class_agreement")
+TREATMENT_HEADLINES = ("best_modality_accuracy", "regret_viable_burden_ml", "lost_response_rate")
 
 
 def _response_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -97,6 +99,73 @@ class EvolutionScores:
             out.update(bootstrap_ci(len(v), lambda i: EvolutionSums.from_vector(v[i].sum(0)).metrics(),
                                     EVOLUTION_HEADLINES))
         return out
+
+
+@dataclass
+class TreatmentScores:
+    """Treatment comparison: P(responder) predicted under each modality, and the counterfactual truth.
+
+    One row per patient, one column per modality in ``MODALITIES`` order. A
+    treatment-conditioned model (or the logistic baseline, which takes the
+    treatment as a feature) is scored three times with the treatment switched;
+    the truth is the simulator's outcome under each (``truth/counterfactuals.json``).
+    """
+
+    probs: np.ndarray
+    responder: np.ndarray
+    burden_ml: np.ndarray
+    """Viable tumour at the first evaluation (mL): ranks modalities that all give a response."""
+
+    @classmethod
+    def from_truth(cls, probs: np.ndarray, patient_ids: list[str],
+                   truth: dict[str, dict[str, dict]]) -> TreatmentScores:
+        """Rows of ``probs`` for ``patient_ids``, against ``truth[patient][modality]`` (``load_truth``)."""
+        missing = [p for p in patient_ids if p not in truth or any(m not in truth[p] for m in MODALITIES)]
+        if missing:
+            raise ValueError(f"counterfactual truth lacks patient(s) or modalities: {', '.join(missing[:5])}")
+        resp = np.array([[bool(truth[p][m]["responder"]) for m in MODALITIES] for p in patient_ids], bool)
+        burden = np.array([[float(truth[p][m]["viable_burden_ml"]) for m in MODALITIES] for p in patient_ids])
+        return cls(np.asarray(probs, float).reshape(len(patient_ids), len(MODALITIES)),
+                   resp.reshape(-1, len(MODALITIES)), burden.reshape(-1, len(MODALITIES)))
+
+    @classmethod
+    def concatenate(cls, parts: list[TreatmentScores]) -> TreatmentScores:
+        """The patients of several parts (e.g. each site's test patients), scored together."""
+        empty = np.zeros((0, len(MODALITIES)))
+        return cls(*(np.concatenate([np.asarray(getattr(p, k)) for p in parts] or [empty])
+                     for k in ("probs", "responder", "burden_ml")))
+
+    def with_choice(self, modality_index: np.ndarray | int) -> TreatmentScores:
+        """The same patients with a fixed choice per patient (or for all): how a rule is scored."""
+        idx = np.broadcast_to(np.asarray(modality_index), (len(self.probs),))
+        return TreatmentScores(np.eye(len(MODALITIES))[idx], self.responder, self.burden_ml)
+
+    def true_best(self) -> np.ndarray:
+        """Index of each patient's true best modality."""
+        return best_modality_index(self.responder, self.burden_ml)
+
+    def metrics(self, ci: bool = True) -> dict[str, float | list[float]]:
+        probs, resp, burden = (np.asarray(a) for a in (self.probs, self.responder, self.burden_ml))
+        out: dict[str, float | list[float]] = dict(treatment_metrics(probs, resp, burden))
+        if ci:
+            out.update(bootstrap_ci(len(probs), lambda i: treatment_metrics(probs[i], resp[i], burden[i]),
+                                    TREATMENT_HEADLINES))
+        return out
+
+
+def majority_best(truth: TreatmentScores) -> int:
+    """The modality most often best among ``truth``'s patients (first on ties): a one-size-fits-all rule."""
+    counts = np.bincount(truth.true_best(), minlength=len(MODALITIES))
+    return int(np.argmax(counts))
+
+
+def treatment_baselines(test: TreatmentScores, train: TreatmentScores | None = None) -> dict[str, TreatmentScores]:
+    """Fixed rules on ``test``'s patients: always photons (standard of care), and always the modality
+    most often best among the ``train`` patients (when given)."""
+    out = {"always_photon": test.with_choice(MODALITIES.index("photon"))}
+    if train is not None and len(train.probs):
+        out["always_majority_best"] = test.with_choice(majority_best(train))
+    return out
 
 
 def patient_of_each_item(dataset: Dataset) -> list[tuple[int, int]]:

@@ -15,16 +15,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
-from flame_private.config import FederationConfig, SiteConfig, Task
+from flame_private.config import MODALITIES, FederationConfig, SiteConfig, Task
 from flame_private.data.checks import LoadedSite, load_site
 from flame_private.data.datasets import EvolutionDataset, ResponseDataset, encode_covariates
 from flame_private.data.records import CaseRecord
 from flame_private.data.splits import split_records
-from flame_private.evaluation import evaluate_with_baselines
-from flame_private.metrics import EvolutionSums, ResponseSums, treatment_comparison
+from flame_private.evaluation import TreatmentScores, evaluate_with_baselines
+from flame_private.metrics import EvolutionSums, ResponseSums
 from flame_private.models import build_model, count_parameters
 from flame_private.models.io import save_model
 from flame_private.privacy.budget import open_site_budget
@@ -61,17 +62,24 @@ def load_truth(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
     return {p["patient_id"]: p["outcomes"] for p in data["patients"]}
 
 
-def compare_treatments(model: torch.nn.Module, dataset: ResponseDataset,
-                       truth: dict[str, dict[str, dict[str, Any]]]) -> dict[str, float]:
-    """Predicted best modality against the simulated truth, on ``dataset``'s patients."""
-    predicted = {}
+def treatment_scores(model: torch.nn.Module, dataset: ResponseDataset,
+                     truth: dict[str, dict[str, dict[str, Any]]]) -> TreatmentScores:
+    """P(responder) under each modality for ``dataset``'s patients (those in ``truth``), with their truth."""
+    ids, probs = [], []
     for i, rec in enumerate(dataset.records):
         if rec.patient_id not in truth or rec.covariates is None:
             continue
         item = dataset[i]
-        predicted[rec.patient_id] = response_under_each_modality(
-            model, item["image"], item["seg"], encode_covariates(rec.covariates))
-    return treatment_comparison(predicted, {p: truth[p] for p in predicted})
+        p = response_under_each_modality(model, item["image"], item["seg"], encode_covariates(rec.covariates))
+        ids.append(rec.patient_id)
+        probs.append([p[m] for m in MODALITIES])
+    return TreatmentScores.from_truth(np.array(probs, float).reshape(len(ids), len(MODALITIES)), ids, truth)
+
+
+def compare_treatments(model: torch.nn.Module, dataset: ResponseDataset,
+                       truth: dict[str, dict[str, dict[str, Any]]]) -> dict[str, float | list[float]]:
+    """Predicted best modality against the simulated truth, on ``dataset``'s patients, with 95 % intervals."""
+    return treatment_scores(model, dataset, truth).metrics()
 
 
 def _metrics(task: Task, model: torch.nn.Module, ds: Dataset, cfg: FederationConfig) -> dict[str, float]:
@@ -163,16 +171,12 @@ def run_central(sites: Sequence[SiteConfig], task: Task, cfg: FederationConfig, 
         report["sites"][site_id] = sums.metrics()
         pooled = type(pooled).from_vector(pooled.vector() + sums.vector())  # type: ignore[attr-defined]
         if truth is not None and task == "response":
-            comparisons.append(compare_treatments(result.model, test_ds, load_truth(truth)))  # type: ignore[arg-type]
+            comparisons.append(treatment_scores(result.model, test_ds, load_truth(truth)))  # type: ignore[arg-type]
     pooled_test = ConcatDataset([make_dataset(task, s.test, cfg) for s in per_site.values()])
     report["test_pooled_sums"] = pooled.metrics()  # the federated-style sums (histogram AUC), for comparison
     report.update(_test_with_baselines(task, result.model, train_ds, pooled_test, cfg))
     if comparisons:
-        n = sum(c["n"] for c in comparisons)
-        report["treatment_comparison"] = {
-            k: sum(c[k] * c["n"] for c in comparisons if c["n"]) / n if n else float("nan")
-            for k in ("best_modality_accuracy", "regret_viable_burden_ml", "lost_response_rate")
-        } | {"n": n}
+        report["treatment_comparison"] = TreatmentScores.concatenate(comparisons).metrics()
     save_model(out / f"{task}.pt", task, result.model, cfg.model, cfg.data, card=report)
     return report
 

@@ -295,28 +295,55 @@ def dp_release(patient_vectors: list[np.ndarray], length: int, sensitivity: floa
     return total + randomness.standard_normal(length) * (noise_multiplier * sensitivity)
 
 
-def treatment_comparison(predicted: dict[str, dict[str, float]], truth: dict[str, dict[str, dict]]) -> dict[str, float]:
-    """Score predicted best modalities against the cohort's counterfactual truth.
+def treatment_metrics(probs: np.ndarray, responder: np.ndarray, burden_ml: np.ndarray) -> dict[str, float]:
+    """Score predicted best modalities against the counterfactual truth, one row per patient.
 
-    ``predicted[patient][modality]`` is P(responder); ``truth[patient][modality]``
-    the simulated outcome (``responder`` and ``viable_burden_ml``).  The true best
-    modality is the one with a response and, among those, the least viable tumour.
-    Regret: how much more viable tumour (mL) the predicted choice leaves than the
-    true best, and how often it loses a response the best would have given.
+    Columns are modalities (the same order in all three arrays). ``probs`` is the
+    predicted P(responder) under each; ``responder`` and ``burden_ml`` the simulated
+    outcome under each. The true best modality is the one with a response and,
+    among those, the least viable tumour; the choice is the column of highest
+    predicted probability (ties go to the first column, so a constant prediction
+    always chooses the first modality). Regret: how much more viable tumour (mL)
+    the choice leaves than the true best, and how often it loses a response the
+    best would have given. ``best_modality_accuracy_dependent`` is the accuracy
+    on the patients whose response depends on the modality (NaN if none).
     """
-    hits, regret_ml, lost = [], [], []
-    for pid, probs in predicted.items():
-        outcomes = truth[pid]
-        mods = [m for m in probs if m in outcomes]
-        best_true = min(mods, key=lambda m: (not outcomes[m]["responder"], outcomes[m]["viable_burden_ml"]))
-        best_pred = max(mods, key=lambda m: probs[m])
-        hits.append(best_pred == best_true)
-        regret_ml.append(outcomes[best_pred]["viable_burden_ml"] - outcomes[best_true]["viable_burden_ml"])
-        lost.append(float(outcomes[best_true]["responder"] and not outcomes[best_pred]["responder"]))
-    n = len(hits)
+    probs, burden = np.asarray(probs, float), np.asarray(burden_ml, float)
+    resp = np.asarray(responder, bool)
+    n = len(probs)
+    if n == 0:
+        nan = float("nan")
+        return {"n": 0.0, "best_modality_accuracy": nan, "regret_viable_burden_ml": nan, "lost_response_rate": nan,
+                "modality_dependent_rate": nan, "best_modality_accuracy_dependent": nan}
+    rows = np.arange(n)
+    best = best_modality_index(resp, burden)
+    chosen = np.argmax(probs, axis=1)
+    hits = chosen == best
+    dependent = resp.any(axis=1) & ~resp.all(axis=1)
     return {
         "n": float(n),
-        "best_modality_accuracy": float(np.mean(hits)) if n else float("nan"),
-        "regret_viable_burden_ml": float(np.mean(regret_ml)) if n else float("nan"),
-        "lost_response_rate": float(np.mean(lost)) if n else float("nan"),
+        "best_modality_accuracy": float(hits.mean()),
+        "regret_viable_burden_ml": float((burden[rows, chosen] - burden[rows, best]).mean()),
+        "lost_response_rate": float((resp[rows, best] & ~resp[rows, chosen]).mean()),
+        "modality_dependent_rate": float(dependent.mean()),
+        "best_modality_accuracy_dependent": float(hits[dependent].mean()) if dependent.any() else float("nan"),
     }
+
+
+def best_modality_index(responder: np.ndarray, burden_ml: np.ndarray) -> np.ndarray:
+    """Column of the true best modality per row: a response, then the least viable tumour (first on ties)."""
+    resp = np.asarray(responder, bool)
+    eligible = np.where(resp.any(axis=1, keepdims=True), resp, True)
+    return np.argmin(np.where(eligible, np.asarray(burden_ml, float), np.inf), axis=1)
+
+
+def treatment_comparison(predicted: dict[str, dict[str, float]], truth: dict[str, dict[str, dict]]) -> dict[str, float]:
+    """``treatment_metrics`` on dictionaries: ``predicted[patient][modality]`` is P(responder),
+    ``truth[patient][modality]`` the simulated outcome (``responder`` and ``viable_burden_ml``);
+    the modalities of ``predicted``, in its order.
+    """
+    rows = [(pid, [m for m in p if m in truth[pid]]) for pid, p in predicted.items()]
+    probs = [[predicted[pid][m] for m in mods] for pid, mods in rows]
+    resp = [[bool(truth[pid][m]["responder"]) for m in mods] for pid, mods in rows]
+    burden = [[float(truth[pid][m]["viable_burden_ml"]) for m in mods] for pid, mods in rows]
+    return treatment_metrics(np.array(probs, float), np.array(resp, bool), np.array(burden, float))

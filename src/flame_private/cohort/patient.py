@@ -50,6 +50,10 @@ class Patient:
     treatment_u: float
     oedema_extent_mm: float
     """Reach of vasogenic oedema around the enhancing tumour."""
+    hypoxia_shift: float = 0.0
+    """Hidden: shift of the density at which the tumour runs out of oxygen (perfusion; negative = hypoxic)."""
+    lymphopenia_u: float = 1.0
+    """Hidden: the patient's draw against the probability of radiation-induced lymphopenia."""
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -107,6 +111,9 @@ def draw_patient(rng: np.random.Generator, patient_id: str, anatomy: Anatomy, de
         rt_delay_days=int(rng.integers(5, 15)),
         treatment_u=float(rng.uniform()),
         oedema_extent_mm=float(rng.uniform(10.0, 30.0)),
+        # Drawn last: the draws before it are those of cohorts synthesised before it existed.
+        hypoxia_shift=float(rng.uniform(*tum.hypoxia_shift_range)),
+        lymphopenia_u=float(rng.uniform()),
     )
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+HYPOXIA_THRESHOLD = 0.35
+"""Smoothed tumour density above which oxygen runs short, for a tumour of average perfusion."""
+
 
 def support_box(mask: np.ndarray, pad: tuple[int, ...]) -> tuple[slice, ...] | None:
     """Bounding box of ``mask`` grown by ``pad`` voxels per axis (None if empty)."""
@@ -25,7 +28,7 @@ def support_box(mask: np.ndarray, pad: tuple[int, ...]) -> tuple[slice, ...] | N
 
 
 def hypoxia(cellularity: np.ndarray, necrosis: np.ndarray | None, spacing: tuple[float, float, float],
-            sigma_mm: float = 4.0, threshold: float = 0.35) -> np.ndarray:
+            sigma_mm: float = 4.0, threshold: float = HYPOXIA_THRESHOLD) -> np.ndarray:
     """Hypoxic fraction in [0, 1]: deep in dense tumour and around necrosis, oxygen cannot reach.
 
     Smoothed cellularity stands in for the distance to functioning vessels;
@@ -88,3 +91,20 @@ def radionecrosis_probability(max_eqd2_brain_gy: float) -> float:
     b = (l2 - l1) / 18.0
     a = l1 - b * 72.0
     return float(1.0 / (1.0 + np.exp(-(a + b * max_eqd2_brain_gy))))
+
+
+LYMPHOPENIA_LOGIT = (-3.75, 0.105, 1.82)
+"""Intercept, per Gy of mean dose to brain outside the target, and for women (log of the odds ratio 6.2)."""
+
+
+def lymphopenia_probability(mean_brain_dose_gy: float, female: bool) -> float:
+    """Grade 3+ radiation-induced lymphopenia during chemoradiation (lymphocyte nadir < 500 /uL).
+
+    The randomised proton-versus-photon glioblastoma trial (Mohan et al., Neuro-Oncology 2021)
+    found 39 % with photons, 14 % with protons, more in women (odds ratio 6.2) and a rise
+    with the brain volume receiving low and intermediate doses.  The logistic is fitted
+    through those two rates at this simulator's mean brain doses (~23 and ~8 Gy(RBE)) for
+    a cohort with 44 % women, as in the trial.
+    """
+    a, b, c = LYMPHOPENIA_LOGIT
+    return float(1.0 / (1.0 + np.exp(-(a + b * mean_brain_dose_gy + c * float(female)))))

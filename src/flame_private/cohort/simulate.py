@@ -84,6 +84,8 @@ class Outcome:
     pseudoprogression: bool
     radionecrosis: bool
     mean_brain_dose_gy: float
+    lymphopenia: bool
+    """Grade 3+ radiation-induced lymphopenia: the residual tumour regrows faster after treatment."""
     viable_burden_ml: float
     """Viable tumour burden (density x mL) at the first evaluation: the physical outcome."""
 
@@ -192,11 +194,12 @@ def grow_to_diagnosis(patient: Patient, anatomy: Anatomy, cfg: CohortConfig) -> 
     c = seed_density(anatomy.shape, np.asarray(patient.seed_voxel), anatomy.spacing, 3.0, tissue, peak=0.5)
     state = TumourState(c=c, necrosis=np.zeros_like(c), cavity=np.zeros(c.shape, dtype=bool), dead=np.zeros_like(c))
     thr = cfg.tumour.flair_threshold
+    necrosis_threshold = NECROSIS_HYPOXIA + patient.hypoxia_shift
     day, hyp, last_h = 0.0, None, -1e9
     chunk = max(1.0, min(10.0, 2.0 / patient.rho))
     while day < MAX_PREOP_DAYS:
         if day - last_h >= HYPOXIA_REFRESH_DAYS:
-            hyp, last_h = rb.hypoxia(state.c, None, anatomy.spacing, threshold=NECROSIS_HYPOXIA), day
+            hyp, last_h = rb.hypoxia(state.c, None, anatomy.spacing, threshold=necrosis_threshold), day
         _advance(state, diff, patient.rho, chunk, hyp, cfg.therapy.dead_cell_clearance_days)
         day += chunk
         abnormal = (state.c >= thr) | (state.necrosis >= cfg.tumour.necrosis_threshold)
@@ -291,9 +294,14 @@ def treat_and_follow(patient: Patient, baseline_state: TumourState, anatomy: Ana
     pseudo_p = diff_cfg.pseudoprogression_methylated if patient.mgmt_methylated else diff_cfg.pseudoprogression_base
     pseudo = patient.pseudo_u < pseudo_p
     normal_brain = anatomy.brain & ~ptv
-    max_eqd2 = float(rb.eqd2(dose_frac * th.prescription_gy, d_fx, th.alpha_beta_brain)[anatomy.tissue].max())
+    brain_rbe = th.carbon_brain_rbe_factor if modality == "carbon" else 1.0
+    max_eqd2 = float(rb.eqd2(dose_frac * th.prescription_gy * brain_rbe, d_fx * brain_rbe,
+                             th.alpha_beta_brain)[anatomy.tissue].max())
     rn_p = rb.radionecrosis_probability(max_eqd2)
     radionecrosis = patient.necrosis_u < rn_p
+    brain_dose = dosimetry.mean_brain_dose(dose_frac, normal_brain, ptv, th.prescription_gy)
+    lymphopenia = patient.lymphopenia_u < rb.lymphopenia_probability(brain_dose, patient.sex == "F")
+    rho_after = patient.rho * patient.rho_post_factor * (1.0 + th.lymphopenia_proliferation_gain * lymphopenia)
     effect = None
     if pseudo:
         strength = patient.pseudo_u / max(pseudo_p, 1e-9)
@@ -301,8 +309,10 @@ def treat_and_follow(patient: Patient, baseline_state: TumourState, anatomy: Ana
     rn_rim, rn_core = _radionecrosis(dose_frac, baseline_state, anatomy, cfg) if radionecrosis else (None, None)
 
     scans: list[Scan] = []
-    hyp = rb.hypoxia(state.cellularity, state.necrosis, anatomy.spacing)
-    hyp_dense = rb.hypoxia(state.c, None, anatomy.spacing, threshold=NECROSIS_HYPOXIA)
+    oxygen_threshold = rb.HYPOXIA_THRESHOLD + patient.hypoxia_shift
+    necrosis_threshold = NECROSIS_HYPOXIA + patient.hypoxia_shift
+    hyp = rb.hypoxia(state.cellularity, state.necrosis, anatomy.spacing, threshold=oxygen_threshold)
+    hyp_dense = rb.hypoxia(state.c, None, anatomy.spacing, threshold=necrosis_threshold)
     last_h = 0
     day = 0
     burden = 0.0
@@ -310,8 +320,9 @@ def treat_and_follow(patient: Patient, baseline_state: TumourState, anatomy: Ana
         while day < target_day:
             if day - last_h >= HYPOXIA_REFRESH_DAYS:
                 # Dying cells still compress vessels: reoxygenation follows their clearance.
-                hyp, last_h = rb.hypoxia(state.cellularity, state.necrosis, anatomy.spacing), day
-                hyp_dense = rb.hypoxia(state.c, None, anatomy.spacing, threshold=NECROSIS_HYPOXIA)
+                hyp, last_h = rb.hypoxia(state.cellularity, state.necrosis, anatomy.spacing,
+                                         threshold=oxygen_threshold), day
+                hyp_dense = rb.hypoxia(state.c, None, anatomy.spacing, threshold=necrosis_threshold)
             if day in fx_set:
                 _kill(state, 1.0 - rb.lq_survival(d_fx, patient.alpha, beta, rb.oer(hyp, oer_max)))
             if day in tmz_days:
@@ -322,7 +333,7 @@ def treat_and_follow(patient: Patient, baseline_state: TumourState, anatomy: Ana
             elif day <= rt_end:
                 rho = repop_rho if day - rt_start >= th.repopulation_kickoff_day else patient.rho
             else:
-                rho = patient.rho * patient.rho_post_factor
+                rho = rho_after
             # Step to the next event (fraction, chemo day, or scan) at most.
             nxt = target_day
             for d in (fx_days, sorted(tmz_days)):
@@ -352,7 +363,8 @@ def treat_and_follow(patient: Patient, baseline_state: TumourState, anatomy: Ana
         responder=is_responder(rano),
         pseudoprogression=bool(pseudo and unconfirmed),
         radionecrosis=radionecrosis,
-        mean_brain_dose_gy=dosimetry.mean_brain_dose(dose_frac, normal_brain, ptv, th.prescription_gy),
+        mean_brain_dose_gy=brain_dose,
+        lymphopenia=lymphopenia,
         viable_burden_ml=burden,
     )
 

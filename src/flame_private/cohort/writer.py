@@ -176,6 +176,7 @@ def simulate_and_write_patient(cfg: CohortConfig, job: PatientJob, staging: Path
             "responder": o.responder,
             "pseudoprogression": o.pseudoprogression,
             "radionecrosis": o.radionecrosis,
+            "lymphopenia": o.lymphopenia,
             "mean_brain_dose_gy": round(o.mean_brain_dose_gy, 3),
             "viable_burden_ml": round(o.viable_burden_ml, 4),
             "enhancing_ml": enhancing,
@@ -192,6 +193,7 @@ def simulate_and_write_patient(cfg: CohortConfig, job: PatientJob, staging: Path
             "rho_per_day": round(patient.rho, 5),
             "d_white_mm2_per_day": round(patient.d_white, 5),
             "rho_post_factor": round(patient.rho_post_factor, 4),
+            "hypoxia_shift": round(patient.hypoxia_shift, 4),
             "preop_growth_days": course.preop_days,
         },
     }
