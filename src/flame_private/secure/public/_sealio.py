@@ -85,8 +85,8 @@ def save_bytes(save: Callable[[str], None], file: ScratchFile) -> bytes:
 def default_workers() -> int:
     """Processes for HE work: ``FLAME_HE_WORKERS`` if set, else 1 (no fork).
 
-    The split is opt-in: its gain needs idle cores and has only been measured
-    on a busy machine, where it made the HE stages 30-40 % slower.
+    The split is opt-in: on 2 cores, idle or busy, it made a round slower
+    (docs/benchmarks.md, "One federated round").
     """
     raw = os.environ.get(WORKERS_ENV, "").strip()
     if not raw:
