@@ -7,12 +7,16 @@ a site that cannot (state missing, stale, of other settings) refuses, naming the
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 import torch
+from federation_harness import LocalGrid, make_federation, run
+from flwr.app import Message
 
-from flame_private.config import ConfigError, FederationConfig, ServerOptimizerConfig, parse_config
+from flame_private.config import ConfigError, FederationConfig, HEConfig, ServerOptimizerConfig, parse_config
+from flame_private.secure.keys import key_ceremony
 from flame_private.server_optimizer import (
     ServerOptimizerError,
     load_state,
@@ -184,3 +188,40 @@ def test_an_unreadable_state_or_an_unsafe_run_id_is_refused(tmp_path: Path) -> N
     with pytest.raises(ServerOptimizerError, match="run id '../x' is not a plain name"):
         next_global(ServerOptimizerConfig(name="fedadam"), tmp_path, "../x", "response", 1, _averages(1)[0],
                     _initial())
+
+
+# --------------------------------------------------------------------------- a whole federation
+
+
+@pytest.mark.slow  # one in-process federation of 4 sites, 2 rounds; `make test` runs it
+def test_a_federation_under_fedadam_ends_with_one_model_and_a_site_that_lost_its_state_refuses(
+        tmp_path: Path, cohort_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Sites a to c keep identical states and export the same model; site d, whose state is lost after it
+    trained round 2, declines the final model with the state file named (it does not diverge silently)."""
+    key_ceremony(HEConfig(), tmp_path / "keys")
+    sites, fed = make_federation(tmp_path, cohort_dir, tmp_path / "keys", n_sites=4, rounds=2, tasks="[response]")
+    with fed.open("a", encoding="utf-8") as f:
+        f.write("server_optimizer: {name: fedadam, lr: 0.01}\n")
+    lost = state_path(sites["site-d"].parent / "state", "run-1", "response")
+    trained: list[str] = []
+
+    def lose_state(site_id: str, reply: Message) -> Message:
+        if reply.metadata.message_type == "train":
+            trained.append(site_id)
+            if trained.count("site-d") == 2:
+                lost.unlink()  # site d's disk loses the state after it trained on the round-1 model
+        return reply
+
+    with caplog.at_level(logging.ERROR):
+        summary = run(LocalGrid(sites, fed, tamper=lose_state), fed, tmp_path / "keys", tmp_path / "run")
+    assert [r["round"] for r in summary["rounds"] if r["task"] == "response"] == [1, 2]
+    kept = [load_state(state_path(sites[s].parent / "state", "run-1", "response")) for s in ("site-a", "site-b",
+                                                                                           "site-c")]
+    assert all(k is not None and k.round == 2 for k in kept)
+    exports = [torch.load(sites[s].parent / "state" / "exports" / "run-1" / "response.pt",
+                          weights_only=True)["state_dict"] for s in ("site-a", "site-b", "site-c")]
+    for k in kept[0].model:  # type: ignore[union-attr]
+        assert all(torch.equal(kept[0].model[k], other.model[k]) for other in kept[1:])  # type: ignore[union-attr]
+        assert all(torch.equal(e[k], kept[0].model[k].float()) for e in exports)  # type: ignore[union-attr]
+    assert not (sites["site-d"].parent / "state" / "exports" / "run-1" / "response.pt").exists()
+    assert f"{lost}: no server optimiser state" in caplog.text
