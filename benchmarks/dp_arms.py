@@ -19,10 +19,17 @@ patients, beside the baselines (prevalence, logistic regression on the
 observables fitted on the pooled training patients) and the centralised
 non-private model of benchmarks/results/model_quality.json when present.
 
-Saves benchmarks/results/dp_arms.json.
+``--server-opt fedavgm|fedadam`` applies that server optimiser step to each
+round's average, as every site does after decryption (docs/training.md); the
+figures then go to benchmarks/results/dp_arms_<server-opt>.json, beside the
+FedAvg arms of dp_arms.json.
+
+Saves benchmarks/results/dp_arms.json (FedAvg) or dp_arms_<server-opt>.json.
 
 Usage: python benchmarks/dp_arms.py [--rounds 5] [--epsilon 8] [--batch 16] [--lr 3e-3]
                                     [--arms scratch public_pretrained public_pretrained_frozen_encoder]
+                                    [--server-opt fedavg|fedavgm|fedadam] [--server-lr L]
+                                    [--server-momentum 0.9] [--beta1 0.9] [--beta2 0.99] [--tau 1e-3]
 """
 
 from __future__ import annotations
@@ -55,6 +62,13 @@ def main() -> None:
     ap.add_argument("--pretrain-epochs", type=int, default=8)
     ap.add_argument("--positive-weight", type=float, default=0.4)
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    ap.add_argument("--server-opt", default="fedavg", choices=("fedavg", "fedavgm", "fedadam"))
+    ap.add_argument("--server-lr", type=float, default=None, help="default: 1 (fedavg, fedavgm), 0.01 (fedadam)")
+    ap.add_argument("--server-momentum", type=float, default=0.9)
+    ap.add_argument("--beta1", type=float, default=0.9)
+    ap.add_argument("--beta2", type=float, default=0.99)
+    ap.add_argument("--tau", type=float, default=1e-3)
+    ap.add_argument("--out", default=None, help="result name (default dp_arms, or dp_arms_<server-opt>)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
@@ -63,15 +77,26 @@ def main() -> None:
     from torch.utils.data import ConcatDataset
 
     from flame_private.baselines import logistic_observables, prevalence
-    from flame_private.config import CohortConfig, DataConfig, DPConfig, FederationConfig, load_config
+    from flame_private.config import (
+        CohortConfig,
+        DataConfig,
+        DPConfig,
+        FederationConfig,
+        ServerOptimizerConfig,
+        load_config,
+    )
     from flame_private.evaluation import score_response
     from flame_private.experiments import initial_model, make_dataset
+    from flame_private.server_optimizer import server_step, settings_of
     from flame_private.training import TrainSettings, plan_training, train
 
     torch.set_num_threads(2)
     study = load_config(args.config, CohortConfig)
+    server_opt = ServerOptimizerConfig(name=args.server_opt, lr=args.server_lr, momentum=args.server_momentum,
+                                       beta1=args.beta1, beta2=args.beta2, tau=args.tau)
     fed = FederationConfig(seed=study.seed, batch_size=args.batch, learning_rate=args.lr,
-                           response_positive_weight=args.positive_weight, data=DataConfig(grid=study.grid))
+                           response_positive_weight=args.positive_weight, data=DataConfig(grid=study.grid),
+                           server_optimizer=server_opt)
     voxel_ml = fed.data.voxel_mm**3 / 1000.0
     splits = study_splits(args.cohort, study, fed.data)
     site_train = {sid: make_dataset("response", sp.train, fed) for sid, sp in splits.items()}
@@ -88,8 +113,15 @@ def main() -> None:
         "test_patients": len(test),
         "baselines": {"prevalence": prevalence(pooled_train, test).metrics(),
                       "logistic_observables": logistic_observables(pooled_train, test, voxel_ml).metrics()},
+        "server_optimizer": settings_of(server_opt),
         "command": (f"python benchmarks/dp_arms.py --rounds {args.rounds} --epsilon {args.epsilon} "
-                    f"--batch {args.batch} --lr {args.lr} --arms {' '.join(args.arms)}"),
+                    f"--batch {args.batch} --lr {args.lr} --arms {' '.join(args.arms)}"
+                    + ("" if args.server_opt == "fedavg" else
+                       f" --server-opt {args.server_opt} --server-lr {server_opt.server_lr}"
+                       + (f" --server-momentum {args.server_momentum}" if args.server_opt == "fedavgm" else "")
+                       + (f" --beta1 {args.beta1} --beta2 {args.beta2} --tau {args.tau}"
+                          if args.server_opt == "fedadam" else ""))
+                    + (f" --out {args.out}" if args.out else "")),
         "arms": {},
     }
     quality = RESULTS / "model_quality.json"
@@ -122,6 +154,8 @@ def main() -> None:
             assert plan is not None
             per_round[sid] = dataclasses.replace(plan, steps=plan.steps // args.rounds)
         curve = []
+        moments: dict = {}
+        global64 = None  # the global model as every site keeps it (float64) under a server optimiser
         t0 = time.perf_counter()
         for rnd in range(1, args.rounds + 1):
             state = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in model.state_dict().items()}
@@ -131,6 +165,9 @@ def main() -> None:
                 weight = len(ds) / n_total  # type: ignore[arg-type]
                 for k, v in local.state_dict().items():
                     state[k] += weight * v.to(torch.float64)
+            if server_opt.name != "fedavg":  # every site's step after decryption (fedavg: the average itself)
+                state, moments = server_step(server_opt, global64 or model.state_dict(), state, moments)
+                global64 = state
             model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()})
             m = score_response(model, test).metrics()
             curve.append({"round": rnd, "seconds": round(time.perf_counter() - t0, 1), **m})
@@ -139,7 +176,8 @@ def main() -> None:
         sigma = {sid: round(p.noise_multiplier, 3) for sid, p in per_round.items()}
         figures["arms"][arm] = {"trainable_parameters": trainable, "noise_multiplier": sigma,  # type: ignore[index]
                                 "curve": curve, "test": curve[-1]}
-        print(f"saved {save('dp_arms', figures)}")
+        name = args.out or ("dp_arms" if server_opt.name == "fedavg" else f"dp_arms_{server_opt.name}")
+        print(f"saved {save(name, figures)}")
 
 
 if __name__ == "__main__":

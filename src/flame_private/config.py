@@ -434,6 +434,30 @@ class EvaluationConfig(StrictModel):
     """Evaluate after every round (costs budget each time) or only the final global models."""
 
 
+class ServerOptimizerConfig(StrictModel):
+    """The server optimiser step, applied identically at every site to the decrypted average (docs/training.md).
+
+    The server only adds ciphertexts and never sees a model, so FedAvgM and FedAdam keep their state at the
+    sites.  ``fedavg`` (the default): the decrypted average is the next global model, as without this step.
+    """
+
+    name: Literal["fedavg", "fedavgm", "fedadam"] = "fedavg"
+    lr: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
+    """Server learning rate; None: 1.0 for fedavg and fedavgm, 0.01 for fedadam (Reddi et al. 2021)."""
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    """FedAvgM's server momentum."""
+    beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    beta2: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.99
+    tau: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
+    """FedAdam's adaptivity: the floor under the square root of the second moment (its initial value is tau^2)."""
+
+    @property
+    def server_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 0.01 if self.name == "fedadam" else 1.0
+
+
 class FederationConfig(StrictModel):
     """One federated run: rounds, tasks, who must take part."""
 
@@ -455,6 +479,8 @@ class FederationConfig(StrictModel):
     evaluation: EvaluationConfig = EvaluationConfig()
     he: HEConfig = HEConfig()
     data: DataConfig = DataConfig()
+    server_optimizer: ServerOptimizerConfig = ServerOptimizerConfig()
+    """The server optimiser step the sites apply after decryption (default fedavg: the average itself)."""
 
 
 # --------------------------------------------------------------------------- loading

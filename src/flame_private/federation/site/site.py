@@ -38,6 +38,7 @@ from flame_private.secure.public.errors import HEError
 from flame_private.secure.public.packing import ParamLayout
 from flame_private.secure.site.codec import decrypt_aggregate, encrypt_update
 from flame_private.secure.site.keys import SecretContext, load_secret_context
+from flame_private.server_optimizer import ServerOptimizerError, next_global
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,10 @@ class Site:
         The aggregate is checked before anything is decrypted (``decrypt_aggregate``):
         this run, this task, ``expected_round``, the agreed parameters, and
         ``min_sites`` to ``he.max_sites`` distinct sites.  Anything else raises
-        HEError; the caller declines the round.
+        HEError; the caller declines the round.  The run's server optimiser step turns the
+        decrypted average into the global model (``server_optimizer``; fedavg: the average
+        itself); a site whose optimiser state cannot give the model the others compute
+        raises ServerOptimizerError.
         """
         model = task_fns.load_model(task, self.fed)
         if header_json is None or payload is None:
@@ -196,6 +200,8 @@ class Site:
                                          task=task, round=expected_round, model=envelope_model(task, "model"),
                                          content="model", min_sites=self.fed.min_sites,
                                          max_sites=self.fed.he.max_sites)
+        state = next_global(self.fed.server_optimizer, Path(self.config.state_dir), run_id, task, expected_round,
+                            state, model.state_dict())
         model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()})
         log.info("%s: decrypted global %s model of round %d (%d patients)", self.site_id, task, expected_round,
                  total)
@@ -226,7 +232,7 @@ class Site:
         """The checked, decrypted global model, or the reason to decline the round."""
         try:
             return self.global_model(task, run_id, expected_round, header_json, payload)
-        except HEError as exc:
+        except (HEError, ServerOptimizerError) as exc:
             return (f"refused the global {task} model sent for {step} (expected the aggregate of round "
                     f"{expected_round} of run {run_id}): {exc}")
 
@@ -332,7 +338,7 @@ class Site:
             return guard
         try:
             self.export(run_id, task, round_, model_ct, metrics_ct, metrics_round)
-        except HEError as exc:
+        except (HEError, ServerOptimizerError) as exc:
             log.error("%s: refused the final %s model or metrics: %s", self.site_id, task, exc)
             return Reply(status="declined", reason=str(exc))
         return Reply(status="ok")
