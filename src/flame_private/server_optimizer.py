@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 from flame_private.config import ServerOptimizerConfig
-from flame_private.hashchain import _fsync_dir  # the records layer's durable-directory helper
+from flame_private.errors import ExitCode, FlameError
+from flame_private.records.durable import fsync_dir as _fsync_dir  # the records layer's durable-directory helper
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,10 @@ _MOMENTS = {"fedavg": (), "fedavgm": ("v",), "fedadam": ("m", "v")}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-class ServerOptimizerError(RuntimeError):
+class ServerOptimizerError(FlameError, RuntimeError):
     """The site cannot compute the next global model the other sites compute: missing or stale state."""
+
+    exit_code = ExitCode.INPUT
 
 
 @dataclass
