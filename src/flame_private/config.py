@@ -23,11 +23,12 @@ from pydantic import (
     model_validator,
 )
 
-MODALITIES: tuple[str, ...] = ("photon", "proton", "carbon")
+Modality = Literal["photon", "proton", "carbon"]
+MODALITIES: tuple[Modality, ...] = ("photon", "proton", "carbon")
 """Radiotherapy modalities, in the fixed order used for one-hot encodings."""
 
-Modality = Literal["photon", "proton", "carbon"]
 Task = Literal["response", "evolution"]
+TASKS: tuple[Task, ...] = ("response", "evolution")
 
 CANONICAL_LABELS: dict[int, str] = {0: "background", 1: "necrotic_core", 2: "oedema", 3: "enhancing"}
 MRI_SEQUENCES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
@@ -126,14 +127,15 @@ class PatientMix(StrictModel):
         return v
 
 
+DEFAULT_TREATMENT_MIX: dict[Modality, float] = {"photon": 0.7, "proton": 0.3}
+
+
 class SiteCohortConfig(StrictModel):
     """One simulated centre."""
 
     site_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
     n_patients: Annotated[int, Field(ge=1, le=5000)]
-    treatment_mix: dict[Modality, Annotated[float, Field(ge=0.0)]] = Field(
-        default_factory=lambda: {"photon": 0.7, "proton": 0.3}
-    )
+    treatment_mix: dict[Modality, Annotated[float, Field(ge=0.0)]] = Field(default_factory=DEFAULT_TREATMENT_MIX.copy)
     """Relative share of each modality the centre offers; missing = not offered."""
     scanner: ScannerProfile = ScannerProfile()
     patients: PatientMix = PatientMix()
@@ -421,7 +423,7 @@ class FederationConfig(StrictModel):
 
     run_name: str = "run"
     seed: int = 0
-    tasks: Annotated[list[Task], Field(min_length=1)] = Field(default_factory=lambda: ["response", "evolution"])
+    tasks: Annotated[list[Task], Field(min_length=1)] = Field(default_factory=lambda: list(TASKS))
     rounds: Annotated[int, Field(ge=1, le=10_000)] = 3
     local_epochs: Annotated[int, Field(ge=1, le=100)] = 1
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 4
@@ -472,7 +474,7 @@ def parse_config(data: object, model: type[M], source: Path | str = "<memory>",
 class _UniqueKeyLoader(yaml.SafeLoader):
     """Safe YAML loading that refuses a key given twice (the second would silently win)."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set[object] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
