@@ -27,12 +27,7 @@ from flame_private.federation.audit import AuditReport, audit_site
 from flame_private.federation.egress import EgressEntry, EgressLog, EgressLogError
 from flame_private.privacy.accounting import epsilon_for
 from flame_private.privacy.ledger import EPSILON_RTOL, Ledger, LedgerEntry, LedgerError
-from flame_private.privacy.policy import (
-    PolicyError,
-    PrivacyPolicy,
-    check_policy_valid,
-    load_policy,
-)
+from flame_private.privacy.policy import PolicyError, PrivacyPolicy, check_policy_valid, load_policy
 from flame_private.reports.errors import ReportError
 from flame_private.reports.evidence import load_attack_evidence
 from flame_private.reports.facts import (
@@ -54,11 +49,7 @@ from flame_private.reports.facts import (
     SpendRow,
     Verdict,
 )
-from flame_private.reports.meaning import (
-    FALSE_ACCUSATION_RATES,
-    max_true_positive_rate,
-    odds_factor,
-)
+from flame_private.reports.meaning import FALSE_ACCUSATION_RATES, max_true_positive_rate, odds_factor
 
 log = logging.getLogger(__name__)
 

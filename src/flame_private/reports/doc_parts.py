@@ -4,20 +4,9 @@ reasons in the reader's language, breach notices, record heads to read aloud, nu
 
 from __future__ import annotations
 
-from flame_private.reports.blocks import (
-    Block,
-    Callout,
-    Tone,
-)
+from flame_private.reports.blocks import Block, Callout, Tone
 from flame_private.reports.facts import BREACH_LIKE, ChainFacts, Reason, Verdict
-from flame_private.reports.i18n import (
-    Lang,
-    check_name,
-    grouped,
-    num,
-    t,
-    tn,
-)
+from flame_private.reports.i18n import Lang, check_name, grouped, num, t, tn
 
 
 def reason_text(r: Reason, lang: Lang) -> str:

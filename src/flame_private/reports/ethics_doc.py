@@ -34,19 +34,7 @@ from flame_private.reports.ethics_safeguards import (
 )
 from flame_private.reports.facts import EthicsReport
 from flame_private.reports.figures import spend_plot
-from flame_private.reports.i18n import (
-    Lang,
-    day,
-    factor,
-    integer,
-    num,
-    percent,
-    small,
-    t,
-    task_name,
-    timestamp,
-    yes_no,
-)
+from flame_private.reports.i18n import Lang, day, factor, integer, num, percent, small, t, task_name, timestamp, yes_no
 from flame_private.reports.meaning import is_weak, per_hundred
 
 
