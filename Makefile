@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: demo lint test test-fast bench clean-venv
+.PHONY: demo lint typecheck test test-fast bench clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,11 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks setup.py
 
-test: lint
+# Types next: mypy reads src/flame_private with the settings in pyproject.toml ([tool.mypy]).
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: lint typecheck
 	$(PY) -m pytest
 
 test-fast: $(STAMP)

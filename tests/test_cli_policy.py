@@ -20,16 +20,11 @@ from typer.testing import CliRunner
 
 import flame_private
 from flame_private.cli import app
-from flame_private.errors import ExitCode, FlameError, exit_code_of
+from flame_private.errors import ExitCode, FlameError
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 WIDE = {"COLUMNS": "240"}
-
-NOT_YET_FLAME_ERRORS = {"flame_private.config.ConfigError"}
-"""Defined in config.py, which keeps ``ValueError`` as its only base for now; ``exit_code_of`` gives it 3
-(bad input) and ``PolicyError`` derives from both.  Empty this set when it derives from FlameError."""
-
 
 def _exception_classes() -> Iterator[type[BaseException]]:
     """Every exception class defined in flame_private (imported from the module that defines it)."""
@@ -53,9 +48,6 @@ def test_the_walk_finds_the_exception_classes() -> None:
 
 @pytest.mark.parametrize("exc", EXCEPTIONS, ids=lambda c: f"{c.__module__}.{c.__qualname__}")
 def test_every_error_derives_from_flame_error_with_an_exit_status_of_the_policy(exc: type[BaseException]) -> None:
-    if f"{exc.__module__}.{exc.__qualname__}" in NOT_YET_FLAME_ERRORS:
-        assert exit_code_of(exc.__new__(exc)) == ExitCode.INPUT
-        return
     assert issubclass(exc, FlameError)
     assert isinstance(exc.exit_code, ExitCode)
     assert exc.exit_code not in (ExitCode.OK, ExitCode.USAGE)  # 0 is success, 2 is typer's
@@ -150,6 +142,16 @@ def test_the_report_choices_are_the_reports_own() -> None:
         assert {c.value for c in SizeChoice} == set(module.SIZES)
 
 
+def test_the_task_and_layout_choices_are_the_configs_own() -> None:
+    from typing import get_args
+
+    from flame_private.cli_common import LayoutChoice, TaskChoice
+    from flame_private.config import Layout, Task
+
+    assert [c.value for c in TaskChoice] == list(get_args(Task))
+    assert [c.value for c in LayoutChoice] == list(get_args(Layout))
+
+
 # --------------------------------------------------------------------------- one meaning per option name
 
 
@@ -221,3 +223,9 @@ def test_federation_is_read_from_federation_and_its_short_flag(tmp_path: Path) -
         result = CliRunner().invoke(app, ["train", "local", "-s", str(SITE), flag, str(bad)], env=WIDE)
         assert result.exit_code == 3, result.output
         assert "fed.yaml" in result.output and "unknown_field" in result.output
+
+
+def test_the_config_kinds_are_the_validators_kinds() -> None:
+    from flame_private.cli import CONFIG_KINDS, ConfigKind
+
+    assert [c.value for c in ConfigKind] == list(CONFIG_KINDS)

@@ -229,7 +229,7 @@ def test_the_report_states_how_the_messages_actually_travelled(ethics, facts, fm
 
 
 def test_transport_in_words_for_each_recorded_way_and_for_old_records() -> None:
-    from flame_private.reports.ethics_doc import transport_text
+    from flame_private.reports.ethics_safeguards import transport_text
 
     assert transport_text({"supernode-tls": 3}, "en") == ("over the network through the site's Flower SuperNode, "
                                                           "inside TLS (as declared in its configuration): 3 messages")

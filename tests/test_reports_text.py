@@ -123,8 +123,8 @@ def test_counts_take_proper_plurals_and_no_text_hedges_with_parentheses() -> Non
 
 
 def test_audit_check_names_are_given_in_the_readers_language() -> None:
-    from flame_private.reports.content import Reason
-    from flame_private.reports.ethics_doc import reason_text
+    from flame_private.reports.doc_parts import reason_text
+    from flame_private.reports.facts import Reason
 
     reason = Reason(code="audit_failed", detail="ledger agreement, ciphertext only")
     assert reason_text(reason, "fr") == ("Des contrôles d'audit sont en échec\u00a0: concordance avec le registre "

@@ -23,6 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from torch.utils.data import Dataset
 
 from flame_private.config import MODALITIES
+from flame_private.data.datasets import dataset_size
 from flame_private.evaluation import EvolutionScores, ResponseScores, patient_of_each_item
 
 FEATURES = ("necrotic_ml", "oedema_ml", "enhancing_ml", "whole_tumour_ml", "age", "female", "mgmt_methylated",
@@ -42,7 +43,7 @@ def observable_features(item: dict, voxel_ml: float) -> np.ndarray:
 
 
 def _matrix(dataset: Dataset, voxel_ml: float) -> tuple[np.ndarray, np.ndarray]:
-    items = [dataset[i] for i in range(len(dataset))]  # type: ignore[arg-type]
+    items = [dataset[i] for i in range(dataset_size(dataset))]
     x = np.stack([observable_features(it, voxel_ml) for it in items]) if items else np.zeros((0, len(FEATURES)))
     y = np.array([float(it["label"]) for it in items])
     return x, y
@@ -111,7 +112,7 @@ def no_change(dataset: Dataset, voxel_ml: float) -> EvolutionScores:
     """The follow-up predicted to be the baseline segmentation, scored like a model."""
     owners = patient_of_each_item(dataset)
     cases: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-    for i in range(len(dataset)):  # type: ignore[arg-type]
+    for i in range(dataset_size(dataset)):
         item = dataset[i]
         base, target = item["seg"][0].numpy(), item["target"][0].numpy()
         cases.setdefault(owners[i], []).append((base, target, base))

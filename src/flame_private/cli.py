@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -26,6 +26,7 @@ from flame_private.config import (
     HEConfig,
     ModelConfig,
     SiteConfig,
+    StrictModel,
 )
 from flame_private.federation.site.approved_apps_cli import approve_app, approved_apps, revoke_app, write_launcher
 from flame_private.privacy.cli import budget_app
@@ -58,7 +59,7 @@ site_app.command("write-launcher")(write_launcher)
 site_app.command("init-state")(init_state_command)
 
 console = Console()
-CONFIG_KINDS = {
+CONFIG_KINDS: dict[str, type[StrictModel]] = {
     "cohort": CohortConfig,
     "site": SiteConfig,
     "federation": FederationConfig,
@@ -67,7 +68,18 @@ CONFIG_KINDS = {
     "he": HEConfig,
     "data": DataConfig,
 }
-ConfigKind = Enum("ConfigKind", {k: k for k in CONFIG_KINDS}, type=str)  # type: ignore[misc]
+
+
+class ConfigKind(StrEnum):
+    """What a configuration file configures (the keys of CONFIG_KINDS; a test keeps them equal)."""
+
+    cohort = "cohort"
+    site = "site"
+    federation = "federation"
+    model = "model"
+    dp = "dp"
+    he = "he"
+    data = "data"
 
 
 @app.callback()
@@ -118,7 +130,7 @@ def cohort_synth(
 ) -> None:
     """Simulate a synthetic multi-centre cohort and write it as NIfTI with manifests."""
     cfg = load(config, CohortConfig)
-    summary = _synthesise(cfg, out, workers or _default_workers(), overwrite)  # type: ignore[arg-type]
+    summary = _synthesise(cfg, out, workers or _default_workers(), overwrite)
     _print_cohort_summary(summary, out)
 
 
@@ -140,7 +152,7 @@ def cohort_figure(
 @data_app.command("check")
 def data_check(
     directory: Annotated[Path, typer.Argument(help="A site's data folder.")],
-    layout: Annotated[Optional[LayoutChoice], typer.Option(  # type: ignore[valid-type]
+    layout: Annotated[Optional[LayoutChoice], typer.Option(
         "--layout", help="The folder's layout; detected when omitted.", show_default=False)] = None,
     site_id: Annotated[Optional[str], typer.Option(help="Site name to report (default: from the folder).")] = None,
     quick: Annotated[bool, typer.Option(help="Headers only: fast, but misses corrupt or NaN data.")] = False,
@@ -150,7 +162,7 @@ def data_check(
 
     if not directory.is_dir():
         raise fail(f"{directory}: not a folder")
-    report = check_site(directory, layout=value(layout), site_id=site_id, full=not quick)  # type: ignore[arg-type]
+    report = check_site(directory, layout=value(layout), site_id=site_id, full=not quick)
     console.print(render_check_table(report))
     if not report.ok:
         raise typer.Exit(1)
@@ -159,8 +171,8 @@ def data_check(
 @config_app.command("validate")
 def config_validate(
     path: Annotated[Path, typer.Argument(help="YAML file to validate.")],
-    kind: Annotated[ConfigKind, typer.Option("--kind", help="What the file configures.")]  # type: ignore[valid-type]
-    = ConfigKind.cohort,  # type: ignore[attr-defined]
+    kind: Annotated[ConfigKind, typer.Option("--kind", help="What the file configures.")]
+    = ConfigKind.cohort,
 ) -> None:
     """Check a configuration file; errors name the file and the field."""
     load(path, CONFIG_KINDS[kind.value])

@@ -7,24 +7,25 @@ and exits with the status of the policy in :mod:`flame_private.errors`;
 configuration file that does not validate) raised inside it.
 
 Choices: options with a fixed set of values are Enums, so ``--help`` lists them
-and a typo is typer's usage error (exit 2) naming the choices.  They are built from
-the library's own ``Literal`` types, so the two cannot drift apart (the report and
-attack choices are spelled here, to keep ``flame --help`` fast, and a test compares them).
+and a typo is typer's usage error (exit 2) naming the choices.  They are spelled
+out (a type checker cannot follow an Enum built at run time) and a test keeps each
+equal to the library's own values (``config.Task``, ``config.Layout``, the reports'
+languages and formats, the attacks' sizes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from flame_private.config import ConfigError, Layout, Task, load_config
+from flame_private.config import ConfigError, load_config
 from flame_private.errors import ExitCode, FlameError, exit_code_of
 
 M = TypeVar("M")
@@ -60,23 +61,46 @@ def refusals() -> Iterator[None]:
 def load(path: Path, model: type[M]) -> M:
     """A configuration file, or exit with the error naming the file and the field."""
     with refusals():
-        return load_config(path, model)  # type: ignore[type-var,return-value]
+        return load_config(path, model)  # type: ignore[type-var]
 
 
-def _choices(name: str, literal: Any, doc: str) -> type[Enum]:
-    enum = Enum(name, {v: v for v in get_args(literal)}, type=str)  # type: ignore[misc]
-    enum.__doc__ = doc
-    enum.__str__ = lambda self: self.value  # type: ignore[method-assign]
-    return enum
+class TaskChoice(StrEnum):
+    """Which model: response or evolution (config.Task; a test keeps them equal)."""
+
+    response = "response"
+    evolution = "evolution"
 
 
-TaskChoice = _choices("TaskChoice", Task, "Which model: response or evolution.")
-LayoutChoice = _choices("LayoutChoice", Layout, "A site's data layout.")
+class LayoutChoice(StrEnum):
+    """A site's data layout (config.Layout; a test keeps them equal)."""
+
+    flame = "flame"
+    brats2021 = "brats2021"
+    brats2023 = "brats2023"
+    lumiere = "lumiere"
+    upenn = "upenn"
+
+
 # The reports package is heavy to import; tests check these equal reports.i18n.LANGS and reports.output.FORMATS.
-LangChoice = _choices("LangChoice", Literal["en", "fr"], "Language of a report.")
-FormatChoice = _choices("FormatChoice", Literal["html", "pdf"], "File format of a report.")
-SizeChoice = _choices("SizeChoice", Literal["ci", "full"],
-                      "Size of an attack simulation: ci (minutes on a laptop) or full (the benchmark size).")
+class LangChoice(StrEnum):
+    """Language of a report."""
+
+    en = "en"
+    fr = "fr"
+
+
+class FormatChoice(StrEnum):
+    """File format of a report."""
+
+    html = "html"
+    pdf = "pdf"
+
+
+class SizeChoice(StrEnum):
+    """Size of an attack simulation: ci (minutes on a laptop) or full (the benchmark size)."""
+
+    ci = "ci"
+    full = "full"
 
 
 def value(choice: Enum | None) -> Any:

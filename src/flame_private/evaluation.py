@@ -172,7 +172,7 @@ def patient_of_each_item(dataset: Dataset) -> list[tuple[int, int]]:
     """(part, patient) of every item: follow-ups of one patient are one patient, also across a ConcatDataset."""
     from torch.utils.data import ConcatDataset
 
-    from flame_private.data.datasets import EvolutionDataset
+    from flame_private.data.datasets import EvolutionDataset, dataset_size
 
     parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
     out: list[tuple[int, int]] = []
@@ -180,7 +180,7 @@ def patient_of_each_item(dataset: Dataset) -> list[tuple[int, int]]:
         if isinstance(part, EvolutionDataset):
             out += [(k, r) for r, _ in part.index]
         else:
-            out += [(k, i) for i in range(len(part))]  # type: ignore[arg-type]
+            out += [(k, i) for i in range(dataset_size(part))]
     return out
 
 

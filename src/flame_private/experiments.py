@@ -21,7 +21,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from flame_private.config import MODALITIES, FederationConfig, SiteConfig, Task
 from flame_private.data.checks import LoadedSite, load_site
-from flame_private.data.datasets import EvolutionDataset, ResponseDataset, encode_covariates
+from flame_private.data.datasets import EvolutionDataset, ResponseDataset, dataset_size, encode_covariates
 from flame_private.data.records import CaseRecord
 from flame_private.data.splits import split_records
 from flame_private.evaluation import TreatmentScores, evaluate_with_baselines
@@ -40,7 +40,8 @@ from flame_private.training import (
 log = logging.getLogger(__name__)
 
 
-def make_dataset(task: Task, records: Sequence[CaseRecord], cfg: FederationConfig) -> Dataset:
+def make_dataset(task: Task, records: Sequence[CaseRecord],
+                 cfg: FederationConfig) -> ResponseDataset | EvolutionDataset:
     return ResponseDataset(records, cfg.data) if task == "response" else EvolutionDataset(records, cfg.data)
 
 
@@ -83,7 +84,7 @@ def compare_treatments(model: torch.nn.Module, dataset: ResponseDataset,
 
 
 def _metrics(task: Task, model: torch.nn.Module, ds: Dataset, cfg: FederationConfig) -> dict[str, float]:
-    if len(ds) == 0:  # type: ignore[arg-type]
+    if dataset_size(ds) == 0:
         return {"n": 0.0}
     sums = evaluate(model, task, ds, cfg.batch_size, cfg.data.voxel_mm**3 / 1000.0)
     return sums.metrics()
@@ -92,7 +93,7 @@ def _metrics(task: Task, model: torch.nn.Module, ds: Dataset, cfg: FederationCon
 def _test_with_baselines(task: Task, model: torch.nn.Module, train_ds: Dataset, test_ds: Dataset,
                          cfg: FederationConfig) -> dict[str, Any]:
     """``test`` (exact metrics, 95 % bootstrap intervals) and ``baselines`` on the same test patients."""
-    if len(test_ds) == 0:  # type: ignore[arg-type]
+    if dataset_size(test_ds) == 0:
         return {"test": {"n": 0.0}, "baselines": {}}
     scored = evaluate_with_baselines(model, task, train_ds, test_ds, cfg.data.voxel_mm**3 / 1000.0, cfg.batch_size)
     return {"test": scored["model"], "baselines": scored["baselines"]}
@@ -137,7 +138,7 @@ def run_local(site: SiteConfig, task: Task, cfg: FederationConfig, out: Path, dp
     }
     report.update(_test_with_baselines(task, result.model, train_ds, make_dataset(task, splits.test, cfg), cfg))
     if truth is not None and task == "response" and splits.test:
-        report["treatment_comparison"] = compare_treatments(result.model, make_dataset(task, splits.test, cfg),
+        report["treatment_comparison"] = compare_treatments(result.model, ResponseDataset(splits.test, cfg.data),
                                                             load_truth(truth))
     save_model(out / f"{task}.pt", task, result.model, cfg.model, cfg.data, card=report)
     return report
@@ -152,7 +153,8 @@ def run_central(sites: Sequence[SiteConfig], task: Task, cfg: FederationConfig, 
         loaded = load_site(site.data_dir, site.layout, site.site_id, skip_invalid=skip_invalid)
         per_site[site.site_id] = split_records(loaded.records, cfg.data)
         skipped[site.site_id] = _skipped(loaded)
-    train_ds = ConcatDataset([make_dataset(task, s.train, cfg) for s in per_site.values()])
+    train_ds: ConcatDataset[dict[str, torch.Tensor]] = ConcatDataset(
+        [make_dataset(task, s.train, cfg) for s in per_site.values()])
     settings = settings_from(cfg, epochs)
     model = initial_model(task, cfg)
     result = train(model, task, train_ds, settings, None, on_step=on_step)
@@ -164,15 +166,16 @@ def run_central(sites: Sequence[SiteConfig], task: Task, cfg: FederationConfig, 
     comparisons = []
     for site_id, s in per_site.items():
         test_ds = make_dataset(task, s.test, cfg)
-        if len(test_ds) == 0:  # type: ignore[arg-type]
+        if dataset_size(test_ds) == 0:
             report["sites"][site_id] = {"n": 0.0}
             continue
         sums = evaluate(result.model, task, test_ds, cfg.batch_size, voxel_ml)
         report["sites"][site_id] = sums.metrics()
-        pooled = type(pooled).from_vector(pooled.vector() + sums.vector())  # type: ignore[attr-defined]
-        if truth is not None and task == "response":
-            comparisons.append(treatment_scores(result.model, test_ds, load_truth(truth)))  # type: ignore[arg-type]
-    pooled_test = ConcatDataset([make_dataset(task, s.test, cfg) for s in per_site.values()])
+        pooled = type(pooled).from_vector(pooled.vector() + sums.vector())
+        if truth is not None and isinstance(test_ds, ResponseDataset):
+            comparisons.append(treatment_scores(result.model, test_ds, load_truth(truth)))
+    pooled_test: ConcatDataset[dict[str, torch.Tensor]] = ConcatDataset(
+        [make_dataset(task, s.test, cfg) for s in per_site.values()])
     report["test_pooled_sums"] = pooled.metrics()  # the federated-style sums (histogram AUC), for comparison
     report.update(_test_with_baselines(task, result.model, train_ds, pooled_test, cfg))
     if comparisons:

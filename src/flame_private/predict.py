@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flame_private.config import MODALITIES
+from flame_private.config import MODALITIES, Layout
 from flame_private.data.datasets import encode_covariates
 from flame_private.data.errors import DataError
 from flame_private.data.layouts import LABEL_MAPS
@@ -66,7 +66,7 @@ def case_from_folder(case: Path, covariates: Covariates | None = None) -> CaseRe
     if missing:
         raise DataError(f"{folder}: missing baseline file(s) for {', '.join(missing)} "
                         "(expected t1, t1ce, t2, flair and seg NIfTI files)")
-    layout = "flame" if folder.name == "baseline" else "brats2021"
+    layout: Layout = "flame" if folder.name == "baseline" else "brats2021"
     manifest = case.parent / "manifest.json"
     if covariates is None and manifest.is_file():
         entries = json.loads(manifest.read_text(encoding="utf-8")).get("patients", [])

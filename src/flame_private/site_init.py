@@ -22,7 +22,7 @@ from typing import Annotated, get_args
 
 import typer
 
-from flame_private.cli_common import LayoutChoice, refusals
+from flame_private.cli_common import LayoutChoice, refusals, value
 from flame_private.config import ConfigError, Layout, SiteConfig, load_config
 from flame_private.errors import ExitCode, FlameError
 from flame_private.privacy.policy import TEMPLATE_MARKER
@@ -263,7 +263,7 @@ def site_init_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="The new site folder (must not exist, or be empty).")],
     data_dir: Annotated[Path, typer.Option("--data-dir", help="The site's scans (check them with "
                                                               "`flame data check`).")],
-    layout: Annotated[LayoutChoice, typer.Option("--layout", help="The layout of the site's scans.")]  # type: ignore[valid-type]
+    layout: Annotated[LayoutChoice, typer.Option("--layout", help="The layout of the site's scans.")]
     = LayoutChoice("flame"),
     he_params: Annotated[Path | None, typer.Option(
         "--he-params", help="The key ceremony's params-only context (server-params.ctx), if the site has it: the "
@@ -271,9 +271,8 @@ def site_init_command(
 ) -> None:
     """Scaffold a new site: site.yaml, a privacy-policy template, state/ (empty ledger and egress log) and keys/
     (0700), DPO-CHECKLIST.md."""
-    layout = layout.value
     with refusals():
-        written = init_site(site_id, out, data_dir, layout, he_params)
+        written = init_site(site_id, out, data_dir, value(layout), he_params)
     for path in written:
         typer.echo(f"created {path}{'/' if path.is_dir() else ''}")
     root = written[0].parent

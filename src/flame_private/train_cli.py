@@ -10,14 +10,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flame_private.cli_common import TaskChoice, fail, load, refusals
-from flame_private.config import SITE_YAML_HELP, FederationConfig, SiteConfig
+from flame_private.cli_common import TaskChoice, fail, load, refusals, value
+from flame_private.config import SITE_YAML_HELP, FederationConfig, SiteConfig, Task
 from flame_private.errors import ExitCode
 
 console = Console()
 
 train_app = typer.Typer(help="Train the response or evolution model locally or pooled.", no_args_is_help=True)
-TaskOption = Annotated[TaskChoice, typer.Option("--task", help="Which model to train.")]  # type: ignore[valid-type]
+TaskOption = Annotated[TaskChoice, typer.Option("--task", help="Which model to train.")]
 FED_CONFIG_HELP = ("Federation YAML: model, DP and training settings. Required: the consortium's file for a site "
                    "(docs/site-setup.md); configs/federation/demo.yaml in a source checkout for the demo.")
 FederationOption = Annotated[Optional[Path], typer.Option("--federation", "-f", help=FED_CONFIG_HELP,
@@ -80,7 +80,7 @@ def _step_progress():  # noqa: ANN202 - a context manager factory
 @train_app.command("local")
 def train_local(
     site: Annotated[Path, typer.Option("--site", "-s", help=SITE_YAML_HELP)],
-    task: TaskOption = TaskChoice.response,  # type: ignore[attr-defined]
+    task: TaskOption = TaskChoice.response,
     federation: FederationOption = None,
     dp: Annotated[bool, typer.Option("--dp/--no-dp", help="DP-SGD (spends the site's budget).")] = True,
     epochs: Annotated[Optional[int], typer.Option(help="Override local_epochs.")] = None,
@@ -95,23 +95,23 @@ def train_local(
     site_cfg = load(site, SiteConfig)
     fed = _federation(federation)
     out = out or Path("runs/local") / site_cfg.site_id
-    task = task.value
+    name: Task = value(task)
     with _step_progress() as progress, refusals():
         bar = progress.add_task("train", total=None, loss="-")
-        report = run_local(site_cfg, task, fed, out, dp=dp, epochs=epochs, truth=_truth_for(site_cfg, truth),
+        report = run_local(site_cfg, name, fed, out, dp=dp, epochs=epochs, truth=_truth_for(site_cfg, truth),
                            skip_invalid=skip_invalid,
                            on_step=lambda i, loss: progress.update(bar, completed=i, loss=f"{loss:.3f}"))
     _print_skipped({site_cfg.site_id: report["skipped_cases"]})
-    _print_report(report, f"{site_cfg.site_id}: {task} ({'DP' if dp else 'no DP'})")
+    _print_report(report, f"{site_cfg.site_id}: {name} ({'DP' if dp else 'no DP'})")
     if report.get("epsilon_site_total") is not None:
         console.print(f"site epsilon after this run: {report['epsilon_site_total']:.3f} (delta {report['delta']:g})")
-    console.print(f"model: {out / (task + '.pt')}  card: {out / (task + '.json')}")
+    console.print(f"model: {out / (name + '.pt')}  card: {out / (name + '.json')}")
 
 
 @train_app.command("central")
 def train_central(
     sites: Annotated[list[Path], typer.Option("--sites", help="Site YAMLs to pool (repeat the option).")],
-    task: TaskOption = TaskChoice.response,  # type: ignore[attr-defined]
+    task: TaskOption = TaskChoice.response,
     federation: FederationOption = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override local_epochs.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/central"),
@@ -123,15 +123,15 @@ def train_central(
 
     site_cfgs = [load(s, SiteConfig) for s in sites]
     fed = _federation(federation)
-    task = task.value
+    name: Task = value(task)
     with _step_progress() as progress, refusals():
         bar = progress.add_task("train", total=None, loss="-")
-        report = run_central(site_cfgs, task, fed, out, epochs=epochs, truth=_truth_for(site_cfgs[0], truth),
+        report = run_central(site_cfgs, name, fed, out, epochs=epochs, truth=_truth_for(site_cfgs[0], truth),
                              skip_invalid=skip_invalid,
                              on_step=lambda i, loss: progress.update(bar, completed=i, loss=f"{loss:.3f}"))
     _print_skipped(report["skipped_cases"])
-    _print_report(report, f"central {task} (pooled, no DP)")
-    console.print(f"model: {out / (task + '.pt')}")
+    _print_report(report, f"central {name} (pooled, no DP)")
+    console.print(f"model: {out / (name + '.pt')}")
 
 
 def predict(

@@ -27,9 +27,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from flame_private.config import MODALITIES, DPConfig, Task
-from flame_private.data.datasets import EvolutionDataset, OneFollowUpPerPatient
+from flame_private.data.datasets import EvolutionDataset, OneFollowUpPerPatient, dataset_size
 from flame_private.metrics import EvolutionSums, ResponseSums
-from flame_private.privacy.dp import DPPlan, make_private, plan_dp, unwrap
+from flame_private.privacy.dp import DPPlan, make_private, plan_dp, set_grad_sample, unwrap
 from flame_private.privacy.randomness import DPRandomness
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class TupleView(Dataset):
         self.dataset, self.keys = dataset, KEYS[task]
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return dataset_size(self.dataset)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         item = self.dataset[i]
@@ -89,6 +89,13 @@ def make_loss(task: Task, positive_weight: float = 1.0) -> Callable[[torch.Tenso
     return lambda logits, target: dice_ce(logits, target)
 
 
+def gradient(p: torch.Tensor) -> torch.Tensor:
+    """``p``'s gradient after a backward pass or optimiser step; a missing one is an error, never zeros."""
+    if p.grad is None:
+        raise RuntimeError(f"parameter of shape {tuple(p.shape)} has no gradient")
+    return p.grad
+
+
 def forward(model: nn.Module, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Model output and target for a batch in ``KEYS`` order."""
     *inputs, target = batch
@@ -99,7 +106,7 @@ def training_size(task: Task, dataset: Dataset) -> int:
     """Number of records DP-SGD samples from: patients, whatever the task."""
     if task == "evolution" and isinstance(dataset, EvolutionDataset):
         return len(OneFollowUpPerPatient(dataset))
-    return len(dataset)  # type: ignore[arg-type]
+    return dataset_size(dataset)
 
 
 def plan_training(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSettings,
@@ -153,7 +160,7 @@ def train(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSetting
                 if plan is not None:
                     for p in net.parameters():
                         if p.requires_grad:
-                            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+                            set_grad_sample(p, torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device))
                     optimizer.step()
                 result.steps += 1
                 continue

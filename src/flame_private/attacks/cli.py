@@ -24,7 +24,7 @@ attack_app = typer.Typer(help="Simulated privacy attacks with positive controls 
 log = logging.getLogger(__name__)
 
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Folder for the JSON result, figures and working files.")]
-SizeOption = Annotated[SizeChoice, typer.Option(  # type: ignore[valid-type]
+SizeOption = Annotated[SizeChoice, typer.Option(
     "--size", help="ci (minutes on a laptop) or full (the benchmark size).")]
 CI = SizeChoice("ci")
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the cohort, models and noise.")]
@@ -52,7 +52,7 @@ def _finish(result: AttackResult, out: Path) -> None:
     console.print(f"[green]passed[/]: control broken, protection held ({result.seconds:.0f} s).")
 
 
-def _run(fn: Callable[..., AttackResult], out: Path, size: SizeChoice, seed: int,  # type: ignore[valid-type]
+def _run(fn: Callable[..., AttackResult], out: Path, size: SizeChoice, seed: int,
          **extra: object) -> None:
     _finish(fn(out, size.value, seed, **{k: v for k, v in extra.items() if v is not None}), out)
 

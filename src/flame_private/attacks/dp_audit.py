@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from opacus.optimizers import DPOptimizer
 
 from flame_private.attacks.cohort import PatientSubset, ResponseTensors, attack_data
 from flame_private.attacks.result import AttackArm, AttackResult
@@ -34,8 +35,8 @@ from flame_private.attacks.stats import one_run_epsilon, one_run_guesses
 from flame_private.config import DPConfig
 from flame_private.models.response import ResponseNet
 from flame_private.privacy.accounting import epsilon_for
-from flame_private.privacy.dp import DPPlan, make_private, plan_dp
-from flame_private.training import TupleView, forward, make_loss
+from flame_private.privacy.dp import DPPlan, grad_sample, make_private, plan_dp, set_grad_sample
+from flame_private.training import TupleView, forward, gradient, make_loss
 
 log = logging.getLogger(__name__)
 
@@ -75,25 +76,23 @@ def _inject_canaries(params: list[torch.nn.Parameter], coords: np.ndarray, norm:
     n = len(coords)
     offset = 0
     for p in params:
-        gs = p.grad_sample
-        if isinstance(gs, list):
-            gs = torch.cat(gs, dim=0)
+        gs = grad_sample(p)
         rows = torch.zeros((n, p.numel()), dtype=p.dtype)
         mine = (coords >= offset) & (coords < offset + p.numel())
         if mine.any():
             rows[np.flatnonzero(mine), coords[mine] - offset] = norm
-        p.grad_sample = torch.cat([gs, rows.view(n, *p.shape)], dim=0)
+        set_grad_sample(p, torch.cat([gs, rows.view(n, *p.shape)], dim=0))
         offset += p.numel()
 
 
-def _break(optimizer: torch.optim.Optimizer, plan: DPPlan, fault: Fault, settings: AuditSettings) -> None:
+def _break(optimizer: DPOptimizer, plan: DPPlan, fault: Fault, settings: AuditSettings) -> None:
     """Introduce the fault into the running mechanism; the plan (what the ledger would record) is unchanged."""
     if fault == "noise-scaled-down":
-        optimizer.noise_multiplier = plan.noise_multiplier * settings.noise_scale_fault  # type: ignore[attr-defined]
+        optimizer.noise_multiplier = plan.noise_multiplier * settings.noise_scale_fault
     elif fault == "clipping-off":
         huge = 1e6
-        optimizer.max_grad_norm = huge  # type: ignore[attr-defined]
-        optimizer.noise_multiplier = plan.noise_multiplier * plan.max_grad_norm / huge  # type: ignore[attr-defined]
+        optimizer.max_grad_norm = huge
+        optimizer.noise_multiplier = plan.noise_multiplier * plan.max_grad_norm / huge
 
 
 def audited_training(data: ResponseTensors, settings: AuditSettings, fault: Fault, seed: int
@@ -124,14 +123,14 @@ def audited_training(data: ResponseTensors, settings: AuditSettings, fault: Faul
             private.optimizer.zero_grad(set_to_none=True)
             if batch[0].shape[0] == 0:
                 for p in wrapped:
-                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+                    set_grad_sample(p, torch.zeros((0, *p.shape), dtype=p.dtype))
             else:
                 out, target = forward(private.model, batch)
                 loss_fn(out, target).backward()
             sampled = included & (rng.random(settings.canaries) < plan.sample_rate)
             _inject_canaries(wrapped, coords[sampled], canary_norm)
             private.optimizer.step()
-            grad = torch.cat([p.grad.reshape(-1) for p in wrapped]).numpy()
+            grad = torch.cat([gradient(p).reshape(-1) for p in wrapped]).numpy()
             scores += grad[coords]
             steps += 1
     if steps != plan.steps:
@@ -157,11 +156,13 @@ def run_dp_audit(out_dir: Path, size: str = "ci", seed: int = 0, canaries: int |
     data = attack_data(out_dir / "work", settings.n_patients, settings.grid, seed)
     arms = []
     claimed = math.nan
-    for fault, name in (("none", "DP-SGD as configured"),
-                        ("noise-scaled-down", f"broken: noise x{settings.noise_scale_fault}, same claim"),
-                        ("clipping-off", "broken: clipping off, same claim")):
+    faults: tuple[tuple[Fault, str], ...] = (
+        ("none", "DP-SGD as configured"),
+        ("noise-scaled-down", f"broken: noise x{settings.noise_scale_fault}, same claim"),
+        ("clipping-off", "broken: clipping off, same claim"))
+    for fault, name in faults:
         log.info("DP audit: %s", name)
-        m = audit_once(data, settings, fault, seed)  # type: ignore[arg-type]
+        m = audit_once(data, settings, fault, seed)
         claimed = float(m["claimed_epsilon"])
         caught = float(m["epsilon_lower_bound"]) > claimed
         arms.append(AttackArm(

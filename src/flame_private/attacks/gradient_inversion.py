@@ -29,6 +29,7 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -39,12 +40,12 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from flame_private.attacks.cohort import ResponseTensors, attack_data
-from flame_private.attacks.result import AttackArm, AttackResult
+from flame_private.attacks.result import AttackArm, AttackResult, Metric
 from flame_private.config import DPConfig, HEConfig
 from flame_private.models.blocks import FiLM, model_inputs
 from flame_private.models.response import COND_DIM
 from flame_private.privacy.dp import make_private, plan_dp, unwrap
-from flame_private.training import make_loss
+from flame_private.training import gradient, make_loss
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def dp_gradient(model: nn.Module, x: torch.Tensor, cond: torch.Tensor, y: torch.
         loss_fn(private.model(xb, cb), yb).backward()
         private.optimizer.pre_step()
         break
-    return [p.grad.detach().clone() for p in unwrap(private.model).parameters()]
+    return [gradient(p).detach().clone() for p in unwrap(private.model).parameters()]
 
 
 def recover_label(grads: list[torch.Tensor]) -> int:
@@ -179,7 +180,7 @@ def invert(model: nn.Module, observed: list[torch.Tensor], cond: torch.Tensor, l
             g = _flat(list(torch.autograd.grad(loss_fn(model(x, cond), labels), params, create_graph=True)))
             match = 1.0 - torch.dot(g, target) / (g.norm() * target.norm() + 1e-12)
             (match + settings.tv_weight * total_variation(x)).backward()
-            x.grad.sign_()  # type: ignore[union-attr]
+            gradient(x).sign_()
             opt.step()
             sched.step()
         g = _flat(list(torch.autograd.grad(loss_fn(model(x.detach(), cond), labels), params)))
@@ -187,6 +188,11 @@ def invert(model: nn.Module, observed: list[torch.Tensor], cond: torch.Tensor, l
         if final < best_loss:
             best, best_loss = x.detach().clone(), final
     return best, best_loss
+
+
+def _mean(score: torch.Tensor | Sequence) -> float:
+    """A MONAI metric's value on tensors (its type also allows the lists it returns for lists)."""
+    return float(torch.as_tensor(score).mean())
 
 
 def image_scores(recon: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
@@ -198,8 +204,8 @@ def image_scores(recon: torch.Tensor, truth: torch.Tensor) -> tuple[float, float
     p = np.zeros((b, b))
     for i in range(b):
         for j in range(b):
-            s[i, j] = float(ssim(recon[j:j + 1, :MRI_CHANNELS], truth[i:i + 1, :MRI_CHANNELS]).mean())
-            p[i, j] = float(psnr(recon[j:j + 1, :MRI_CHANNELS], truth[i:i + 1, :MRI_CHANNELS]).mean())
+            s[i, j] = _mean(ssim(recon[j:j + 1, :MRI_CHANNELS], truth[i:i + 1, :MRI_CHANNELS]))
+            p[i, j] = _mean(psnr(recon[j:j + 1, :MRI_CHANNELS], truth[i:i + 1, :MRI_CHANNELS]))
     rows, cols = linear_sum_assignment(-s)
     return float(s[rows, cols].mean()), float(p[rows, cols].mean())
 
@@ -305,7 +311,8 @@ def run_gradient_inversion(out_dir: Path, size: str = "ci", seed: int = 0,
     model = SliceResponseNet(settings.grid, settings.channels)
     observed = {"plain": plaintext_gradient(model, x, cond, y),
                 "dp": dp_gradient(model, x, cond, y, settings, seed)}
-    recon, scores, arms_metrics = {}, {"truth": (1.0, math.inf), "prior": image_scores(prior, x)}, {}
+    recon, scores = {}, {"truth": (1.0, math.inf), "prior": image_scores(prior, x)}
+    arms_metrics: dict[str, dict[str, Metric]] = {}
     for key, grads in observed.items():
         log.info("inverting the %s gradient (%d restarts x %d iterations)", key, settings.restarts,
                  settings.iterations)
@@ -340,7 +347,7 @@ def run_gradient_inversion(out_dir: Path, size: str = "ci", seed: int = 0,
                   detail=f"Reconstruction SSIM {scores['dp'][0]:.2f} / PSNR {scores['dp'][1]:.1f} dB: "
                          + ("better than the prior alone." if beats_prior("dp") else "no better than the prior.")),
         AttackArm(name="CKKS: what the server receives", protection="he", is_control=False,
-                  attack_succeeded=he_started, metrics=he,
+                  attack_succeeded=he_started, metrics={**he},
                   detail="Read as numbers, the ciphertext bytes are uncorrelated with the update (best cosine "
                          f"{float(he['cosine_payload_as_numbers_vs_update']):.3f}; the same reading of plaintext "
                          "bytes gives 1.000), and decrypting with a key of its own gives cosine "

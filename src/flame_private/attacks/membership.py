@@ -141,6 +141,10 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 4)
 
 
+def _max_known(*values: float | None) -> float:
+    return max(v for v in values if v is not None)
+
+
 def _attack_figures(scores: np.ndarray, members: np.ndarray, delta: float, pick_models: np.ndarray
                     ) -> dict[str, float | None]:
     """AUC, TPR at low FPR (where the non-members can resolve it) and the empirical epsilon bound.
@@ -198,40 +202,44 @@ def run_membership_inference(out_dir: Path, size: str = "ci", seed: int = 0,
     membership = balanced_membership(len(data), settings.n_models, seed)
     pick_models = np.arange(settings.n_models) < settings.n_models // 2  # threshold chosen vs bound judged
 
-    arms, accounted = [], None
+    arms, per_arm, accounted = [], [], None
     for dp in (False, True):
         phi, eps, extra = train_population(data, membership, settings, dp, seed)
         loss = _attack_figures(loss_scores(phi), membership, settings.delta, pick_models)
         lira = _attack_figures(lira_scores(phi, membership), membership, settings.delta, pick_models)
-        metrics = {**{f"loss_{k}": v for k, v in loss.items()}, **{f"lira_{k}": v for k, v in lira.items()}, **extra}
+        metrics: dict[str, float | None] = {**{f"loss_{k}": v for k, v in loss.items()},
+                                            **{f"lira_{k}": v for k, v in lira.items()}, **extra}
         # Distance from chance in either direction: an inverted score is as informative.
         best_auc = max(max(a, 1.0 - a) for a in (loss["auc"] or 0.5, lira["auc"] or 0.5))
         best_lb = max(loss["epsilon_lower_bound"] or 0.0, lira["epsilon_lower_bound"] or 0.0)
         ceiling = loss["epsilon_bound_ceiling"] or 0.0
+        per_arm.append(metrics)
         if dp:
+            if eps is None:
+                raise RuntimeError("DP training came back without the accountant's epsilon")
             accounted = eps
             metrics["accounted_epsilon"] = round(float(eps), 4)
             succeeded = best_auc >= CHANCE_AUC or best_lb > float(eps)
             arms.append(AttackArm(
                 name=f"DP-SGD at epsilon {eps:.2f}", protection="dp", is_control=False, attack_succeeded=succeeded,
-                metrics=metrics,
+                metrics={**metrics},
                 detail=f"Best AUC {best_auc:.2f}; empirical epsilon lower bound {best_lb:.2f} "
                        f"{'>' if best_lb > eps else '<='} the accountant's {eps:.2f} (with this many "
                        f"decisions no attack could prove more than {ceiling:.2f})."))
         else:
             arms.append(AttackArm(
                 name="no DP, over-fitted", protection="none", is_control=True,
-                attack_succeeded=best_auc >= SUCCESS_AUC, metrics=metrics,
+                attack_succeeded=best_auc >= SUCCESS_AUC, metrics={**metrics},
                 detail=f"LOSS AUC {loss['auc']:.2f}, LiRA AUC {lira['auc']:.2f}, LiRA TPR at 1% FPR "
                        f"{lira['tpr_at_1pct_fpr']}; empirical epsilon lower bound {best_lb:.2f}."))
-    ctrl, prot = arms[0].metrics, arms[1].metrics
+    ctrl, prot = per_arm
     summary = (
         f"An attacker holding one of the site's models tried to tell, patient by patient, who was in its training "
         f"set ({settings.n_models} models x {len(data)} synthetic patients = {membership.size} decisions). Without "
-        f"DP the over-fitted model gave members away (AUC {max(ctrl['loss_auc'], ctrl['lira_auc']):.2f}). "
+        f"DP the over-fitted model gave members away (AUC {_max_known(ctrl['loss_auc'], ctrl['lira_auc']):.2f}). "
         f"With the site's DP-SGD at epsilon {accounted:.2f} the attacks were "
         + ("near chance" if not arms[1].attack_succeeded else "NOT near chance")
-        + f" (AUC {max(prot['loss_auc'], prot['lira_auc']):.2f}) and the epsilon they prove is "
+        + f" (AUC {_max_known(prot['loss_auc'], prot['lira_auc']):.2f}) and the epsilon they prove is "
         f"{max(prot['loss_epsilon_lower_bound'] or 0.0, prot['lira_epsilon_lower_bound'] or 0.0):.2f}; with "
         f"{membership.size} decisions no attack could prove more than {prot['loss_epsilon_bound_ceiling']:.2f}, "
         "so this bound is a heuristic check, and the one-run DP audit is the rigorous one.")

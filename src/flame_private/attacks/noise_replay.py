@@ -42,7 +42,7 @@ from flame_private.attacks.result import AttackArm, AttackResult
 from flame_private.config import DPConfig
 from flame_private.models.response import ResponseNet
 from flame_private.privacy.accounting import epsilon_for
-from flame_private.privacy.dp import DPPlan, make_private, plan_dp
+from flame_private.privacy.dp import DPPlan, make_private, plan_dp, set_grad_sample
 from flame_private.privacy.randomness import KEY_BYTES, DPRandomness
 from flame_private.training import TrainSettings, TupleView, train
 
@@ -102,7 +102,7 @@ def noise_only_weights(initial: nn.Module, like: tuple[torch.Tensor, ...], n_rec
         for batch in private.loader:  # draws the Poisson mask, as the site's loader does
             private.optimizer.zero_grad(set_to_none=True)
             for p in params:
-                p.grad_sample = torch.zeros((batch[0].shape[0], *p.shape), dtype=p.dtype)
+                set_grad_sample(p, torch.zeros((batch[0].shape[0], *p.shape), dtype=p.dtype))
             private.optimizer.step()  # draws the noise, as the site's optimiser does
     return _flat(twin)
 
@@ -151,29 +151,29 @@ def run_noise_replay(out_dir: Path, size: str = "ci", seed: int = 0) -> AttackRe
     data = PatientSubset(tensors, np.arange(len(tensors)))
     public_seed = settings.config_seed + settings.round
     secret_key = os.urandom(KEY_BYTES)  # what DPRandomness.secret() does; kept here only to score the attack
-    arms = []
+    arms, replays = [], []
     for name, stream, control in (
             ("noise from the config's seed (flame-private 0.1.0)",
              lambda: DPRandomness.from_public_seed(public_seed), True),
             ("fresh secret randomness (as deployed)", lambda: DPRandomness(secret_key, replayable=False), False)):
         log.info("noise replay: %s", name)
         m = replay_arm(data, settings, stream, seed)
+        replays.append(m)
         won = m["cosine_estimate_vs_clean"] >= SUCCESS_COSINE
         arms.append(AttackArm(
             name=name, protection="broken-dp" if control else "dp", is_control=control, attack_succeeded=won,
-            metrics=m,
+            metrics={**m},
             detail=(f"the attacker's clean-update estimate has cosine {m['cosine_estimate_vs_clean']:.3f} with the "
                     f"true clean update (relative error {m['relative_error']:.3g}); the released update alone "
                     f"has cosine {m['cosine_released_vs_clean']:.3f}.")))
-    eps = epsilon_for([(settings.noise_multiplier, arms[0].metrics["sample_rate"], arms[0].metrics["steps"])],
-                      settings.delta, "prv")
-    control, protected = arms
+    seeded, secret = replays
+    eps = epsilon_for([(settings.noise_multiplier, seeded["sample_rate"], int(seeded["steps"]))], settings.delta, "prv")
     summary = (
         f"An attacker holding the federation config replays a site's DP-SGD with a patient-free twin to regenerate "
         f"its noise. When the noise came from the config's seed, the attacker recovered the site's clean update "
-        f"(cosine {control.metrics['cosine_estimate_vs_clean']:.3f}): DP gave no protection against anyone holding "
+        f"(cosine {seeded['cosine_estimate_vs_clean']:.3f}): DP gave no protection against anyone holding "
         f"the config, whatever epsilon the ledger said. With the noise and sampling drawn from fresh secret "
-        f"randomness, the same replay gives cosine {protected.metrics['cosine_estimate_vs_clean']:.3f}: the "
+        f"randomness, the same replay gives cosine {secret['cosine_estimate_vs_clean']:.3f}: the "
         f"attacker learns nothing beyond the noisy update, which epsilon {eps:.2f} bounds.")
     return AttackResult(attack="noise-replay", title="Noise regeneration from the public config",
                         summary=summary, seed=seed, size=size, seconds=round(time.perf_counter() - t0, 1),

@@ -24,6 +24,10 @@ ATTACKS: tuple[AttackName, ...] = ("curious-server", "gradient-inversion", "memb
                                    "noise-replay")
 
 
+Metric = float | int | bool | str | None
+"""One figure an attack arm reports (None: not measured in this setting)."""
+
+
 class AttackArm(StrictModel):
     """One condition of an attack: which protection was on and what the attacker achieved."""
 
@@ -33,7 +37,7 @@ class AttackArm(StrictModel):
     is_control: bool
     """True for the positive control: the protection is off, so the attack is expected to succeed."""
     attack_succeeded: bool
-    metrics: dict[str, float | int | bool | str | None] = Field(default_factory=dict)
+    metrics: dict[str, Metric] = Field(default_factory=dict)
     detail: str = ""
     """One or two plain sentences on what happened in this arm."""
 

@@ -33,11 +33,12 @@ class Anatomy:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in np.abs(np.diag(self.affine)[:3]))  # type: ignore[return-value]
+        sx, sy, sz = (float(s) for s in np.abs(np.diag(self.affine)[:3]))
+        return sx, sy, sz
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.brain.shape  # type: ignore[return-value]
+        return self.brain.shape
 
     @property
     def voxel_ml(self) -> float:

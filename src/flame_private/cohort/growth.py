@@ -43,7 +43,8 @@ def prepare_diffusion(d: np.ndarray, spacing: tuple[float, float, float]) -> Dif
         faces.append(f)
         rate += 2.0 * float(f.max(initial=0.0))
     dt_max = 0.9 / rate if rate > 0 else np.inf
-    return Diffusion(faces=tuple(faces), dt_max=dt_max)  # type: ignore[arg-type]
+    fx, fy, fz = faces
+    return Diffusion(faces=(fx, fy, fz), dt_max=dt_max)
 
 
 def diffuse(c: np.ndarray, diff: Diffusion, dt: float) -> np.ndarray:

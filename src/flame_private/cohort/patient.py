@@ -56,6 +56,11 @@ class Patient:
     """Hidden: the patient's draw against the probability of radiation-induced lymphopenia."""
 
 
+def _gap(rng: np.random.Generator, days: tuple[int, int]) -> int:
+    lo, hi = days
+    return int(rng.integers(lo, hi + 1))
+
+
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
@@ -93,7 +98,7 @@ def draw_patient(rng: np.random.Generator, patient_id: str, anatomy: Anatomy, de
         age=round(age, 1),
         sex=sex,
         mgmt_methylated=mgmt,
-        seed_voxel=tuple(int(i) for i in seed),  # type: ignore[arg-type]
+        seed_voxel=(int(seed[0]), int(seed[1]), int(seed[2])),
         depth_mm=float(depth[tuple(seed)]),
         d_white=d_white,
         d_grey=d_white / ratio,
@@ -106,8 +111,7 @@ def draw_patient(rng: np.random.Generator, patient_id: str, anatomy: Anatomy, de
         beam_angle=float(rng.uniform(0, 2 * np.pi)),
         pseudo_u=float(rng.uniform()),
         necrosis_u=float(rng.uniform()),
-        followup_gaps=tuple(int(rng.integers(lo, hi + 1)) for lo, hi in  # type: ignore[arg-type]
-                            (fu.reference_days, fu.evaluation_days, fu.confirmation_days)),
+        followup_gaps=(_gap(rng, fu.reference_days), _gap(rng, fu.evaluation_days), _gap(rng, fu.confirmation_days)),
         rt_delay_days=int(rng.integers(5, 15)),
         treatment_u=float(rng.uniform()),
         oedema_extent_mm=float(rng.uniform(10.0, 30.0)),

@@ -70,7 +70,8 @@ def eqd2(total_gy: np.ndarray, dose_per_fraction: np.ndarray, alpha_beta: float)
 
 def fraction_days(n_fractions: int) -> list[int]:
     """Treatment days counted from the first fraction: five a week, weekends off."""
-    days, d = [], 0
+    days: list[int] = []
+    d = 0
     while len(days) < n_fractions:
         if d % 7 < 5:
             days.append(d)

@@ -8,7 +8,7 @@ local training, and later federated rounds, reuse the tensors.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 
 import torch
 from torch.utils.data import Dataset
@@ -60,6 +60,13 @@ def _get(rec: CaseRecord, attr: str) -> object:
     if attr == "baseline_seg":
         return rec.baseline.files.seg
     return getattr(rec, attr)
+
+
+def dataset_size(dataset: Dataset) -> int:
+    """Number of items: every dataset here has one, though torch's ``Dataset`` type does not promise it."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"{type(dataset).__name__} has no length")
+    return len(dataset)
 
 
 class ResponseDataset(Dataset[dict[str, torch.Tensor]]):

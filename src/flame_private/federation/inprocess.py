@@ -89,6 +89,7 @@ class LocalGrid(Grid):
         for msg in messages:
             node = msg.metadata.dst_node_id
             site_id = self.sites[node][0]
+            reply: Message | None
             try:
                 reply = self.app(msg, self.contexts[node])
             except Exception as exc:  # noqa: BLE001 - a crashing site is an error reply, as in Flower

@@ -83,7 +83,7 @@ def instruction_record(instruction: Instruction) -> ConfigRecord:
 
 
 def read_instruction(content: RecordDict) -> Instruction:
-    return Instruction.model_validate_json(str(content[INSTRUCTION][INSTRUCTION]))  # type: ignore[index]
+    return Instruction.model_validate_json(str(content[INSTRUCTION][INSTRUCTION]))
 
 
 def status_record(status: SiteStatus) -> ConfigRecord:
@@ -91,4 +91,4 @@ def status_record(status: SiteStatus) -> ConfigRecord:
 
 
 def read_status(content: RecordDict) -> SiteStatus:
-    return SiteStatus.model_validate_json(str(content[STATUS][STATUS]))  # type: ignore[index]
+    return SiteStatus.model_validate_json(str(content[STATUS][STATUS]))

@@ -35,14 +35,14 @@ class EvolutionNet(nn.Module):
         # The network predicts the change: its output layer starts at zero, so that an untrained model is
         # exactly the persistence prior below ("no change") and every step of training moves it from there.
         self.out = nn.Conv3d(prev, N_CLASSES, kernel_size=1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        for p in self.out.parameters():  # weight and bias
+            nn.init.zeros_(p)
         # Persistence prior: a 1x1 convolution from the baseline labels to the output logits,
         # initialised so that an untrained model predicts "no change".  Training learns the change.
         self.prior = nn.Conv3d(3, N_CLASSES, kernel_size=1)
         with torch.no_grad():
             self.prior.weight.zero_()
-            self.prior.bias.copy_(torch.tensor([PRIOR_LOGIT / 2, 0.0, 0.0, 0.0]))
+            self.prior.get_parameter("bias").copy_(torch.tensor([PRIOR_LOGIT / 2, 0.0, 0.0, 0.0]))
             for k in range(3):
                 self.prior.weight[k + 1, k] = PRIOR_LOGIT
 

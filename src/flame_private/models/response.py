@@ -34,11 +34,10 @@ class ResponseNet(nn.Module):
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 128), groups: int = 8, dropout: float = 0.1) -> None:
         super().__init__()
         self.stages = encoder(channels, groups, COND_DIM)
-        self.head = nn.Sequential(
-            nn.Linear(channels[-1] + COND_DIM + 4, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, 1)
-        )
-        nn.init.zeros_(self.head[-1].weight)
-        nn.init.zeros_(self.head[-1].bias)
+        hidden, last = nn.Linear(channels[-1] + COND_DIM + 4, 64), nn.Linear(64, 1)
+        self.head = nn.Sequential(hidden, nn.ReLU(), nn.Dropout(dropout), last)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
         self.clinical = nn.Linear(N_CLINICAL, 1)
 
     def forward(self, image: torch.Tensor, seg: torch.Tensor, treatment: torch.Tensor,

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sized
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from opacus import PrivacyEngine
@@ -26,7 +28,8 @@ from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processe
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from flame_private.config import DPConfig, Task
+from flame_private.config import DPConfig, GradSampleMode, Task
+from flame_private.privacy.accounting import Accountant
 from flame_private.privacy.ledger import PlannedSpend
 from flame_private.privacy.randomness import DPRandomness, SecretPoissonSampler
 
@@ -46,8 +49,8 @@ class DPPlan:
     sample_rate: float
     steps: int
     delta: float
-    accountant: str
-    grad_sample_mode: str
+    accountant: Accountant
+    grad_sample_mode: GradSampleMode
     expected_batch_size: int
 
     def planned_spend(self, run_id: str, round_: int, task: Task) -> PlannedSpend:
@@ -61,13 +64,13 @@ class PrivateTraining:
     """The Opacus-wrapped model, optimiser and Poisson loader for a plan."""
 
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: DPOptimizer
     loader: DataLoader
     engine: PrivacyEngine
     plan: DPPlan
 
 
-def default_grad_sample_mode(model: nn.Module) -> str:
+def default_grad_sample_mode(model: nn.Module) -> GradSampleMode:
     """'ew' when every trainable layer is one expanded weights supports, else 'hooks'."""
     for module in model.modules():
         own = [p for p in module.parameters(recurse=False) if p.requires_grad]
@@ -104,11 +107,22 @@ def plan_dp(model: nn.Module, n_samples: int, batch_size: int, epochs: int, dp: 
                   expected_batch_size=batch)
 
 
+def set_grad_sample(p: nn.Parameter, per_sample: torch.Tensor) -> None:
+    """Hand Opacus's optimiser ``p``'s per-sample gradients, where it looks for them."""
+    p.grad_sample = per_sample  # type: ignore[attr-defined]  # Opacus stores per-sample gradients on parameters
+
+
+def grad_sample(p: nn.Parameter) -> torch.Tensor:
+    """``p``'s per-sample gradients as one tensor (Opacus may keep a list of them)."""
+    gs = p.grad_sample  # type: ignore[attr-defined]  # Opacus stores per-sample gradients on parameters
+    return torch.cat(gs, dim=0) if isinstance(gs, list) else gs
+
+
 class SecretNoiseDPOptimizer(DPOptimizer):
     """Opacus's DP optimiser (clip, sum, scale) with its Gaussian noise drawn from ``DPRandomness``."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, randomness: DPRandomness, **kwargs: object) -> None:
-        super().__init__(optimizer, **kwargs)  # type: ignore[arg-type]
+        super().__init__(optimizer, **kwargs)
         self.randomness = randomness
 
     def add_noise(self) -> None:
@@ -121,11 +135,16 @@ class SecretNoiseDPOptimizer(DPOptimizer):
             _mark_as_processed(s)
 
 
+def _size(dataset: Dataset) -> int:
+    # Every dataset trained on has a length; torch's Dataset type does not declare it.
+    return len(cast(Sized, dataset))
+
+
 def poisson_loader(dataset: Dataset, plan: DPPlan, randomness: DPRandomness) -> DataLoader:
     """Batches drawn by Poisson sampling at ``plan.sample_rate``; empty batches keep their structure."""
     first = dataset[0]
     steps_per_epoch = round(1.0 / plan.sample_rate)
-    sampler = SecretPoissonSampler(len(dataset), plan.sample_rate, steps_per_epoch, randomness)  # type: ignore[arg-type]
+    sampler = SecretPoissonSampler(_size(dataset), plan.sample_rate, steps_per_epoch, randomness)
     collate = wrap_collate_with_empty(collate_fn=default_collate,
                                       sample_empty_shapes=[(0, *shape_safe(x)) for x in first],
                                       dtypes=[dtype_safe(x) for x in first])
@@ -154,7 +173,7 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Da
     # Opacus's own optimiser would draw noise from torch's generator; ours draws it from ``randomness``.
     popt = SecretNoiseDPOptimizer(optimizer, randomness=randomness, noise_multiplier=plan.noise_multiplier,
                                   max_grad_norm=plan.max_grad_norm,
-                                  expected_batch_size=int(len(dataset) * plan.sample_rate),  # type: ignore[arg-type]
+                                  expected_batch_size=int(_size(dataset) * plan.sample_rate),
                                   loss_reduction="mean")
     return PrivateTraining(model=pmodel, optimizer=popt, loader=ploader, engine=engine, plan=plan)
 

@@ -224,8 +224,9 @@ class Ledger(HashChainLog[LedgerEntry]):
 
     def epsilon(self, delta: float | None = None, accountant: Literal["prv", "rdp"] | None = None) -> float:
         """The site's total epsilon; by default at the last entry's delta and accountant (0.0 when empty)."""
-        if not self._entries and delta is None:
-            return 0.0
         last = self._entries[-1] if self._entries else None
-        return epsilon_for(self.history(), delta if delta is not None else last.delta,  # type: ignore[union-attr]
-                           accountant or (last.accountant if last else "prv"))
+        if delta is None:
+            if last is None:
+                return 0.0
+            delta = last.delta
+        return epsilon_for(self.history(), delta, accountant or (last.accountant if last else "prv"))

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from flame_private.config import ConfigError, StrictModel, parse_config, read_yaml_mapping
-from flame_private.errors import ExitCode, FlameError
+from flame_private.errors import ExitCode
 
 MAX_DELTA = 1e-3
 """Largest delta a policy may state.  delta should be well below 1/n_patients; n is
@@ -29,7 +29,7 @@ committee has filled it in and the line is deleted, whatever else is filled in."
 TEMPLATE_ACTION = f"delete the {TEMPLATE_MARKER} line once the committee has filled it"
 
 
-class PolicyError(FlameError, ConfigError):
+class PolicyError(ConfigError):
     """No valid approved policy for this site: missing, malformed, another site's, not yet valid or expired."""
 
     exit_code = ExitCode.PRIVACY_REFUSED

@@ -108,13 +108,14 @@ def check_payloads(egress: EgressLog, entries: list[EgressEntry], ctx: ParamsCon
             continue
         n_cipher += 1
         if payload is None:
-            why: str | None = UNCHECKED
+            problem = UNCHECKED
         elif ctx is None or site_fp is None:
-            why = "not checked: no HE parameters (see HE parameters)"
+            problem = "not checked: no HE parameters (see HE parameters)"
         else:
-            why = _check_ciphertext(e, payload, ctx, site_fp)
-        if why is not None:
-            checks.fail("ciphertext only", f"{e.kind} seq {e.seq} ({e.run_id} round {e.round}, {e.task}): {why}")
+            problem = _check_ciphertext(e, payload, ctx, site_fp)
+        if problem is not None:
+            checks.fail("ciphertext only",
+                        f"{e.kind} seq {e.seq} ({e.run_id} round {e.round}, {e.task}): {problem}")
             cipher_bad += 1
 
     if not missing:

@@ -99,7 +99,7 @@ def check_app_approval(site: SiteConfig, entries: list[EgressEntry], checks: Che
             bad += 1
     unpinned = len(entries) - len(pinned)
     if pinned and not bad:
-        fabs = sorted({e.fab_sha256 for e in pinned})  # type: ignore[type-var]
+        fabs = sorted({e.fab_sha256 for e in pinned if e.fab_sha256 is not None})
         checks.ok(name, f"{len(pinned)} message(s) from {len(fabs)} app bundle(s), each approved in "
                         f"{approvals.path} before it was sent: {', '.join(f[:16] + '...' for f in fabs)}")
     if unpinned and approvals.current():

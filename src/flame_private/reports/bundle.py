@@ -9,8 +9,9 @@ from pathlib import Path
 
 from flame_private.reports.consortium import ConsortiumReport, consortium_from
 from flame_private.reports.consortium_doc import consortium_document
-from flame_private.reports.content import EthicsReport, build_ethics_report
+from flame_private.reports.content import build_ethics_report
 from flame_private.reports.ethics_doc import ethics_document
+from flame_private.reports.facts import EthicsReport
 from flame_private.reports.i18n import LANGS, Lang
 from flame_private.reports.output import FORMATS, Format, write_document
 

@@ -43,8 +43,8 @@ def _written(out: Path, level: str, what: str) -> None:
 def ethics(
     site: Annotated[Path, typer.Option("--site", "-s", help=SITE_YAML_HELP)],
     out: Annotated[Path, typer.Option("--out", "-o", help="File to write (.pdf or .html).")],
-    lang: Annotated[LangChoice, typer.Option("--lang", help=LANG_HELP)] = LangChoice.en,  # type: ignore[valid-type,attr-defined]
-    fmt: Annotated[FormatChoice | None, typer.Option("--format", help=FORMAT_HELP)] = None,  # type: ignore[valid-type]
+    lang: Annotated[LangChoice, typer.Option("--lang", help=LANG_HELP)] = LangChoice.en,
+    fmt: Annotated[FormatChoice | None, typer.Option("--format", help=FORMAT_HELP)] = None,
     attack_results: Annotated[Path | None, typer.Option(
         "--attack-results", help="Folder of attack results (*.json and their figures) to include as evidence.")] = None,
     he_params: Annotated[Path | None, typer.Option("--he-params", help=PARAMS_HELP)] = None,
@@ -77,8 +77,8 @@ def consortium(
     out: Annotated[Path, typer.Option("--out", "-o", help="File to write (.pdf or .html).")],
     more: Annotated[list[Path] | None, typer.Argument(help="More site YAMLs (after --sites).", show_default=False,
                                                       metavar="[SITE_YAML]...")] = None,
-    lang: Annotated[LangChoice, typer.Option("--lang", help=LANG_HELP)] = LangChoice.en,  # type: ignore[valid-type,attr-defined]
-    fmt: Annotated[FormatChoice | None, typer.Option("--format", help=FORMAT_HELP)] = None,  # type: ignore[valid-type]
+    lang: Annotated[LangChoice, typer.Option("--lang", help=LANG_HELP)] = LangChoice.en,
+    fmt: Annotated[FormatChoice | None, typer.Option("--format", help=FORMAT_HELP)] = None,
     he_params: Annotated[Path | None, typer.Option("--he-params", help=PARAMS_HELP)] = None,
     study: Annotated[str | None, typer.Option("--study", help=STUDY_HELP)] = None,
 ) -> None:

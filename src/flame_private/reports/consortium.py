@@ -14,14 +14,9 @@ from typing import Literal
 
 from flame_private import __version__
 from flame_private.config import StrictModel
-from flame_private.reports.content import (
-    ChainFacts,
-    DeclinedRow,
-    EthicsReport,
-    Verdict,
-    build_ethics_report,
-)
+from flame_private.reports.content import build_ethics_report
 from flame_private.reports.errors import ReportError
+from flame_private.reports.facts import ChainFacts, DeclinedRow, EthicsReport, Verdict
 
 
 class SiteLine(StrictModel):

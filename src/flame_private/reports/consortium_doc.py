@@ -14,9 +14,10 @@ from flame_private.reports.blocks import (
     Signature,
     Table,
     Title,
+    Tone,
 )
 from flame_private.reports.consortium import ConsortiumReport
-from flame_private.reports.ethics_doc import (
+from flame_private.reports.doc_parts import (
     breach_callout,
     chain_cell,
     full_heads,
@@ -76,14 +77,14 @@ def _verdict(report: ConsortiumReport, lang: Lang) -> Callout:
     bad = [s.site_id for s in report.sites if s.verdict.level == "fail"]
     items = [f"{s.site_id}: {reason_text(r, lang)}"
              for s in report.sites for r in s.verdict.reasons]
-    tone = {"ok": "ok", "attention": "attention", "fail": "fail"}[level]
-    return Callout(tone=tone, text=t(f"cons.verdict.{level}", lang, sites=", ".join(bad)), items=items)  # type: ignore[arg-type]
+    return Callout(tone=level, text=t(f"cons.verdict.{level}", lang, sites=", ".join(bad)), items=items)
 
 
 def _table(report: ConsortiumReport, lang: Lang) -> Table:
     columns = [t(k, lang) for k in ("f.site", "col.committee", "col.expires", "col.spent_cap", "col.used",
                                     "col.taken_part", "col.declined", "col.records_ok", "col.verdict")]
-    rows, tones = [], []
+    rows: list[list[str]] = []
+    tones: list[Tone | None] = []
     for s in report.sites:
         if s.spent is not None:
             spent = f"{num(s.spent, lang)} / {num(s.epsilon_cap, lang)}"
@@ -96,9 +97,9 @@ def _table(report: ConsortiumReport, lang: Lang) -> Table:
         expires = day(last_day, lang) + ("" if s.policy_valid else f" ({t('policy.invalid', lang).split(':')[0]})")
         rows.append([s.site_id, f"{s.approved_by} ({s.approval_reference})", expires, spent, used,
                      str(s.rounds_taken_part), str(s.rounds_declined), records, t(f"level.{s.verdict.level}", lang)])
-        tones.append({"ok": None, "attention": "attention", "fail": "fail"}[s.verdict.level])
+        tones.append(None if s.verdict.level == "ok" else s.verdict.level)
     return Table(columns=columns, rows=rows, widths=[0.07, 0.27, 0.13, 0.11, 0.07, 0.10, 0.08, 0.08, 0.09],
-                 align=["L", "L", "L", "R", "R", "R", "R", "C", "C"], tones=tones, small=True)  # type: ignore[arg-type]
+                 align=["L", "L", "L", "R", "R", "R", "R", "C", "C"], tones=tones, small=True)
 
 
 def _declined(report: ConsortiumReport, lang: Lang) -> list[Block]:
@@ -114,12 +115,13 @@ def _declined(report: ConsortiumReport, lang: Lang) -> list[Block]:
 
 def _heads(report: ConsortiumReport, lang: Lang) -> Table:
     """Two rows per site (ledger, egress log), each head as a fingerprint to read aloud; full hashes follow."""
-    rows, tones = [], []
+    rows: list[list[str]] = []
+    tones: list[Tone | None] = []
     for s in report.sites:
         for chain in (s.ledger, s.egress):
             rows.append([s.site_id, t(f"record.{chain.record}", lang), chain_cell(chain, lang),
                          head_cell(chain, lang)])
             tones.append(None if chain.verified else "fail")
     return Table(columns=[t(k, lang) for k in ("f.site", "col.record", "col.entries", "col.head")], rows=rows,
-                 widths=[0.08, 0.24, 0.09, 0.59], mono=[3], small=True, tones=tones,  # type: ignore[arg-type]
+                 widths=[0.08, 0.24, 0.09, 0.59], mono=[3], small=True, tones=tones,
                  align=["L", "L", "R", "L"])

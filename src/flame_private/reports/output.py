@@ -27,7 +27,7 @@ def format_for(path: Path, given: str | None) -> Format:
     if given is not None:
         if given not in FORMATS:
             raise ReportError(f"unknown format {given!r}; expected html or pdf")
-        return given  # type: ignore[return-value]
+        return given
     suffix = path.suffix.lower()
     if suffix == ".pdf":
         return "pdf"

@@ -10,6 +10,7 @@ import io
 import logging
 import struct
 from pathlib import Path
+from typing import cast
 
 import matplotlib
 from fpdf import FPDF
@@ -269,7 +270,8 @@ def _table_height(pdf: _PDF, b: Table, widths: list[float], size: float) -> floa
                 pdf.set_font("DejaVu", "B", size)
             else:
                 _use(pdf, _face(b, i - (1 if b.columns else 0), j, size))
-            lines = pdf.multi_cell(widths[j] - 2 * CELL_PAD, size * 0.47, text, dry_run=True, output="LINES")
+            lines = cast(list[str], pdf.multi_cell(widths[j] - 2 * CELL_PAD, size * 0.47, text, dry_run=True,
+                                                   output="LINES"))  # output="LINES": the wrapped lines
             tallest = max(tallest, len(lines))
         height += tallest * size * 0.47 + 2 * 0.9
     pdf.c_margin = margin

@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,7 @@ from flame_private.federation.inprocess import LocalGrid
 from flame_private.federation.protocol import UPDATE, read_ct_record
 from flame_private.federation.server.server_app import ServerSettings, run_server
 from flame_private.federation.site import site as site_module
-from flame_private.secure.public.envelope import Content
+from flame_private.secure.public.envelope import CiphertextEnvelope, Content
 from flame_private.secure.public.packing import ParamLayout, update_vector
 from flame_private.secure.site.ceremony import key_ceremony
 from flame_private.secure.site.keys import SecretContext
@@ -194,7 +194,8 @@ def site_oracle() -> Iterator[dict[str, Plain]]:
     seen: dict[str, Plain] = {}
     real = site_module.encrypt_update
 
-    def spy(secret: SecretContext, state_dict: dict[str, torch.Tensor], count: int, **kw: Any) -> Any:
+    def spy(secret: SecretContext, state_dict: Mapping[str, torch.Tensor], count: int,
+            **kw: Any) -> tuple[CiphertextEnvelope, bytes]:
         env, payload = real(secret, state_dict, count, **kw)
         layout = kw.get("layout") or ParamLayout.from_state_dict(state_dict)
         seen[hashlib.sha256(payload).hexdigest()] = Plain(
@@ -219,7 +220,7 @@ def run_recorded(fed: Federation) -> tuple[list[Received], dict[str, Any]]:
         item = Received(seq=len(received) + 1, site_id=site_id, step=reply.metadata.message_type,
                         wire=wire_bytes(reply))
         if not reply.has_error() and UPDATE in reply.content:
-            item.header, item.payload = read_ct_record(reply.content[UPDATE])  # type: ignore[arg-type]
+            item.header, item.payload = read_ct_record(reply.content.array_records[UPDATE])
         received.append(item)
         return reply
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from flame_private.config import MODALITIES
+from flame_private.config import MODALITIES, Modality
 from flame_private.data.errors import DataError, Problem, format_problems
 from flame_private.data.records import RESECTIONS, CaseRecord, Covariates
 
@@ -46,10 +46,12 @@ def parse_bool(value: str) -> bool:
     raise ValueError(f"expected true/false, got {value!r}")
 
 
-def parse_treatment(value: object) -> str:
+def parse_treatment(value: object) -> Modality:
     """Validate a treatment modality name; the error lists the accepted ones."""
-    if isinstance(value, str) and value.strip().lower() in MODALITIES:
-        return value.strip().lower()
+    name = value.strip().lower() if isinstance(value, str) else None
+    for modality in MODALITIES:
+        if name == modality:
+            return modality
     raise ValueError(f"unknown treatment {value!r} (expected one of {', '.join(MODALITIES)})")
 
 

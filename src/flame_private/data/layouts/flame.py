@@ -166,13 +166,13 @@ def _read_patient(
         for tp in patient.timepoints
     ]
     if all(tp.day is not None for tp in timepoints):
-        timepoints.sort(key=lambda tp: tp.day)  # type: ignore[arg-type,return-value]
+        timepoints.sort(key=lambda tp: tp.day or 0)
     return CaseRecord(
         patient_id=patient.patient_id,
         site_id=site_id,
         layout="flame",
         timepoints=timepoints,
-        treatment=treatment,  # type: ignore[arg-type]
+        treatment=treatment,
         covariates=covariates,
         rano=patient.rano,
         responder=patient.responder,

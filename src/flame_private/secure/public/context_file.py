@@ -23,7 +23,7 @@ import json
 import logging
 import struct
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import tenseal.sealapi as sa
 from pydantic import Field, ValidationError
@@ -35,7 +35,7 @@ from flame_private.secure.public.params import HexDigest, ParamsContext, he_fing
 
 log = logging.getLogger(__name__)
 
-CONTEXT_FORMAT = "flame-private/he-context"
+CONTEXT_FORMAT: Final = "flame-private/he-context"
 FOOTER_MAGIC = b"FLAMEHE\x01"
 _FOOTER = struct.Struct("<Q8s")
 _MAX_HEADER_JSON = 64 * 1024

@@ -15,7 +15,7 @@ import logging
 import math
 import struct
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import tenseal.sealapi as sa
 from pydantic import Field, ValidationError, model_validator
@@ -27,7 +27,7 @@ from flame_private.secure.public.params import HexDigest, ParamsContext
 
 log = logging.getLogger(__name__)
 
-ENVELOPE_FORMAT = "flame-private/ciphertext/1"
+ENVELOPE_FORMAT: Final = "flame-private/ciphertext/1"
 _SEAL_HEADER = struct.Struct("<HBBBBHQ")
 _SEAL_MAGIC = 0xA15E
 _SEAL_COMPR_MODES = {0, 1, 2}  # none, zlib, zstd

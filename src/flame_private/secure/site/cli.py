@@ -115,7 +115,7 @@ def verify(
             normalise_kcv(kcv)  # a mistyped value is refused before the key is loaded
         secret = load_secret_context(path)
         computed = secret.key_check_value
-        expected = [(kcv, None, "--kcv")] if kcv is not None else []
+        expected: list[tuple[str, str | None, str]] = [(kcv, None, "--kcv")] if kcv is not None else []
         if kcv_file is not None:
             check = read_key_check(kcv_file)
             expected.append((check.key_check_value, check.he_fingerprint, str(kcv_file)))

@@ -33,7 +33,7 @@ import json
 import re
 import struct
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import numpy as np
 import tenseal.sealapi as sa
@@ -45,7 +45,7 @@ from flame_private.secure.public.errors import ContextFileError, HEError
 from flame_private.secure.public.params import HexDigest
 
 KCV_DOMAIN = b"flame-private/he-kcv/1\x00"
-KCV_FORMAT = "flame-private/he-key-check"
+KCV_FORMAT: Final = "flame-private/he-key-check"
 SHORT_HEX_DIGITS = 24
 """Hex digits people compare (96 bits); a value given for verification must have at least these."""
 _GROUP = 4

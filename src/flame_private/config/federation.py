@@ -1,0 +1,156 @@
+"""One federated run: model sizes, DP-SGD, CKKS parameters, federated evaluation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from flame_private.config.base import TASKS, StrictModel, Task
+from flame_private.config.site import DataConfig
+
+
+class ModelConfig(StrictModel):
+    """Sizes of the two treatment-conditioned networks."""
+
+    # Inputs are fixed by the data pipeline: T1, T1ce, T2, FLAIR + one-hot baseline tumour labels (7 channels).
+    response_channels: tuple[Annotated[int, Field(ge=1, le=512)], ...] = (16, 32, 64, 128)
+    evolution_channels: tuple[Annotated[int, Field(ge=1, le=512)], ...] = (16, 32, 64, 128)
+    norm_groups: Annotated[int, Field(ge=1, le=64)] = 8
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    max_parameters: Annotated[int, Field(ge=1000)] = 1_500_000
+
+
+GradSampleMode = Literal["ew", "hooks", "functorch", "ghost"]
+
+
+class DPConfig(StrictModel):
+    """DP-SGD settings for one site's local training."""
+
+    enabled: bool = True
+    noise_multiplier: Annotated[float, Field(gt=0.0, le=100.0)] | None = None
+    """Noise standard deviation relative to the clipping norm; 1.0 when neither this nor target_epsilon is set."""
+    target_epsilon: Annotated[float, Field(gt=0.0, le=100.0)] | None = None
+    max_grad_norm: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
+    delta: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-5
+    grad_sample_mode: GradSampleMode | None = None
+    """None picks the fastest mode that is correct for the model."""
+    accountant: Literal["prv", "rdp"] = "prv"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_sigma(cls, data: object) -> object:
+        # Only an absent noise_multiplier gets the default; an explicit null is a choice to be checked.
+        if isinstance(data, dict) and "noise_multiplier" not in data and data.get("target_epsilon") is None:
+            return {**data, "noise_multiplier": 1.0}
+        return data
+
+    @model_validator(mode="after")
+    def _one_of_sigma_or_eps(self) -> DPConfig:
+        if self.enabled and self.noise_multiplier is not None and self.target_epsilon is not None:
+            raise ValueError("set exactly one of noise_multiplier and target_epsilon, not both")
+        if self.enabled and self.noise_multiplier is None and self.target_epsilon is None:
+            raise ValueError("set exactly one of noise_multiplier and target_epsilon")
+        return self
+
+
+HE_MAX_MODULUS_BITS: dict[int, int] = {2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
+"""Largest total coefficient-modulus bits for 128-bit security (HomomorphicEncryption.org standard)."""
+
+
+class HEConfig(StrictModel):
+    """CKKS parameters shared by every site and the server, and the public bounds the packing relies on.
+
+    Default: N=4096, one 32-bit prime, scale 2^30 (~4.2 B/param up, ~8.3 down).  The former default,
+    N=8192 [60, 60] 2^40 (~8.1 / 16.1 B/param, far more headroom), stays selectable
+    (docs/encryption.md, "Choosing parameters").
+    """
+
+    poly_modulus_degree: Literal[4096, 8192, 16384] = 4096
+    coeff_mod_bit_sizes: Annotated[list[Annotated[int, Field(ge=20, le=60)]], Field(min_length=1, max_length=8)] = (
+        Field(default_factory=lambda: [32])
+    )
+    scale_bits: Annotated[int, Field(ge=20, le=58)] = 30
+    max_sites: Annotated[int, Field(ge=3, le=1000)] = 16
+    """Most sites whose updates may be added: sets the headroom the sum needs (docs/encryption.md)."""
+    max_patients: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    """Public bound on the training patients of all the sites summed in one round (sum of n_k).  A site packs
+    n_k * w_k / max_patients, so the sum stays bounded; the aggregate's precision is best when the real total is
+    close to this bound (docs/encryption.md)."""
+    weight_bound: Annotated[float, Field(gt=0.0, le=1e6)] | None = None
+    """Public bound on |w| of every packed weight; None: twice the largest |weight| of the round-1 model (built
+    identically at every site), rounded up to a power of two.  A site refuses to send a weight beyond it."""
+
+    @model_validator(mode="after")
+    def _secure_and_fits(self) -> HEConfig:
+        total = sum(self.coeff_mod_bit_sizes)
+        bound = HE_MAX_MODULUS_BITS[self.poly_modulus_degree]
+        if total > bound:
+            raise ValueError(
+                f"coefficient modulus of {total} bits exceeds the 128-bit security bound "
+                f"of {bound} bits for N={self.poly_modulus_degree}"
+            )
+        if self.scale_bits > min(self.coeff_mod_bit_sizes) - 2:
+            raise ValueError(
+                f"scale 2^{self.scale_bits} leaves no headroom in a {min(self.coeff_mod_bit_sizes)}-bit prime "
+                "(need scale_bits <= prime bits - 2)"
+            )
+        return self
+
+
+class EvaluationConfig(StrictModel):
+    """Federated evaluation: sites release DP-noised metric sums of their validation patients."""
+
+    noise_multiplier: Annotated[float, Field(gt=0.0, le=1000.0)] = 3.0
+    """Gaussian noise (times the per-patient sensitivity) on each site's metric sums; spent like a round."""
+    every_round: bool = False
+    """Evaluate after every round (costs budget each time) or only the final global models."""
+
+
+class ServerOptimizerConfig(StrictModel):
+    """The server optimiser step, applied identically at every site to the decrypted average (docs/training.md).
+
+    The server only adds ciphertexts and never sees a model, so FedAvgM and FedAdam keep their state at the
+    sites.  ``fedavg`` (the default): the decrypted average is the next global model, as without this step.
+    """
+
+    name: Literal["fedavg", "fedavgm", "fedadam"] = "fedavg"
+    lr: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
+    """Server learning rate; None: 1.0 for fedavg and fedavgm, 0.01 for fedadam (Reddi et al. 2021)."""
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    """FedAvgM's server momentum."""
+    beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    beta2: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.99
+    tau: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
+    """FedAdam's adaptivity: the floor under the square root of the second moment (its initial value is tau^2)."""
+
+    @property
+    def server_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 0.01 if self.name == "fedadam" else 1.0
+
+
+class FederationConfig(StrictModel):
+    """One federated run: rounds, tasks, who must take part."""
+
+    run_name: str = "run"
+    seed: int = 0
+    tasks: Annotated[list[Task], Field(min_length=1)] = Field(default_factory=lambda: list(TASKS))
+    rounds: Annotated[int, Field(ge=1, le=10_000)] = 3
+    local_epochs: Annotated[int, Field(ge=1, le=100)] = 1
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 4
+    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
+    response_positive_weight: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
+    """Weight of responders in the response loss; below 1 where most respond (e.g. 0.4 at ~70 % responders).
+    Part of the public config, set from published or public-cohort rates, never from a site's own labels."""
+    min_sites: Annotated[int, Field(ge=3)] = 3
+    """Fewer contributors than this and the round is refused: with 2, each learns the other's update."""
+    reply_timeout_s: Annotated[float, Field(gt=0.0)] = 600.0
+    model: ModelConfig = ModelConfig()
+    dp: DPConfig = DPConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    he: HEConfig = HEConfig()
+    data: DataConfig = DataConfig()
+    server_optimizer: ServerOptimizerConfig = ServerOptimizerConfig()
+    """The server optimiser step the sites apply after decryption (default fedavg: the average itself)."""
