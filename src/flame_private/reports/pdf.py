@@ -1,19 +1,12 @@
-"""A document as an A4 PDF with fpdf2: DejaVu fonts (French accents, epsilon, sigma), bordered tables whose
-headings repeat on each page, a running header, and a footer with site, date and "page n of N".
-
-The DejaVu TrueType fonts are the ones matplotlib ships, so nothing else needs installing.
-"""
+"""A document as an A4 PDF with fpdf2: each block drawn on the page (``pdf_page``), bordered tables whose
+headings repeat on each page, short tables and figures kept on one page."""
 
 from __future__ import annotations
 
 import io
 import logging
-import struct
-from pathlib import Path
 from typing import cast
 
-import matplotlib
-from fpdf import FPDF
 from fpdf.enums import TableBordersLayout, VAlign, WrapMode, XPos, YPos
 from fpdf.fonts import FontFace
 
@@ -32,100 +25,30 @@ from flame_private.reports.blocks import (
     Tone,
 )
 from flame_private.reports.i18n import t
-
-FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-FONTS = {("DejaVu", ""): "DejaVuSans.ttf", ("DejaVu", "B"): "DejaVuSans-Bold.ttf",
-         ("DejaVu", "I"): "DejaVuSans-Oblique.ttf", ("DejaVu", "BI"): "DejaVuSans-BoldOblique.ttf",
-         ("DejaVuMono", ""): "DejaVuSansMono.ttf", ("DejaVuMono", "B"): "DejaVuSansMono-Bold.ttf"}
-
-NAVY = (18, 58, 102)
-GREY = (85, 85, 85)
-RULE = (154, 165, 177)
-HEAD_FILL = (227, 233, 240)
-KEY_FILL = (242, 245, 248)
-TONE_FILL: dict[str, tuple[int, int, int]] = {"ok": (230, 244, 234), "attention": (255, 244, 214),
-                                              "fail": (251, 227, 225), "info": (234, 241, 251)}
-TONE_LINE: dict[str, tuple[int, int, int]] = {"ok": (46, 139, 87), "attention": (217, 164, 0),
-                                              "fail": (192, 57, 43), "info": (31, 95, 168)}
-MARGIN = 18.0
-BODY_PT, SMALL_PT, MONO_PT = 9.5, 8.0, 7.0
-CELL_PAD = 1.4
-NATIVE_DPI = 110
-MAX_FIGURE_H = 120.0
-KEEP_TOGETHER_ROWS = 15
-
-
-def _png_size(png: bytes) -> tuple[int, int]:
-    """Width and height from a PNG's IHDR chunk."""
-    if png[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError("not a PNG image")
-    return struct.unpack(">II", png[16:24])
-
-
-class _PDF(FPDF):
-    def __init__(self, doc: Document) -> None:
-        super().__init__(orientation="P", unit="mm", format="A4")
-        self.doc = doc
-        for (family, style), name in FONTS.items():
-            self.add_font(family, style, str(FONT_DIR / name))
-        self.set_margins(MARGIN, MARGIN + 2, MARGIN)
-        self.set_auto_page_break(True, margin=MARGIN)
-        self.set_title(doc.title)
-        self.set_creator("flame-private")
-        self.set_lang(doc.lang)
-        if doc.metadata:
-            self.set_keywords(" ".join(f"{k}={v}" for k, v in doc.metadata.items()))
-        self.set_draw_color(*RULE)
-
-    # ------------------------------------------------------------------ page furniture
-
-    def header(self) -> None:
-        if self.page_no() == 1:
-            return
-        self.set_font("DejaVu", "", 7.5)
-        self.set_text_color(*GREY)
-        self.set_xy(MARGIN, 9)
-        self.cell(self.epw, 4, self.doc.header, align="R")
-        self.set_draw_color(*RULE)
-        self.line(MARGIN, 14, self.w - MARGIN, 14)
-        self.set_text_color(0, 0, 0)
-        self.set_y(MARGIN + 2)
-
-    def footer(self) -> None:
-        self.set_y(-12)
-        self.set_draw_color(*RULE)
-        self.line(MARGIN, self.get_y() - 1.5, self.w - MARGIN, self.get_y() - 1.5)
-        self.set_font("DejaVu", "", 7.5)
-        self.set_text_color(*GREY)
-        page = t("page", self.doc.lang, n=self.page_no(), total="{nb}")
-        self.cell(self.epw * 0.75, 4, self.doc.footer, align="L")
-        self.cell(self.epw * 0.25, 4, page, align="R")
-        self.set_text_color(0, 0, 0)
-
-    # ------------------------------------------------------------------ helpers
-
-    def room(self) -> float:
-        """Height left above the page-break trigger."""
-        return self.page_break_trigger - self.get_y()
-
-    def need(self, height: float) -> None:
-        if self.room() < height:
-            self.add_page()
-
-    def text_block(self, text: str, size: float = BODY_PT, style: str = "", family: str = "DejaVu",
-                   colour: tuple[int, int, int] = (0, 0, 0), indent: float = 0.0, gap: float = 1.8) -> None:
-        self.set_font(family, style, size)
-        self.set_text_color(*colour)
-        self.set_x(MARGIN + indent)
-        self.multi_cell(self.epw - indent, size * 0.45, text, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        self.set_text_color(0, 0, 0)
-        self.ln(gap)
-
+from flame_private.reports.pdf_page import (
+    BODY_PT,
+    CELL_PAD,
+    GREY,
+    HEAD_FILL,
+    KEEP_TOGETHER_ROWS,
+    KEY_FILL,
+    MARGIN,
+    MAX_FIGURE_H,
+    MONO_PT,
+    NATIVE_DPI,
+    NAVY,
+    RULE,
+    SMALL_PT,
+    TONE_FILL,
+    TONE_LINE,
+    PdfPage,
+    png_size,
+)
 
 # --------------------------------------------------------------------------- blocks
 
 
-def _title(pdf: _PDF, b: Title) -> None:
+def _title(pdf: PdfPage, b: Title) -> None:
     pdf.set_y(MARGIN + 4)
     pdf.set_font("DejaVu", "B", 22)
     pdf.set_text_color(*NAVY)
@@ -143,7 +66,7 @@ def _title(pdf: _PDF, b: Title) -> None:
     _table(pdf, Table(columns=[], rows=[[k, v] for k, v in b.facts], widths=[0.3, 0.7]))
 
 
-def _heading(pdf: _PDF, b: Heading) -> None:
+def _heading(pdf: PdfPage, b: Heading) -> None:
     if b.level == 1:
         pdf.need(45)
         pdf.ln(3)
@@ -166,7 +89,7 @@ def _heading(pdf: _PDF, b: Heading) -> None:
     pdf.set_text_color(0, 0, 0)
 
 
-def _paragraph(pdf: _PDF, b: Paragraph) -> None:
+def _paragraph(pdf: PdfPage, b: Paragraph) -> None:
     if b.style == "small":
         pdf.text_block(b.text, SMALL_PT, colour=GREY)
     elif b.style == "mono":
@@ -175,7 +98,7 @@ def _paragraph(pdf: _PDF, b: Paragraph) -> None:
         pdf.text_block(b.text)
 
 
-def _bullets(pdf: _PDF, b: Bullets) -> None:
+def _bullets(pdf: PdfPage, b: Bullets) -> None:
     pdf.set_font("DejaVu", "", BODY_PT)
     for i, item in enumerate(b.items, 1):
         mark = f"{i}." if b.numbered else "•"
@@ -189,7 +112,7 @@ def _bullets(pdf: _PDF, b: Bullets) -> None:
     pdf.ln(1.2)
 
 
-def _callout(pdf: _PDF, b: Callout) -> None:
+def _callout(pdf: PdfPage, b: Callout) -> None:
     """A one-column table with the tone's fill and a coloured outer border: it may break between its rows."""
     fill = TONE_FILL[b.tone]
     pdf.ln(1)
@@ -222,11 +145,11 @@ def _face(b: Table, i: int, j: int, size: float) -> FontFace:
     return FontFace(family="DejaVu", emphasis="BOLD" if tone == "info" else None, size_pt=size, fill_color=fill)
 
 
-def _use(pdf: _PDF, face: FontFace) -> None:
+def _use(pdf: PdfPage, face: FontFace) -> None:
     pdf.set_font(face.family or "DejaVu", "B" if face.emphasis else "", face.size_pt or BODY_PT)
 
 
-def _fit_widths(pdf: _PDF, b: Table, size: float) -> list[float]:
+def _fit_widths(pdf: PdfPage, b: Table, size: float) -> list[float]:
     """Column widths in mm: the given proportions, widened where a single word would not fit (never split a
     heading such as "Round" mid-word); hashes (monospaced columns) may still break anywhere."""
     n = len(b.widths)
@@ -258,7 +181,7 @@ def _fit_widths(pdf: _PDF, b: Table, size: float) -> list[float]:
     return widths
 
 
-def _table_height(pdf: _PDF, b: Table, widths: list[float], size: float) -> float:
+def _table_height(pdf: PdfPage, b: Table, widths: list[float], size: float) -> float:
     """The height the table will take (for keeping short tables on one page)."""
     rows = ([b.columns] if b.columns else []) + b.rows
     height = 0.0
@@ -278,7 +201,7 @@ def _table_height(pdf: _PDF, b: Table, widths: list[float], size: float) -> floa
     return height
 
 
-def _table(pdf: _PDF, b: Table) -> None:
+def _table(pdf: PdfPage, b: Table) -> None:
     size = SMALL_PT if b.small else BODY_PT
     key_value = not b.columns
     align = tuple({"L": "LEFT", "R": "RIGHT", "C": "CENTER"}[a] for a in b.align) if b.align else "LEFT"
@@ -304,10 +227,10 @@ def _table(pdf: _PDF, b: Table) -> None:
     pdf.ln(3)
 
 
-def _figure_size(pdf: _PDF, b: Figure) -> tuple[float, float]:
+def _figure_size(pdf: PdfPage, b: Figure) -> tuple[float, float]:
     """Width and height in mm: the requested share of the text width, never above the image's own size at
     NATIVE_DPI (a small panel is not blown up) nor taller than MAX_FIGURE_H."""
-    w_px, h_px = _png_size(b.png)
+    w_px, h_px = png_size(b.png)
     width = min(pdf.epw * b.width, w_px / NATIVE_DPI * 25.4)
     height = width * h_px / w_px
     if height > MAX_FIGURE_H:
@@ -315,7 +238,7 @@ def _figure_size(pdf: _PDF, b: Figure) -> tuple[float, float]:
     return width, height
 
 
-def _figure(pdf: _PDF, b: Figure) -> None:
+def _figure(pdf: PdfPage, b: Figure) -> None:
     width, height = _figure_size(pdf, b)
     caption_h = 10.0
     if height + caption_h > pdf.room() and (pdf.room() - caption_h) >= 0.7 * height:
@@ -337,7 +260,7 @@ def _signature_height(b: Signature) -> float:
     return 50 + SIGNATORY_H * len(b.roles)
 
 
-def _signature(pdf: _PDF, b: Signature) -> None:
+def _signature(pdf: PdfPage, b: Signature) -> None:
     """Kept on one page: intro, decision boxes, remarks lines, then per signatory a name, date and signature line."""
     pdf.need(_signature_height(b))
     pdf.text_block(b.intro)
@@ -377,7 +300,7 @@ def _signature(pdf: _PDF, b: Signature) -> None:
     pdf.set_draw_color(*RULE)
 
 
-def _next_height(pdf: _PDF, b: Block) -> float:
+def _next_height(pdf: PdfPage, b: Block) -> float:
     """How much of the block after a heading must share its page (the heading is never left alone)."""
     if isinstance(b, Signature):
         return _signature_height(b)
@@ -388,7 +311,7 @@ def _next_height(pdf: _PDF, b: Block) -> float:
     return 15.0
 
 
-def _block(pdf: _PDF, b: Block) -> None:
+def _block(pdf: PdfPage, b: Block) -> None:
     if isinstance(b, Title):
         _title(pdf, b)
     elif isinstance(b, Heading):
@@ -414,7 +337,7 @@ def _block(pdf: _PDF, b: Block) -> None:
 def render_pdf(doc: Document) -> bytes:
     """The document as PDF bytes."""
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # its font-subsetting chatter is not the user's news
-    pdf = _PDF(doc)
+    pdf = PdfPage(doc)
     pdf.add_page()
     for i, b in enumerate(doc.blocks):
         if isinstance(b, Heading) and i + 1 < len(doc.blocks):
