@@ -22,7 +22,7 @@ from flame_private.config import SiteConfig
 from flame_private.federation.protocol import INSTRUCTION, Instruction, instruction_record, read_status
 from flame_private.federation.site import app_launcher
 from flame_private.federation.site.app_launcher import AppRefused, check_fab, write_launcher_bin
-from flame_private.federation.site.approved_apps import (
+from flame_private.records.approved_apps import (
     ApprovedApps,
     ApprovedAppsError,
     approve_fab,

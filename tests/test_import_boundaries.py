@@ -97,10 +97,12 @@ def test_the_server_side_never_imports_key_handling_and_the_check_would_see_it()
     assert KEY_CONTROL in found[KEY_CONTROL]  # the positive control is caught
 
 
-def test_reports_import_nothing_from_the_federation_and_the_check_would_see_it() -> None:
-    """Reports take the audit, the egress log and the ledger from records/ and privacy/, not from federation/."""
+def test_reports_and_records_import_nothing_from_the_federation_and_the_check_would_see_it() -> None:
+    """Reports take the audit, the logs and the ledger from records/ and privacy/, not from federation/; and the
+    records (the audit included) need no federation code either, so building a report never loads it."""
     reports = _modules_of("flame_private.reports")  # found on disk: a new one is checked too
-    assert "flame_private.reports.content" in reports and len(reports) > 10
-    found = _imported(["flame_private.federation"], [*reports, FEDERATION_USER])
+    records = _modules_of("flame_private.records")
+    assert "flame_private.reports.content" in reports and "flame_private.records.audit" in records
+    found = _imported(["flame_private.federation"], [*reports, *records, FEDERATION_USER])
     assert {m: fed for m, fed in found.items() if fed and m != FEDERATION_USER} == {}
     assert found[FEDERATION_USER]  # the positive control is caught

@@ -37,8 +37,8 @@ def init_state(state_dir: Path | str, site_id: str) -> list[Path]:
     head (count 0).  Refuses when all exist (nothing to do: the site is initialised)
     and a log found without its head.
     """
-    from flame_private.federation.site.approved_apps import ApprovedApps, ApprovedAppsError
     from flame_private.privacy.ledger import Ledger, LedgerError
+    from flame_private.records.approved_apps import ApprovedApps, ApprovedAppsError
     from flame_private.records.egress import EgressLog, EgressLogError
 
     state = Path(state_dir)

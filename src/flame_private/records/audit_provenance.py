@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flame_private.config import SiteConfig
+from flame_private.records.approved_apps import ApprovedApps, ApprovedAppsError
 from flame_private.records.audit_report import AppHashUse, Checks
 from flame_private.records.code_identity import app_identity
 from flame_private.records.egress import EgressEntry
@@ -75,8 +76,6 @@ def check_he_parameters(site: SiteConfig, params_context: Path | None, checks: C
 
 def check_app_approval(site: SiteConfig, entries: list[EgressEntry], checks: Checks) -> None:
     """Every message that names the FAB it came from (app pinning) names one approved before it was sent."""
-    from flame_private.federation.site.approved_apps import ApprovedApps, ApprovedAppsError
-
     name = "app approval"
     pinned = [e for e in entries if e.fab_sha256 is not None]
     try:

@@ -43,7 +43,7 @@ from typing import Any
 
 from flame_private.config import ConfigError, SiteConfig, load_config
 from flame_private.errors import ExitCode, FlameError
-from flame_private.federation.site.approved_apps import ApprovedApps, ApprovedAppsError, fab_info
+from flame_private.records.approved_apps import ApprovedApps, ApprovedAppsError, fab_info
 
 log = logging.getLogger("flame_private.federation.site.app_launcher")  # also when run as __main__
 

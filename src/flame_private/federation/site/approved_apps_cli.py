@@ -17,7 +17,7 @@ from rich.table import Table
 
 from flame_private.cli_common import load, refusals
 from flame_private.config import SiteConfig
-from flame_private.federation.site.approved_apps import (
+from flame_private.records.approved_apps import (
     ApprovalEntry,
     ApprovedApps,
     approve_fab,
