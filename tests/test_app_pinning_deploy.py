@@ -1,10 +1,13 @@
-"""App pinning in a real deployment: each SuperNode in process isolation, its ClientApps started by the site's
+"""A real deployment on loopback, with app pinning: one SuperLink (TLS + SuperNode authentication) and three
+SuperNodes as separate processes, started by deploy/start-local.sh with FLAME_APP_PINNING=1, the apps submitted
+by deploy/run.sh (`flwr run`), everything stopped whatever happens.  Each site's ClientApps are started by its
 launcher (flame_private.federation.site.app_launcher), which runs only FABs the site's DPO approved.
 
-One federation (deploy/start-local.sh with FLAME_APP_PINNING=1, TLS + node auth, 3 sites), two runs of one
-round: first the app with one byte of its code changed (refused by every site, nothing leaves but "declined"),
-then the approved app (runs).  2.5-5 min on 2 shared cores.  The approved FAB is built from the working tree at the
-start, and `flwr run` rebuilds it from the same files later: do not edit the sources while it runs.
+Two runs of two rounds: first the app with one byte of its code changed (refused by every site, nothing leaves
+but "declined"), then the approved app (trains both rounds, each DP release in the ledger before it left).
+Tiny on purpose (3 sites x 4 patients, 24^3, the response model): 3-6 min on 2 cores.  The approved FAB is
+built from the working tree at the start, and `flwr run` rebuilds it from the same files later: do not edit
+the sources while it runs.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def _modified_copy(dest: Path) -> Path:
 
 
 def test_pinned_sites_run_the_approved_fab_and_refuse_a_modified_one(tmp_path: Path, cohort_dir: Path) -> None:
-    prepared = prepare_sites(tmp_path, cohort_dir, rounds=1)
+    prepared = prepare_sites(tmp_path, cohort_dir, rounds=2)
     sites = prepared["sites"]
 
     # The DPO of each site approves the bundle built from the approved release (the bytes `flwr run` submits).
@@ -73,37 +76,47 @@ def test_pinned_sites_run_the_approved_fab_and_refuse_a_modified_one(tmp_path: P
         superexec_logs = {sid: (f["deploy"] / "nodes" / sid / "superexec.log").read_text(errors="replace")
                           for sid in sites}
 
-    # The modified app: every site declined round 1, so the round was refused and no model exists.
-    (r1,) = refused_summary["rounds"]
-    assert r1["contributors"] == [] and sorted(r1["declined"]) == sorted(sites), r1
-    assert "refused" in r1
+    # The modified app: every site declined both rounds, so they were refused and no model exists.
+    assert [r["round"] for r in refused_summary["rounds"]] == [1, 2]
+    for r in refused_summary["rounds"]:
+        assert r["contributors"] == [] and sorted(r["declined"]) == sorted(sites), r
+        assert "refused" in r
     assert refused_summary["exports"]["response"] == "no global model (every round refused)"
     for sid, yaml in sites.items():
         site = load_config(yaml, SiteConfig)
         entries = [e for e in EgressLog.open(site.state_dir, sid, readonly=True).entries if e.run_id == "pin-refused"]
         # Nothing but the refusal left the site: one "declined" status, recorded with the refused FAB's hash
         # and why; its payload is the generic status, nothing more.
-        assert [(e.kind, e.round, e.task) for e in entries] == [("declined", 1, "response")], (sid, entries)
-        (refusal,) = entries
-        assert refusal.app_hash == modified
-        assert refusal.reason is not None and "not approved" in refusal.reason and modified in refusal.reason
-        payload = (site.state_dir / "outbox" / refusal.payload_name).read_bytes()
-        assert json.loads(payload) == {"site_id": sid, "status": "declined"}
+        assert [(e.kind, e.round, e.task) for e in entries] == [("declined", 1, "response"),
+                                                                  ("declined", 2, "response")], (sid, entries)
+        for refusal in entries:
+            assert refusal.app_hash == modified
+            assert refusal.reason is not None and "not approved" in refusal.reason and modified in refusal.reason
+            payload = (site.state_dir / "outbox" / refusal.payload_name).read_bytes()
+            assert json.loads(payload) == {"site_id": sid, "status": "declined"}
         assert not [e for e in Ledger.open(site.state_dir, sid).entries if e.run_id == "pin-refused"], sid
         # The refused bundle was never even unpacked; the approved one was.
         assert not [n for n in installed[sid] if n.endswith(modified[:8])], installed[sid]
         assert [n for n in installed[sid] if n.endswith(approved[:8])], installed[sid]
         assert "REFUSED" in superexec_logs[sid] and modified in superexec_logs[sid]
 
-    # The approved app ran: every site trained, and exported the final model.
-    (a1,) = approved_summary["rounds"]
-    assert sorted(a1["contributors"]) == sorted(sites) and "refused" not in a1, a1
+    # The approved app ran: every site trained both rounds, and exported the final model.
+    assert [r["round"] for r in approved_summary["rounds"]] == [1, 2]
+    for r in approved_summary["rounds"]:
+        assert sorted(r["contributors"]) == sorted(sites) and "refused" not in r, r
     assert approved_summary["exports"]["response"] == {sid: "ok" for sid in sites}
     for sid, yaml in sites.items():
         site = load_config(yaml, SiteConfig)
         sent = [e for e in EgressLog.open(site.state_dir, sid, readonly=True).entries if e.run_id == "pin-approved"]
-        assert [e.kind for e in sent] == ["update", "metrics"], (sid, sent)
+        assert [e.kind for e in sent] == ["update", "update", "metrics"], (sid, sent)
         assert {e.fab_sha256 for e in sent} == {approved}, "each message names the approved FAB it came from"
+        # Two DP-SGD releases (one per round) and the DP release of the final metric sums (sample rate 1, one
+        # step), each recorded in the ledger before it left the site.
+        entries = [e for e in Ledger.open(site.state_dir, sid).entries if e.run_id == "pin-approved"]
+        training = [e for e in entries if e.sample_rate < 1.0]
+        evaluation = [e for e in entries if e.sample_rate == 1.0]
+        assert sorted((e.task, e.round) for e in training) == [("response", 1), ("response", 2)], sid
+        assert [(e.task, e.round, e.steps) for e in evaluation] == [("response", 2, 1)], sid
     # The DPO's audit accepts the refusal record as a plain "declined" status and lists the refused hash.
     report = audit_site(load_config(sites["site-a"], SiteConfig))
     assert report.ok, [c for c in report.checks if c.severity == "fail"]

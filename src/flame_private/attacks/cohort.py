@@ -101,16 +101,17 @@ def attack_data(work: Path, n_patients: int, grid: int, seed: int, workers: int 
     return load_response_tensors(synthesise(work, n_patients, grid, seed, workers), grid)
 
 
-def balanced(data: ResponseTensors, seed: int) -> ResponseTensors:
-    """As many responders as non-responders (all of the rarer class), in a seeded order.
+def balanced(data: ResponseTensors, seed: int, per_class: int | None = None) -> ResponseTensors:
+    """As many responders as non-responders (all of the rarer class, at most ``per_class``), in a seeded order.
 
     A membership attack on an imbalanced site mostly learns the majority label; a
     case-control selection makes the model rely on each patient's own features,
-    which is where memorisation, and so membership leakage, shows.
+    which is where memorisation, and so membership leakage, shows.  ``per_class``
+    fixes the attacked site's size whatever the cohort's responder rate.
     """
     pos = torch.nonzero(data.label > 0.5).flatten()
     neg = torch.nonzero(data.label <= 0.5).flatten()
-    k = min(len(pos), len(neg))
+    k = min(len(pos), len(neg), len(data) if per_class is None else per_class)
     g = torch.Generator().manual_seed(seed)
     keep = torch.cat([pos[torch.randperm(len(pos), generator=g)[:k]], neg[torch.randperm(len(neg), generator=g)[:k]]])
     keep = keep[torch.randperm(len(keep), generator=g)]
