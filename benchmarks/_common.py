@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def machine() -> dict[str, Any]:
@@ -41,6 +43,13 @@ def save(name: str, figures: dict[str, Any]) -> Path:
                "figures": figures}
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def add_study_args(ap: argparse.ArgumentParser) -> None:
+    """``--cohort`` (the simulated study cohort's folder) and ``--config`` (its cohort YAML), as every study
+    benchmark takes them."""
+    ap.add_argument("--cohort", type=Path, default=ROOT / "runs" / "study" / "cohort")
+    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "cohort" / "study.yaml")
 
 
 def study_splits(cohort_dir: Path, cohort_cfg: Any, data_config: Any) -> dict[str, Any]:

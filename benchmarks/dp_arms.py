@@ -43,17 +43,15 @@ import time
 import warnings
 from pathlib import Path
 
-from _common import RESULTS, save, study_splits
+from _common import RESULTS, ROOT, add_study_args, save, study_splits
 from _public import pretrain_on_public
 
-ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("scratch", "public_pretrained", "public_pretrained_frozen_encoder")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cohort", type=Path, default=ROOT / "runs" / "study" / "cohort")
-    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "cohort" / "study.yaml")
+    add_study_args(ap)
     ap.add_argument("--public", type=Path, default=ROOT / "runs" / "public" / "cohort")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--epsilon", type=float, default=8.0)

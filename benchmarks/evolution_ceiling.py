@@ -24,13 +24,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
-from _common import save, study_splits
+from _common import ROOT, add_study_args, save, study_splits
 from scipy import ndimage
-
-ROOT = Path(__file__).resolve().parents[1]
 
 Rule = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -66,8 +63,7 @@ RULES: dict[str, Rule] = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cohort", type=Path, default=ROOT / "runs" / "study" / "cohort")
-    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "cohort" / "study.yaml")
+    add_study_args(ap)
     args = ap.parse_args()
 
     from torch.utils.data import ConcatDataset

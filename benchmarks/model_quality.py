@@ -21,16 +21,13 @@ import logging
 import time
 from pathlib import Path
 
-from _common import RESULTS, save, study_splits
+from _common import RESULTS, ROOT, add_study_args, save, study_splits
 from _public import pretrain_on_public
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cohort", type=Path, default=ROOT / "runs" / "study" / "cohort")
-    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "cohort" / "study.yaml")
+    add_study_args(ap)
     ap.add_argument("--epochs-response", type=int, default=10)
     ap.add_argument("--epochs-evolution", type=int, default=6)
     ap.add_argument("--lr", type=float, default=1e-3)

@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
-from _common import save, study_splits
-
-ROOT = Path(__file__).resolve().parent.parent
+from _common import ROOT, add_study_args, save, study_splits
 
 
 def main() -> None:
@@ -34,8 +31,7 @@ def main() -> None:
     from flame_private.experiments import load_truth, make_dataset
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--cohort", type=Path, default=ROOT / "runs" / "study" / "cohort")
-    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "cohort" / "study.yaml")
+    add_study_args(ap)
     args = ap.parse_args()
     cohort_cfg = load_config(args.config, CohortConfig)
     fed = FederationConfig(seed=cohort_cfg.seed, data=DataConfig(grid=cohort_cfg.grid))
