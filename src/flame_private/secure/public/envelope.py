@@ -37,14 +37,16 @@ DEFAULT_MAX_PAYLOAD_BYTES = 2**31 - 1
 Content = Literal["model", "metrics"]
 """What a ciphertext holds: model weights (a site's update, the global model) or metric sums (an evaluation)."""
 LEGACY_METRICS_PREFIX = "metrics:"
-"""Model-name prefix that marked metric sums before headers carried ``content`` (read only, for older records)."""
+"""Model-name prefix of metric sums: still written as their label, and how headers written before ``content``
+existed are recognised as metrics."""
 
 
 def envelope_model(task: str, content: Content) -> str:
     """The ``model`` name a header carries for ``task``: the task for weights, ``metrics:<task>`` for metric sums.
 
-    The metrics name is kept for the egress log, which still checks it; what a
-    header holds is its ``content`` field, and that is what every reader uses.
+    The name is a label a person reads in logs; what a header holds is its
+    ``content`` field, and that is what every check (strategy, sites, egress log,
+    audit) uses.
     """
     return task if content == "model" else LEGACY_METRICS_PREFIX + task
 
