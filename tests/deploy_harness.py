@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,40 +37,52 @@ def missing_tools() -> list[str]:
     return missing
 
 
-def free_ports(n: int) -> list[int]:
-    """n ports free now on 127.0.0.1 (a small race with other processes is accepted)."""
-    socks, ports = [], []
+def _ephemeral_range() -> range:
+    """The ports the OS hands to outgoing connections: a listening port chosen there can be taken by one of
+    them (a SuperNode's own connection to the SuperLink) between the choice and the bind."""
     try:
-        for _ in range(n):
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+def _all_free(ports: range) -> bool:
+    socks = []
+    try:
+        for p in ports:
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
             socks.append(s)
-            ports.append(s.getsockname()[1])
+            s.bind(("127.0.0.1", p))
+        return True
+    except OSError:
+        return False
     finally:
         for s in socks:
             s.close()
-    return ports
 
 
 def consecutive_free_ports(n: int) -> int:
-    """A base port with base .. base+n-1 free (SuperNode Runtime API ports)."""
-    for _ in range(50):
-        base = free_ports(1)[0]
-        if base + n > 65535:
-            continue
-        try:
-            socks = []
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
+    """A base port with base .. base+n-1 free now on 127.0.0.1, outside the ephemeral range, so that no
+    outgoing connection of the federation itself can take one before its server binds it."""
+    ephemeral = _ephemeral_range()
+    candidates = [p for p in range(10000, 65536 - n) if p not in ephemeral and p + n - 1 not in ephemeral]
+    rng = random.Random()  # a different run per test process: parallel runs on one machine rarely meet
+    for _ in range(200):
+        base = rng.choice(candidates)
+        if _all_free(range(base, base + n)):
             return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no run of free ports on 127.0.0.1")
+    raise RuntimeError("no run of free ports on 127.0.0.1 outside the ephemeral range")
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports free now on 127.0.0.1, outside the ephemeral range (see ``consecutive_free_ports``)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = consecutive_free_ports(1)
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def kill_recorded(pids_file: Path) -> None:
