@@ -13,6 +13,7 @@ Simulates a cohort in memory (no images) and measures:
 * treatment effect: how often the responder label depends on the modality.
 
 Usage: python benchmarks/cohort_difficulty.py [--config configs/cohort/demo.yaml] [--patients-per-site N]
+                                            [--out cohort_difficulty]
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=ROOT / "configs/cohort/demo.yaml")
     ap.add_argument("--patients-per-site", type=int, default=None)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out", default="cohort_difficulty", help="result name: benchmarks/results/<out>.json")
     args = ap.parse_args()
     cfg = load_config(args.config, CohortConfig)
     jobs = [(cfg, si, pi) for si, s in enumerate(cfg.sites) for pi in range(args.patients_per_site or s.n_patients)]
@@ -123,7 +125,7 @@ def main() -> None:
     }
     for k, v in figures.items():
         print(f"{k:>32}: {v}")
-    print(f"saved {save('cohort_difficulty', figures)}")
+    print(f"saved {save(args.out, figures)}")
 
 
 if __name__ == "__main__":
