@@ -179,6 +179,7 @@ def test_data_check_fails_an_empty_folder_naming_it_and_the_layout(tmp_path: Pat
     assert result.exit_code == 1, result.output
     text = " ".join(result.output.split())
     assert "no cases found" in text and str(tmp_path) in text and "brats2021 layout" in text
+    assert "0 case(s), 0 invalid, 1 site-level problem(s): INVALID" in text
 
 
 # --------------------------------------------------------------------------- train

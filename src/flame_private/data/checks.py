@@ -70,6 +70,15 @@ class SiteCheckReport(StrictModel):
     def invalid_ids(self) -> set[str]:
         return {c.patient_id for c in self.cases if not c.ok}
 
+    @property
+    def summary(self) -> str:
+        """'N case(s), M invalid', and the site-level problems when there are any: a site whose manifest is
+        missing must not read as a site with 0 invalid cases."""
+        text = f"{len(self.cases)} case(s), {len(self.invalid_ids)} invalid"
+        if self.site_problems:
+            text += f", {len(self.site_problems)} site-level problem(s): INVALID"
+        return text
+
 
 class SkippedCase(StrictModel):
     """A case ``load_site(skip_invalid=True)`` left out, and why."""
@@ -206,8 +215,7 @@ def check_site(
     report = SiteCheckReport(
         root=root, layout=layout, site_id=site_id, cases=rows, site_problems=site_problems, records=records
     )
-    n_bad = len(report.invalid_ids)
-    log.info("%s (%s, site %s): %d case(s), %d invalid", root, layout, site_id, len(rows), n_bad)
+    log.info("%s (%s, site %s): %s", root, layout, site_id, report.summary)
     return report
 
 
@@ -258,9 +266,8 @@ def _shown_path(path: Path | None, root: Path) -> str:
 
 def render_check_table(report: SiteCheckReport) -> Table:
     """A rich table, one row per case (plus one for site-level problems), for ``flame data check``."""
-    n_bad = len(report.invalid_ids)
     table = Table(
-        title=f"{report.site_id} ({report.layout or 'unknown layout'}): {len(report.cases)} case(s), {n_bad} invalid",
+        title=f"{report.site_id} ({report.layout or 'unknown layout'}): {report.summary}",
         caption=str(report.root),
     )
     table.add_column("Patient", no_wrap=True)
