@@ -8,16 +8,26 @@ from the partition id indexing the run's list of site configs.  How its
 messages travel (recorded in the site's egress log) is the node config's
 ``transport`` when given, else ``simulation`` for a simulated node and
 ``supernode`` for a deployed one.
+
+Nothing a site did not decide to send leaves it.  Flower turns an exception
+raised in a ClientApp into an error reply carrying the exception's text, and a
+site's errors name its files, folders and patients.  So every handler runs
+under ``_guarded``: an unexpected error is logged in full at the site, recorded
+in its egress log as a decline, and the server gets the plain "declined" that
+any decline sends; a site that cannot even load (its egress log unreadable, its
+key unsafe) replies with a fixed error text that says nothing about the site.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 
 from flame_private.federation.protocol import (
     METRICS,
@@ -68,32 +78,64 @@ def _reply(site: Site, reply: Reply, msg: Message) -> Message:
     return Message(content, reply_to=msg)
 
 
+SITE_FAILED = "the site could not take part; the reason is in the site's own log"
+"""The only text that leaves a site that failed to load: fixed, so it says nothing about the site."""
+SITE_FAILED_CODE = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+
+Step = Callable[[Site, Message], Reply]
+
+
+def _guarded(step: Step, site_yamls: list[Path] | None, fed_yaml: Path | None
+             ) -> Callable[[Message, Context], Message]:
+    """``step`` as a Flower handler that lets no exception, and so no exception text, reach the server."""
+
+    def handler(msg: Message, context: Context) -> Message:
+        try:
+            site = _site(context, site_yamls, fed_yaml)
+        except Exception:
+            log.exception("this site could not load and takes no part; the server gets a fixed error text")
+            return Message(Error(code=SITE_FAILED_CODE, reason=SITE_FAILED), reply_to=msg)
+        try:
+            return _reply(site, step(site, msg), msg)
+        except Exception as exc:
+            log.exception("%s: %s step failed", site.site_id, msg.metadata.message_type)
+            try:  # recorded in the egress log like any decline, when the instruction and the log allow
+                ins = read_instruction(msg.content)
+                reason = f"{msg.metadata.message_type} step failed: {type(exc).__name__}: {exc}"
+                return _reply(site, site.decline(ins.run_id, ins.round, ins.task, reason), msg)
+            except Exception:
+                log.exception("%s: the failed step could not be recorded as a decline; the server gets a fixed "
+                              "error text", site.site_id)
+                return Message(Error(code=SITE_FAILED_CODE, reason=SITE_FAILED), reply_to=msg)
+
+    return handler
+
+
+def _train(site: Site, msg: Message) -> Reply:
+    ins = read_instruction(msg.content)
+    model = read_ct_record(msg.content[MODEL]) if ins.has_model else (None, None)  # type: ignore[arg-type]
+    return site.train_round(ins.run_id, ins.task, ins.round, *model)
+
+
+def _evaluate(site: Site, msg: Message) -> Reply:
+    ins = read_instruction(msg.content)
+    header, payload = read_ct_record(msg.content[MODEL])  # type: ignore[arg-type]
+    return site.evaluate_round(ins.run_id, ins.task, ins.round, header, payload)
+
+
+def _finish(site: Site, msg: Message) -> Reply:
+    ins = read_instruction(msg.content)
+    model = read_ct_record(msg.content[MODEL])  # type: ignore[arg-type]
+    metrics = read_ct_record(msg.content[METRICS]) if METRICS in msg.content else None  # type: ignore[arg-type]
+    return site.finish(ins.run_id, ins.task, ins.round, model, metrics, ins.metrics_round)
+
+
 def make_client_app(site_yamls: list[Path] | None = None, fed_yaml: Path | None = None) -> ClientApp:
     """A ClientApp; explicit site configs (simulation) or from node/run config (deployment)."""
     app = ClientApp()
-
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
-        site = _site(context, site_yamls, fed_yaml)
-        ins = read_instruction(msg.content)
-        model = read_ct_record(msg.content[MODEL]) if ins.has_model else (None, None)  # type: ignore[arg-type]
-        return _reply(site, site.train_round(ins.run_id, ins.task, ins.round, *model), msg)
-
-    @app.evaluate()
-    def evaluate(msg: Message, context: Context) -> Message:
-        site = _site(context, site_yamls, fed_yaml)
-        ins = read_instruction(msg.content)
-        header, payload = read_ct_record(msg.content[MODEL])  # type: ignore[arg-type]
-        return _reply(site, site.evaluate_round(ins.run_id, ins.task, ins.round, header, payload), msg)
-
-    @app.query()
-    def finish(msg: Message, context: Context) -> Message:
-        site = _site(context, site_yamls, fed_yaml)
-        ins = read_instruction(msg.content)
-        model = read_ct_record(msg.content[MODEL])  # type: ignore[arg-type]
-        metrics = read_ct_record(msg.content[METRICS]) if METRICS in msg.content else None  # type: ignore[arg-type]
-        return _reply(site, site.finish(ins.run_id, ins.task, ins.round, model, metrics, ins.metrics_round), msg)
-
+    app.train()(_guarded(_train, site_yamls, fed_yaml))
+    app.evaluate()(_guarded(_evaluate, site_yamls, fed_yaml))
+    app.query()(_guarded(_finish, site_yamls, fed_yaml))
     return app
 
 

@@ -207,6 +207,10 @@ class Site:
                  total)
         return model
 
+    def decline(self, run_id: str, round_: int, task: Task, reason: str) -> Reply:
+        """Decline a step that failed unexpectedly (the ClientApp's guard): recorded and logged as an error."""
+        return self._decline(run_id, round_, task, reason, level=logging.ERROR)
+
     def _decline(self, run_id: str, round_: int, task: Task, reason: str, level: int = logging.WARNING) -> Reply:
         """Tell the server only "declined"; the reason stays in the site's log and egress record.
 
