@@ -106,6 +106,11 @@ class Site:
         self.egress.append(run_id=RUN, round=round, task=task, kind="declined", payload=payload,
                            reason="privacy budget: the round would pass the approved cap")
 
+    def finish(self, round: int, task: str, status: dict | None = None) -> None:
+        """What a site sends at the end of a run: who, and "ok"."""
+        payload = json.dumps(status or {"site_id": SITE, "status": "ok"}).encode()
+        self.egress.append(run_id=RUN, round=round, task=task, kind="finished", payload=payload)
+
     def forged_update(self, round: int, task: str, payload: bytes, *, model: str | None = None,
                       kind: str = "update", n_params: int = 38) -> None:
         """Log ``payload`` with a header made to look right for it: what a buggy or hostile client might send."""
@@ -185,7 +190,7 @@ def test_a_clean_site_passes_every_check(site: Site, keys: Path) -> None:
     report = site.audit()
     assert report.ok, report.failures()
     assert report.warnings() == []
-    assert report.messages_by_kind == {"update": 4, "metrics": 2, "declined": 1}
+    assert report.messages_by_kind == {"update": 4, "metrics": 2, "declined": 1, "finished": 0}
     assert report.total_bytes == sum(e.byte_count for e in site.egress.entries)
     assert report.all_ciphertexts is True
     assert report.egress_head is not None and report.egress_head.count == 7
@@ -326,6 +331,16 @@ def test_a_declined_status_carrying_more_than_declined_is_caught(site: Site) -> 
     site.decline(4, "evolution", {"site_id": SITE, "status": "declined", "val_auc": 0.81})
     [why] = failed(site.audit(), "declined")
     assert why.startswith(f"seq 8 (run-1 round 4, evolution): must be the JSON status {{'site_id': '{SITE}'")
+
+
+def test_a_finished_status_is_counted_and_one_saying_more_than_ok_is_caught(site: Site) -> None:
+    site.finish(2, "response")
+    report = site.audit()
+    assert report.ok and report.messages_by_kind["finished"] == 1
+    assert any('1 finished status(es) saying only "ok"' in c.detail for c in report.checks if c.name == "declined")
+    site.finish(2, "evolution", {"site_id": SITE, "status": "ok", "val_dice": 0.61})
+    [why] = failed(site.audit(), "declined")
+    assert why.startswith("seq 9 (run-1 round 2, evolution): must be the JSON status") and "val_dice" in why
 
 
 def test_a_declined_status_that_sent_its_reason_in_clear_is_a_warning(site: Site) -> None:

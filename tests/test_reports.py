@@ -115,7 +115,7 @@ def test_the_chain_heads_are_those_of_the_ledger_and_the_egress_log(fed: Federat
 
 def test_what_left_the_site_is_the_egress_log(fed: Federation, facts) -> None:
     egress = EgressLog.open(fed.state("site-a"), "site-a", readonly=True)
-    assert facts.egress.messages_by_kind == {"update": 4, "metrics": 2, "declined": 0}
+    assert facts.egress.messages_by_kind == {"update": 4, "metrics": 2, "declined": 0, "finished": 2}
     assert facts.egress.total_bytes == sum(e.byte_count for e in egress.entries)
     assert facts.egress.all_ciphertexts is True and facts.egress.verified
     [row_e, row_r] = sorted(facts.egress.participation, key=lambda p: p.task)
@@ -220,9 +220,9 @@ def test_a_figure_the_result_names_but_that_is_missing_is_noted(fed: Federation,
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_the_report_states_how_the_messages_actually_travelled(ethics, facts, fmt: str) -> None:
-    assert facts.egress.transports == {"in-process": 6}  # this federation ran in one process: no network
+    assert facts.egress.transports == {"in-process": 8}  # this federation ran in one process: no network
     en, fr = text(ethics, "en", fmt), text(ethics, "fr", fmt)
-    assert "in one process, for a test or an attack simulation (no network, so no TLS): 6 messages" in en
+    assert "in one process, for a test or an attack simulation (no network, so no TLS): 8 messages" in en
     assert "How this site's messages travelled to the server, as its egress log records it" in en
     assert "travel inside TLS." not in en and "travelled inside TLS" not in en
     assert "dans un seul processus, pour un test ou une simulation d'attaque (pas de réseau, donc pas de TLS)" in fr

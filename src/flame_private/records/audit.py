@@ -13,6 +13,7 @@ checks, in order:
 ``declined``          every "declined" payload is the generic status ``{"site_id", "status"}``:
                       the reason stays in the entry, at the site (a payload that carried its
                       reason, as before 0.2, is a *warning*: that reason reached the server);
+                      every "finished" payload (the last step's "ok") is ``{"site_id", "status": "ok"}``;
 ``ledger agreement``  every update names the ledger entry that paid for it, with the same run,
                       round, task, DP settings and epsilon, recorded no later than the update;
                       no two updates share one entry.  A ledger entry without an update is a

@@ -3,7 +3,8 @@
 ``outbox``           every entry's payload file exists with the logged byte count and sha256;
 ``ciphertext only``  every "update" and "metrics" payload is its envelope's CKKS ciphertexts under
                      the agreed parameters, none transparent;
-``declined``         every "declined" payload is the generic status ``{"site_id", "status"}``.
+``declined``         every "declined" payload is the generic status ``{"site_id", "status": "declined"}``,
+                     every "finished" payload ``{"site_id", "status": "ok"}``: statuses say nothing more.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import json
 import stat
 
 from flame_private.records.audit_report import Checks, Severity
-from flame_private.records.egress import OUTBOX_NAME, EgressEntry, EgressLog
+from flame_private.records.egress import OUTBOX_NAME, STATUS_KINDS, EgressEntry, EgressLog
 from flame_private.secure.public.envelope import parse_envelope, validate_envelope
 from flame_private.secure.public.errors import CiphertextRejected
 from flame_private.secure.public.params import ParamsContext
 
 MAX_DECLINED_BYTES = 4096
-"""A declined status is a short JSON ``{"site_id": ..., "status": "declined"}``; anything larger is not one."""
+"""A status is a short JSON ``{"site_id": ..., "status": "declined" | "ok"}``; anything larger is not one."""
 
 UNCHECKED = "not checked: the kept payload is missing or differs from what was logged (see outbox)"
 
@@ -65,20 +66,22 @@ def _check_ciphertext(entry: EgressEntry, payload: bytes, ctx: ParamsContext, si
     return None
 
 
-def _check_declined(payload: bytes, site_id: str) -> tuple[Severity, str] | None:
-    """None for the generic status; a warning for the pre-0.2 ``{"reason": ...}``; a failure for anything else."""
+def _check_status(payload: bytes, site_id: str, kind: str) -> tuple[Severity, str] | None:
+    """None for the generic status of ``kind``; for "declined", a warning for the pre-0.2 ``{"reason": ...}``;
+    a failure for anything else."""
+    status = STATUS_KINDS[kind]
     if len(payload) > MAX_DECLINED_BYTES:
-        return "fail", f"{len(payload)} bytes, more than a declined status ({MAX_DECLINED_BYTES} bytes at most)"
+        return "fail", f"{len(payload)} bytes, more than a status ({MAX_DECLINED_BYTES} bytes at most)"
     try:
         obj = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return "fail", "not JSON"
-    if obj == {"site_id": site_id, "status": "declined"}:
+    if obj == {"site_id": site_id, "status": status}:
         return None
-    if isinstance(obj, dict) and set(obj) == {"reason"} and isinstance(obj["reason"], str):
+    if kind == "declined" and isinstance(obj, dict) and set(obj) == {"reason"} and isinstance(obj["reason"], str):
         return "warning", f"the status sent its reason in clear (flame-private < 0.2): {obj['reason'][:120]!r}"
-    keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-    return "fail", f"must be the JSON status {{'site_id': {site_id!r}, 'status': 'declined'}}; holds {keys}"
+    return "fail", (f"must be the JSON status {{'site_id': {site_id!r}, 'status': {status!r}}}; holds "
+                    f"{json.dumps(obj)[:200]}")
 
 
 def check_payloads(egress: EgressLog, entries: list[EgressEntry], ctx: ParamsContext | None, site_fp: str | None,
@@ -86,7 +89,7 @@ def check_payloads(egress: EgressLog, entries: list[EgressEntry], ctx: ParamsCon
     """The outbox, ciphertext-only and declined checks of every entry's kept payload."""
     missing = cipher_bad = declined_bad = 0
     open_files: list[int] = []
-    n_cipher = n_declined = 0
+    n_cipher = n_declined = n_finished = 0
     for e in entries:
         payload, problem, too_open = _read_payload(egress, e)
         if problem is not None:
@@ -94,9 +97,10 @@ def check_payloads(egress: EgressLog, entries: list[EgressEntry], ctx: ParamsCon
             missing += 1
         if too_open:
             open_files.append(e.seq)
-        if e.kind == "declined":
-            n_declined += 1
-            verdict = _check_declined(payload, e.site_id) if payload is not None else ("fail", UNCHECKED)
+        if e.kind in STATUS_KINDS:
+            n_declined += e.kind == "declined"
+            n_finished += e.kind == "finished"
+            verdict = _check_status(payload, e.site_id, e.kind) if payload is not None else ("fail", UNCHECKED)
             if verdict is not None:
                 severity, why = verdict
                 where = f"seq {e.seq} ({e.run_id} round {e.round}, {e.task}): {why}"
@@ -138,6 +142,7 @@ def check_payloads(egress: EgressLog, entries: list[EgressEntry], ctx: ParamsCon
     if n_cipher and not cipher_bad:
         checks.ok("ciphertext only", f"{n_cipher} update/metrics payload(s), each a valid CKKS ciphertext of the "
                                      "agreed parameters matching its envelope: no plaintext weights or metrics left")
-    if n_declined and not declined_bad:
-        checks.ok("declined", f"{n_declined} declined status(es), each saying only \"declined\" (the reasons "
-                              "stay in the log, at the site)")
+    if (n_declined or n_finished) and not declined_bad:
+        finished = f" and {n_finished} finished status(es) saying only \"ok\"" if n_finished else ""
+        checks.ok("declined", f"{n_declined} declined status(es), each saying only \"declined\"{finished} (the "
+                              "reasons stay in the log, at the site)")

@@ -1,7 +1,7 @@
 """The site's egress log: an append-only, hash-chained record of every message that leaves the site.
 
 Each message a site sends the server (an encrypted model update, encrypted
-metric sums, or a plaintext "declined" status) is logged *before* it is sent
+metric sums, or a plaintext "declined" or "finished" status) is logged *before* it is sent
 (docs/design.md 2, "egress log: append"), so the site's data-protection officer (DPO)
 can see, and re-check byte for byte, everything that left (docs/dpo-guide.md).
 
@@ -69,8 +69,11 @@ LOCK_NAME = "egress_log.lock"
 OUTBOX_NAME = "outbox"
 PAYLOAD_MODE = 0o600
 
-EgressKind = Literal["update", "metrics", "declined"]
-KINDS: tuple[str, ...] = ("update", "metrics", "declined")
+EgressKind = Literal["update", "metrics", "declined", "finished"]
+KINDS: tuple[str, ...] = ("update", "metrics", "declined", "finished")
+STATUS_KINDS: dict[str, str] = {"declined": "declined", "finished": "ok"}
+"""Kinds whose payload is the plaintext status ``{"site_id", "status"}`` alone, with the status each says:
+"declined" for a refused step, "ok" for the last step of a run (the final model received and exported)."""
 Transport = Literal["simulation", "in-process", "supernode", "supernode-tls"]
 TRANSPORTS: tuple[str, ...] = ("simulation", "in-process", "supernode", "supernode-tls")
 """How a message travelled to the server: ``simulation`` (Flower's simulation engine, one machine, no network),
@@ -121,7 +124,8 @@ class EgressEntry(StrictModel):
     """Length of the payload (``outbox/<seq>-<kind>.bin``)."""
     payload_sha256: Annotated[str, Field(pattern=_HEX64)]
     envelope: dict[str, Any] | None
-    """The CiphertextEnvelope header sent with an update or metrics payload; None for "declined"."""
+    """The CiphertextEnvelope header sent with an update or metrics payload; None for the statuses ("declined",
+    "finished")."""
     he_fingerprint: Annotated[str, Field(pattern=_HEX64)] | None
     dp: DPRecord | None
     """DP-SGD settings of the training behind an update; None for metrics and declined."""
@@ -139,7 +143,7 @@ class EgressEntry(StrictModel):
     recorded."""
     patients: Annotated[int, Field(ge=0)] | None = None
     """The patients of the site's split behind the release: training patients for an update (the count the
-    ciphertext carries), validation patients for metrics; None for "declined" and in entries written before it
+    ciphertext carries), validation patients for metrics; None for the statuses and in entries written before it
     was recorded."""
     fab_sha256: Annotated[str, Field(pattern=_HEX64)] | None = None
     """The sha256 of the app bundle (FAB) the site's launcher verified against its approved list and ran
@@ -149,14 +153,15 @@ class EgressEntry(StrictModel):
 
     @model_validator(mode="after")
     def _envelope_by_kind(self) -> EgressEntry:
-        if self.kind == "declined" and (self.envelope is not None or self.he_fingerprint is not None):
-            raise ValueError("a declined status carries no ciphertext envelope or HE fingerprint")
-        if self.kind != "declined" and (self.envelope is None or self.he_fingerprint is None):
+        status = self.kind in STATUS_KINDS
+        if status and (self.envelope is not None or self.he_fingerprint is not None):
+            raise ValueError(f"a {self.kind} status carries no ciphertext envelope or HE fingerprint")
+        if not status and (self.envelope is None or self.he_fingerprint is None):
             raise ValueError(f"a {self.kind} message must carry its ciphertext envelope and HE fingerprint")
         if self.kind != "declined" and self.reason is not None:
             raise ValueError(f"a {self.kind} message carries no decline reason")
-        if self.kind == "declined" and self.patients is not None:
-            raise ValueError("a declined status releases nothing computed from patients")
+        if status and self.patients is not None:
+            raise ValueError(f"a {self.kind} status releases nothing computed from patients")
         return self
 
     @property
@@ -257,8 +262,8 @@ class EgressLog(HashChainLog[EgressEntry]):
 
         ``payload`` is the exact byte string that will be sent; ``envelope`` its
         ciphertext header (required for "update" and "metrics", refused for
-        "declined", whose ``reason`` is recorded here and not sent).  For an update, pass the privacy-ledger
-        entry that covers it
+        the statuses "declined", whose ``reason`` is recorded here and not sent, and "finished").  For an update,
+        pass the privacy-ledger entry that covers it
         as ``ledger_entry`` (its seq, DP settings and epsilon_after are copied), or
         ``dp``, ``epsilon_after`` and ``ledger_seq`` explicitly.  ``app_hash``
         defaults to :func:`app_identity`; pass Flower's FAB hash when there is one.
@@ -331,9 +336,9 @@ class EgressLog(HashChainLog[EgressEntry]):
     @staticmethod
     def _check_envelope(kind: str, envelope: object, payload: bytes, sha: str, run_id: str, task: str,
                         round: int) -> tuple[dict[str, Any] | None, str | None]:
-        if kind == "declined":
+        if kind in STATUS_KINDS:
             if envelope is not None:
-                raise EgressLogError("a declined status carries no ciphertext envelope")
+                raise EgressLogError(f"a {kind} status carries no ciphertext envelope")
             return None, None
         if kind not in KINDS:
             raise EgressLogError(f"unknown message kind {kind!r} (one of {', '.join(KINDS)})")

@@ -265,7 +265,7 @@ def participation(entries: list[EgressEntry]) -> list[ParticipationRow]:
     """Per run and model: the rounds the site sent an update for, and the rounds it declined."""
     table: dict[tuple[str, str], tuple[set[int], set[int]]] = {}
     for e in entries:
-        if e.kind == "metrics":
+        if e.kind not in ("update", "declined"):  # metrics and the end-of-run status are not round participation
             continue
         sent, declined = table.setdefault((e.run_id, e.task), (set(), set()))
         (sent if e.kind == "update" else declined).add(e.round)

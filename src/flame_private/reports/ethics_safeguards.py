@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flame_private.records.egress import KINDS
 from flame_private.reports.blocks import Block, Bullets, Callout, Figure, Heading, Paragraph, Signature, Table, Tone
 from flame_private.reports.doc_parts import FigureCounter, full_heads, head_cell, verdict_callout
 from flame_private.reports.evidence import AttackEvidence
 from flame_private.reports.facts import NOT_RECORDED, EthicsReport
 from flame_private.reports.i18n import Lang, check_name, grouped, integer, num, t, task_name, timestamp, tn, yes_no
-
-KINDS = ("update", "metrics", "declined")
 
 
 def egress_section(r: EthicsReport, lang: Lang, _figures: FigureCounter) -> list[Block]:

@@ -420,12 +420,15 @@ TEXTS: dict[str, tuple[str, str]] = {
     "kind.update": _("model update", "mise à jour de modèle"),
     "kind.metrics": _("validation metrics", "métriques de validation"),
     "kind.declined": _("refusal to take part", "refus de participer"),
+    "kind.finished": _("end of run", "fin d'une exécution"),
     "content.update": _("encrypted (CKKS) model weights and patient count", "poids du modèle et nombre de patients, "
                                                                            "chiffrés (CKKS)"),
     "content.metrics": _("encrypted (CKKS) sums of metrics, with DP noise", "sommes de métriques chiffrées (CKKS), "
                                                                            "avec bruit DP"),
     "content.declined": _("a short status saying only \u201cdeclined\u201d: no reason, no data",
                           "un court statut disant seulement « refusé » : ni motif, ni donnée"),
+    "content.finished": _("a short status saying only \u201cok\u201d: the final model was received",
+                          "un court statut disant seulement « ok » : le modèle final a été reçu"),
     "egress.total": _("total", "total"),
     "egress.ciphertexts": _("Every model update and metrics message was a ciphertext of the agreed parameters",
                            "Chaque mise à jour de modèle et message de métriques était un chiffré des paramètres "

@@ -336,16 +336,21 @@ class Site:
 
     def finish(self, run_id: str, task: Task, round_: int, model_ct: tuple[str, bytes],
                metrics_ct: tuple[str, bytes] | None, metrics_round: int | None = None) -> Reply:
-        """The last step: export the final model, or decline (no valid policy: recorded; a bad aggregate: logged)."""
+        """The last step: export the final model and say "ok", or decline; either status is recorded before it
+        leaves, like every message."""
         guard = self._allowed(run_id, round_, task)
         if isinstance(guard, Reply):
             return guard
         try:
             self.export(run_id, task, round_, model_ct, metrics_ct, metrics_round)
         except (HEError, ServerOptimizerError) as exc:
-            log.error("%s: refused the final %s model or metrics: %s", self.site_id, task, exc)
-            return Reply(status="declined", reason=str(exc))
-        return Reply(status="ok")
+            return self._decline(run_id, round_, task, f"refused the final model or metrics: {exc}",
+                                 level=logging.ERROR)
+        reply = Reply(status="ok")
+        self.egress.append(run_id=run_id, round=round_, task=task, kind="finished",
+                           payload=reply.status_json(self.site_id).encode(), app_hash=self.app_hash,
+                           transport=self.transport)
+        return reply
 
     def export(self, run_id: str, task: Task, round_: int, model_ct: tuple[str, bytes],
                metrics_ct: tuple[str, bytes] | None, metrics_round: int | None = None,
