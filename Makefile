@@ -9,6 +9,10 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.installed
+# Tests run on two processes (pytest-xdist), a module per process at a time, longest modules first
+# (tests/conftest.py): the suite's size is set for 2 CPU cores.  `make test PYTEST_WORKERS=0` runs it in one.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
@@ -33,10 +37,10 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: lint typecheck
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
 bench: $(STAMP)
 	for b in cohort_speed cohort_difficulty dp_step he_costs round_costs attacks; do $(PY) benchmarks/$$b.py || exit 1; done

@@ -3,12 +3,17 @@
 The small cohort of ``configs/cohort/test.yaml`` (3 sites x 4 patients on a 24^3
 grid, ~5 s) is synthesised once per session and shared read-only: a test that
 needs to damage a file copies the site first.
+
+``make test`` runs the suite on two pytest-xdist workers, a test module per worker at a time
+(``--dist loadscope``: module-scoped fixtures are built once); the longest modules are handed
+out first so that neither worker is left with one at the end.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,27 @@ from flame_private.config import CohortConfig, parse_config
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs"
 TEST_COHORT_YAML = CONFIGS / "cohort" / "test.yaml"
+
+LONGEST_FIRST = ("test_attack_membership.py", "test_app_pinning_deploy.py")
+"""The modules that take minutes (their slow tests first): each starts on a worker of its own at once."""
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One process per core: torch's thread pool (and that of the processes a test starts) would make the two
+    # workers fight over both cores, which costs far more than it gains on these small tensors.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        if name not in LONGEST_FIRST:
+            return (len(LONGEST_FIRST), 0)
+        return (LONGEST_FIRST.index(name), 0 if item.get_closest_marker("slow") else 1)
+
+    items.sort(key=rank)  # stable: every other test keeps its place
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,10 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> AttackResult:
     return load_result(out / "membership-inference.json")
 
 
+# The fixture trains 16 models on one core (one pytest-xdist worker): minutes, more on a machine shared with
+# other jobs, where the default 900 s limit was reached.
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_without_dp_the_overfitted_model_gives_members_away(result):
     ctrl = next(a for a in result.arms if a.is_control)
     assert ctrl.attack_succeeded, ctrl.detail
@@ -64,6 +67,7 @@ def test_without_dp_the_overfitted_model_gives_members_away(result):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_with_dp_sgd_the_attacks_are_near_chance_and_prove_less_than_the_accountant_claims(result):
     dp = next(a for a in result.arms if not a.is_control)
     assert not dp.attack_succeeded, dp.detail

@@ -50,7 +50,7 @@ from flame_private.training import TrainSettings, plan_training, train
 log = logging.getLogger(__name__)
 
 SUCCESS_AUC = 0.70
-"""The control must reach this AUC (measured at the ci size: LiRA 0.78, LOSS 0.69 without DP) ..."""
+"""The control must reach this AUC (measured at the ci size: LiRA 0.78, LOSS 0.70 without DP) ..."""
 CHANCE_AUC = 0.65
 """... and the DP arm must stay below this one (max(AUC, 1 - AUC), either attack)."""
 BOUND_CONFIDENCE = 0.975
@@ -77,7 +77,9 @@ class MembershipSettings:
 
 
 SIZES: dict[str, MembershipSettings] = {
-    "ci": MembershipSettings(),
+    # Batches of 8 at the ci size: half the steps of 4 for the same over-fitting of the control (measured, seed 0:
+    # train / held-out accuracy 1.00 / 0.65, LiRA AUC 0.78), so the test suite's longest test takes 30 % less.
+    "ci": MembershipSettings(batch_size=8),
     "full": MembershipSettings(n_simulated=240, per_class=64, n_models=16),
 }
 

@@ -17,6 +17,7 @@ import logging
 import warnings
 from collections.abc import Sized
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import cast
 
 import torch
@@ -80,6 +81,17 @@ def default_grad_sample_mode(model: nn.Module) -> GradSampleMode:
     return "ew"
 
 
+@lru_cache(maxsize=256)
+def noise_for(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
+    """The noise multiplier at which ``steps`` steps at ``sample_rate`` spend ``target_epsilon``.
+
+    Cached: the search takes seconds, and every site and round of a federation (every shadow model of an
+    attack) with the same sampling asks for the same number.
+    """
+    return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
+                                      steps=steps, accountant=accountant))
+
+
 def plan_dp(model: nn.Module, n_samples: int, batch_size: int, epochs: int, dp: DPConfig) -> DPPlan:
     """Sampling rate, steps and noise for training on ``n_samples`` patients-records.
 
@@ -96,8 +108,7 @@ def plan_dp(model: nn.Module, n_samples: int, batch_size: int, epochs: int, dp: 
     sample_rate = 1.0 / steps_per_epoch
     steps = epochs * steps_per_epoch
     if dp.target_epsilon is not None:
-        sigma = float(get_noise_multiplier(target_epsilon=dp.target_epsilon, target_delta=dp.delta,
-                                           sample_rate=sample_rate, steps=steps, accountant=dp.accountant))
+        sigma = noise_for(dp.target_epsilon, dp.delta, sample_rate, steps, dp.accountant)
     else:
         assert dp.noise_multiplier is not None
         sigma = float(dp.noise_multiplier)
