@@ -52,6 +52,23 @@ def add_study_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "cohort" / "study.yaml")
 
 
+def cohort_identity(args: argparse.Namespace) -> dict[str, str]:
+    """Which cohort the figures come from: its config, its folder, and a fingerprint of its ``cohort.json``
+    (a resynthesised cohort in the same folder gets another fingerprint)."""
+    import hashlib
+
+    def shown(path: Path) -> str:  # as the docs spell it (runs/...), whichever checkout holds the data
+        path = path.resolve()
+        if path.is_relative_to(ROOT):
+            return str(path.relative_to(ROOT))
+        parts = path.parts
+        return "/".join(parts[len(parts) - 1 - parts[::-1].index("runs"):]) if "runs" in parts else path.name
+
+    manifest = args.cohort / "cohort.json"
+    return {"cohort": shown(args.config), "cohort_dir": shown(args.cohort),
+            "cohort_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else ""}
+
+
 def study_splits(cohort_dir: Path, cohort_cfg: Any, data_config: Any) -> dict[str, Any]:
     """Each site's train/val/test split of a flame-layout cohort, by site id, loaded once."""
     from flame_private.data.checks import load_site

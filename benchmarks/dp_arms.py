@@ -17,7 +17,11 @@ decrypts to (within 1e-5; docs/encryption.md).  Arms, each from the same seed:
 Each arm's global model is scored after every round on the pooled test
 patients, beside the baselines (prevalence, logistic regression on the
 observables fitted on the pooled training patients) and the centralised
-non-private model of benchmarks/results/model_quality.json when present.
+non-private model of benchmarks/results/<central>.json (default model_quality)
+when it was measured on the same cohort (its cohort.json fingerprint).  When the
+cohort has its counterfactual truth, each arm's final global model is also
+scored on the treatment comparison, beside the logistic baseline and the fixed
+rules on the same patients (experiments.treatment_comparison_with_baselines).
 
 ``--server-opt fedavgm|fedadam`` applies that server optimiser step to each
 round's average, as every site does after decryption (docs/training.md); the
@@ -26,7 +30,8 @@ FedAvg arms of dp_arms.json.
 
 Saves benchmarks/results/dp_arms.json (FedAvg) or dp_arms_<server-opt>.json.
 
-Usage: python benchmarks/dp_arms.py [--rounds 5] [--epsilon 8] [--batch 16] [--lr 3e-3]
+Usage: python benchmarks/dp_arms.py [--cohort runs/study/cohort] [--central model_quality] [--out NAME]
+                                    [--rounds 5] [--epsilon 8] [--batch 16] [--lr 3e-3]
                                     [--arms scratch public_pretrained public_pretrained_frozen_encoder]
                                     [--server-opt fedavg|fedavgm|fedadam] [--server-lr L]
                                     [--server-momentum 0.9] [--beta1 0.9] [--beta2 0.99] [--tau 1e-3]
@@ -43,7 +48,7 @@ import time
 import warnings
 from pathlib import Path
 
-from _common import RESULTS, ROOT, add_study_args, save, study_splits
+from _common import RESULTS, ROOT, add_study_args, cohort_identity, save, study_splits
 from _public import pretrain_on_public
 
 ARMS = ("scratch", "public_pretrained", "public_pretrained_frozen_encoder")
@@ -67,6 +72,8 @@ def main() -> None:
     ap.add_argument("--beta2", type=float, default=0.99)
     ap.add_argument("--tau", type=float, default=1e-3)
     ap.add_argument("--out", default=None, help="result name (default dp_arms, or dp_arms_<server-opt>)")
+    ap.add_argument("--central", default="model_quality",
+                    help="results of benchmarks/model_quality.py to compare with (same cohort only)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
@@ -84,7 +91,7 @@ def main() -> None:
         load_config,
     )
     from flame_private.evaluation import score_response
-    from flame_private.experiments import initial_model, make_dataset
+    from flame_private.experiments import initial_model, load_truth, make_dataset, treatment_comparison_with_baselines
     from flame_private.server_optimizer import server_step, settings_of
     from flame_private.training import TrainSettings, plan_training, train
 
@@ -99,12 +106,16 @@ def main() -> None:
     splits = study_splits(args.cohort, study, fed.data)
     site_train = {sid: make_dataset("response", sp.train, fed) for sid, sp in splits.items()}
     pooled_train = ConcatDataset(list(site_train.values()))
-    test = ConcatDataset([make_dataset("response", sp.test, fed) for sp in splits.values()])
+    site_test = [make_dataset("response", sp.test, fed) for sp in splits.values()]
+    test = ConcatDataset(site_test)
+    truth_path = args.cohort / "truth" / "counterfactuals.json"
+    truth = load_truth(truth_path) if truth_path.is_file() else None
     n_total = sum(len(d) for d in site_train.values())  # type: ignore[arg-type]
     settings = TrainSettings(epochs=1, batch_size=args.batch, learning_rate=args.lr, seed=fed.seed,
                              positive_weight=args.positive_weight)
 
     figures: dict[str, object] = {
+        **cohort_identity(args),
         "epsilon_per_site": args.epsilon, "delta": fed.dp.delta, "rounds": args.rounds, "local_epochs": 1,
         "batch": args.batch, "learning_rate": args.lr, "positive_weight": args.positive_weight,
         "sites": {sid: len(d) for sid, d in site_train.items()},  # type: ignore[arg-type]
@@ -112,7 +123,8 @@ def main() -> None:
         "baselines": {"prevalence": prevalence(pooled_train, test).metrics(),
                       "logistic_observables": logistic_observables(pooled_train, test, voxel_ml).metrics()},
         "server_optimizer": settings_of(server_opt),
-        "command": (f"python benchmarks/dp_arms.py --rounds {args.rounds} --epsilon {args.epsilon} "
+        "command": (f"python benchmarks/dp_arms.py --cohort {cohort_identity(args)['cohort_dir']} "
+                    f"--central {args.central} --rounds {args.rounds} --epsilon {args.epsilon} "
                     f"--batch {args.batch} --lr {args.lr} --arms {' '.join(args.arms)}"
                     + ("" if args.server_opt == "fedavg" else
                        f" --server-opt {args.server_opt} --server-lr {server_opt.server_lr}"
@@ -122,10 +134,13 @@ def main() -> None:
                     + (f" --out {args.out}" if args.out else "")),
         "arms": {},
     }
-    quality = RESULTS / "model_quality.json"
+    quality = RESULTS / f"{args.central}.json"
     if quality.is_file():
-        central = json.loads(quality.read_text(encoding="utf-8"))["figures"].get("response", {})
-        figures["central_no_dp"] = central.get("test")
+        central = json.loads(quality.read_text(encoding="utf-8"))["figures"]
+        if central.get("cohort_sha256") == figures["cohort_sha256"]:
+            figures["central_no_dp"] = central.get("response", {}).get("test")
+        else:
+            print(f"{quality.name} was measured on another cohort: no central reference", flush=True)
 
     pretrained = None
     if any(a.startswith("public") for a in args.arms):
@@ -172,8 +187,10 @@ def main() -> None:
             print(f"{arm} round {rnd}: test AUC {m['auc']:.3f} {m['auc_ci95']}, balanced accuracy "
                   f"{m['balanced_accuracy']:.3f}, {curve[-1]['seconds']:.0f} s", flush=True)
         sigma = {sid: round(p.noise_multiplier, 3) for sid, p in per_round.items()}
+        comparison = None if truth is None else {k: v.metrics() for k, v in treatment_comparison_with_baselines(
+            list(site_train.values()), site_test, truth, voxel_ml, model).items()}
         figures["arms"][arm] = {"trainable_parameters": trainable, "noise_multiplier": sigma,  # type: ignore[index]
-                                "curve": curve, "test": curve[-1]}
+                                "curve": curve, "test": curve[-1], "treatment_comparison": comparison}
         name = args.out or ("dp_arms" if server_opt.name == "fedavg" else f"dp_arms_{server_opt.name}")
         print(f"saved {save(name, figures)}")
 

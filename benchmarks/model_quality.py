@@ -5,12 +5,18 @@ compared with), trains each model, and after every epoch scores it and its
 baselines on the pooled validation patients (learning curves); at the end, on
 the pooled test patients, with 95 % bootstrap intervals.  Baselines: no change
 (evolution); prevalence and a logistic regression on 16 observable features
-(response), fitted on the same training patients.
+(response), fitted on the same training patients.  When the cohort has its
+counterfactual truth (truth/counterfactuals.json), the final response model's
+treatment comparison on the pooled test patients is saved beside the logistic
+baseline's and the fixed rules' on the same patients (experiments.treatment_comparison_with_baselines).
 
-Saves benchmarks/results/model_quality.json and docs/img/learning-curves.png.
+Saves benchmarks/results/<out>.json (default model_quality) and its learning curves,
+docs/img/learning-curves.png (default out) or docs/img/<out>-learning-curves.png.
+Runs with the same --out are merged when they measured the same cohort (its
+cohort.json fingerprint); a different cohort is refused, never mixed in.
 
 Usage: python benchmarks/model_quality.py [--cohort runs/study/cohort] [--epochs-response 10]
-                                          [--epochs-evolution 6] [--lr 1e-3]
+                                          [--epochs-evolution 6] [--lr 1e-3] [--out model_quality]
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import logging
 import time
 from pathlib import Path
 
-from _common import RESULTS, ROOT, add_study_args, save, study_splits
+from _common import RESULTS, ROOT, add_study_args, cohort_identity, save, study_splits
 from _public import pretrain_on_public
 
 
@@ -39,6 +45,8 @@ def main() -> None:
                     help="start from random weights, or from the model pretrained on the public cohort")
     ap.add_argument("--pretrain-epochs", type=int, default=8)
     ap.add_argument("--public", type=Path, default=ROOT / "runs" / "public" / "cohort")
+    ap.add_argument("--out", default="model_quality",
+                    help="results file name (benchmarks/results/<out>.json); runs of one cohort share one")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -47,7 +55,7 @@ def main() -> None:
 
     from flame_private.config import CohortConfig, DataConfig, FederationConfig, load_config
     from flame_private.evaluation import evaluate_with_baselines
-    from flame_private.experiments import initial_model, make_dataset
+    from flame_private.experiments import initial_model, load_truth, make_dataset, treatment_comparison_with_baselines
     from flame_private.training import TrainSettings, train
 
     torch.set_num_threads(2)
@@ -63,12 +71,15 @@ def main() -> None:
     patients = {k: sum(len(getattr(sp, k)) for sp in splits.values()) for k in ("train", "val", "test")}
     print(f"cohort {args.cohort}: {len(splits)} sites, patients {patients}", flush=True)
 
-    figures: dict[str, object] = {"cohort": str(args.config.relative_to(ROOT)), "patients": patients,
+    truth_path = args.cohort / "truth" / "counterfactuals.json"
+    truth = load_truth(truth_path) if truth_path.is_file() else None
+    figures: dict[str, object] = {**cohort_identity(args), "patients": patients,
                                   "grid": cohort_cfg.grid, "batch": args.batch, "learning_rate": args.lr}
     for task in args.tasks:
         epochs = args.epochs_response if task == "response" else args.epochs_evolution
-        pooled = {k: ConcatDataset([make_dataset(task, getattr(sp, k), fed) for sp in splits.values()])
-                  for k in ("train", "val", "test")}
+        parts = {k: [make_dataset(task, getattr(sp, k), fed) for sp in splits.values()]
+                 for k in ("train", "val", "test")}
+        pooled = {k: ConcatDataset(v) for k, v in parts.items()}
         curve: list[dict] = []
         best: dict = {}
         t0 = time.perf_counter()
@@ -97,6 +108,10 @@ def main() -> None:
                                  positive_weight=args.positive_weight)
         result = train(model, task, pooled["train"], settings, None, on_epoch=on_epoch)
         test = evaluate_with_baselines(result.model, task, pooled["train"], pooled["test"], voxel_ml, args.batch)
+        comparison = None
+        if task == "response" and truth is not None:  # the final model, as "test" (not the best-validation one)
+            comparison = {k: s.metrics() for k, s in treatment_comparison_with_baselines(
+                parts["train"], parts["test"], truth, voxel_ml, result.model).items()}
         result.model.load_state_dict(best["state"])
         chosen = evaluate_with_baselines(result.model, task, pooled["train"], pooled["test"], voxel_ml, args.batch)
         figures[name] = {"epochs": epochs, "init": args.init, "public_pretraining": pretraining,
@@ -104,27 +119,36 @@ def main() -> None:
                          "test": test["model"], "baselines": test["baselines"],
                          "best_validation_epoch": best["epoch"], "test_at_best_validation_epoch": chosen["model"],
                          "train_loss_first_last": [result.losses[0], result.losses[-1]] if result.losses else [],
+                         "treatment_comparison": comparison,
                          "command": _command(args)}
         print(json.dumps({"task": name, "test": test, "best_validation_epoch": best["epoch"],
-                          "test_at_best_validation_epoch": chosen["model"]}, default=str)[:3000], flush=True)
+                          "test_at_best_validation_epoch": chosen["model"],
+                          "treatment_comparison": comparison}, default=str)[:4000], flush=True)
         saved = _save(figures, args)  # after each task: a stopped run keeps what it finished
-    plot(saved, ROOT / "docs" / "img" / "learning-curves.png")  # every run saved so far, one panel each
+    figure = "learning-curves.png" if args.out == "model_quality" else f"{args.out}-learning-curves.png"
+    plot(saved, ROOT / "docs" / "img" / figure)  # every run saved so far, one panel each
 
 
 def _command(args: argparse.Namespace) -> str:
-    return ("python benchmarks/model_quality.py --epochs-response "
-            f"{args.epochs_response} --epochs-evolution {args.epochs_evolution} --lr {args.lr} "
+    return (f"python benchmarks/model_quality.py --cohort {cohort_identity(args)['cohort_dir']} --out {args.out} "
+            f"--epochs-response {args.epochs_response} --epochs-evolution {args.epochs_evolution} --lr {args.lr} "
             f"--batch {args.batch} --positive-weight {args.positive_weight} --tasks {' '.join(args.tasks)} "
             f"--init {args.init}" + (f" --pretrain-epochs {args.pretrain_epochs}" if args.init == "public" else ""))
 
 
 def _save(figures: dict, args: argparse.Namespace) -> dict:
-    """Save this run's figures over the earlier runs' (other tasks or initialisations); returns all of them."""
+    """Save this run's figures over the earlier runs' (other tasks or initialisations) of the same cohort;
+    returns all of them.  Earlier figures of another cohort (or of an unrecorded one) stop the run."""
     figures["command"] = _command(args)
-    previous = RESULTS / "model_quality.json"
+    previous = RESULTS / f"{args.out}.json"
     if previous.is_file() and (set(args.tasks) != {"response", "evolution"} or args.init != "random"):
-        figures = {**json.loads(previous.read_text(encoding="utf-8"))["figures"], **figures}
-    print(f"saved {save('model_quality', figures)}")
+        earlier = json.loads(previous.read_text(encoding="utf-8"))["figures"]
+        if earlier.get("cohort_sha256") != figures["cohort_sha256"]:
+            raise SystemExit(f"{previous} holds figures of another cohort ({earlier.get('cohort_dir', 'unrecorded')},"
+                             f" cohort.json sha256 {earlier.get('cohort_sha256', 'unrecorded')}): "
+                             "choose another --out")
+        figures = {**earlier, **figures}
+    print(f"saved {save(args.out, figures)}")
     return figures
 
 

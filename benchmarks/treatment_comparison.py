@@ -19,7 +19,7 @@ import argparse
 import json
 
 import numpy as np
-from _common import ROOT, add_study_args, save, study_splits
+from _common import add_study_args, cohort_identity, save, study_splits
 
 
 def main() -> None:
@@ -27,8 +27,8 @@ def main() -> None:
 
     from flame_private import baselines
     from flame_private.config import MODALITIES, CohortConfig, DataConfig, FederationConfig, load_config
-    from flame_private.evaluation import TreatmentScores, treatment_baselines
-    from flame_private.experiments import load_truth, make_dataset
+    from flame_private.evaluation import TreatmentScores
+    from flame_private.experiments import load_truth, make_dataset, treatment_comparison_with_baselines
 
     ap = argparse.ArgumentParser(description=__doc__)
     add_study_args(ap)
@@ -37,29 +37,27 @@ def main() -> None:
     fed = FederationConfig(seed=cohort_cfg.seed, data=DataConfig(grid=cohort_cfg.grid))
     voxel_ml = fed.data.voxel_mm**3 / 1000.0
     splits = study_splits(args.cohort, cohort_cfg, fed.data)
-    train = ConcatDataset([make_dataset("response", sp.train, fed) for sp in splits.values()])
-    test = ConcatDataset([make_dataset("response", sp.test, fed) for sp in splits.values()])
+    train = [make_dataset("response", sp.train, fed) for sp in splits.values()]
+    test = [make_dataset("response", sp.test, fed) for sp in splits.values()]
     train_ids = [r.patient_id for sp in splits.values() for r in sp.train]
-    test_ids = [r.patient_id for sp in splits.values() for r in sp.test]
     truth = load_truth(args.cohort / "truth" / "counterfactuals.json")
 
-    probs = baselines.logistic_observables_each_modality(train, test, voxel_ml)
-    scored = {"logistic_observables": TreatmentScores.from_truth(probs, test_ids, truth)}
+    scored = treatment_comparison_with_baselines(train, test, truth, voxel_ml)
     train_truth = TreatmentScores.from_truth(np.zeros((len(train_ids), len(MODALITIES))), train_ids, truth)
-    scored.update(treatment_baselines(scored["logistic_observables"], train_truth))
     best = scored["logistic_observables"].true_best()
     figures = {
-        "cohort": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
-        "patients": {"train": len(train_ids), "test": len(test_ids)},
+        **cohort_identity(args),
+        "patients": {"train": len(train_ids), "test": len(best)},
         "test_true_best": {m: int((best == k).sum()) for k, m in enumerate(MODALITIES)},
         "train_true_best": {m: int((train_truth.true_best() == k).sum()) for k, m in enumerate(MODALITIES)},
-        "logistic_choice": {m: int((np.argmax(probs, 1) == k).sum()) for k, m in enumerate(MODALITIES)},
-        "response_auc_logistic_observables": baselines.logistic_observables(train, test, voxel_ml).metrics(),
+        "logistic_choice": {m: int((np.argmax(scored["logistic_observables"].probs, 1) == k).sum())
+                            for k, m in enumerate(MODALITIES)},
+        "response_auc_logistic_observables": baselines.logistic_observables(
+            ConcatDataset(train), ConcatDataset(test), voxel_ml).metrics(),
         "treatment_comparison": {k: s.metrics() for k, s in scored.items()},
     }
     print(json.dumps(figures, indent=1))
     print(f"saved {save('treatment_comparison', figures)}")
-
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from flame_private.config import DataConfig, DPConfig, FederationConfig, ModelConfig, SiteConfig
 from flame_private.data.checks import load_site
 from flame_private.data.datasets import EvolutionDataset, OneFollowUpPerPatient, ResponseDataset
-from flame_private.experiments import run_central, run_local
+from flame_private.data.splits import split_records
+from flame_private.experiments import load_truth, run_central, run_local, treatment_comparison_with_baselines
 from flame_private.models import build_model
 from flame_private.models.io import load_model, save_model
 from flame_private.predict import case_from_folder, plot_prediction, predict_case
@@ -134,7 +135,31 @@ def test_central_run_pools_sites_and_scores_each_and_the_treatment_choice(centra
     assert tc["n"] == r["test"]["n"]  # every site's test patients, scored together
     lo, hi = tc["best_modality_accuracy_ci95"]
     assert lo <= tc["best_modality_accuracy"] <= hi
+    rules = r["treatment_comparison_baselines"]  # read against the logistic baseline and the fixed rules
+    assert set(rules) == {"logistic_observables", "always_photon", "always_majority_best"}
+    for rule in rules.values():
+        assert set(rule) == set(tc) and rule["n"] == tc["n"]  # same patients, same keys, intervals included
     assert "dice_whole_tumour" in reports["evolution"]["test"]
+
+
+def test_the_treatment_comparison_scores_model_and_baselines_on_the_same_patients_or_not_at_all(
+        cohort_dir: Path) -> None:
+    cfg = fed_config()
+    splits = [split_records(load_site(cohort_dir / s, "flame").records, cfg.data) for s in ("site-a", "site-b")]
+    train_ds = [ResponseDataset(sp.train, cfg.data) for sp in splits]
+    test_ds = [ResponseDataset(sp.test, cfg.data) for sp in splits]
+    truth = load_truth(cohort_dir / "truth" / "counterfactuals.json")
+    model = build_model("response", SMALL)
+    scored = treatment_comparison_with_baselines(train_ds, test_ds, truth, 1.0, model)
+    n = sum(len(sp.test) for sp in splits)
+    assert set(scored) == {"model", "logistic_observables", "always_photon", "always_majority_best"}
+    assert {len(s.probs) for s in scored.values()} == {n}
+    assert all(np.array_equal(s.responder, scored["model"].responder) for s in scored.values())  # same truth rows
+    assert set(treatment_comparison_with_baselines(train_ds, test_ds, truth, 1.0)) == set(scored) - {"model"}
+    missing = test_ds[0].records[0].patient_id
+    with pytest.raises(ValueError, match=missing):  # a patient without truth is named, not left out
+        treatment_comparison_with_baselines(train_ds, test_ds, {k: v for k, v in truth.items() if k != missing},
+                                            1.0, model)
 
 
 def test_every_evaluation_carries_its_baselines_on_the_same_patients_with_the_same_keys(central_models) -> None:

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
+from flame_private import baselines
 from flame_private.config import MODALITIES, FederationConfig, SiteConfig, Task
 from flame_private.data.checks import LoadedSite, load_site
 from flame_private.data.datasets import EvolutionDataset, ResponseDataset, dataset_size, encode_covariates
 from flame_private.data.records import CaseRecord
 from flame_private.data.splits import split_records
-from flame_private.evaluation import TreatmentScores, evaluate_with_baselines
+from flame_private.evaluation import TreatmentScores, evaluate_with_baselines, treatment_baselines
 from flame_private.metrics import EvolutionSums, ResponseSums
 from flame_private.models import build_model, count_parameters
 from flame_private.models.io import save_model
@@ -81,6 +82,32 @@ def compare_treatments(model: torch.nn.Module, dataset: ResponseDataset,
                        truth: dict[str, dict[str, dict[str, Any]]]) -> dict[str, float | list[float]]:
     """Predicted best modality against the simulated truth, on ``dataset``'s patients, with 95 % intervals."""
     return treatment_scores(model, dataset, truth).metrics()
+
+
+def treatment_comparison_with_baselines(train: Sequence[ResponseDataset], test: Sequence[ResponseDataset],
+                                        truth: dict[str, dict[str, dict[str, Any]]], voxel_ml: float,
+                                        model: torch.nn.Module | None = None) -> dict[str, TreatmentScores]:
+    """Treatment comparison on the pooled ``test`` patients, every contender on the same patients.
+
+    ``model`` (when given, key ``model``), the logistic baseline fitted on the pooled ``train``
+    patients with the treatments they were given (``logistic_observables``), and the fixed rules
+    (``treatment_baselines``; the majority rule learns its modality from the ``train`` patients' truth).
+    A test patient the model cannot be scored on (no counterfactual truth, no covariates) is an error:
+    a comparison on fewer patients than the baselines' would not be a comparison.
+    """
+    train_ids = [r.patient_id for ds in train for r in ds.records]
+    test_ids = [r.patient_id for ds in test for r in ds.records]
+    lr = baselines.logistic_observables_each_modality(ConcatDataset(list(train)), ConcatDataset(list(test)), voxel_ml)
+    scored = {"logistic_observables": TreatmentScores.from_truth(lr, test_ids, truth)}
+    train_truth = TreatmentScores.from_truth(np.zeros((len(train_ids), len(MODALITIES))), train_ids, truth)
+    scored.update(treatment_baselines(scored["logistic_observables"], train_truth))
+    if model is None:
+        return scored
+    net = TreatmentScores.concatenate([treatment_scores(model, ds, truth) for ds in test])
+    if len(net.probs) != len(test_ids):
+        raise ValueError(f"the model was scored on {len(net.probs)} of {len(test_ids)} test patients: every test "
+                         "patient needs covariates and counterfactual truth")
+    return {"model": net, **scored}
 
 
 def _metrics(task: Task, model: torch.nn.Module, ds: Dataset, cfg: FederationConfig) -> dict[str, float]:
@@ -163,7 +190,6 @@ def run_central(sites: Sequence[SiteConfig], task: Task, cfg: FederationConfig, 
     report: dict[str, Any] = {"task": task, "dp": False, "steps": result.steps, "skipped_cases": skipped,
                               "parameters": count_parameters(result.model),
                               "train_seconds": round(result.seconds, 2), "sites": {}}
-    comparisons = []
     for site_id, s in per_site.items():
         test_ds = make_dataset(task, s.test, cfg)
         if dataset_size(test_ds) == 0:
@@ -172,14 +198,17 @@ def run_central(sites: Sequence[SiteConfig], task: Task, cfg: FederationConfig, 
         sums = evaluate(result.model, task, test_ds, cfg.batch_size, voxel_ml)
         report["sites"][site_id] = sums.metrics()
         pooled = type(pooled).from_vector(pooled.vector() + sums.vector())
-        if truth is not None and isinstance(test_ds, ResponseDataset):
-            comparisons.append(treatment_scores(result.model, test_ds, load_truth(truth)))
     pooled_test: ConcatDataset[dict[str, torch.Tensor]] = ConcatDataset(
         [make_dataset(task, s.test, cfg) for s in per_site.values()])
     report["test_pooled_sums"] = pooled.metrics()  # the federated-style sums (histogram AUC), for comparison
     report.update(_test_with_baselines(task, result.model, train_ds, pooled_test, cfg))
-    if comparisons:
-        report["treatment_comparison"] = TreatmentScores.concatenate(comparisons).metrics()
+    if truth is not None and task == "response":  # every site's test patients, scored together
+        scored = treatment_comparison_with_baselines(
+            [ResponseDataset(s.train, cfg.data) for s in per_site.values()],
+            [ResponseDataset(s.test, cfg.data) for s in per_site.values()],
+            load_truth(truth), voxel_ml, result.model)
+        report["treatment_comparison"] = scored.pop("model").metrics()
+        report["treatment_comparison_baselines"] = {k: v.metrics() for k, v in scored.items()}
     save_model(out / f"{task}.pt", task, result.model, cfg.model, cfg.data, card=report)
     return report
 
