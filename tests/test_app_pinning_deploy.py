@@ -108,7 +108,7 @@ def test_pinned_sites_run_the_approved_fab_and_refuse_a_modified_one(tmp_path: P
     for sid, yaml in sites.items():
         site = load_config(yaml, SiteConfig)
         sent = [e for e in EgressLog.open(site.state_dir, sid, readonly=True).entries if e.run_id == "pin-approved"]
-        assert [e.kind for e in sent] == ["update", "update", "metrics"], (sid, sent)
+        assert [e.kind for e in sent] == ["update", "update", "metrics", "finished"], (sid, sent)
         assert {e.fab_sha256 for e in sent} == {approved}, "each message names the approved FAB it came from"
         # Two DP-SGD releases (one per round) and the DP release of the final metric sums (sample rate 1, one
         # step), each recorded in the ledger before it left the site.
