@@ -135,6 +135,7 @@ def test_hand_built_patients_give_the_accuracy_and_regrets_worked_out_by_hand() 
     assert m["lost_response_rate"] == pytest.approx(1 / 3)
     assert m["modality_dependent_rate"] == pytest.approx(2 / 3)
     assert m["best_modality_accuracy_dependent"] == pytest.approx(1 / 2)
+    assert (m["chosen_photon"], m["chosen_proton"], m["chosen_carbon"]) == pytest.approx((0, 2 / 3, 1 / 3))
 
 
 def test_the_majority_rule_uses_the_training_patients_best_modality() -> None:
@@ -144,7 +145,8 @@ def test_the_majority_rule_uses_the_training_patients_best_modality() -> None:
     test = _truth(10)
     rules = treatment_baselines(test, train)
     assert np.all(np.argmax(rules["always_majority_best"].probs, axis=1) == 2)
-    assert set(rules) == {"always_photon", "always_majority_best"}
+    assert set(rules) == {"always_photon", "always_proton", "always_carbon", "always_majority_best"}
+    assert rules["always_proton"].metrics(ci=False)["chosen_proton"] == 1.0
 
 
 def test_truth_rows_follow_the_patient_ids_and_a_missing_patient_is_named() -> None:

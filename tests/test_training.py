@@ -136,7 +136,8 @@ def test_central_run_pools_sites_and_scores_each_and_the_treatment_choice(centra
     lo, hi = tc["best_modality_accuracy_ci95"]
     assert lo <= tc["best_modality_accuracy"] <= hi
     rules = r["treatment_comparison_baselines"]  # read against the logistic baseline and the fixed rules
-    assert set(rules) == {"logistic_observables", "always_photon", "always_majority_best"}
+    assert set(rules) == {"logistic_observables", "always_photon", "always_proton", "always_carbon",
+                          "always_majority_best"}
     for rule in rules.values():
         assert set(rule) == set(tc) and rule["n"] == tc["n"]  # same patients, same keys, intervals included
     assert "dice_whole_tumour" in reports["evolution"]["test"]
@@ -152,7 +153,8 @@ def test_the_treatment_comparison_scores_model_and_baselines_on_the_same_patient
     model = build_model("response", SMALL)
     scored = treatment_comparison_with_baselines(train_ds, test_ds, truth, 1.0, model)
     n = sum(len(sp.test) for sp in splits)
-    assert set(scored) == {"model", "logistic_observables", "always_photon", "always_majority_best"}
+    assert set(scored) == {"model", "logistic_observables", "always_photon", "always_proton", "always_carbon",
+                           "always_majority_best"}
     assert {len(s.probs) for s in scored.values()} == {n}
     assert all(np.array_equal(s.responder, scored["model"].responder) for s in scored.values())  # same truth rows
     assert set(treatment_comparison_with_baselines(train_ds, test_ds, truth, 1.0)) == set(scored) - {"model"}

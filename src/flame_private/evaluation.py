@@ -145,8 +145,13 @@ class TreatmentScores:
         return best_modality_index(self.responder, self.burden_ml)
 
     def metrics(self, ci: bool = True) -> dict[str, float | list[float]]:
+        """The treatment metrics, and ``chosen_<modality>``: the share of patients given each modality (a
+        model that gives everyone the same one is a fixed rule, whatever its other figures)."""
         probs, resp, burden = (np.asarray(a) for a in (self.probs, self.responder, self.burden_ml))
         out: dict[str, float | list[float]] = dict(treatment_metrics(probs, resp, burden))
+        chosen = np.bincount(np.argmax(probs, axis=1), minlength=len(MODALITIES)) if len(probs) else None
+        for k, m in enumerate(MODALITIES):
+            out[f"chosen_{m}"] = float(chosen[k] / len(probs)) if chosen is not None else float("nan")
         if ci:
             out.update(bootstrap_ci(len(probs), lambda i: treatment_metrics(probs[i], resp[i], burden[i]),
                                     TREATMENT_HEADLINES))
@@ -160,9 +165,9 @@ def majority_best(truth: TreatmentScores) -> int:
 
 
 def treatment_baselines(test: TreatmentScores, train: TreatmentScores | None = None) -> dict[str, TreatmentScores]:
-    """Fixed rules on ``test``'s patients: always photons (standard of care), and always the modality
-    most often best among the ``train`` patients (when given)."""
-    out = {"always_photon": test.with_choice(MODALITIES.index("photon"))}
+    """Fixed rules on ``test``'s patients: always the same modality (photons: the standard of care), and always
+    the modality most often best among the ``train`` patients (when given)."""
+    out = {f"always_{m}": test.with_choice(k) for k, m in enumerate(MODALITIES)}
     if train is not None and len(train.probs):
         out["always_majority_best"] = test.with_choice(majority_best(train))
     return out
