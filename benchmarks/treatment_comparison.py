@@ -5,8 +5,9 @@ every site's training patients pooled, with the treatment each was given, then
 scored on the pooled test patients three times, the treatment switched to
 photons, protons and carbon ions.  Its choice (the modality of highest
 predicted P(responder)) is scored against the cohort's counterfactual truth
-(``truth/counterfactuals.json``) beside "always photons" and "always the
-modality most often best among the training patients", with 95 % bootstrap
+(``truth/counterfactuals.json``) beside "always photons", "always protons",
+"always carbon ions" and "always the modality most often best among the
+training patients", with 95 % bootstrap
 intervals (``evaluation.TreatmentScores``).  A treatment-conditioned network is
 scored the same way (``experiments.compare_treatments``).
 
