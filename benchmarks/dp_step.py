@@ -12,6 +12,7 @@ Noise sources (``--noises``), all keyed or seeded from the OS's CSPRNG, fresh pe
 
 Usage: python benchmarks/dp_step.py [--grids 32 48] [--batch 4] [--steps 6] [--device cpu|cuda]
                                     [--modes none ew hooks functorch] [--noises chacha20 torch torch-hardened]
+                                    [--out NAME]
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--modes", nargs="+", default=list(MODES))
     ap.add_argument("--noises", nargs="+", default=list(NOISES), help="noise sources, measured in mode 'ew'")
+    ap.add_argument("--out", default=None, help="result name (default dp_step, or dp_step_<device>)")
     args = ap.parse_args()
     ctx = mp.get_context("spawn")
     rows = []
@@ -165,7 +167,7 @@ def main() -> None:
                 ratio = row["ratio_to_non_private"]
                 print(f"{task:9s} {grid:3d}^3 {label:18s} step {row['step_s']:.3f} s  x{ratio:.2f}"
                       f"  peak {row['peak_mb']:.0f} MB", flush=True)
-    name = "dp_step" if args.device == "cpu" else f"dp_step_{args.device}"
+    name = args.out or ("dp_step" if args.device == "cpu" else f"dp_step_{args.device}")
     figures = {"device": args.device, "opacus_secure_mode_available": secure_mode_available(), "rows": rows,
                "noise_per_step": noise_cost() if args.device == "cpu" else []}
     print(f"saved {save(name, figures)}")
