@@ -85,6 +85,11 @@ SITE_FAILED_CODE = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
 Step = Callable[[Site, Message], Reply]
 
 
+def _failed(msg: Message) -> Message:
+    """The fixed error reply of a site that cannot take or record the step."""
+    return Message(Error(code=SITE_FAILED_CODE, reason=SITE_FAILED), reply_to=msg)
+
+
 def _guarded(step: Step, site_yamls: list[Path] | None, fed_yaml: Path | None
              ) -> Callable[[Message, Context], Message]:
     """``step`` as a Flower handler that lets no exception, and so no exception text, reach the server."""
@@ -94,7 +99,7 @@ def _guarded(step: Step, site_yamls: list[Path] | None, fed_yaml: Path | None
             site = _site(context, site_yamls, fed_yaml)
         except Exception:
             log.exception("this site could not load and takes no part; the server gets a fixed error text")
-            return Message(Error(code=SITE_FAILED_CODE, reason=SITE_FAILED), reply_to=msg)
+            return _failed(msg)
         try:
             return _reply(site, step(site, msg), msg)
         except Exception as exc:
@@ -106,7 +111,7 @@ def _guarded(step: Step, site_yamls: list[Path] | None, fed_yaml: Path | None
             except Exception:
                 log.exception("%s: the failed step could not be recorded as a decline; the server gets a fixed "
                               "error text", site.site_id)
-                return Message(Error(code=SITE_FAILED_CODE, reason=SITE_FAILED), reply_to=msg)
+                return _failed(msg)
 
     return handler
 
