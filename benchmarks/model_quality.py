@@ -41,8 +41,10 @@ def main() -> None:
     ap.add_argument("--positive-weight", type=float, default=0.4,
                     help="weight of responders in the response loss (~70 %% of the study cohort respond)")
     ap.add_argument("--tasks", nargs="+", default=["response", "evolution"])
-    ap.add_argument("--init", choices=("random", "public"), default="random",
-                    help="start from random weights, or from the model pretrained on the public cohort")
+    ap.add_argument("--init", choices=("random", "regression", "public"), default="random",
+                    help="start from random weights; from random weights with the response network's linear part "
+                         "set to the regression of its wide features on the training patients; or from the model "
+                         "pretrained on the public cohort")
     ap.add_argument("--pretrain-epochs", type=int, default=8)
     ap.add_argument("--public", type=Path, default=ROOT / "runs" / "public" / "cohort")
     ap.add_argument("--out", default="model_quality",
@@ -56,7 +58,7 @@ def main() -> None:
     from flame_private.config import CohortConfig, DataConfig, FederationConfig, load_config
     from flame_private.evaluation import evaluate_with_baselines
     from flame_private.experiments import initial_model, load_truth, make_dataset, treatment_comparison_with_baselines
-    from flame_private.training import TrainSettings, train
+    from flame_private.training import TrainSettings, start_from_regression, train
 
     torch.set_num_threads(2)
     cohort_cfg = load_config(args.config, CohortConfig)
@@ -96,7 +98,8 @@ def main() -> None:
             print(f"{task} epoch {epoch}: val {key} {val['model'][key]:.3f} (baselines: {bases}), "
                   f"{curve[-1]['seconds']:.0f} s", flush=True)
 
-        name = task if args.init == "random" else f"{task}_public_pretrained"
+        name = {"random": task, "regression": f"{task}_regression_start",
+                "public": f"{task}_public_pretrained"}[args.init]
         pretraining = None
         if args.init == "public":
             model, pretraining = pretrain_on_public(task, fed, args.public, args.pretrain_epochs, args.lr,
@@ -104,6 +107,9 @@ def main() -> None:
             on_epoch(0, model)  # epoch 0: the pretrained model, before any study patient
         else:
             model = initial_model(task, fed)
+            if args.init == "regression" and task == "response":
+                start_from_regression(model, pooled["train"])
+                on_epoch(0, model)  # epoch 0: the network as the regression of its wide features
         settings = TrainSettings(epochs=epochs, batch_size=args.batch, learning_rate=args.lr, seed=fed.seed,
                                  positive_weight=args.positive_weight)
         result = train(model, task, pooled["train"], settings, None, on_epoch=on_epoch)
@@ -165,8 +171,9 @@ def plot(figures: dict, path: Path) -> None:
         key = "auc" if task.startswith("response") else "dice_whole_tumour"
         curve = figures[task]["curve"]
         epochs = [c["epoch"] for c in curve]
-        ax.plot(epochs, [c["model"][key] for c in curve], "o-", label="model (central, no DP; epoch 0: pretrained)"
-                if figures[task].get("init") == "public" else "model (central, no DP)")
+        start = {"public": "; epoch 0: pretrained", "regression": "; epoch 0: the wide regression"}.get(
+            str(figures[task].get("init")), "")
+        ax.plot(epochs, [c["model"][key] for c in curve], "o-", label=f"model (central, no DP{start})")
         lo = [c["model"][f"{key}_ci95"][0] for c in curve]
         hi = [c["model"][f"{key}_ci95"][1] for c in curve]
         ax.fill_between(epochs, lo, hi, alpha=0.2)

@@ -81,6 +81,58 @@ def test_observable_features_are_the_sixteen_named_ones() -> None:
     assert x[baselines.FEATURES.index("enhancing_ml")] == pytest.approx(np.log1p(enhancing))
 
 
+class ContrastItems(Items):
+    """Response items whose label follows how bright the enhancing tumour is on T1ce: no volume or covariate
+    carries it, only the images do (as a tumour's cellularity shows in its contrast uptake)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        super().__init__(n, seed)
+        g = np.random.default_rng(seed + 100)
+        for item in self.items:
+            brightness = float(g.normal(0.0, 1.0))
+            image = torch.ones(4, 8, 8, 8) + 0.05 * torch.from_numpy(g.normal(0, 1, (4, 8, 8, 8))).float()
+            image[1][item["seg"][0] == 3] += 1.0 + brightness
+            item["image"] = image
+            item["label"] = torch.tensor(float(brightness + 0.3 * g.normal() > 0))
+
+
+def test_the_first_order_regression_reads_what_only_the_images_show() -> None:
+    train, test = ContrastItems(300, 4), ContrastItems(200, 5)
+    observables = baselines.logistic_observables(train, test, voxel_ml=1.0).metrics()
+    first_order = baselines.logistic_first_order(train, test, voxel_ml=1.0).metrics()
+    assert observables["auc"] < 0.65  # control: the signal is in no observable feature
+    assert first_order["auc"] > 0.9 and first_order["auc_ci95"][0] > observables["auc_ci95"][1]
+    assert set(first_order) == set(observables)
+
+
+def test_a_network_started_from_the_regression_scores_as_the_regression_does() -> None:
+    """``start_from_regression``: an untrained network's linear part becomes the fitted regression of its
+    wide features, so its probabilities are the regression's."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from flame_private.models.response import ResponseNet, wide_features
+    from flame_private.training import start_from_regression
+
+    train, test = ContrastItems(120, 6), ContrastItems(40, 7)
+    model = ResponseNet(channels=(4, 8), groups=2).eval()
+    start_from_regression(model, train)
+
+    def features(items: Items) -> np.ndarray:
+        return np.concatenate([wide_features(it["image"][None], it["seg"][None], it["treatment"][None],
+                                             it["covariates"][None]).numpy() for it in items.items])
+
+    x = features(train)
+    scaler = StandardScaler().fit(x)
+    y = [float(it["label"]) for it in train.items]
+    want = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000).fit(scaler.transform(x), y)
+    with torch.no_grad():
+        got = torch.sigmoid(torch.cat([model(it["image"][None], it["seg"][None], it["treatment"][None],
+                                             it["covariates"][None]) for it in test.items])).numpy()
+    np.testing.assert_allclose(got, want.predict_proba(scaler.transform(features(test)))[:, 1], atol=1e-4)
+    assert roc_auc(got, np.array([float(it["label"]) for it in test.items])) > 0.9
+
+
 def test_no_change_is_perfect_when_nothing_changed_and_scored_like_a_model() -> None:
     seg = torch.zeros(1, 6, 6, 6, dtype=torch.long)
     seg[0, 1:4, 1:4, 1:4] = 2

@@ -111,17 +111,48 @@ def test_training_moves_the_evolution_model_away_from_no_change() -> None:
     assert not torch.allclose(before, after)
 
 
-def test_an_untrained_response_model_is_a_linear_model_of_the_clinical_features() -> None:
-    """Wide and deep: the image path's output layer starts at zero, so only the clinical features act at first."""
+def test_an_untrained_response_model_is_a_linear_model_of_the_clinical_and_first_order_features() -> None:
+    """Wide and deep: the image path's output layer starts at zero, so at first only the wide features act."""
+    from flame_private.models.response import wide_features
+
     b = batch(b=2, g=16)
     model = build_model("response", SMALL).eval()
     out = model(b["image"], b["seg"], b["treatment"], b["covariates"])
-    other_images = model(torch.randn_like(b["image"]), b["seg"], b["treatment"], b["covariates"])
-    torch.testing.assert_close(out, other_images)
-    from flame_private.models.response import clinical_features
-
-    linear = model.clinical(clinical_features(b["seg"], b["treatment"], b["covariates"])).squeeze(1)
+    linear = model.clinical(wide_features(b["image"], b["seg"], b["treatment"], b["covariates"])).squeeze(1)
     torch.testing.assert_close(out, linear)
+    # Images that keep every compartment's mean intensity change nothing yet: the encoder's output is unused.
+    shuffled = b["image"].clone()
+    for i in range(2):
+        for label in (0, 1, 2, 3):
+            where = (b["seg"][i, 0] == label) & (b["image"][i, 0] != 0)
+            values = shuffled[i][:, where]
+            shuffled[i][:, where] = values[:, torch.randperm(values.shape[1])]
+    torch.testing.assert_close(model(shuffled, b["seg"], b["treatment"], b["covariates"]), out)
+
+
+def test_first_order_features_read_each_compartments_contrast_against_healthy_brain() -> None:
+    from flame_private.models.blocks import N_FIRST_ORDER, first_order_intensities
+
+    image = torch.ones(1, 4, 16, 16, 16)
+    seg = torch.zeros(1, 1, 16, 16, 16, dtype=torch.long)
+    seg[0, 0, 4:8, 4:8, 4:8] = 2
+    seg[0, 0, 5:7, 5:7, 5:7] = 3
+    image[0, 1][seg[0, 0] == 3] = 3.0  # enhancing: bright on T1ce
+    image[0, 2][seg[0, 0] == 2] = -1.0  # oedema: T2 two below healthy brain
+    f = first_order_intensities(image, seg)
+    assert f.shape == (1, N_FIRST_ORDER)
+    oedema, enhancing, flags = f[0, :4], f[0, 4:8], f[0, 8:]
+    torch.testing.assert_close(enhancing, torch.tensor([0.0, 2.0, 0.0, 0.0]))
+    torch.testing.assert_close(oedema, torch.tensor([0.0, 0.0, -2.0, 0.0]))
+    torch.testing.assert_close(flags, torch.ones(2))
+    # A tumour without enhancing voxels: that block is zero and its flag says absent.
+    seg[seg == 3] = 2
+    f = first_order_intensities(image, seg)
+    torch.testing.assert_close(f[0, 4:8], torch.zeros(4))
+    assert f[0, 9] == 0 and f[0, 8] == 1
+    # Means, not sums: the same case on a finer grid gives the same features.
+    fine = [t.repeat_interleave(2, 2).repeat_interleave(2, 3).repeat_interleave(2, 4) for t in (image, seg)]
+    torch.testing.assert_close(first_order_intensities(*fine), f)
 
 
 def test_the_clinical_features_are_the_logistic_baselines_in_the_same_order() -> None:
@@ -138,7 +169,8 @@ def test_the_clinical_features_are_the_logistic_baselines_in_the_same_order() ->
 
 
 def test_tumour_volume_features_mean_the_same_volume_at_any_grid() -> None:
-    """A fraction of the field of view: the same tumour resampled to a finer grid gives the same feature."""
+    """A fraction of the field of view: the same tumour resampled to a finer grid gives the same feature,
+    log(1 + mL) at the default field of view, as the logistic baseline reads it."""
     from flame_private.models.blocks import tumour_volumes
 
     coarse = torch.zeros(1, 1, 16, 16, 16, dtype=torch.long)
@@ -148,3 +180,5 @@ def test_tumour_volume_features_mean_the_same_volume_at_any_grid() -> None:
     torch.testing.assert_close(tumour_volumes(coarse), tumour_volumes(fine))
     assert tumour_volumes(coarse)[0, 0] == 0  # no necrotic core
     assert tumour_volumes(coarse)[0, 3] > tumour_volumes(coarse)[0, 2] > 0
+    whole_ml = 4**3 / 16**3 * 192.0**3 / 1000.0
+    torch.testing.assert_close(tumour_volumes(coarse)[0, 3], torch.log1p(torch.tensor(whole_ml)))

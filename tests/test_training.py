@@ -167,7 +167,7 @@ def test_the_treatment_comparison_scores_model_and_baselines_on_the_same_patient
 def test_every_evaluation_carries_its_baselines_on_the_same_patients_with_the_same_keys(central_models) -> None:
     out, reports = central_models
     response, evolution = reports["response"], reports["evolution"]
-    assert set(response["baselines"]) == {"prevalence", "logistic_observables"}
+    assert set(response["baselines"]) == {"prevalence", "logistic_observables", "logistic_first_order"}
     assert set(evolution["baselines"]) == {"no_change"}
     for report in (response, evolution):
         for baseline in report["baselines"].values():

@@ -8,7 +8,11 @@ A model that does not beat these has learnt nothing, whatever its loss did:
   (AUC 0.5 by construction; its Brier score is the one to beat), and a
   **logistic regression on observable features**: baseline tumour volumes,
   the clinical covariates, the treatment and treatment x MGMT, 16 in all,
-  fitted on the same training patients as the model (scikit-learn).
+  fitted on the same training patients as the model (scikit-learn); and the
+  same regression with the tumour's **first-order intensities** added (each
+  sequence's mean in oedema and in enhancing tumour against healthy brain, as a
+  radiomics model reads them): the reference a network must beat before its
+  3-D encoder can be said to see more than a radiologist's summary.
 
 Each baseline returns per-patient scores in the shape ``evaluation`` scores a
 model, so baselines and model share the same metrics and bootstrap intervals.
@@ -22,7 +26,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import Dataset
 
-from flame_private.config import MODALITIES
+from flame_private.config import MODALITIES, MRI_SEQUENCES
 from flame_private.data.datasets import dataset_size
 from flame_private.evaluation import EvolutionScores, ResponseScores, patient_of_each_item
 
@@ -30,6 +34,9 @@ FEATURES = ("necrotic_ml", "oedema_ml", "enhancing_ml", "whole_tumour_ml", "age"
             "gross_total", "subtotal", "biopsy", "photon", "proton", "carbon", "photon_x_mgmt", "proton_x_mgmt",
             "carbon_x_mgmt")
 """The observable features, in column order: what a clinician knows before treatment."""
+FIRST_ORDER_FEATURES = tuple(f"{c}_{s}" for c in ("oedema", "enhancing") for s in MRI_SEQUENCES) + (
+    "has_oedema", "has_enhancing")
+"""``models.blocks.first_order_intensities``, in column order."""
 
 
 def observable_features(item: dict, voxel_ml: float) -> np.ndarray:
@@ -42,9 +49,22 @@ def observable_features(item: dict, voxel_ml: float) -> np.ndarray:
     return np.concatenate([np.log1p(volumes), covariates, treatment, treatment * covariates[2]])
 
 
-def _matrix(dataset: Dataset, voxel_ml: float) -> tuple[np.ndarray, np.ndarray]:
+def first_order_features(item: dict) -> np.ndarray:
+    """The 10 ``FIRST_ORDER_FEATURES`` of one response item, as the response network's wide part reads them."""
+    from flame_private.models.blocks import first_order_intensities
+
+    return first_order_intensities(item["image"][None], item["seg"][None])[0].numpy().astype(float)
+
+
+def _matrix(dataset: Dataset, voxel_ml: float, first_order: bool = False) -> tuple[np.ndarray, np.ndarray]:
     items = [dataset[i] for i in range(dataset_size(dataset))]
-    x = np.stack([observable_features(it, voxel_ml) for it in items]) if items else np.zeros((0, len(FEATURES)))
+    width = len(FEATURES) + (len(FIRST_ORDER_FEATURES) if first_order else 0)
+
+    def row(it: dict) -> np.ndarray:
+        x = observable_features(it, voxel_ml)
+        return np.concatenate([x, first_order_features(it)]) if first_order else x
+
+    x = np.stack([row(it) for it in items]) if items else np.zeros((0, width))
     y = np.array([float(it["label"]) for it in items])
     return x, y
 
@@ -79,6 +99,13 @@ def logistic_observables(train: Dataset, test: Dataset, voxel_ml: float) -> Resp
     """
     x_train, y_train = _matrix(train, voxel_ml)
     x_test, y_test = _matrix(test, voxel_ml)
+    return ResponseScores(probs=_predict(_fit_logistic(x_train, y_train), x_test), labels=y_test)
+
+
+def logistic_first_order(train: Dataset, test: Dataset, voxel_ml: float) -> ResponseScores:
+    """``logistic_observables`` with the tumour's first-order intensities added (``FIRST_ORDER_FEATURES``)."""
+    x_train, y_train = _matrix(train, voxel_ml, first_order=True)
+    x_test, y_test = _matrix(test, voxel_ml, first_order=True)
     return ResponseScores(probs=_predict(_fit_logistic(x_train, y_train), x_test), labels=y_test)
 
 

@@ -222,7 +222,7 @@ def evaluate_with_baselines(model: torch.nn.Module, task: str, train: Dataset, t
     """The model and its baselines on the same ``test`` patients, same metric keys, with 95 % intervals.
 
     ``{"model": {...}, "baselines": {"no_change": {...}}}`` for evolution;
-    ``{"baselines": {"prevalence": ..., "logistic_observables": ...}}`` for response.
+    ``{"baselines": {"prevalence": ..., "logistic_observables": ..., "logistic_first_order": ...}}`` for response.
     """
     from flame_private import baselines
 
@@ -230,6 +230,8 @@ def evaluate_with_baselines(model: torch.nn.Module, task: str, train: Dataset, t
         return {"model": score_response(model, test, batch_size).metrics(),
                 "baselines": {"prevalence": baselines.prevalence(train, test).metrics(),
                               "logistic_observables": baselines.logistic_observables(train, test,
+                                                                                     voxel_ml).metrics(),
+                              "logistic_first_order": baselines.logistic_first_order(train, test,
                                                                                      voxel_ml).metrics()}}
     return {"model": score_evolution(model, test, voxel_ml, batch_size).metrics(),
             "baselines": {"no_change": baselines.no_change(test, voxel_ml).metrics()}}

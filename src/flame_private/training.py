@@ -185,6 +185,41 @@ def train(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSetting
 
 
 @torch.no_grad()
+def start_from_regression(model: nn.Module, dataset: Dataset, batch_size: int = 16) -> None:
+    """Set a response network's linear ("wide") part to the logistic regression of its wide features.
+
+    Class-balanced and L2-regularised like the logistic baselines, fitted on
+    ``dataset`` (non-private: centralised training only), with the feature
+    scaling folded into the weights.  Why: joint training leaves the linear part
+    far from the regression's optimum for many epochs (on the study cohort its
+    validation AUC crawled from 0.69 to 0.74 in 12 epochs while the regression
+    of the same features scores 0.82), so the image path would be judged
+    against an under-fitted start rather than against what the features give.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from flame_private.models.response import ResponseNet, wide_features
+
+    if not isinstance(model, ResponseNet):
+        raise TypeError(f"start_from_regression needs a ResponseNet, got {type(model).__name__}")
+    rows, labels = [], []
+    for image, seg, treatment, covariates, label in DataLoader(TupleView(dataset, "response"), batch_size=batch_size):
+        rows.append(wide_features(image, seg, treatment, covariates).numpy())
+        labels.append(label.numpy())
+    x, y = np.concatenate(rows).astype(np.float64), np.concatenate(labels)
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"start_from_regression needs responders and non-responders; all {len(y)} are {y[0]:.0f}")
+    scaler = StandardScaler().fit(x)
+    fit = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000).fit(scaler.transform(x), y)
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    weight = fit.coef_[0] / scale
+    bias = float(fit.intercept_[0]) - float((weight * scaler.mean_).sum())
+    model.clinical.weight.copy_(torch.as_tensor(weight[None], dtype=model.clinical.weight.dtype))
+    model.clinical.bias.fill_(bias)
+
+
+@torch.no_grad()
 def patient_contributions(model: nn.Module, task: Task, dataset: Dataset, batch_size: int = 4,
                           voxel_ml: float = 0.001) -> list[np.ndarray]:
     """Each patient's metric-sum vector (see metrics.py): the unit a DP release bounds."""

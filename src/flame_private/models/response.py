@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from flame_private.models.blocks import encoder, model_inputs, tumour_volumes
+from flame_private.models.blocks import N_FIRST_ORDER, encoder, first_order_intensities, model_inputs, tumour_volumes
 
 COND_DIM = 3 + 6
 """Treatment one-hot (photon, proton, carbon) + 6 clinical covariates (data.datasets.encode_covariates)."""
 N_CLINICAL = 4 + 6 + 3 + 3
 """Tumour volumes (4), covariates (6), treatment (3), treatment x MGMT (3): ``baselines.FEATURES``, in order."""
+N_WIDE = N_CLINICAL + N_FIRST_ORDER
+"""What the linear part sees: the clinical features and the tumour's first-order intensities."""
 
 
 def clinical_features(seg: torch.Tensor, treatment: torch.Tensor, covariates: torch.Tensor) -> torch.Tensor:
@@ -19,13 +21,20 @@ def clinical_features(seg: torch.Tensor, treatment: torch.Tensor, covariates: to
     return torch.cat([tumour_volumes(seg), covariates, treatment, treatment * mgmt], dim=1)
 
 
+def wide_features(image: torch.Tensor, seg: torch.Tensor, treatment: torch.Tensor,
+                  covariates: torch.Tensor) -> torch.Tensor:
+    """[B, 26]: the clinical features, then the first-order intensities a radiologist reads."""
+    return torch.cat([clinical_features(seg, treatment, covariates), first_order_intensities(image, seg)], dim=1)
+
+
 class ResponseNet(nn.Module):
     """Wide and deep: a linear model of the clinical features plus a 3-D encoder of the images.
 
     The linear ("wide") part sees what the logistic-regression baseline sees
-    (tumour volumes, covariates, treatment, treatment x MGMT), so the network
-    starts from the clinicians' knowledge instead of having to rediscover tumour
-    volume from voxels; the encoder ("deep"), FiLM-conditioned on treatment and
+    (tumour volumes, covariates, treatment, treatment x MGMT) and the tumour's
+    mean intensity in each sequence, so the network starts from the clinicians'
+    and radiologists' knowledge instead of having to rediscover tumour volume and
+    contrast uptake from voxels; the encoder ("deep"), FiLM-conditioned on treatment and
     covariates at every stage, adds what only the images show.  Its head's output
     layer starts at zero: an untrained model is the linear model alone, and the
     image path only acts once training finds something in the images.
@@ -38,7 +47,7 @@ class ResponseNet(nn.Module):
         self.head = nn.Sequential(hidden, nn.ReLU(), nn.Dropout(dropout), last)
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
-        self.clinical = nn.Linear(N_CLINICAL, 1)
+        self.clinical = nn.Linear(N_WIDE, 1)
 
     def forward(self, image: torch.Tensor, seg: torch.Tensor, treatment: torch.Tensor,
                 covariates: torch.Tensor) -> torch.Tensor:
@@ -48,6 +57,6 @@ class ResponseNet(nn.Module):
         for stage in self.stages:
             h = stage(h, cond)
         pooled = h.mean(dim=(2, 3, 4))
-        wide = self.clinical(clinical_features(seg, treatment, covariates))
+        wide = self.clinical(wide_features(image, seg, treatment, covariates))
         deep = self.head(torch.cat([pooled, cond, tumour_volumes(seg)], dim=1))
         return (wide + deep).squeeze(1)
