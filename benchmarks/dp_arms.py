@@ -12,13 +12,18 @@ decrypts to (within 1e-5; docs/encryption.md).  Arms, each from the same seed:
   (configs/cohort/public.yaml: free of privacy cost), then privately;
 - ``public_pretrained_frozen_encoder``: the same, with the encoder's
   convolutions frozen: only the FiLM conditioning, the head and the linear
-  clinical part are trained under DP (fewer parameters share the noise).
+  clinical part are trained under DP (fewer parameters share the noise);
+- ``wide_only``: the randomly initialised model with only its linear part
+  trained (27 parameters: the clinical features and the first-order
+  intensities); the image path's output layer stays at zero, so the global model
+  is a logistic regression learnt under DP-SGD.
 
 Each arm's global model is scored after every round on the pooled test
 patients, beside the baselines (prevalence, logistic regression on the
-observables fitted on the pooled training patients) and the centralised
-non-private model of benchmarks/results/<central>.json (default model_quality)
-when it was measured on the same cohort (its cohort.json fingerprint).  When the
+observables and on the observables with the first-order intensities, fitted on
+the pooled training patients) and the centralised non-private model of
+benchmarks/results/<central>.json (default model_quality) when it was measured
+on the same cohort (its cohort.json fingerprint).  When the
 cohort has its counterfactual truth, each arm's final global model is also
 scored on the treatment comparison, beside the logistic baseline and the fixed
 rules on the same patients (experiments.treatment_comparison_with_baselines).
@@ -51,7 +56,7 @@ from pathlib import Path
 from _common import RESULTS, ROOT, add_study_args, cohort_identity, save, study_splits
 from _public import pretrain_on_public
 
-ARMS = ("scratch", "public_pretrained", "public_pretrained_frozen_encoder")
+ARMS = ("scratch", "public_pretrained", "public_pretrained_frozen_encoder", "wide_only")
 
 
 def main() -> None:
@@ -81,7 +86,7 @@ def main() -> None:
     import torch
     from torch.utils.data import ConcatDataset
 
-    from flame_private.baselines import logistic_observables, prevalence
+    from flame_private.baselines import logistic_first_order, logistic_observables, prevalence
     from flame_private.config import (
         CohortConfig,
         DataConfig,
@@ -121,7 +126,8 @@ def main() -> None:
         "sites": {sid: len(d) for sid, d in site_train.items()},  # type: ignore[arg-type]
         "test_patients": len(test),
         "baselines": {"prevalence": prevalence(pooled_train, test).metrics(),
-                      "logistic_observables": logistic_observables(pooled_train, test, voxel_ml).metrics()},
+                      "logistic_observables": logistic_observables(pooled_train, test, voxel_ml).metrics(),
+                      "logistic_first_order": logistic_first_order(pooled_train, test, voxel_ml).metrics()},
         "server_optimizer": settings_of(server_opt),
         "command": (f"python benchmarks/dp_arms.py --cohort {cohort_identity(args)['cohort_dir']} "
                     f"--central {args.central} --rounds {args.rounds} --epsilon {args.epsilon} "
@@ -151,12 +157,15 @@ def main() -> None:
         print(f"public pretraining on {info['patients']} patients: test AUC {m['auc']:.3f}", flush=True)
 
     for arm in args.arms:
-        model = initial_model("response", fed) if arm == "scratch" else copy.deepcopy(pretrained)
+        model = copy.deepcopy(pretrained) if arm.startswith("public") else initial_model("response", fed)
         assert model is not None
         if arm.endswith("frozen_encoder"):
             for name, p in model.named_parameters():
                 if name.startswith("stages.") and ".film." not in name:
                     p.requires_grad_(False)
+        if arm == "wide_only":
+            for name, p in model.named_parameters():
+                p.requires_grad_(name.startswith("clinical."))
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         # Each site's noise is chosen once so that the whole run (every round) spends the epsilon; a round
         # runs one epoch of that mechanism.

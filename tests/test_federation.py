@@ -380,3 +380,28 @@ def test_the_same_apps_run_in_flowers_simulation_engine(tmp_path: Path, cohort_d
         # Each message records that it travelled inside the simulation (no network), as the reports then say.
         log = EgressLog.open(sites[sid].parent / "state", sid, readonly=True)
         assert {e.transport for e in log.entries} == {"simulation"}
+
+
+def test_a_federation_can_train_only_the_response_networks_linear_part(tmp_path: Path, cohort_dir: Path,
+                                                                       ceremony: Path) -> None:
+    """``model.response_trainable: wide`` through the real apps: DP, CKKS sum, decryption; the global model moves
+    in its 27 linear weights only, at every site alike."""
+    from flame_private.config import ConfigError, FederationConfig, load_config
+    from flame_private.experiments import initial_model
+
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=1, tasks="[response]")
+    text = fed.read_text().replace("norm_groups: 2}", "norm_groups: 2, response_trainable: wide}")
+    fed.write_text(text)
+    with pytest.raises(ConfigError, match="weight_bound"):
+        load_config(fed, FederationConfig)
+    fed.write_text(text.replace("he: {max_patients: 16}", "he: {max_patients: 16, weight_bound: 16}")
+                   + "learning_rate: 0.05\n")
+    summary = run(LocalGrid(sites, fed), fed, ceremony, tmp_path / "run")
+    assert sorted(_round(summary, "response", 1)["contributors"]) == ["site-a", "site-b", "site-c"]
+    start = initial_model("response", load_config(fed, FederationConfig)).state_dict()
+    for sid in sites:
+        state = torch.load(sites[sid].parent / "state" / "exports" / "run-1" / "response.pt",
+                           weights_only=True)["state_dict"]
+        moved = {k for k in start if not torch.allclose(start[k], state[k], atol=1e-4)}
+        assert moved == {"clinical.weight", "clinical.bias"}, sid
+

@@ -58,6 +58,30 @@ def test_a_model_that_was_evaluated_still_trains_under_dp(site_b_records) -> Non
     assert train(model, "response", ds, settings, plan).steps == plan.steps
 
 
+@pytest.mark.parametrize("dp", [False, True])
+def test_wide_training_moves_the_linear_part_and_nothing_else(site_b_records, dp: bool) -> None:
+    """``response_trainable: wide``: under DP too, only the 27 linear weights change; "all" then trains all again."""
+    from flame_private.training import set_trainable
+
+    ds = ResponseDataset(site_b_records, DATA)
+    model = build_model("response", SMALL)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    from flame_private.federation.site.task import train_settings
+
+    wide = FederationConfig(model=SMALL.model_copy(update={"response_trainable": "wide"}), batch_size=2,
+                            learning_rate=0.05)
+    settings = train_settings(wide, 1)  # what a site runs in a federated round
+    assert settings.trainable == "wide"
+    settings = TrainSettings(epochs=2, batch_size=2, learning_rate=0.05, trainable=settings.trainable)
+    plan = plan_training(model, "response", ds, settings, DPConfig(noise_multiplier=0.8)) if dp else None
+    after = train(model, "response", ds, settings, plan).model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved == {"clinical.weight", "clinical.bias"}
+    assert set_trainable(model, "response", "all") == sum(p.numel() for p in model.parameters())
+    with pytest.raises(ValueError, match="linear part"):
+        set_trainable(build_model("evolution", SMALL), "evolution", "wide")
+
+
 def test_without_dp_a_model_can_fit_its_training_patients(site_b_records) -> None:
     ds = ResponseDataset(site_b_records, DATA)
     torch.manual_seed(0)

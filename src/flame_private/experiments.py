@@ -49,7 +49,7 @@ def make_dataset(task: Task, records: Sequence[CaseRecord],
 def settings_from(cfg: FederationConfig, epochs: int | None = None) -> TrainSettings:
     return TrainSettings(epochs=epochs or cfg.local_epochs, batch_size=cfg.batch_size,
                          learning_rate=cfg.learning_rate, seed=cfg.seed,
-                         positive_weight=cfg.response_positive_weight)
+                         positive_weight=cfg.response_positive_weight, trainable=cfg.model.response_trainable)
 
 
 def initial_model(task: Task, cfg: FederationConfig) -> torch.nn.Module:

@@ -65,6 +65,8 @@ class TrainSettings:
     optimizer: Literal["adam", "sgd"] = "adam"
     positive_weight: float = 1.0
     """Weight of responders in the response loss (BCE ``pos_weight``); a public setting, never a site's label rate."""
+    trainable: Literal["all", "wide"] = "all"
+    """Response only: train every parameter, or only the linear part (``ModelConfig.response_trainable``)."""
 
 
 @dataclass
@@ -118,9 +120,27 @@ def plan_training(model: nn.Module, task: Task, dataset: Dataset, settings: Trai
 
 
 def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=settings.learning_rate)
-    return torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+        return torch.optim.SGD(params, lr=settings.learning_rate)
+    return torch.optim.Adam(params, lr=settings.learning_rate)
+
+
+WIDE_PREFIX = "clinical."
+"""Parameter names of the response network's linear part."""
+
+
+def set_trainable(model: nn.Module, task: Task, trainable: Literal["all", "wide"]) -> int:
+    """Mark which parameters train (``TrainSettings.trainable``); returns how many values train.
+
+    Set on every call, "all" included, since a model object may come back from a
+    run that froze part of it.
+    """
+    if trainable == "wide" and task != "response":
+        raise ValueError(f"trainable='wide' is the response network's linear part; the {task} model has none")
+    for name, p in model.named_parameters():
+        p.requires_grad_(trainable == "all" or name.startswith(WIDE_PREFIX))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def train(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSettings, plan: DPPlan | None,
@@ -140,6 +160,7 @@ def train(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSetting
         dataset = OneFollowUpPerPatient(dataset, seed=settings.seed)  # the unit of privacy is the patient
     data = TupleView(dataset, task)
     model.train()  # a model that was evaluated (or received) comes in eval mode; Opacus needs train mode
+    set_trainable(model, task, settings.trainable if task == "response" else "all")
     optimizer = make_optimizer(model, settings)
     if plan is not None:
         private = make_private(model, optimizer, data, plan, randomness=randomness or DPRandomness.secret())

@@ -19,6 +19,16 @@ class ModelConfig(StrictModel):
     norm_groups: Annotated[int, Field(ge=1, le=64)] = 8
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     max_parameters: Annotated[int, Field(ge=1000)] = 1_500_000
+    response_trainable: Literal["all", "wide"] = "all"
+    """Which of the response network's parameters train: all, or only its linear ("wide") part.
+
+    "wide" trains 27 parameters (the clinical features and the tumour's first-order
+    intensities) and leaves the rest at their initial values: under DP-SGD the
+    noise is spread over 27 coordinates instead of ~0.9 M, which is what lets a
+    federation of sites with tens of patients each learn without public data
+    (docs/results.md).  Its weights outgrow the default HE weight bound: set
+    ``he.weight_bound`` (e.g. 16) and a larger ``learning_rate`` (e.g. 0.03).
+    """
 
 
 GradSampleMode = Literal["ew", "hooks", "functorch", "ghost"]
@@ -154,3 +164,10 @@ class FederationConfig(StrictModel):
     data: DataConfig = DataConfig()
     server_optimizer: ServerOptimizerConfig = ServerOptimizerConfig()
     """The server optimiser step the sites apply after decryption (default fedavg: the average itself)."""
+
+    @model_validator(mode="after")
+    def _wide_training_has_a_weight_bound(self) -> FederationConfig:
+        if "response" in self.tasks and self.model.response_trainable == "wide" and self.he.weight_bound is None:
+            raise ValueError("model.response_trainable 'wide' needs he.weight_bound: the linear weights outgrow the "
+                             "bound derived from the round-1 model, and a site refuses a weight beyond it")
+        return self

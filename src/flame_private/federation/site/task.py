@@ -39,7 +39,8 @@ def load_data(task: Task, records: Sequence[CaseRecord], fed: FederationConfig) 
 def train_settings(fed: FederationConfig, round_: int) -> TrainSettings:
     """Local training of round ``round_``: the run's settings, seeded per round."""
     return TrainSettings(epochs=fed.local_epochs, batch_size=fed.batch_size, learning_rate=fed.learning_rate,
-                         seed=fed.seed + round_, positive_weight=fed.response_positive_weight)
+                         seed=fed.seed + round_, positive_weight=fed.response_positive_weight,
+                         trainable=fed.model.response_trainable)
 
 
 def train_plan(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSettings,
