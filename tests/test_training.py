@@ -69,7 +69,7 @@ def test_wide_training_moves_the_linear_part_and_nothing_else(site_b_records, dp
     from flame_private.federation.site.task import train_settings
 
     wide = FederationConfig(model=SMALL.model_copy(update={"response_trainable": "wide"}), batch_size=2,
-                            learning_rate=0.05)
+                            learning_rate=0.05, he={"weight_bound": 16.0})
     settings = train_settings(wide, 1)  # what a site runs in a federated round
     assert settings.trainable == "wide"
     settings = TrainSettings(epochs=2, batch_size=2, learning_rate=0.05, trainable=settings.trainable)
