@@ -36,8 +36,8 @@ FedAvg arms of dp_arms.json.
 Saves benchmarks/results/dp_arms.json (FedAvg) or dp_arms_<server-opt>.json.
 
 Usage: python benchmarks/dp_arms.py [--cohort runs/study/cohort] [--central model_quality] [--out NAME]
-                                    [--rounds 5] [--epsilon 8] [--batch 16] [--lr 3e-3]
-                                    [--arms scratch public_pretrained public_pretrained_frozen_encoder]
+                                    [--rounds 5] [--epsilon 8] [--batch 16] [--clip 1.0] [--lr 3e-3]
+                                    [--arms scratch public_pretrained public_pretrained_frozen_encoder wide_only]
                                     [--server-opt fedavg|fedavgm|fedadam] [--server-lr L]
                                     [--server-momentum 0.9] [--beta1 0.9] [--beta2 0.99] [--tau 1e-3]
 """
@@ -65,7 +65,8 @@ def main() -> None:
     ap.add_argument("--public", type=Path, default=ROOT / "runs" / "public" / "cohort")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--epsilon", type=float, default=8.0)
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=16, help="expected batch size (Poisson sampling)")
+    ap.add_argument("--clip", type=float, default=1.0, help="per-patient gradient clipping norm (max_grad_norm)")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--pretrain-epochs", type=int, default=8)
     ap.add_argument("--positive-weight", type=float, default=0.4)
@@ -122,7 +123,7 @@ def main() -> None:
     figures: dict[str, object] = {
         **cohort_identity(args),
         "epsilon_per_site": args.epsilon, "delta": fed.dp.delta, "rounds": args.rounds, "local_epochs": 1,
-        "batch": args.batch, "learning_rate": args.lr, "positive_weight": args.positive_weight,
+        "batch": args.batch, "clip": args.clip, "learning_rate": args.lr, "positive_weight": args.positive_weight,
         "sites": {sid: len(d) for sid, d in site_train.items()},  # type: ignore[arg-type]
         "test_patients": len(test),
         "baselines": {"prevalence": prevalence(pooled_train, test).metrics(),
@@ -131,7 +132,7 @@ def main() -> None:
         "server_optimizer": settings_of(server_opt),
         "command": (f"python benchmarks/dp_arms.py --cohort {cohort_identity(args)['cohort_dir']} "
                     f"--central {args.central} --rounds {args.rounds} --epsilon {args.epsilon} "
-                    f"--batch {args.batch} --lr {args.lr} --arms {' '.join(args.arms)}"
+                    f"--batch {args.batch} --clip {args.clip} --lr {args.lr} --arms {' '.join(args.arms)}"
                     + ("" if args.server_opt == "fedavg" else
                        f" --server-opt {args.server_opt} --server-lr {server_opt.server_lr}"
                        + (f" --server-momentum {args.server_momentum}" if args.server_opt == "fedavgm" else "")
@@ -172,7 +173,7 @@ def main() -> None:
         per_round = {}
         for sid, ds in site_train.items():
             plan = plan_training(model, "response", ds, dataclasses.replace(settings, epochs=args.rounds),
-                                 DPConfig(target_epsilon=args.epsilon))
+                                 DPConfig(target_epsilon=args.epsilon, max_grad_norm=args.clip))
             assert plan is not None
             per_round[sid] = dataclasses.replace(plan, steps=plan.steps // args.rounds)
         curve = []
