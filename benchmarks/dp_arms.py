@@ -99,7 +99,7 @@ def main() -> None:
     from flame_private.evaluation import score_response
     from flame_private.experiments import initial_model, load_truth, make_dataset, treatment_comparison_with_baselines
     from flame_private.server_optimizer import server_step, settings_of
-    from flame_private.training import TrainSettings, plan_training, train
+    from flame_private.training import TrainSettings, plan_training, set_trainable, train
 
     torch.set_num_threads(2)
     study = load_config(args.config, CohortConfig)
@@ -164,15 +164,15 @@ def main() -> None:
             for name, p in model.named_parameters():
                 if name.startswith("stages.") and ".film." not in name:
                     p.requires_grad_(False)
+        arm_settings = dataclasses.replace(settings, trainable="wide" if arm == "wide_only" else "all")
         if arm == "wide_only":
-            for name, p in model.named_parameters():
-                p.requires_grad_(name.startswith("clinical."))
+            set_trainable(model, "response", "wide")
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         # Each site's noise is chosen once so that the whole run (every round) spends the epsilon; a round
         # runs one epoch of that mechanism.
         per_round = {}
         for sid, ds in site_train.items():
-            plan = plan_training(model, "response", ds, dataclasses.replace(settings, epochs=args.rounds),
+            plan = plan_training(model, "response", ds, dataclasses.replace(arm_settings, epochs=args.rounds),
                                  DPConfig(target_epsilon=args.epsilon, max_grad_norm=args.clip))
             assert plan is not None
             per_round[sid] = dataclasses.replace(plan, steps=plan.steps // args.rounds)
@@ -183,8 +183,8 @@ def main() -> None:
         for rnd in range(1, args.rounds + 1):
             state = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in model.state_dict().items()}
             for sid, ds in site_train.items():
-                local = train(copy.deepcopy(model), "response", ds, dataclasses.replace(settings, seed=fed.seed + rnd),
-                              per_round[sid]).model
+                local = train(copy.deepcopy(model), "response", ds,
+                              dataclasses.replace(arm_settings, seed=fed.seed + rnd), per_round[sid]).model
                 weight = len(ds) / n_total  # type: ignore[arg-type]
                 for k, v in local.state_dict().items():
                     state[k] += weight * v.to(torch.float64)

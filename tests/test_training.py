@@ -82,6 +82,19 @@ def test_wide_training_moves_the_linear_part_and_nothing_else(site_b_records, dp
         set_trainable(build_model("evolution", SMALL), "evolution", "wide")
 
 
+def test_training_leaves_a_callers_own_freezing_alone(site_b_records) -> None:
+    """A frozen encoder (fewer parameters share the DP noise) stays frozen under the default settings."""
+    ds = ResponseDataset(site_b_records, DATA)
+    model = build_model("response", SMALL)
+    frozen = [n for n, p in model.named_parameters() if n.startswith("stages.") and ".film." not in n]
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in frozen)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    after = train(model, "response", ds, TrainSettings(epochs=1, batch_size=2, learning_rate=0.05), None).model
+    assert all(torch.equal(before[n], after.state_dict()[n]) for n in frozen)
+    assert not torch.equal(before["clinical.weight"], after.state_dict()["clinical.weight"])
+
+
 def test_without_dp_a_model_can_fit_its_training_patients(site_b_records) -> None:
     ds = ResponseDataset(site_b_records, DATA)
     torch.manual_seed(0)

@@ -133,8 +133,7 @@ WIDE_PREFIX = "clinical."
 def set_trainable(model: nn.Module, task: Task, trainable: Literal["all", "wide"]) -> int:
     """Mark which parameters train (``TrainSettings.trainable``); returns how many values train.
 
-    Set on every call, "all" included, since a model object may come back from a
-    run that froze part of it.
+    Sets every parameter's flag, "all" included (unfreezes a model that was frozen).
     """
     if trainable == "wide" and task != "response":
         raise ValueError(f"trainable='wide' is the response network's linear part; the {task} model has none")
@@ -160,7 +159,8 @@ def train(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSetting
         dataset = OneFollowUpPerPatient(dataset, seed=settings.seed)  # the unit of privacy is the patient
     data = TupleView(dataset, task)
     model.train()  # a model that was evaluated (or received) comes in eval mode; Opacus needs train mode
-    set_trainable(model, task, settings.trainable if task == "response" else "all")
+    if task == "response" and settings.trainable == "wide":
+        set_trainable(model, task, "wide")  # "all" leaves a caller's own freezing (e.g. a frozen encoder) alone
     optimizer = make_optimizer(model, settings)
     if plan is not None:
         private = make_private(model, optimizer, data, plan, randomness=randomness or DPRandomness.secret())
