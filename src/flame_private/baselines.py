@@ -77,7 +77,7 @@ def prevalence(train: Dataset, test: Dataset) -> ResponseScores:
     return ResponseScores(probs=np.full(len(y_test), rate), labels=y_test)
 
 
-def _fit_logistic(x_train: np.ndarray, y_train: np.ndarray) -> Pipeline | float:
+def fit_logistic(x_train: np.ndarray, y_train: np.ndarray) -> Pipeline | float:
     """The fitted pipeline, or the training responder rate when one class is missing."""
     if len(np.unique(y_train)) < 2:
         return float(y_train.mean()) if len(y_train) else 0.5
@@ -99,14 +99,14 @@ def logistic_observables(train: Dataset, test: Dataset, voxel_ml: float) -> Resp
     """
     x_train, y_train = _matrix(train, voxel_ml)
     x_test, y_test = _matrix(test, voxel_ml)
-    return ResponseScores(probs=_predict(_fit_logistic(x_train, y_train), x_test), labels=y_test)
+    return ResponseScores(probs=_predict(fit_logistic(x_train, y_train), x_test), labels=y_test)
 
 
 def logistic_first_order(train: Dataset, test: Dataset, voxel_ml: float) -> ResponseScores:
     """``logistic_observables`` with the tumour's first-order intensities added (``FIRST_ORDER_FEATURES``)."""
     x_train, y_train = _matrix(train, voxel_ml, first_order=True)
     x_test, y_test = _matrix(test, voxel_ml, first_order=True)
-    return ResponseScores(probs=_predict(_fit_logistic(x_train, y_train), x_test), labels=y_test)
+    return ResponseScores(probs=_predict(fit_logistic(x_train, y_train), x_test), labels=y_test)
 
 
 def with_treatment(x: np.ndarray, modality: str) -> np.ndarray:
@@ -123,7 +123,7 @@ def with_treatment(x: np.ndarray, modality: str) -> np.ndarray:
 def logistic_each_modality(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
     """P(responder) of the logistic baseline for each test row under each modality, columns in
     ``MODALITIES`` order: fitted on the treatments given, scored with the treatment switched."""
-    model = _fit_logistic(x_train, y_train)
+    model = fit_logistic(x_train, y_train)
     return np.stack([_predict(model, with_treatment(x_test, m)) for m in MODALITIES], axis=1).reshape(
         len(x_test), len(MODALITIES))
 

@@ -217,9 +217,7 @@ def start_from_regression(model: nn.Module, dataset: Dataset, batch_size: int = 
     of the same features scores 0.82), so the image path would be judged
     against an under-fitted start rather than against what the features give.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
+    from flame_private.baselines import fit_logistic
     from flame_private.models.response import ResponseNet, wide_features
 
     if not isinstance(model, ResponseNet):
@@ -228,14 +226,15 @@ def start_from_regression(model: nn.Module, dataset: Dataset, batch_size: int = 
     for image, seg, treatment, covariates, label in DataLoader(TupleView(dataset, "response"), batch_size=batch_size):
         rows.append(wide_features(image, seg, treatment, covariates).numpy())
         labels.append(label.numpy())
+    if not rows:
+        raise ValueError("start_from_regression needs training patients; the dataset is empty")
     x, y = np.concatenate(rows).astype(np.float64), np.concatenate(labels)
-    if len(np.unique(y)) < 2:
+    fit = fit_logistic(x, y)  # the logistic baselines' pipeline: scaler, then class-balanced L2 regression
+    if isinstance(fit, float):
         raise ValueError(f"start_from_regression needs responders and non-responders; all {len(y)} are {y[0]:.0f}")
-    scaler = StandardScaler().fit(x)
-    fit = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000).fit(scaler.transform(x), y)
-    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-    weight = fit.coef_[0] / scale
-    bias = float(fit.intercept_[0]) - float((weight * scaler.mean_).sum())
+    scaler, regression = fit[0], fit[-1]
+    weight = regression.coef_[0] / scaler.scale_
+    bias = float(regression.intercept_[0]) - float((weight * scaler.mean_).sum())
     model.clinical.weight.copy_(torch.as_tensor(weight[None], dtype=model.clinical.weight.dtype))
     model.clinical.bias.fill_(bias)
 
