@@ -16,7 +16,12 @@ decrypts to (within 1e-5; docs/encryption.md).  Arms, each from the same seed:
 - ``wide_only``: the randomly initialised model with only its linear part
   trained (27 parameters: the clinical features and the first-order
   intensities); the image path's output layer stays at zero, so the global model
-  is a logistic regression learnt under DP-SGD.
+  is a logistic regression learnt under DP-SGD;
+- ``public_regression_wide``: as ``wide_only``, with the linear part starting at
+  the logistic regression of the wide features on the public cohort
+  (training.start_from_regression: no privacy cost).  The public cohort is
+  photon-only, so the treatment terms start at zero and only the private
+  rounds can learn them.
 
 Each arm's global model is scored after every round on the pooled test
 patients, beside the baselines (prevalence, logistic regression on the
@@ -37,7 +42,8 @@ Saves benchmarks/results/dp_arms.json (FedAvg) or dp_arms_<server-opt>.json.
 
 Usage: python benchmarks/dp_arms.py [--cohort runs/study/cohort] [--central model_quality] [--out NAME]
                                     [--rounds 5] [--epsilon 8] [--batch 16] [--clip 1.0] [--lr 3e-3]
-                                    [--arms scratch public_pretrained public_pretrained_frozen_encoder wide_only]
+                                    [--arms scratch public_pretrained public_pretrained_frozen_encoder wide_only
+                                            public_regression_wide]
                                     [--server-opt fedavg|fedavgm|fedadam] [--server-lr L]
                                     [--server-momentum 0.9] [--beta1 0.9] [--beta2 0.99] [--tau 1e-3]
 """
@@ -54,9 +60,10 @@ import warnings
 from pathlib import Path
 
 from _common import RESULTS, ROOT, add_study_args, cohort_identity, save, study_splits
-from _public import pretrain_on_public
+from _public import pretrain_on_public, public_dataset
 
-ARMS = ("scratch", "public_pretrained", "public_pretrained_frozen_encoder", "wide_only")
+ARMS = ("scratch", "public_pretrained", "public_pretrained_frozen_encoder", "wide_only", "public_regression_wide")
+WIDE_ARMS = ("wide_only", "public_regression_wide")
 
 
 def main() -> None:
@@ -99,7 +106,7 @@ def main() -> None:
     from flame_private.evaluation import score_response
     from flame_private.experiments import initial_model, load_truth, make_dataset, treatment_comparison_with_baselines
     from flame_private.server_optimizer import server_step, settings_of
-    from flame_private.training import TrainSettings, plan_training, set_trainable, train
+    from flame_private.training import TrainSettings, plan_training, set_trainable, start_from_regression, train
 
     torch.set_num_threads(2)
     study = load_config(args.config, CohortConfig)
@@ -150,7 +157,7 @@ def main() -> None:
             print(f"{quality.name} was measured on another cohort: no central reference", flush=True)
 
     pretrained = None
-    if any(a.startswith("public") for a in args.arms):
+    if any(a.startswith("public_pretrained") for a in args.arms):
         pretrained, info = pretrain_on_public("response", fed, args.public, args.pretrain_epochs, args.lr,
                                               args.positive_weight)
         m = score_response(pretrained, test).metrics()
@@ -158,15 +165,22 @@ def main() -> None:
         print(f"public pretraining on {info['patients']} patients: test AUC {m['auc']:.3f}", flush=True)
 
     for arm in args.arms:
-        model = copy.deepcopy(pretrained) if arm.startswith("public") else initial_model("response", fed)
+        model = copy.deepcopy(pretrained) if arm.startswith("public_pretrained") else initial_model("response", fed)
         assert model is not None
         if arm.endswith("frozen_encoder"):
             for name, p in model.named_parameters():
                 if name.startswith("stages.") and ".film." not in name:
                     p.requires_grad_(False)
-        arm_settings = dataclasses.replace(settings, trainable="wide" if arm == "wide_only" else "all")
-        if arm == "wide_only":
+        arm_settings = dataclasses.replace(settings, trainable="wide" if arm in WIDE_ARMS else "all")
+        if arm in WIDE_ARMS:
             set_trainable(model, "response", "wide")
+        curve = []
+        if arm == "public_regression_wide":
+            start_from_regression(model, public_dataset("response", fed, args.public))
+            m = score_response(model, test).metrics()
+            curve.append({"round": 0, "seconds": 0.0, **m})  # round 0: the public regression, before any site
+            print(f"{arm} round 0 (public regression): test AUC {m['auc']:.3f} {m['auc_ci95']}, balanced accuracy "
+                  f"{m['balanced_accuracy']:.3f}", flush=True)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         # Each site's noise is chosen once so that the whole run (every round) spends the epsilon; a round
         # runs one epoch of that mechanism.
@@ -176,7 +190,6 @@ def main() -> None:
                                  DPConfig(target_epsilon=args.epsilon, max_grad_norm=args.clip))
             assert plan is not None
             per_round[sid] = dataclasses.replace(plan, steps=plan.steps // args.rounds)
-        curve = []
         moments: dict = {}
         global64 = None  # the global model as every site keeps it (float64) under a server optimiser
         t0 = time.perf_counter()

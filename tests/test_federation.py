@@ -384,24 +384,37 @@ def test_the_same_apps_run_in_flowers_simulation_engine(tmp_path: Path, cohort_d
 
 def test_a_federation_can_train_only_the_response_networks_linear_part(tmp_path: Path, cohort_dir: Path,
                                                                        ceremony: Path) -> None:
-    """``model.response_trainable: wide`` through the real apps: DP, CKKS sum, decryption; the global model moves
-    in its 27 linear weights only, at every site alike."""
+    """``model.response_trainable: wide`` through the real apps, from pinned public weights (``initial_weights``):
+    DP, CKKS sum, decryption; the global model moves in its 27 linear weights only, at every site alike, and
+    everything else stays at the pinned checkpoint's values, not the seed's."""
     from flame_private.config import ConfigError, FederationConfig, load_config
     from flame_private.experiments import initial_model
+    from flame_private.models.io import file_sha256, save_model
 
     sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=1, tasks="[response]")
     text = fed.read_text().replace("norm_groups: 2}", "norm_groups: 2, response_trainable: wide}")
     fed.write_text(text)
     with pytest.raises(ConfigError, match="weight_bound"):
         load_config(fed, FederationConfig)
-    fed.write_text(text.replace("he: {max_patients: 16}", "he: {max_patients: 16, weight_bound: 16}")
-                   + "learning_rate: 0.05\n")
+    text = text.replace("he: {max_patients: 16}", "he: {max_patients: 16, weight_bound: 16}") + "learning_rate: 0.05\n"
+    fed.write_text(text)
+    seeded = initial_model("response", load_config(fed, FederationConfig))
+    public = initial_model("response", load_config(fed, FederationConfig))
+    with torch.no_grad():
+        for p in public.parameters():
+            p.mul_(0.5)  # stands in for weights learnt on public data: not what the seed gives
+    cfg = load_config(fed, FederationConfig)
+    ckpt = save_model(fed.parent / "public-response.pt", "response", public, cfg.model, cfg.data, card={})
+    fed.write_text(text + f"initial_weights: {{response: {{path: {ckpt.name}, sha256: {file_sha256(ckpt)}}}}}\n")
     summary = run(LocalGrid(sites, fed), fed, ceremony, tmp_path / "run")
     assert sorted(_round(summary, "response", 1)["contributors"]) == ["site-a", "site-b", "site-c"]
     start = initial_model("response", load_config(fed, FederationConfig)).state_dict()
+    assert not torch.equal(start["stages.0.conv1.conv.weight"], seeded.state_dict()["stages.0.conv1.conv.weight"])
     for sid in sites:
         state = torch.load(sites[sid].parent / "state" / "exports" / "run-1" / "response.pt",
                            weights_only=True)["state_dict"]
         moved = {k for k in start if not torch.allclose(start[k], state[k], atol=1e-4)}
         assert moved == {"clinical.weight", "clinical.bias"}, sid
+        card = json.loads((sites[sid].parent / "state" / "exports" / "run-1" / "response.json").read_text())
+        assert card["training"]["initial_weights"]["sha256"] == file_sha256(ckpt)  # the DPO sees the start
 

@@ -28,13 +28,14 @@ from flame_private.data.splits import split_records
 from flame_private.evaluation import TreatmentScores, evaluate_with_baselines, treatment_baselines
 from flame_private.metrics import EvolutionSums, ResponseSums
 from flame_private.models import build_model, count_parameters
-from flame_private.models.io import save_model
+from flame_private.models.io import load_initial_weights, save_model
 from flame_private.privacy.budget import open_site_budget
 from flame_private.training import (
     TrainSettings,
     evaluate,
     plan_training,
     response_under_each_modality,
+    start_from_regression,
     train,
 )
 
@@ -47,15 +48,22 @@ def make_dataset(task: Task, records: Sequence[CaseRecord],
 
 
 def settings_from(cfg: FederationConfig, epochs: int | None = None) -> TrainSettings:
-    return TrainSettings(epochs=epochs or cfg.local_epochs, batch_size=cfg.batch_size,
+    return TrainSettings(epochs=cfg.local_epochs if epochs is None else epochs, batch_size=cfg.batch_size,
                          learning_rate=cfg.learning_rate, seed=cfg.seed,
                          positive_weight=cfg.response_positive_weight, trainable=cfg.model.response_trainable)
 
 
 def initial_model(task: Task, cfg: FederationConfig) -> torch.nn.Module:
-    """The same initial weights at every site and in every run with this seed."""
+    """The same initial weights at every site and in every run with this seed, or the pinned public checkpoint.
+
+    With ``initial_weights`` set for ``task``, the network is built as configured
+    and its weights replaced by the checkpoint's, after its SHA-256 is checked
+    (``models.io.load_initial_weights``).
+    """
     torch.manual_seed(cfg.seed)
-    return build_model(task, cfg.model)
+    model = build_model(task, cfg.model)
+    pinned = cfg.initial_weights.get(task)
+    return model if pinned is None else load_initial_weights(model, task, pinned)
 
 
 def load_truth(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -138,6 +146,8 @@ def run_local(site: SiteConfig, task: Task, cfg: FederationConfig, out: Path, dp
     Invalid cases stop the run (listed in the error) unless ``skip_invalid``; then
     they are left out and listed in the report.
     """
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"local training needs at least 1 epoch, got {epochs}")
     run_id = run_id or f"local-{task}-{time.strftime('%Y%m%dT%H%M%S')}"
     loaded = load_site(site.data_dir, site.layout, site.site_id, skip_invalid=skip_invalid)
     records = loaded.records
@@ -173,8 +183,20 @@ def run_local(site: SiteConfig, task: Task, cfg: FederationConfig, out: Path, dp
 
 def run_central(sites: Sequence[SiteConfig], task: Task, cfg: FederationConfig, out: Path,
                 epochs: int | None = None, truth: Path | None = None,
-                on_step: Callable[[int, float], None] | None = None, skip_invalid: bool = False) -> dict[str, Any]:
-    """Pool every site's training patients (no privacy): the upper reference for the federation."""
+                on_step: Callable[[int, float], None] | None = None, skip_invalid: bool = False,
+                regression_start: bool = False) -> dict[str, Any]:
+    """Pool every site's training patients (no privacy): the upper reference for the federation.
+
+    ``regression_start`` (response only) first sets the network's linear part to
+    the logistic regression of its wide features on the pooled training patients
+    (``training.start_from_regression``); with ``epochs=0`` the saved model is
+    that regression.  On a public cohort, that is a free starting point for a
+    federation that trains only the linear part under DP (``initial_weights``).
+    """
+    if regression_start and task != "response":
+        raise ValueError("a regression start is for the response model's linear part; the task is " + task)
+    if epochs is not None and epochs < 0:
+        raise ValueError(f"epochs must be 0 or more, got {epochs}")
     per_site, skipped = {}, {}
     for site in sites:
         loaded = load_site(site.data_dir, site.layout, site.site_id, skip_invalid=skip_invalid)
@@ -184,10 +206,13 @@ def run_central(sites: Sequence[SiteConfig], task: Task, cfg: FederationConfig, 
         [make_dataset(task, s.train, cfg) for s in per_site.values()])
     settings = settings_from(cfg, epochs)
     model = initial_model(task, cfg)
+    if regression_start:
+        start_from_regression(model, train_ds)
     result = train(model, task, train_ds, settings, None, on_step=on_step)
     voxel_ml = cfg.data.voxel_mm**3 / 1000.0
     pooled: ResponseSums | EvolutionSums = ResponseSums() if task == "response" else EvolutionSums()
     report: dict[str, Any] = {"task": task, "dp": False, "steps": result.steps, "skipped_cases": skipped,
+                              "regression_start": regression_start,
                               "parameters": count_parameters(result.model),
                               "train_seconds": round(result.seconds, 2), "sites": {}}
     for site_id, s in per_site.items():

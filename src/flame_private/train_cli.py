@@ -113,25 +113,36 @@ def train_central(
     sites: Annotated[list[Path], typer.Option("--sites", help="Site YAMLs to pool (repeat the option).")],
     task: TaskOption = TaskChoice.response,
     federation: FederationOption = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Override local_epochs.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=0, help="Override local_epochs (0: save the start).")]
+    = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/central"),
     truth: Annotated[Optional[Path], typer.Option(help="Counterfactual truth JSON, for scoring only.")] = None,
     skip_invalid: Annotated[bool, typer.Option(help="Leave out invalid cases (listed) instead of stopping.")] = False,
+    start_from_regression: Annotated[bool, typer.Option(
+        "--start-from-regression",
+        help="Response: set the linear part to the logistic regression of its features first.")] = False,
 ) -> None:
-    """Pool the sites' data without privacy: the upper reference for the federation."""
+    """Pool the sites' data without privacy: the upper reference, or public weights a federation starts from."""
     from flame_private.experiments import run_central
+    from flame_private.models.io import file_sha256
 
     site_cfgs = [load(s, SiteConfig) for s in sites]
     fed = _federation(federation)
     name: Task = value(task)
+    if start_from_regression and name != "response":
+        raise fail("--start-from-regression is for the response model (its linear part)", ExitCode.USAGE)
     with _step_progress() as progress, refusals():
         bar = progress.add_task("train", total=None, loss="-")
         report = run_central(site_cfgs, name, fed, out, epochs=epochs, truth=_truth_for(site_cfgs[0], truth),
-                             skip_invalid=skip_invalid,
+                             skip_invalid=skip_invalid, regression_start=start_from_regression,
                              on_step=lambda i, loss: progress.update(bar, completed=i, loss=f"{loss:.3f}"))
     _print_skipped(report["skipped_cases"])
     _print_report(report, f"central {name} (pooled, no DP)")
-    console.print(f"model: {out / (name + '.pt')}")
+    path = out / f"{name}.pt"
+    console.print(f"model: {path}  sha256: {file_sha256(path)}")
+    console.print("Only where these sites hold public data may a federation start from this model, with "
+                  f"initial_weights: {{{name}: {{path: {path.resolve()}, sha256: {file_sha256(path)}}}}} "
+                  "in its YAML (docs/training.md).", highlight=False)
 
 
 def predict(

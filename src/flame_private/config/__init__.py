@@ -44,6 +44,7 @@ from flame_private.config.federation import (
     FederationConfig,
     GradSampleMode,
     HEConfig,
+    InitialWeights,
     ModelConfig,
     ServerOptimizerConfig,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "FollowUpParams",
     "GradSampleMode",
     "HEConfig",
+    "InitialWeights",
     "HE_MAX_MODULUS_BITS",
     "Layout",
     "MODALITIES",

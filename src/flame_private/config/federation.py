@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from flame_private.config.base import TASKS, StrictModel, Task
+from flame_private.config.base import TASKS, ConfigPath, StrictModel, Task
 from flame_private.config.site import DataConfig
 
 
@@ -141,6 +141,28 @@ class ServerOptimizerConfig(StrictModel):
         return 0.01 if self.name == "fedadam" else 1.0
 
 
+class InitialWeights(StrictModel):
+    """A checkpoint every site starts round 1 from instead of the seeded random model, pinned by its SHA-256.
+
+    For weights learnt without privacy cost: on a public cohort (``flame train
+    central`` over its sites, or ``--start-from-regression`` for the response
+    model's linear part).  The hash makes every site start from the same bytes
+    and lets a DPO check which weights a run started from; a site whose file
+    differs refuses to train.  Never weights trained on a site's own patients:
+    those would leave the site outside the DP guarantee.
+    """
+
+    path: ConfigPath
+    """The ``.pt`` checkpoint (``models.io.save_model``); a relative path resolves against this YAML's folder."""
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+    """Hex SHA-256 of the file's bytes (``sha256sum``; ``flame train central`` prints it); kept in lowercase."""
+
+    @field_validator("sha256")
+    @classmethod
+    def _lowercase(cls, value: str) -> str:
+        return value.lower()
+
+
 class FederationConfig(StrictModel):
     """One federated run: rounds, tasks, who must take part."""
 
@@ -164,6 +186,8 @@ class FederationConfig(StrictModel):
     data: DataConfig = DataConfig()
     server_optimizer: ServerOptimizerConfig = ServerOptimizerConfig()
     """The server optimiser step the sites apply after decryption (default fedavg: the average itself)."""
+    initial_weights: dict[Task, InitialWeights] = Field(default_factory=dict)
+    """Per task, the public checkpoint round 1 starts from (default: the seeded random model)."""
 
     @model_validator(mode="after")
     def _wide_training_has_a_weight_bound(self) -> FederationConfig:

@@ -7,7 +7,9 @@ model card JSON next to it says how it was trained, for people.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from flame_private.config import DataConfig, ModelConfig, Task, parse_config
+from flame_private.config import ConfigError, DataConfig, InitialWeights, ModelConfig, Task, parse_config
 from flame_private.models.factory import build_model
+
+log = logging.getLogger(__name__)
 
 FORMAT = "flame-model"
 VERSION = 1
@@ -65,3 +69,46 @@ def load_model(path: Path) -> tuple[Task, nn.Module, ModelConfig, DataConfig]:
     model.load_state_dict(blob["state_dict"])
     model.eval()
     return task, model, model_config, data_config
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, as ``sha256sum`` prints it (what ``InitialWeights.sha256`` pins)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_initial_weights(model: nn.Module, task: Task, pinned: InitialWeights) -> nn.Module:
+    """Load the pinned public checkpoint into ``model`` (built from the run's model config), or refuse.
+
+    The file must be the one the federation config pins (its SHA-256), a
+    checkpoint of ``task``, and fit the configured network exactly: a site that
+    started from other weights than the rest would add its update to a model
+    nobody else has.  Every refusal names the file and the config field.
+    """
+    field = f"initial_weights.{task}"
+    path = Path(pinned.path)
+    try:
+        actual = file_sha256(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found ({field}.path of the federation config)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc}; {field}.path of the federation config)") from None
+    if actual != pinned.sha256:
+        raise ConfigError(f"{path}: SHA-256 {actual} does not match {field}.sha256 {pinned.sha256} of the federation "
+                          "config: not the checkpoint the consortium agreed on")
+    try:
+        ckpt_task, loaded, _, _ = load_model(path)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} ({field}.path of the federation config)") from None
+    if ckpt_task != task:
+        raise ConfigError(f"{path}: a {ckpt_task} checkpoint, given as {field} of the federation config")
+    try:
+        model.load_state_dict(loaded.state_dict())
+    except RuntimeError as exc:
+        raise ConfigError(f"{path}: does not fit the {task} network of the federation config's model settings "
+                          f"({field}): {exc}") from None
+    log.info("%s model starts from %s (sha256 %s)", task, path, actual[:16])
+    return model

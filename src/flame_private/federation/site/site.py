@@ -387,7 +387,10 @@ class Site:
             "baselines": local.get("test_baselines", {}),
             "training": {"local_epochs": self.fed.local_epochs, "batch_size": self.fed.batch_size,
                          "learning_rate": self.fed.learning_rate, "dp": self.fed.dp.model_dump(mode="json"),
-                         "he": self.fed.he.model_dump(mode="json")},
+                         "he": self.fed.he.model_dump(mode="json"),
+                         "initial_weights": (
+                             self.fed.initial_weights[task].model_dump(mode="json")
+                             if task in self.fed.initial_weights else f"seeded (seed {self.fed.seed})")},
             "privacy": {"site_epsilon_spent": guard.spent(), "delta": guard.policy.delta,
                         "epsilon_cap": guard.policy.epsilon_cap, "accountant": guard.policy.accountant,
                         "unit_of_privacy": "patient"},
