@@ -167,8 +167,8 @@ def _pull_with(monkeypatch: pytest.MonkeyPatch, site: SiteConfig, content: Recor
 
 
 def _instruction() -> RecordDict:
-    ins = Instruction(run_id="run-7", task="response", round=2, step="train", has_model=True, min_sites=3,
-                      he_fingerprint="a" * 64)
+    ins = Instruction(run_id="run-7", task="response", round=2, step="train", has_model=True, start="seed:0",
+                      min_sites=3, he_fingerprint="a" * 64)
     return RecordDict({INSTRUCTION: instruction_record(ins)})
 
 

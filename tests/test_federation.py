@@ -356,6 +356,38 @@ def test_a_weight_beyond_the_public_bound_makes_the_site_decline_after_recording
     assert [e.round for e in _ledger(sites, "site-a").entries] == [1]  # trained: counted, never under-counted
 
 
+def test_a_site_whose_config_starts_the_model_elsewhere_declines_to_train_before_spending(
+        tmp_path: Path, cohort_dir: Path, ceremony: Path) -> None:
+    """The instruction says where the server's run starts the task (``FederationConfig.model_start``); a site with
+    another seed or another pinned checkpoint in its copy of the federation YAML would add its update to a model
+    nobody else has."""
+    from flame_private.config import FederationConfig, load_config
+    from flame_private.federation.site.site import Site
+
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=1, tasks="[response]")
+    own = load_config(fed, FederationConfig).model_start("response")
+    assert own.startswith("seed:")
+    site = Site.load(sites["site-a"], fed)
+    reply = site.train_round("run-1", "response", 1, None, None, start="sha256:" + "ab" * 32)
+    assert reply.status == "declined" and reply.payload is None
+    assert own in reply.reason and "not the same run" in reply.reason
+    assert not _ledger(sites, "site-a").entries  # nothing trained, nothing spent
+    assert site.train_round("run-1", "response", 1, None, None, start=own).status == "ok"  # control
+
+
+def test_a_site_refuses_to_load_a_pinned_checkpoint_other_than_the_agreed_one(
+        tmp_path: Path, cohort_dir: Path, ceremony: Path) -> None:
+    """At start-up, not at the first round: the site takes no part and its log names the file and the field."""
+    from flame_private.config import ConfigError
+    from flame_private.federation.site.site import Site
+
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=1, tasks="[response]")
+    (fed.parent / "public.pt").write_bytes(b"not the agreed weights")
+    fed.write_text(fed.read_text() + f"initial_weights: {{response: {{path: public.pt, sha256: {'f' * 64}}}}}\n")
+    with pytest.raises(ConfigError, match=r"public\.pt.*initial_weights\.response\.sha256"):
+        Site.load(sites["site-a"], fed)
+
+
 def test_the_strategy_refuses_fewer_than_three_sites_by_construction(ceremony: Path) -> None:
     from flame_private.federation.server.strategy import EncryptedFedAvg
     from flame_private.secure.public.context_file import load_params_context

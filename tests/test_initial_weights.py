@@ -30,13 +30,15 @@ SMALL = ModelConfig(response_channels=(8, 16, 32), evolution_channels=(8, 16, 32
 DATA = DataConfig(grid=24, val_fraction=0.25, test_fraction=0.25)
 
 
-def public_checkpoint(tmp_path: Path, task: str = "response", model_cfg: ModelConfig = SMALL) -> Path:
+def public_checkpoint(tmp_path: Path, task: str = "response", model_cfg: ModelConfig = SMALL,
+                      data_cfg: DataConfig = DATA) -> Path:
     """A checkpoint whose weights no seed would give: every tensor filled with a distinct constant."""
     model = build_model(task, model_cfg)  # type: ignore[arg-type]
     with torch.no_grad():
         for i, p in enumerate(model.parameters()):
             p.fill_(0.01 * (i + 1))
-    return save_model(tmp_path / f"public-{task}.pt", task, model, model_cfg, DATA, card={})  # type: ignore[arg-type]
+    return save_model(tmp_path / f"public-{task}.pt", task, model, model_cfg, data_cfg,  # type: ignore[arg-type]
+                      card={})
 
 
 def pinned(path: Path, sha256: str | None = None, task: str = "response") -> FederationConfig:
@@ -77,9 +79,12 @@ def test_a_checkpoint_with_other_bytes_than_the_pinned_ones_is_refused(tmp_path:
     assert "initial_weights.response.sha256" in str(err.value) and file_sha256(ckpt) in str(err.value)
 
 
-@pytest.mark.parametrize("problem", ["missing", "other task", "other network", "not a checkpoint"])
+@pytest.mark.parametrize("problem", ["missing", "other task", "other network", "other grouping", "other grid",
+                                     "not a checkpoint"])
 def test_a_pinned_file_that_cannot_start_the_run_is_refused_naming_it_and_the_field(tmp_path: Path,
                                                                                     problem: str) -> None:
+    """Including checkpoints whose tensors fit but mean something else: other GroupNorm groups, another grid
+    (the volumes and intensities its linear weights read are on another scale)."""
     if problem == "missing":
         ckpt, sha = tmp_path / "gone.pt", "0" * 64
     else:
@@ -87,6 +92,10 @@ def test_a_pinned_file_that_cannot_start_the_run_is_refused_naming_it_and_the_fi
             ckpt = public_checkpoint(tmp_path, "evolution")
         elif problem == "other network":
             ckpt = public_checkpoint(tmp_path, model_cfg=SMALL.model_copy(update={"response_channels": (8, 16)}))
+        elif problem == "other grouping":
+            ckpt = public_checkpoint(tmp_path, model_cfg=SMALL.model_copy(update={"norm_groups": 2}))
+        elif problem == "other grid":
+            ckpt = public_checkpoint(tmp_path, data_cfg=DATA.model_copy(update={"grid": 32}))
         else:
             ckpt = tmp_path / "notes.pt"
             ckpt.write_bytes(b"not a model")
@@ -94,6 +103,8 @@ def test_a_pinned_file_that_cannot_start_the_run_is_refused_naming_it_and_the_fi
     with pytest.raises(ConfigError, match=re.escape(str(ckpt))) as err:
         initial_model("response", pinned(ckpt, sha))
     assert "initial_weights.response" in str(err.value)
+    if problem in ("other grouping", "other grid"):
+        assert {"other grouping": "model.norm_groups", "other grid": "data.grid"}[problem] in str(err.value)
 
 
 def test_the_yaml_pins_a_path_relative_to_its_own_folder_and_a_full_hex_hash(tmp_path: Path) -> None:

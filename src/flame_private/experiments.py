@@ -63,7 +63,7 @@ def initial_model(task: Task, cfg: FederationConfig) -> torch.nn.Module:
     torch.manual_seed(cfg.seed)
     model = build_model(task, cfg.model)
     pinned = cfg.initial_weights.get(task)
-    return model if pinned is None else load_initial_weights(model, task, pinned)
+    return model if pinned is None else load_initial_weights(model, task, pinned, cfg.model, cfg.data)
 
 
 def load_truth(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -164,7 +164,7 @@ def run_local(site: SiteConfig, task: Task, cfg: FederationConfig, out: Path, dp
                                              lambda: train(model, task, train_ds, settings, plan, on_step=on_step))
         result, epsilon = spent.value, spent.entry.epsilon_after
     report: dict[str, Any] = {
-        "run_id": run_id, "site_id": site.site_id, "task": task, "dp": plan is not None,
+        "run_id": run_id, "site_id": site.site_id, "task": task, "dp": plan is not None, "start": cfg.model_start(task),
         "skipped_cases": _skipped(loaded),
         "epsilon_site_total": epsilon, "delta": cfg.dp.delta if plan else None,
         "noise_multiplier": plan.noise_multiplier if plan else None,
@@ -212,7 +212,7 @@ def run_central(sites: Sequence[SiteConfig], task: Task, cfg: FederationConfig, 
     voxel_ml = cfg.data.voxel_mm**3 / 1000.0
     pooled: ResponseSums | EvolutionSums = ResponseSums() if task == "response" else EvolutionSums()
     report: dict[str, Any] = {"task": task, "dp": False, "steps": result.steps, "skipped_cases": skipped,
-                              "regression_start": regression_start,
+                              "start": cfg.model_start(task), "regression_start": regression_start,
                               "parameters": count_parameters(result.model),
                               "train_seconds": round(result.seconds, 2), "sites": {}}
     for site_id, s in per_site.items():

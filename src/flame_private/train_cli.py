@@ -83,7 +83,7 @@ def train_local(
     task: TaskOption = TaskChoice.response,
     federation: FederationOption = None,
     dp: Annotated[bool, typer.Option("--dp/--no-dp", help="DP-SGD (spends the site's budget).")] = True,
-    epochs: Annotated[Optional[int], typer.Option(help="Override local_epochs.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override local_epochs.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default runs/local/<site>).")]
     = None,
     truth: Annotated[Optional[Path], typer.Option(help="Counterfactual truth JSON, for scoring only.")] = None,

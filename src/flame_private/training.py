@@ -218,6 +218,7 @@ def start_from_regression(model: nn.Module, dataset: Dataset, batch_size: int = 
     against an under-fitted start rather than against what the features give.
     """
     from flame_private.baselines import fit_logistic
+    from flame_private.data.errors import DataError
     from flame_private.models.response import ResponseNet, wide_features
 
     if not isinstance(model, ResponseNet):
@@ -227,11 +228,12 @@ def start_from_regression(model: nn.Module, dataset: Dataset, batch_size: int = 
         rows.append(wide_features(image, seg, treatment, covariates).numpy())
         labels.append(label.numpy())
     if not rows:
-        raise ValueError("start_from_regression needs training patients; the dataset is empty")
+        raise DataError("a regression start needs training patients; there are none")
     x, y = np.concatenate(rows).astype(np.float64), np.concatenate(labels)
     fit = fit_logistic(x, y)  # the logistic baselines' pipeline: scaler, then class-balanced L2 regression
     if isinstance(fit, float):
-        raise ValueError(f"start_from_regression needs responders and non-responders; all {len(y)} are {y[0]:.0f}")
+        raise DataError(f"a regression start needs responders and non-responders among the training patients; all "
+                        f"{len(y)} are {'responders' if y[0] else 'non-responders'}")
     scaler, regression = fit[0], fit[-1]
     weight = regression.coef_[0] / scaler.scale_
     bias = float(regression.intercept_[0]) - float((weight * scaler.mean_).sum())

@@ -189,6 +189,14 @@ class FederationConfig(StrictModel):
     initial_weights: dict[Task, InitialWeights] = Field(default_factory=dict)
     """Per task, the public checkpoint round 1 starts from (default: the seeded random model)."""
 
+    def model_start(self, task: Task) -> str:
+        """Round 1's model of ``task``: ``sha256:<hex>`` of the pinned public checkpoint, else ``seed:<seed>``.
+
+        The server sends it with every instruction; a site whose own config gives another declines to train.
+        """
+        pinned = self.initial_weights.get(task)
+        return f"sha256:{pinned.sha256}" if pinned is not None else f"seed:{self.seed}"
+
     @model_validator(mode="after")
     def _wide_training_has_a_weight_bound(self) -> FederationConfig:
         if "response" in self.tasks and self.model.response_trainable == "wide" and self.he.weight_bound is None:

@@ -44,7 +44,11 @@ class Instruction(StrictModel):
     round: int = Field(ge=1)
     step: Step
     has_model: bool
-    """False in round 1 of a task: every site builds the same initial model from the run's seed."""
+    """False in round 1 of a task: every site builds the same initial model (``start``)."""
+    start: str
+    """Where round 1 of the task starts in the server's run config (``FederationConfig.model_start``): a site
+    whose own federation config says otherwise declines to train, rather than add an update to a model nobody
+    else has."""
     min_sites: int = Field(ge=3)
     he_fingerprint: str
     metrics_round: int | None = Field(default=None, ge=1)

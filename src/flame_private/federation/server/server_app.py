@@ -113,8 +113,8 @@ class _Run:
         """Send every connected site one instruction (with the ciphertexts given); return it and the replies."""
         step = {MessageType.TRAIN: "train", MessageType.EVALUATE: "evaluate", MessageType.QUERY: "finish"}
         ins = Instruction(run_id=self.run_id, task=task, round=round_, step=step[message_type],  # type: ignore[arg-type]
-                          has_model=model is not None, min_sites=self.fed.min_sites, he_fingerprint=self.fingerprint,
-                          metrics_round=metrics_round)
+                          has_model=model is not None, start=self.fed.model_start(task), min_sites=self.fed.min_sites,
+                          he_fingerprint=self.fingerprint, metrics_round=metrics_round)
         records: dict[str, Any] = {INSTRUCTION: instruction_record(ins)}
         if model is not None:
             records[MODEL] = ct_record(*model)

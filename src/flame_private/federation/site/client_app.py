@@ -118,8 +118,8 @@ def _guarded(step: Step, site_yamls: list[Path] | None, fed_yaml: Path | None
 
 def _train(site: Site, msg: Message) -> Reply:
     ins = read_instruction(msg.content)
-    model = read_ct_record(msg.content[MODEL]) if ins.has_model else (None, None)  # type: ignore[arg-type]
-    return site.train_round(ins.run_id, ins.task, ins.round, *model)
+    header, payload = read_ct_record(msg.content[MODEL]) if ins.has_model else (None, None)  # type: ignore[arg-type]
+    return site.train_round(ins.run_id, ins.task, ins.round, header, payload, start=ins.start)
 
 
 def _evaluate(site: Site, msg: Message) -> Reply:

@@ -111,6 +111,9 @@ class Site:
         """
         config = load_config(site_yaml, SiteConfig)
         fed = load_config(fed_yaml, FederationConfig)
+        for task in fed.tasks:  # a pinned start that is not the agreed checkpoint stops the site here, not in round 1
+            if task in fed.initial_weights:
+                task_fns.load_model(task, fed)
         if config.secret_context is None:
             raise ValueError(f"{site_yaml}: secret_context is not set; the site cannot decrypt or encrypt")
         secret = load_secret_context(config.secret_context)
@@ -180,7 +183,8 @@ class Site:
 
     def global_model(self, task: Task, run_id: str, expected_round: int, header_json: str | None,
                      payload: bytes | None) -> torch.nn.Module:
-        """Without a ciphertext: the seeded initial model.  With one: the server's sum of ``expected_round``.
+        """Without a ciphertext: the initial model (seeded, or the pinned public checkpoint).  With one: the
+        server's sum of ``expected_round``.
 
         The aggregate is checked before anything is decrypted (``decrypt_aggregate``):
         this run, this task, ``expected_round``, the agreed parameters, and
@@ -279,11 +283,19 @@ class Site:
     # ------------------------------------------------------------------ protocol steps
 
     def train_round(self, run_id: str, task: Task, round_: int, header_json: str | None,
-                    payload: bytes | None) -> Reply:
-        """Train on the global model of round ``round_ - 1`` under DP-SGD and return Enc([n_k w_k | n_k])."""
+                    payload: bytes | None, start: str | None = None) -> Reply:
+        """Train on the global model of round ``round_ - 1`` under DP-SGD and return Enc([n_k w_k | n_k]).
+
+        ``start``: where the server's run config starts the task (``FederationConfig.model_start``); declined when
+        this site's federation config starts it elsewhere (another seed or pinned checkpoint).
+        """
         guard = self._allowed(run_id, round_, task)
         if isinstance(guard, Reply):
             return guard
+        own = self.fed.model_start(task)
+        if start is not None and start != own:
+            return self._decline(run_id, round_, task, f"the run starts the {task} model from {start}, this site's "
+                                                       f"federation config from {own}: not the same run")
         model = self._received(task, run_id, round_ - 1, header_json, payload, "training")
         if isinstance(model, str):
             return self._decline(run_id, round_, task, model)

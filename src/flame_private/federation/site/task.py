@@ -27,7 +27,7 @@ from flame_private.training import TrainSettings, patient_contributions, plan_tr
 
 
 def load_model(task: Task, fed: FederationConfig) -> nn.Module:
-    """The seeded initial model: the same weights at every site (round 1 starts from it)."""
+    """The initial model, seeded or the pinned public checkpoint: the same weights at every site (round 1)."""
     return initial_model(task, fed)
 
 
