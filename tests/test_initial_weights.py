@@ -141,7 +141,9 @@ def test_flame_train_central_saves_a_regression_start_that_a_federation_can_pin(
                                       "-o", str(out)], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     ckpt = out / "response.pt"
-    assert f"sha256: {file_sha256(ckpt)}" in result.output and "initial_weights" in result.output
+    lines = result.output.splitlines()  # the hash and the YAML line come unwrapped, to be copied whole
+    assert f"sha256: {file_sha256(ckpt)}" in result.output
+    assert f"initial_weights: {{response: {{path: {ckpt.resolve()}, sha256: {file_sha256(ckpt)}}}}}" in lines
 
     from torch.utils.data import ConcatDataset
 

@@ -139,10 +139,12 @@ def train_central(
     _print_skipped(report["skipped_cases"])
     _print_report(report, f"central {name} (pooled, no DP)")
     path = out / f"{name}.pt"
-    console.print(f"model: {path}  sha256: {file_sha256(path)}")
-    console.print("Only where these sites hold public data may a federation start from this model, with "
-                  f"initial_weights: {{{name}: {{path: {path.resolve()}, sha256: {file_sha256(path)}}}}} "
-                  "in its YAML (docs/training.md).", highlight=False)
+    digest = file_sha256(path)  # printed unwrapped: it is copied into the federation YAML
+    console.print(f"model: {path}  sha256: {digest}", soft_wrap=True, highlight=False)
+    console.print("Only where these sites hold public data may a federation start from this model, with this "
+                  "line in its YAML (docs/training.md):", highlight=False)
+    console.print(f"initial_weights: {{{name}: {{path: {path.resolve()}, sha256: {digest}}}}}", soft_wrap=True,
+                  highlight=False, markup=False)
 
 
 def predict(
