@@ -90,6 +90,43 @@ def test_target_epsilon_chooses_the_noise_that_reaches_it() -> None:
     assert eps == pytest.approx(2.0, abs=0.05)
 
 
+def test_run_epsilon_noise_keeps_the_whole_run_within_it_and_close_to_it() -> None:
+    """Two tasks' trainings over every round and the final evaluations, composed: at most the target, within 1 %."""
+    from flame_private.privacy.accounting import epsilon_for
+    from flame_private.privacy.dp import noise_for_run
+
+    trainings, releases = ((0.25, 40), (0.25, 40)), ((3.0, 2),)
+    sigma = noise_for_run(4.0, 1e-5, trainings, releases, "prv")
+    history = [(sigma, q, steps) for q, steps in trainings] + [(3.0, 1.0, 2)]
+    assert 0.99 * 4.0 <= epsilon_for(history, 1e-5, "prv") <= 4.0
+    assert epsilon_for([(sigma * 0.98, q, s) for q, s in trainings] + [(3.0, 1.0, 2)], 1e-5, "prv") > 4.0
+
+
+def test_a_site_with_fewer_patients_needs_more_noise_for_the_same_run_epsilon() -> None:
+    from flame_private.privacy.dp import noise_for_run, poisson_sampling
+
+    def sigma(n: int) -> float:
+        q, steps = poisson_sampling(n, 8, 1)
+        return noise_for_run(4.0, 1e-5, ((q, steps * 10),), ((3.0, 1),), "prv")
+
+    assert sigma(16) > sigma(64) > sigma(256)
+
+
+def test_run_epsilon_below_what_the_evaluations_alone_spend_is_refused() -> None:
+    from flame_private.privacy.dp import noise_for_run
+
+    with pytest.raises(ValueError, match="evaluation releases alone"):
+        noise_for_run(0.5, 1e-5, ((0.25, 4),), ((1.0, 4),), "prv")
+
+
+def test_dp_takes_exactly_one_way_to_set_the_noise() -> None:
+    assert DPConfig(run_epsilon=4.0).noise_multiplier is None
+    with pytest.raises(ValueError, match="exactly one"):
+        DPConfig(run_epsilon=4.0, target_epsilon=1.0)
+    with pytest.raises(ValueError, match="exactly one"):
+        DPConfig(run_epsilon=4.0, noise_multiplier=1.0)
+
+
 def test_make_private_runs_exactly_the_planned_mechanism() -> None:
     from torch.utils.data import TensorDataset
 

@@ -260,6 +260,22 @@ def test_a_site_over_its_budget_declines_and_the_federation_goes_on(tmp_path: Pa
         assert sent == {"site_id": "site-d", "status": "declined"}  # ... and the logged bytes are what left
 
 
+def test_with_run_epsilon_each_site_spends_at_most_that_over_the_whole_run(tmp_path: Path, cohort_dir: Path,
+                                                                          ceremony: Path) -> None:
+    """``dp.run_epsilon``: each site solves its own noise for every round of every task and the final evaluations;
+    its ledger then shows the run's total at most that epsilon, and not far below it (no budget wasted)."""
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=2)
+    fed.write_text(fed.read_text() + "dp: {run_epsilon: 6.0}\n")
+    summary = run(LocalGrid(sites, fed), fed, ceremony, tmp_path / "run")
+    assert sorted(_round(summary, "evolution", 2)["contributors"]) == ["site-a", "site-b", "site-c"]
+    for sid in sites:
+        ledger = _ledger(sites, sid)
+        assert len(ledger.entries) == 6  # 2 rounds x 2 tasks trained, the 2 final models evaluated
+        assert 0.95 * 6.0 <= ledger.epsilon() <= 6.0, sid
+        sigmas = {e.noise_multiplier for e in ledger.entries if e.sample_rate < 1.0}
+        assert len(sigmas) == 1 and sigmas.pop() > 1.0  # one noise for the run's trainings, solved at the site
+
+
 BROKEN_POLICIES = {
     "unfilled-template": None,  # what `flame site init` writes
     "misspelt-key": "epsilon_capp: 8.0",

@@ -41,6 +41,14 @@ class DPConfig(StrictModel):
     noise_multiplier: Annotated[float, Field(gt=0.0, le=100.0)] | None = None
     """Noise standard deviation relative to the clipping norm; 1.0 when neither this nor target_epsilon is set."""
     target_epsilon: Annotated[float, Field(gt=0.0, le=100.0)] | None = None
+    """The noise at which one local training (one round of one task) spends this epsilon."""
+    run_epsilon: Annotated[float, Field(gt=0.0, le=100.0)] | None = None
+    """The epsilon the whole run may spend at each site: every round of every task and the run's evaluations.
+
+    Each site solves for its own noise multiplier (``privacy.dp.noise_for_run``): a site with fewer
+    patients samples a larger fraction of them at each step and needs more noise for the same epsilon.
+    What an ethics committee approves is a budget per run; this spends exactly that, at most.
+    """
     max_grad_norm: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
     delta: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-5
     grad_sample_mode: GradSampleMode | None = None
@@ -51,16 +59,17 @@ class DPConfig(StrictModel):
     @classmethod
     def _default_sigma(cls, data: object) -> object:
         # Only an absent noise_multiplier gets the default; an explicit null is a choice to be checked.
-        if isinstance(data, dict) and "noise_multiplier" not in data and data.get("target_epsilon") is None:
+        if (isinstance(data, dict) and "noise_multiplier" not in data and data.get("target_epsilon") is None
+                and data.get("run_epsilon") is None):
             return {**data, "noise_multiplier": 1.0}
         return data
 
     @model_validator(mode="after")
     def _one_of_sigma_or_eps(self) -> DPConfig:
-        if self.enabled and self.noise_multiplier is not None and self.target_epsilon is not None:
-            raise ValueError("set exactly one of noise_multiplier and target_epsilon, not both")
-        if self.enabled and self.noise_multiplier is None and self.target_epsilon is None:
-            raise ValueError("set exactly one of noise_multiplier and target_epsilon")
+        chosen = [k for k in ("noise_multiplier", "target_epsilon", "run_epsilon") if getattr(self, k) is not None]
+        if self.enabled and len(chosen) != 1:
+            raise ValueError("set exactly one of noise_multiplier, target_epsilon and run_epsilon"
+                             + (f", not {' and '.join(chosen)}" if chosen else ""))
         return self
 
 

@@ -92,30 +92,72 @@ def noise_for(target_epsilon: float, delta: float, sample_rate: float, steps: in
                                       steps=steps, accountant=accountant))
 
 
-def plan_dp(model: nn.Module, n_samples: int, batch_size: int, epochs: int, dp: DPConfig) -> DPPlan:
-    """Sampling rate, steps and noise for training on ``n_samples`` patients-records.
+def poisson_sampling(n_samples: int, batch_size: int, epochs: int) -> tuple[float, int]:
+    """(sample rate, steps) of ``epochs`` epochs of Poisson sampling at expected batch ``batch_size``.
 
-    With Poisson sampling each step takes every record with probability
-    q = batch / n; an epoch is n / batch steps.  With ``dp.target_epsilon`` the
-    noise is chosen so that this training alone spends that epsilon.
+    Each step takes every record with probability q = batch / n; an epoch is n / batch steps.
     """
-    if not dp.enabled:
-        raise ValueError("plan_dp called with DP disabled")
     if n_samples <= 0:
         raise ValueError("cannot train on an empty dataset")
     batch = min(batch_size, n_samples)
     steps_per_epoch = -(-n_samples // batch)
-    sample_rate = 1.0 / steps_per_epoch
-    steps = epochs * steps_per_epoch
-    if dp.target_epsilon is not None:
-        sigma = noise_for(dp.target_epsilon, dp.delta, sample_rate, steps, dp.accountant)
+    return 1.0 / steps_per_epoch, epochs * steps_per_epoch
+
+
+@lru_cache(maxsize=64)
+def noise_for_run(run_epsilon: float, delta: float, trainings: tuple[tuple[float, int], ...],
+                  releases: tuple[tuple[float, int], ...], accountant: Accountant) -> float:
+    """The noise multiplier at which a whole run at one site spends at most ``run_epsilon``.
+
+    ``trainings``: ``(sample_rate, steps)`` of each DP-SGD mechanism of the run (one per task, every
+    round's steps together), all at the noise sought; ``releases``: ``(noise_multiplier, count)`` of the
+    run's fixed-noise releases on all the site's patients (the evaluations, sample rate 1).  Solved by
+    bisection on Opacus's accountant over the composed history, to 0.5 %, rounding the noise up:
+    the run never spends more than ``run_epsilon``.
+    """
+    from flame_private.privacy.accounting import epsilon_for
+
+    fixed = [(sigma, 1.0, count) for sigma, count in releases if count > 0]
+    if fixed and (floor := epsilon_for(fixed, delta, accountant)) >= run_epsilon:
+        raise ValueError(f"the run's evaluation releases alone spend epsilon {floor:.3f} >= run_epsilon "
+                         f"{run_epsilon}: raise evaluation.noise_multiplier or run_epsilon")
+
+    def spent(sigma: float) -> float:
+        return epsilon_for([(sigma, q, steps) for q, steps in trainings] + fixed, delta, accountant)
+
+    lo, hi = 0.05, 1.0
+    while spent(hi) > run_epsilon:
+        lo, hi = hi, hi * 2.0
+        if hi > 100.0:
+            raise ValueError(f"no noise multiplier up to 100 keeps the run within epsilon {run_epsilon}")
+    while hi / lo > 1.005:
+        mid = (lo * hi) ** 0.5
+        lo, hi = (lo, mid) if spent(mid) <= run_epsilon else (mid, hi)
+    return hi
+
+
+def plan_dp(model: nn.Module, n_samples: int, batch_size: int, epochs: int, dp: DPConfig) -> DPPlan:
+    """Sampling rate, steps and noise for training on ``n_samples`` patients-records.
+
+    With Poisson sampling each step takes every record with probability
+    q = batch / n; an epoch is n / batch steps.  With ``dp.target_epsilon`` (or
+    ``dp.run_epsilon``: a run of this one training) the noise is chosen so that
+    this training alone spends that epsilon.  A federated site resolves
+    ``run_epsilon`` over its whole run first (``noise_for_run``).
+    """
+    if not dp.enabled:
+        raise ValueError("plan_dp called with DP disabled")
+    sample_rate, steps = poisson_sampling(n_samples, batch_size, epochs)
+    target = dp.target_epsilon if dp.target_epsilon is not None else dp.run_epsilon
+    if target is not None:
+        sigma = noise_for(target, dp.delta, sample_rate, steps, dp.accountant)
     else:
         assert dp.noise_multiplier is not None
         sigma = float(dp.noise_multiplier)
     return DPPlan(noise_multiplier=sigma, max_grad_norm=dp.max_grad_norm, sample_rate=sample_rate, steps=steps,
                   delta=dp.delta, accountant=dp.accountant,
                   grad_sample_mode=dp.grad_sample_mode or default_grad_sample_mode(model),
-                  expected_batch_size=batch)
+                  expected_batch_size=min(batch_size, n_samples))
 
 
 def set_grad_sample(p: nn.Parameter, per_sample: torch.Tensor) -> None:

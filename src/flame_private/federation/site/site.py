@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from flame_private.config import FederationConfig, SiteConfig, Task, load_config
+from flame_private.config import DPConfig, FederationConfig, SiteConfig, Task, load_config
 from flame_private.data.checks import load_site
 from flame_private.data.splits import Splits, split_records
 from flame_private.evaluation import evaluate_with_baselines
@@ -39,6 +39,7 @@ from flame_private.secure.public.packing import ParamLayout
 from flame_private.secure.site.codec import decrypt_aggregate, encrypt_update
 from flame_private.secure.site.keys import SecretContext, load_secret_context
 from flame_private.server_optimizer import ServerOptimizerError, next_global
+from flame_private.training import training_size
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class Site:
     """How this site's messages reach the server, recorded with each in the egress log (None: not known)."""
     _datasets: dict[tuple[str, str], Any] = field(default_factory=dict)
     _layouts: dict[str, ParamLayout] = field(default_factory=dict)
+    _run_dp: DPConfig | None = None
 
     @classmethod
     def load(cls, site_yaml: Path, fed_yaml: Path, app_hash: str | None = None,
@@ -172,6 +174,16 @@ class Site:
         if key not in self._datasets:
             self._datasets[key] = task_fns.load_data(task, getattr(self.splits, split), self.fed)
         return self._datasets[key]
+
+    def run_dp(self) -> DPConfig:
+        """The run's DP settings here: with ``dp.run_epsilon``, this site's noise for the whole run (solved once)."""
+        if self._run_dp is None:
+            sizes = {task: training_size(task, self.dataset(task, "train")) for task in self.fed.tasks}
+            self._run_dp = task_fns.run_dp(self.fed, sizes)
+            if self.fed.dp.run_epsilon is not None:
+                log.info("%s: noise multiplier %.3f keeps this run within epsilon %g", self.site_id,
+                         self._run_dp.noise_multiplier, self.fed.dp.run_epsilon)
+        return self._run_dp
 
     def layout(self, task: Task) -> ParamLayout:
         if task not in self._layouts:
@@ -301,7 +313,7 @@ class Site:
             return self._decline(run_id, round_, task, model)
         train_ds = self.dataset(task, "train")
         settings = task_fns.train_settings(self.fed, round_)
-        plan = task_fns.train_plan(model, task, train_ds, settings, self.fed)
+        plan = task_fns.train_plan(model, task, train_ds, settings, self.run_dp())
         if plan is None:
             return self._decline(run_id, round_, task, "the run config disables DP; this site only releases "
                                                        "DP-SGD updates")

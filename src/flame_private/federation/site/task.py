@@ -10,19 +10,19 @@ budget guard's ``spend``.  Nothing here checks a budget, records, encrypts or se
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from flame_private.config import FederationConfig, Task
+from flame_private.config import DPConfig, FederationConfig, Task
 from flame_private.data.records import CaseRecord
 from flame_private.experiments import initial_model, make_dataset
 from flame_private.metrics import PATIENT_SENSITIVITY, EvolutionSums, ResponseSums, dp_release
 from flame_private.privacy import PlannedSpend
-from flame_private.privacy.dp import DPPlan
+from flame_private.privacy.dp import DPPlan, noise_for_run, poisson_sampling
 from flame_private.training import TrainSettings, patient_contributions, plan_training, train
 
 
@@ -43,10 +43,30 @@ def train_settings(fed: FederationConfig, round_: int) -> TrainSettings:
                          trainable=fed.model.response_trainable)
 
 
+def run_dp(fed: FederationConfig, train_sizes: Mapping[Task, int]) -> DPConfig:
+    """The run's DP settings at this site: with ``dp.run_epsilon``, the site's own noise multiplier for the run.
+
+    ``train_sizes``: the patients DP-SGD samples from, per task.  The run is every round of
+    every task (``local_epochs`` each) and the evaluations of the final models (of every
+    round with ``evaluation.every_round``), all composed by the accountant.
+    """
+    dp = fed.dp
+    if not dp.enabled or dp.run_epsilon is None:
+        return dp
+    trainings = []
+    for task in fed.tasks:
+        sample_rate, steps = poisson_sampling(train_sizes[task], fed.batch_size, fed.local_epochs)
+        trainings.append((sample_rate, steps * fed.rounds))
+    evaluations = (fed.rounds if fed.evaluation.every_round else 1) * len(fed.tasks)
+    sigma = noise_for_run(dp.run_epsilon, dp.delta, tuple(trainings),
+                          ((fed.evaluation.noise_multiplier, evaluations),), dp.accountant)
+    return dp.model_copy(update={"noise_multiplier": sigma, "run_epsilon": None})
+
+
 def train_plan(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSettings,
-               fed: FederationConfig) -> DPPlan | None:
+               dp: DPConfig) -> DPPlan | None:
     """The DP-SGD mechanism of this training, known before it runs; None when the run config disables DP."""
-    return plan_training(model, task, dataset, settings, fed.dp)
+    return plan_training(model, task, dataset, settings, dp)
 
 
 def train_fn(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSettings,
