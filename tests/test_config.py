@@ -383,8 +383,8 @@ def test_dp_defaults_to_unit_noise_when_neither_is_given() -> None:
     assert parse_config({}, DPConfig, "dp.yaml").noise_multiplier == 1.0
 
 
-def test_dp_refusal_of_both_settings_says_not_both() -> None:
-    with pytest.raises(ConfigError, match="not both"):
+def test_dp_refusal_of_two_noise_settings_names_both() -> None:
+    with pytest.raises(ConfigError, match="not noise_multiplier and target_epsilon"):
         parse_config({"noise_multiplier": 1.0, "target_epsilon": 3.0}, DPConfig, "dp.yaml")
 
 
