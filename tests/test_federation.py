@@ -276,6 +276,21 @@ def test_with_run_epsilon_each_site_spends_at_most_that_over_the_whole_run(tmp_p
         assert len(sigmas) == 1 and sigmas.pop() > 1.0  # one noise for the run's trainings, solved at the site
 
 
+def test_a_run_epsilon_the_evaluations_alone_exceed_makes_every_site_decline_before_spending(
+        tmp_path: Path, cohort_dir: Path, ceremony: Path) -> None:
+    """No noise can keep such a run within its epsilon: each site says so in its egress log and spends nothing."""
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=1, tasks="[response]")
+    fed.write_text(fed.read_text() + "dp: {run_epsilon: 0.01}\n")
+    summary = run(LocalGrid(sites, fed), fed, ceremony, tmp_path / "run")
+    assert sorted(_round(summary, "response", 1)["declined"]) == ["site-a", "site-b", "site-c"]
+    assert summary["exports"]["response"] == "no global model (every round refused)"
+    for sid in sites:
+        assert len(_ledger(sites, sid).entries) == 0
+        egress = EgressLog.open(sites[sid].parent / "state", sid, readonly=True)
+        reasons = [e.reason for e in egress.entries if e.kind == "declined"]
+        assert reasons and "run_epsilon" in reasons[0] and "evaluation" in reasons[0], sid
+
+
 BROKEN_POLICIES = {
     "unfilled-template": None,  # what `flame site init` writes
     "misspelt-key": "epsilon_capp: 8.0",

@@ -313,7 +313,11 @@ class Site:
             return self._decline(run_id, round_, task, model)
         train_ds = self.dataset(task, "train")
         settings = task_fns.train_settings(self.fed, round_)
-        plan = task_fns.train_plan(model, task, train_ds, settings, self.run_dp())
+        try:
+            dp = self.run_dp()
+        except ValueError as exc:  # dp.run_epsilon below what the run's evaluations alone spend
+            return self._decline(run_id, round_, task, f"dp.run_epsilon: {exc}", level=logging.ERROR)
+        plan = task_fns.train_plan(model, task, train_ds, settings, dp)
         if plan is None:
             return self._decline(run_id, round_, task, "the run config disables DP; this site only releases "
                                                        "DP-SGD updates")
