@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs"
 TEST_COHORT_YAML = CONFIGS / "cohort" / "test.yaml"
 
-LONGEST_FIRST = ("test_attack_membership.py", "test_app_pinning_deploy.py")
+LONGEST_FIRST = ("test_attack_membership.py", "test_app_pinning_deploy.py", "test_study.py")
 """The modules that take minutes (their slow tests first): each starts on a worker of its own at once."""
 
 if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -35,6 +35,7 @@ from flame_private.reports.cli import report_app
 from flame_private.secure.site.cli import keys_app
 from flame_private.site_init import site_init_command
 from flame_private.site_state import init_state_command
+from flame_private.study_cli import study as study_command
 from flame_private.train_cli import predict, train_app
 
 app = typer.Typer(help="flame-private: privacy-first federated learning for glioblastoma radiotherapy.",
@@ -242,6 +243,7 @@ def demo(
 app.add_typer(train_app, name="train")
 app.command("predict")(predict)
 app.command("audit")(audit_command)
+app.command("study")(study_command)
 
 
 @app.command("version")

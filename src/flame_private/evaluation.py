@@ -217,6 +217,20 @@ def score_evolution(model: torch.nn.Module, dataset: Dataset, voxel_ml: float, b
     return EvolutionScores.from_cases(list(cases.values()), voxel_ml)
 
 
+def baseline_metrics(task: str, train: Dataset, test: Dataset, voxel_ml: float) -> dict[str, dict]:
+    """Each baseline of ``task``, fitted on ``train`` where it learns anything, scored on the ``test`` patients.
+
+    ``no_change`` for evolution; ``prevalence``, ``logistic_observables`` and ``logistic_first_order`` for response.
+    """
+    from flame_private import baselines
+
+    if task == "response":
+        return {"prevalence": baselines.prevalence(train, test).metrics(),
+                "logistic_observables": baselines.logistic_observables(train, test, voxel_ml).metrics(),
+                "logistic_first_order": baselines.logistic_first_order(train, test, voxel_ml).metrics()}
+    return {"no_change": baselines.no_change(test, voxel_ml).metrics()}
+
+
 def evaluate_with_baselines(model: torch.nn.Module, task: str, train: Dataset, test: Dataset, voxel_ml: float,
                             batch_size: int = 4) -> dict[str, dict]:
     """The model and its baselines on the same ``test`` patients, same metric keys, with 95 % intervals.
@@ -224,14 +238,14 @@ def evaluate_with_baselines(model: torch.nn.Module, task: str, train: Dataset, t
     ``{"model": {...}, "baselines": {"no_change": {...}}}`` for evolution;
     ``{"baselines": {"prevalence": ..., "logistic_observables": ..., "logistic_first_order": ...}}`` for response.
     """
-    from flame_private import baselines
+    scored = (score_response(model, test, batch_size) if task == "response"
+              else score_evolution(model, test, voxel_ml, batch_size))
+    return {"model": scored.metrics(), "baselines": baseline_metrics(task, train, test, voxel_ml)}
 
-    if task == "response":
-        return {"model": score_response(model, test, batch_size).metrics(),
-                "baselines": {"prevalence": baselines.prevalence(train, test).metrics(),
-                              "logistic_observables": baselines.logistic_observables(train, test,
-                                                                                     voxel_ml).metrics(),
-                              "logistic_first_order": baselines.logistic_first_order(train, test,
-                                                                                     voxel_ml).metrics()}}
-    return {"model": score_evolution(model, test, voxel_ml, batch_size).metrics(),
-            "baselines": {"no_change": baselines.no_change(test, voxel_ml).metrics()}}
+
+def calibration_bins(scores: ResponseScores, bins: int = 10) -> list[dict[str, float]]:
+    """Reliability diagram data: per equal-width bin of P(responder), the mean prediction, the observed rate, n."""
+    probs, labels = np.asarray(scores.probs, float), np.asarray(scores.labels, float)
+    which = np.minimum((probs * bins).astype(int), bins - 1)
+    return [{"predicted": float(probs[which == b].mean()), "observed": float(labels[which == b].mean()),
+             "n": float((which == b).sum())} for b in range(bins) if (which == b).any()]

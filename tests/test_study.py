@@ -1,0 +1,186 @@
+"""``flame study``: the leave-one-site-out evidence study, at its ci size (schema and arms; no performance claims).
+
+One study is run for the module: interrupted after a few units, then resumed
+through the CLI, as a user whose machine stopped would do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from flame_private.cli import app
+from flame_private.evaluation import EVOLUTION_HEADLINES, RESPONSE_HEADLINES, TREATMENT_HEADLINES
+from flame_private.study.config import StudyConfig, StudyError, load_study_config
+from flame_private.study.plan import plan_units
+from flame_private.study.runner import StudyRunner
+
+STUDY_YAML = Path(__file__).resolve().parents[1] / "configs" / "study.yaml"
+INTERRUPT_AFTER = 5
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def ci_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("study") / "ci"
+    cfg = load_study_config(STUDY_YAML, "ci")
+
+    def stop_after_a_few(i: int, n: int, unit: Any, state: str) -> None:
+        if state == "finished" and i + 1 == INTERRUPT_AFTER:
+            raise Interrupted  # the machine stops between two units
+
+    with pytest.raises(Interrupted):
+        StudyRunner(cfg, out).run(stop_after_a_few)
+    partial = json.loads((out / "study.json").read_text())
+    written = {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("*.json")}
+    result = CliRunner().invoke(app, ["study", "--config", str(STUDY_YAML), "--size", "ci", "--out", str(out)],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = (out / "study.json").read_text()
+    return {"out": out, "cfg": cfg, "partial": partial, "written": written, "output": result.output, "text": text,
+            "results": json.loads(text)}
+
+
+def _ok(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r["status"] == "ok"]
+
+
+@pytest.mark.slow
+def test_the_ci_study_has_one_row_per_arm_epsilon_training_site_held_out_site_and_task(ci_study) -> None:
+    rows = ci_study["results"]["rows"]
+    got = sorted((r["arm"], r["epsilon"] or 0.0, tuple(r["trained_at"]), r["held_out_site"], r["task"]) for r in rows)
+    others = ("site-a", "site-b", "site-c")
+    want = sorted([(arm, 0.0, others, "site-d", task) for arm in ("central", "fedavg")
+                   for task in ("response", "evolution")]
+                  + [("single-site", eps, (site,), "site-d", task) for site in others for eps in (0.0, 1.0, 8.0)
+                     for task in ("response", "evolution")]
+                  + [("federated", eps, others, "site-d", task) for eps in (1.0, 8.0)
+                     for task in ("response", "evolution")])
+    assert got == want
+    assert ci_study["results"]["units"] == {"done": 23, "planned": 23}
+    assert len(_ok(rows)) == len(rows), [r.get("reason") for r in rows if r["status"] != "ok"]
+
+
+@pytest.mark.slow
+def test_every_row_carries_the_model_card_metrics_with_intervals_and_the_baselines_on_the_same_patients(
+        ci_study) -> None:
+    for r in ci_study["results"]["rows"]:
+        assert r["n"] == 6.0  # every patient of the held-out site
+        headlines = RESPONSE_HEADLINES if r["task"] == "response" else EVOLUTION_HEADLINES
+        for key in headlines:
+            assert key in r and len(r[f"{key}_ci95"]) == 2, (r["unit"], key)
+        expected = ({"prevalence", "logistic_observables", "logistic_first_order"} if r["task"] == "response"
+                    else {"no_change"})
+        assert set(r["baselines"]) == expected
+        assert all(b["n"] == 6.0 for b in r["baselines"].values())
+        if r["task"] == "response":
+            assert sum(b["n"] for b in r["calibration"]) == 6.0
+            for key in TREATMENT_HEADLINES:
+                assert key in r["treatment_comparison"]
+            assert {"logistic_observables", "always_photon"} <= set(r["treatment_comparison_baselines"])
+        assert r["seed"] == 5 and r["train_wall_s"] >= 0.0
+
+
+@pytest.mark.slow
+def test_private_arms_spend_at_most_their_epsilon_and_the_others_spend_none(ci_study) -> None:
+    for r in ci_study["results"]["rows"]:
+        if r["arm"] == "federated":  # each site's ledger, whole run: both models and the final evaluations
+            assert r["he"] is True
+            assert 0.9 * r["epsilon"] <= r["epsilon_spent"] <= r["epsilon"], r["unit"]
+            assert set(r["training"]["epsilon_spent"]) == set(r["trained_at"])
+        elif r["arm"] == "single-site" and r["epsilon"] is not None:  # one of the site's two models
+            assert r["he"] is False and 0.45 * r["epsilon"] <= r["epsilon_spent"] <= r["epsilon"] / 2, r["unit"]
+        else:
+            assert r["he"] is False and r["epsilon"] is None and r["epsilon_spent"] is None
+
+
+@pytest.mark.slow
+def test_a_resumed_study_reruns_no_finished_unit(ci_study) -> None:
+    written = ci_study["written"]
+    assert len(written) == INTERRUPT_AFTER  # each finished unit was on disk when the study stopped ...
+    for name, mtime in written.items():  # ... and the resumed study read it, never rewrote it
+        assert (ci_study["out"] / "units" / name).stat().st_mtime_ns == mtime
+    resumed = {r["unit"]: r for r in ci_study["results"]["rows"]}
+    for row in ci_study["partial"]["rows"]:  # the same results, not retrained ones
+        assert resumed[row["unit"]]["train_wall_s"] == row["train_wall_s"]
+    assert f"{len(ci_study['results']['rows'])} rows, 23 of 23 units" in ci_study["output"]
+
+
+@pytest.mark.slow
+def test_study_json_is_strict_json_with_what_reproduces_it(ci_study) -> None:
+    def no_nan(token: str) -> None:
+        raise AssertionError(f"study.json holds {token}")
+
+    results = json.loads(ci_study["text"], parse_constant=no_nan)
+    assert results["command"].startswith("flame study --config")
+    assert len(results["cohort"]["sha256"]) == 64
+    assert {"platform", "cpus", "torch"} <= set(results["machine"])
+    assert results["federation"]["rounds"] == 2
+
+
+@pytest.mark.slow
+def test_the_cli_draws_the_figures_of_the_rows_it_has(ci_study) -> None:
+    plots = ci_study["out"] / "plots"
+    names = sorted(p.name for p in plots.glob("*.png"))
+    assert names == sorted([f"study-ci-{fig}-{task}.png" for fig in ("epsilon", "sites")
+                            for task in ("response", "evolution")] + ["study-ci-calibration-response.png"])
+    assert all((plots / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
+
+
+@pytest.mark.slow
+def test_a_study_folder_refuses_to_resume_with_another_configuration(ci_study) -> None:
+    cfg = ci_study["cfg"].model_copy(update={"epsilons": [2.0, 8.0], "cohort_dir": ci_study["out"] / "cohort"})
+    with pytest.raises(StudyError, match="another configuration .*study"):
+        StudyRunner(cfg, ci_study["out"]).run()
+
+
+@pytest.mark.slow
+def test_a_cohort_folder_holding_another_cohort_is_refused(ci_study, cohort_dir: Path, tmp_path: Path) -> None:
+    cfg = ci_study["cfg"].model_copy(update={"cohort_dir": cohort_dir})
+    with pytest.raises(StudyError, match="holds another cohort"):
+        StudyRunner(cfg, tmp_path / "study")
+
+
+def _config(**changes: Any) -> StudyConfig:
+    return StudyConfig(cohort=Path("c.yaml"), federation=Path("f.yaml"), **changes)
+
+
+def test_single_site_models_are_trained_once_and_scored_on_every_held_out_site_they_did_not_see() -> None:
+    units = plan_units(_config(arms=["single-site"], tasks=["response"], epsilons=[8.0]), ["a", "b", "c", "d"], 3)
+    assert len(units) == 8  # 4 sites x (no DP, epsilon 8)
+    by_key = {u.key: u for u in units}
+    assert by_key["single-response-a-eps8"].held_out == ["b", "c", "d"]
+    assert by_key["single-response-a-nodp"].epsilon is None
+
+
+def test_every_other_arm_trains_once_per_held_out_site_on_all_the_others() -> None:
+    units = plan_units(_config(held_out=["b"], epsilons=[1.0, 8.0]), ["a", "b", "c", "d"], 3)
+    federated = [u for u in units if u.arm == "federated"]
+    assert [u.epsilon for u in federated] == [8.0, 1.0]
+    assert all(u.trained_at == ["a", "c", "d"] and u.held_out == ["b"] and u.he for u in federated)
+    assert {u.arm for u in units} == {"central", "single-site", "fedavg", "federated"}
+    assert not any(u.arm == "single-site" and u.trained_at == ["b"] for u in units)  # b is scored, not trained
+
+
+def test_a_study_that_cannot_hold_a_site_out_is_refused_naming_why() -> None:
+    with pytest.raises(StudyError, match="min_sites"):
+        plan_units(_config(), ["a", "b", "c"], 3)
+    with pytest.raises(StudyError, match="held_out names"):
+        plan_units(_config(held_out=["x"]), ["a", "b", "c", "d"], 3)
+
+
+def test_an_unknown_size_is_an_error_naming_the_file_and_the_sizes_it_has() -> None:
+    with pytest.raises(Exception, match=r"study\.yaml: no size 'huge' under sizes \(it has: ci\)"):
+        load_study_config(STUDY_YAML, "huge")
+
+
+def test_a_repeated_epsilon_is_refused() -> None:
+    with pytest.raises(ValueError, match="epsilons lists a value twice"):
+        _config(epsilons=[8.0, 8.0])
