@@ -126,7 +126,12 @@ def test_study_json_is_strict_json_with_what_reproduces_it(ci_study) -> None:
 
 
 @pytest.mark.slow
-def test_the_cli_draws_the_figures_of_the_rows_it_has(ci_study) -> None:
+def test_the_cli_writes_the_tables_and_draws_the_figures_of_the_rows_it_has(ci_study) -> None:
+    tables = (ci_study["out"] / "study.md").read_text()
+    for task in ("response", "evolution"):
+        assert f"## {task}, held-out site site-d (6 patients)" in tables
+    assert "| federated DP+HE eps 8 | site-a, site-b, site-c |" in tables
+    assert "| baseline: no change |" in tables and "| rule: always photon |" in tables
     plots = ci_study["out"] / "plots"
     names = sorted(p.name for p in plots.glob("*.png"))
     assert names == sorted([f"study-ci-{fig}-{task}.png" for fig in ("epsilon", "sites")
@@ -177,10 +182,23 @@ def test_a_study_that_cannot_hold_a_site_out_is_refused_naming_why() -> None:
 
 
 def test_an_unknown_size_is_an_error_naming_the_file_and_the_sizes_it_has() -> None:
-    with pytest.raises(Exception, match=r"study\.yaml: no size 'huge' under sizes \(it has: ci\)"):
+    with pytest.raises(Exception, match=r"study\.yaml: no size 'huge' under sizes \(it has: ci, response\)"):
         load_study_config(STUDY_YAML, "huge")
 
 
 def test_a_repeated_epsilon_is_refused() -> None:
     with pytest.raises(ValueError, match="epsilons lists a value twice"):
         _config(epsilons=[8.0, 8.0])
+
+
+@pytest.mark.parametrize("size", [None, "ci", "response"])
+def test_the_shipped_study_config_and_each_of_its_sizes_load_with_files_that_exist(size: str | None) -> None:
+    cfg = load_study_config(STUDY_YAML, size)
+    assert cfg.cohort.is_file() and cfg.federation.is_file()
+
+
+def test_flame_study_with_an_unknown_size_exits_3_naming_the_sizes(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["study", "-c", str(STUDY_YAML), "--size", "huge", "-o", str(tmp_path / "s")],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 3
+    assert "no size 'huge'" in result.output and not (tmp_path / "s").exists()

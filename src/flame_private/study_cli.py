@@ -91,8 +91,10 @@ def study(
             results = runner.run(on_unit)
     print_summary(results)
     from flame_private.study.plots import draw_all
+    from flame_private.study.summary import markdown
 
     plots = draw_all(results, out / "plots", cfg.name)
+    (out / "study.md").write_text(markdown(results), encoding="utf-8")
     console.print(f"plots: {', '.join(str(p) for p in plots)}")
     console.print(f"rows: {out / 'study.json'} ({len(results['rows'])} rows, {results['units']['done']} of "
-                  f"{results['units']['planned']} units)")
+                  f"{results['units']['planned']} units); tables: {out / 'study.md'}")

@@ -121,7 +121,7 @@ def make_keys(fed: FederationConfig, folder: Path) -> Keys:
     from flame_private.secure.site.ceremony import key_ceremony
 
     keys = Keys(folder)
-    if not keys.params.is_file():
+    if not (keys.params.is_file() and keys.secret.is_file()):  # none yet, or a ceremony cut short: a new one
         shutil.rmtree(folder, ignore_errors=True)
         key_ceremony(fed.he, folder)
     return keys
