@@ -7,6 +7,7 @@ through the CLI, as a user whose machine stopped would do.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,13 @@ def ci_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         StudyRunner(cfg, out).run(stop_after_a_few)
     partial = json.loads((out / "study.json").read_text())
     written = {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("*.json")}
-    result = CliRunner().invoke(app, ["study", "--config", str(STUDY_YAML), "--size", "ci", "--out", str(out)],
-                                env={"COLUMNS": "200"})
+    here = os.getcwd()
+    os.chdir(out.parent)  # resumed from the folder above, naming the study's folder relatively
+    try:
+        result = CliRunner().invoke(app, ["study", "--config", str(STUDY_YAML), "--size", "ci", "--out", out.name],
+                                    env={"COLUMNS": "200"})
+    finally:
+        os.chdir(here)
     assert result.exit_code == 0, result.output
     text = (out / "study.json").read_text()
     return {"out": out, "cfg": cfg, "partial": partial, "written": written, "output": result.output, "text": text,

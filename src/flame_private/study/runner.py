@@ -53,6 +53,12 @@ def _dump(obj: Any) -> bytes:
     return (json.dumps(_finite(obj), indent=1, allow_nan=False) + "\n").encode()
 
 
+def _shown(path: Path) -> str:
+    """A path as the results show it: relative to the working directory when under it (``configs/...``)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 def study_federation(fed: FederationConfig, total_patients: int, n_sites: int) -> FederationConfig:
     """The study's run config: the HE bounds widened to the cohort (public: its size and number of sites)."""
     he = fed.he.model_copy(update={"max_patients": max(fed.he.max_patients, total_patients),
@@ -62,10 +68,11 @@ def study_federation(fed: FederationConfig, total_patients: int, n_sites: int) -
 
 class StudyRunner:
     def __init__(self, study: StudyConfig, out: Path, command: str = "", workers: int = 1) -> None:
-        self.study, self.out, self.command, self.workers = study, Path(out), command, workers
+        # Absolute: the site configs a federated cell writes are read from their own folders.
+        self.study, self.out, self.command, self.workers = study, Path(out).resolve(), command, workers
         cohort_cfg = load_config(study.cohort, CohortConfig)
         self.layout = cohort_cfg.layout
-        self.cohort_dir = prepare_cohort(cohort_cfg, Path(study.cohort_dir or self.out / "cohort"), workers)
+        self.cohort_dir = prepare_cohort(cohort_cfg, Path(study.cohort_dir or self.out / "cohort").resolve(), workers)
         index = (self.cohort_dir / "cohort.json").read_bytes()
         self.cohort_sha256 = hashlib.sha256(index).hexdigest()
         fed = load_config(study.federation, FederationConfig)
@@ -80,8 +87,9 @@ class StudyRunner:
         return self.out / "units"
 
     def identity(self) -> dict[str, Any]:
-        """What the rows depend on; a restart must match it."""
-        return {"study": self.study.model_dump(mode="json", exclude={"sizes", "cohort_dir"}),
+        """What the rows depend on, by content (the federation settings, the cohort's hash), not by where the files
+        are: a restart must match it."""
+        return {"study": self.study.model_dump(mode="json", exclude={"sizes", "cohort_dir", "cohort", "federation"}),
                 "federation": self.fed.model_dump(mode="json"), "cohort_sha256": self.cohort_sha256}
 
     def _check_identity(self) -> None:
@@ -164,10 +172,12 @@ class StudyRunner:
     def write_results(self, done: list[dict[str, Any]]) -> dict[str, Any]:
         results = {
             "name": self.study.name, "command": self.command, "flame_private_version": __version__,
-            "cohort": {"dir": str(self.cohort_dir), "sha256": self.cohort_sha256, "sites": {
+            "cohort": {"config": _shown(self.study.cohort), "dir": _shown(self.cohort_dir),
+                       "sha256": self.cohort_sha256, "sites": {
                 s: {"patients": self.data.patients(s), "train": self.data.patients(s, "train")}
                 for s in self.data.sites}},
-            "config": self.identity()["study"], "federation": self.identity()["federation"],
+            "config": {**self.identity()["study"], "federation_config": _shown(self.study.federation)},
+            "federation": self.identity()["federation"],
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                         "torch": torch.__version__, "threads": torch.get_num_threads()},
             "units": {"done": len(done), "planned": len(self.units)},
