@@ -37,7 +37,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: lint typecheck
-	$(PY) -m pytest $(PYTEST_PARALLEL)
+	$(PY) -m pytest $(PYTEST_PARALLEL) --durations=12  # the slowest tests, to keep the suite's time in view
 
 test-fast: $(STAMP)
 	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow"

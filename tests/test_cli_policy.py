@@ -205,7 +205,7 @@ def test_options_shared_by_commands_are_documented_with_their_one_meaning_and_sh
 
 def test_config_is_only_a_commands_own_config_and_the_old_names_are_gone() -> None:
     used = {(command, o) for command, opt in _options() for o in opt.opts}
-    assert {command for command, o in used if o == "--config"} == {"flame cohort synth"}
+    assert {command for command, o in used if o == "--config"} == {"flame cohort synth", "flame study"}
     assert {o for _, o in used} & {"--params"} == set()
     assert {command for command, o in used if o == "--attacks"} == {"flame demo"}  # its --attacks/--no-attacks switch
     old = CliRunner().invoke(app, ["train", "local", "--site", str(SITE), "--config", str(FED)], env=WIDE)

@@ -71,10 +71,18 @@ def test_every_shipped_config_validates_against_its_kind(path: Path, model: type
 
 
 def test_every_shipped_config_folder_is_covered() -> None:
-    """A new folder of YAML under configs/ must be added to the test above."""
+    """A new folder of YAML under configs/ must be added to the test above (the study YAML at the top: below)."""
     folders = {p.parent.name for p in CONFIGS.rglob("*.yaml")}
-    assert folders == {"cohort", "federation", "sites"}
+    assert folders == {"configs", "cohort", "federation", "sites"}
     assert _shipped("cohort") and _shipped("federation") and _shipped("sites")
+    assert [p.name for p in CONFIGS.glob("*.yaml")] == ["study.yaml"]
+
+
+def test_the_shipped_study_config_validates_with_each_of_its_sizes() -> None:
+    from flame_private.study.config import StudyConfig, load_study_config
+
+    for size in [None, *load_study_config(CONFIGS / "study.yaml").sizes]:
+        assert isinstance(load_study_config(CONFIGS / "study.yaml", size), StudyConfig)
 
 
 def test_site_configs_are_named_after_their_site() -> None:
