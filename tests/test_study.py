@@ -91,7 +91,7 @@ def test_every_row_carries_the_model_card_metrics_with_intervals_and_the_baselin
             for key in TREATMENT_HEADLINES:
                 assert key in r["treatment_comparison"]
             assert {"logistic_observables", "always_photon"} <= set(r["treatment_comparison_baselines"])
-        assert r["seed"] == 5 and r["train_wall_s"] >= 0.0
+        assert r["seed"] == 5 and r["repeat"] == 0 and r["train_wall_s"] >= 0.0
 
 
 @pytest.mark.slow
@@ -178,6 +178,15 @@ def test_every_other_arm_trains_once_per_held_out_site_on_all_the_others() -> No
     assert all(u.trained_at == ["a", "c", "d"] and u.held_out == ["b"] and u.he for u in federated)
     assert {u.arm for u in units} == {"central", "single-site", "fedavg", "federated"}
     assert not any(u.arm == "single-site" and u.trained_at == ["b"] for u in units)  # b is scored, not trained
+
+
+def test_repeats_run_every_cell_again_with_the_next_seed_after_every_first_run() -> None:
+    once = plan_units(_config(held_out=["b"], epsilons=[8.0]), ["a", "b", "c", "d"], 3)
+    thrice = plan_units(_config(held_out=["b"], epsilons=[8.0], repeats=3), ["a", "b", "c", "d"], 3)
+    assert thrice[:len(once)] == once  # a study cut short has each cell once before any twice
+    assert [u.repeat for u in thrice] == [0] * len(once) + [1] * len(once) + [2] * len(once)
+    assert len({u.key for u in thrice}) == 3 * len(once)
+    assert thrice[len(once)].key == f"{once[0].key}-r1"
 
 
 def test_a_study_that_cannot_hold_a_site_out_is_refused_naming_why() -> None:

@@ -40,6 +40,9 @@ class StudyConfig(StrictModel):
         default_factory=lambda: [1.0, 4.0, 8.0])
     """Per-site epsilon of a whole run (both models, every round, the final evaluations) for the private arms."""
     arms: Annotated[list[Arm], Field(min_length=1)] = Field(default_factory=lambda: list(ARMS))
+    repeats: Annotated[int, Field(ge=1, le=100)] = 1
+    """Runs of every cell, each with the next seed: one DP training is one draw of its noise, and one run per
+    cell cannot tell an epsilon's effect from run-to-run spread."""
     engine: Literal["simulation", "inprocess"] = "simulation"
     """How the ``federated`` arm runs the real apps: Flower's simulation engine (Ray), or the in-process grid
     (the same ServerApp and ClientApp code, no Ray start-up: for the small sizes)."""

@@ -25,6 +25,8 @@ class Unit(StrictModel):
     epsilon: float | None = None
     """Per-site epsilon of the whole run (DP arms); None without DP."""
     he: bool = False
+    repeat: int = 0
+    """Which repetition of the cell: the run's seed is the federation's plus this (the DP noise is always fresh)."""
 
 
 def _eps(e: float) -> str:
@@ -61,4 +63,6 @@ def plan_units(study: StudyConfig, sites: list[str], min_sites: int) -> list[Uni
         units += [Unit(key=f"federated-{_eps(e)}-without-{h}", arm="federated", tasks=list(study.tasks),
                        trained_at=others[h], held_out=[h], epsilon=e, he=True)
                   for e in sorted(study.epsilons, reverse=True) for h in held]
-    return units
+    # Repeats after every first run: a study cut short has each cell once before any cell twice.
+    return units + [u.model_copy(update={"key": f"{u.key}-r{r}", "repeat": r})
+                    for r in range(1, study.repeats) for u in units]

@@ -10,6 +10,7 @@ would not be comparable.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -133,17 +134,19 @@ class StudyRunner:
     def run_unit(self, unit: Unit, keys: arms.Keys | None) -> dict[str, Any]:
         log.info("study unit %s: %s trained at %s", unit.key, unit.arm, ", ".join(unit.trained_at))
         t0 = time.perf_counter()
+        seed = self.fed.seed + unit.repeat
+        data = dataclasses.replace(self.data, fed=self.fed.model_copy(update={"seed": seed}))  # same datasets
         models: dict[Task, torch.nn.Module | None]
         if unit.arm in ("central", "single-site"):
             task = unit.tasks[0]
-            pooled, info = arms.train_pooled(self.data, task, unit.trained_at, unit.epsilon, len(self.study.tasks))
+            pooled, info = arms.train_pooled(data, task, unit.trained_at, unit.epsilon, len(self.study.tasks))
             models = {task: pooled}
         elif unit.arm == "fedavg":
-            trained, info = arms.train_fedavg(self.data, unit.tasks, unit.trained_at)
+            trained, info = arms.train_fedavg(data, unit.tasks, unit.trained_at)
             models = {task: m for task, m in trained.items()}
         else:
             assert keys is not None and unit.epsilon is not None
-            fed_models, info = arms.train_federated(self.data, unit.tasks, unit.trained_at, unit.epsilon, keys,
+            fed_models, info = arms.train_federated(data, unit.tasks, unit.trained_at, unit.epsilon, keys,
                                                     self.out / "cells" / unit.key, f"{self.study.name}-{unit.key}",
                                                     self.study.engine, self.layout)
             models = fed_models
@@ -153,7 +156,7 @@ class StudyRunner:
             for held in unit.held_out:
                 row: dict[str, Any] = {
                     "arm": unit.arm, "epsilon": unit.epsilon, "he": unit.he, "held_out_site": held, "task": task,
-                    "trained_at": unit.trained_at, "seed": self.fed.seed, "unit": unit.key,
+                    "trained_at": unit.trained_at, "seed": seed, "repeat": unit.repeat, "unit": unit.key,
                     "train_wall_s": round(trained_s, 2), "training": info}
                 if trained_model is None:
                     why = sorted({r for reasons in info.get("declined", {}).values() for r in reasons})

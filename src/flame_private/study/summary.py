@@ -9,12 +9,12 @@ HEADLINE = {"response": "auc", "evolution": "dice_whole_tumour"}
 
 def arm_label(row: dict[str, Any]) -> str:
     """``central``, ``fedavg``, ``federated DP+HE eps 8``, ``single-site eps 4``, ``single-site no DP``."""
-    arm = row["arm"]
+    arm, again = row["arm"], f", repeat {row['repeat']}" if row.get("repeat") else ""
     if arm == "federated":
-        return f"federated DP+HE eps {row['epsilon']:g}"
+        return f"federated DP+HE eps {row['epsilon']:g}{again}"
     if arm == "single-site":
-        return "single-site no DP" if row["epsilon"] is None else f"single-site eps {row['epsilon']:g}"
-    return {"central": "central (pooled, no DP)", "fedavg": "FedAvg (no DP, no HE)"}.get(arm, arm)
+        return ("single-site no DP" if row["epsilon"] is None else f"single-site eps {row['epsilon']:g}") + again
+    return {"central": "central (pooled, no DP)", "fedavg": "FedAvg (no DP, no HE)"}.get(arm, arm) + again
 
 
 COLUMNS = {
