@@ -25,6 +25,7 @@ from flame_private.experiments import initial_model, settings_from
 from flame_private.federation.site.task import train_settings
 from flame_private.models.io import load_model
 from flame_private.privacy.accounting import epsilon_for
+from flame_private.secure.site.keys import PARAMS_NAME, SECRET_NAME
 from flame_private.study.config import StudyError
 from flame_private.study.data import StudyData
 from flame_private.training import plan_training, train, training_size
@@ -110,11 +111,11 @@ class Keys:
 
     @property
     def secret(self) -> Path:
-        return self.folder / "site-secret.ctx"
+        return self.folder / SECRET_NAME
 
     @property
     def params(self) -> Path:
-        return self.folder / "server-params.ctx"
+        return self.folder / PARAMS_NAME
 
 
 def make_keys(fed: FederationConfig, folder: Path) -> Keys:
