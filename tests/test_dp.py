@@ -27,12 +27,14 @@ def _inputs(task: str, b: int = 3, g: int = 16) -> tuple[tuple[torch.Tensor, ...
 def _reference_per_sample_grads(model: torch.nn.Module, task: str, inputs, target) -> dict[str, torch.Tensor]:
     """One backward pass per patient: the definition of a per-sample gradient (mean loss over a batch of 1)."""
     loss_fn = make_loss(task)  # type: ignore[arg-type]
-    grads: dict[str, list[torch.Tensor]] = {n: [] for n, _ in model.named_parameters()}
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    grads: dict[str, list[torch.Tensor]] = {n: [] for n, _ in trained}
     for i in range(target.shape[0]):
         model.zero_grad()
         out = model(*(x[i:i + 1] for x in inputs))
         loss_fn(out, target[i:i + 1]).backward()
-        for n, p in model.named_parameters():
+        for n, p in trained:
+            assert p.grad is not None
             grads[n].append(p.grad.detach().clone())
     return {n: torch.stack(g) for n, g in grads.items()}
 
@@ -164,3 +166,28 @@ def test_an_empty_poisson_batch_is_a_noise_only_step_that_still_counts() -> None
     result = train(model, "response", Tiny(), settings, plan)
     assert result.steps == plan.steps == 40
     assert any(not torch.equal(a, b) for a, b in zip(before, result.model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("mode", ["ew", "hooks"])
+def test_per_sample_gradients_of_the_linear_part_trained_alone_match_a_per_patient_loop(mode: str) -> None:
+    """With trainable "wide" the network skips its encoder (the image path is a constant): still exact under DP."""
+    from opacus.grad_sample import GradSampleModuleExpandedWeights
+
+    from flame_private.training import set_trainable
+
+    torch.manual_seed(0)
+    model = build_model("response", SMALL)
+    with torch.no_grad():
+        model.head[-1].bias.fill_(0.3)
+    set_trainable(model, "response", "wide")
+    inputs, target = _inputs("response")
+    reference = _reference_per_sample_grads(model, "response", inputs, target)
+    gsm = GradSampleModuleExpandedWeights(model, batch_first=True, loss_reduction="mean") if mode == "ew" else \
+        GradSampleModule(model, batch_first=True, loss_reduction="mean", force_functorch=False)
+    gsm.zero_grad()
+    make_loss("response")(gsm(*inputs), target).backward()
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert [n for n, _ in trained] == ["clinical.weight", "clinical.bias"]
+    for name, p in trained:
+        assert reference[name].abs().sum() > 0
+        torch.testing.assert_close(p.grad_sample, reference[name], rtol=1e-4, atol=1e-6)

@@ -130,6 +130,40 @@ def test_an_untrained_response_model_is_a_linear_model_of_the_clinical_and_first
     torch.testing.assert_close(model(shuffled, b["seg"], b["treatment"], b["covariates"]), out)
 
 
+def test_the_linear_part_trained_alone_gets_the_same_logits_and_gradients_without_running_the_encoder() -> None:
+    """Frozen at zero, the image path's output layer makes it a constant: the encoder is skipped, not changed."""
+    from flame_private.training import set_trainable
+
+    b = batch(b=3, g=16)
+    model = build_model("response", SMALL).train()
+    torch.nn.init.normal_(model.clinical.weight)
+    torch.nn.init.normal_(model.head[-1].bias)
+    encoder_calls = []
+    model.stages[0].register_forward_hook(lambda *_: encoder_calls.append(1))
+    args = (b["image"], b["seg"], b["treatment"], b["covariates"])
+
+    def logits_and_grad() -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad()
+        out = model(*args)
+        out.sum().backward()
+        assert model.clinical.weight.grad is not None
+        return out.detach(), model.clinical.weight.grad.clone()
+
+    model.eval()  # no dropout, so both paths see the same head
+    full_out, full_grad = logits_and_grad()  # every parameter trainable: the encoder runs
+    assert len(encoder_calls) == 1
+    set_trainable(model, "response", "wide")
+    wide_out, wide_grad = logits_and_grad()
+    assert len(encoder_calls) == 1  # skipped
+    torch.testing.assert_close(wide_out, full_out, rtol=0, atol=0)
+    torch.testing.assert_close(wide_grad, full_grad, rtol=0, atol=0)
+    # An output layer that has learnt something brings the encoder back, frozen or not.
+    with torch.no_grad():
+        model.head[-1].weight.fill_(0.01)
+    model(*args)
+    assert len(encoder_calls) == 2
+
+
 def test_first_order_features_read_each_compartments_contrast_against_healthy_brain() -> None:
     from flame_private.models.blocks import N_FIRST_ORDER, first_order_intensities
 

@@ -52,11 +52,22 @@ class ResponseNet(nn.Module):
     def forward(self, image: torch.Tensor, seg: torch.Tensor, treatment: torch.Tensor,
                 covariates: torch.Tensor) -> torch.Tensor:
         """Logit of P(responder), shape [B]."""
+        wide = self.clinical(wide_features(image, seg, treatment, covariates))
+        out_layer = self.head[-1]
+        assert isinstance(out_layer, nn.Linear)
+        weight, bias = out_layer.weight, out_layer.bias
+        # Under Opacus's expanded weights a trainable weight is a wrapper that answers no questions: only a plain
+        # tensor is looked at.
+        plain = type(weight) in (torch.Tensor, nn.Parameter)
+        if plain and not (torch.is_grad_enabled() and weight.requires_grad) and not bool(weight.any()):
+            # An all-zero output layer that no gradient is asked of (the linear part trained alone, "wide"; or
+            # inference) makes the image path a constant, its bias: the same logits without the 3-D encoder,
+            # which is nearly all of the compute.
+            return (wide + bias).squeeze(1)
         cond = torch.cat([treatment, covariates], dim=1)
         h = model_inputs(image, seg)
         for stage in self.stages:
             h = stage(h, cond)
         pooled = h.mean(dim=(2, 3, 4))
-        wide = self.clinical(wide_features(image, seg, treatment, covariates))
         deep = self.head(torch.cat([pooled, cond, tumour_volumes(seg)], dim=1))
         return (wide + deep).squeeze(1)
