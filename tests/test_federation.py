@@ -478,6 +478,10 @@ def test_a_federation_can_train_only_the_response_networks_linear_part(tmp_path:
                            weights_only=True)["state_dict"]
         moved = {k for k in start if not torch.allclose(start[k], state[k], atol=1e-4)}
         assert moved == {"clinical.weight", "clinical.bias"}, sid
+        # Only what trains leaves the site: the frozen entries are public and stay (one chunk, not ~80 k values).
+        log = EgressLog.open(sites[sid].parent / "state", sid, readonly=True)
+        updates = [e.envelope for e in log.entries if e.kind == "update" and e.envelope is not None]
+        assert updates and {u["n_params"] for u in updates} == {start["clinical.weight"].numel() + 1}, sid
         card = json.loads((sites[sid].parent / "state" / "exports" / "run-1" / "response.json").read_text())
         assert card["training"]["initial_weights"]["sha256"] == file_sha256(ckpt)  # the DPO sees the start
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -128,6 +128,17 @@ def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Opt
 
 WIDE_PREFIX = "clinical."
 """Parameter names of the response network's linear part."""
+
+
+def frozen_state_keys(task: Task, trainable: Literal["all", "wide"], names: Iterable[str]) -> list[str]:
+    """The state-dict entries that training leaves at their initial values (``TrainSettings.trainable``).
+
+    They are public (the seed or the pinned checkpoint every site builds the same way) and never change, so a
+    federation does not send them: they stay at every site, and only the trained entries are encrypted.
+    """
+    if task == "response" and trainable == "wide":
+        return [k for k in names if not k.startswith(WIDE_PREFIX)]
+    return []
 
 
 def set_trainable(model: nn.Module, task: Task, trainable: Literal["all", "wide"]) -> int:

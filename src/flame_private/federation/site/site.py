@@ -39,7 +39,7 @@ from flame_private.secure.public.packing import ParamLayout
 from flame_private.secure.site.codec import decrypt_aggregate, encrypt_update
 from flame_private.secure.site.keys import SecretContext, load_secret_context
 from flame_private.server_optimizer import ServerOptimizerError, next_global
-from flame_private.training import training_size
+from flame_private.training import frozen_state_keys, training_size
 
 log = logging.getLogger(__name__)
 
@@ -186,10 +186,12 @@ class Site:
         return self._run_dp
 
     def layout(self, task: Task) -> ParamLayout:
+        """What of ``task``'s model travels: every entry, or only those that train (``frozen_state_keys``)."""
         if task not in self._layouts:
             he = self.fed.he  # public bounds; the weight bound from the round-1 model unless the config sets it
-            self._layouts[task] = ParamLayout.from_state_dict(task_fns.load_model(task, self.fed).state_dict(),
-                                                              value_bound=he.weight_bound,
+            state = task_fns.load_model(task, self.fed).state_dict()
+            frozen = frozen_state_keys(task, self.fed.model.response_trainable, state)
+            self._layouts[task] = ParamLayout.from_state_dict(state, exclude=frozen, value_bound=he.weight_bound,
                                                               count_bound=he.max_patients, max_sites=he.max_sites)
         return self._layouts[task]
 
@@ -216,9 +218,10 @@ class Site:
                                          task=task, round=expected_round, model=envelope_model(task, "model"),
                                          content="model", min_sites=self.fed.min_sites,
                                          max_sites=self.fed.he.max_sites)
+        own = model.state_dict()  # the entries that do not travel keep the initial values every site has
         state = next_global(self.fed.server_optimizer, Path(self.config.state_dir), run_id, task, expected_round,
-                            state, model.state_dict())
-        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()})
+                            state, own)
+        model.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in state.items()}})
         log.info("%s: decrypted global %s model of round %d (%d patients)", self.site_id, task, expected_round,
                  total)
         return model
