@@ -146,6 +146,28 @@ def test_the_cli_writes_the_tables_and_draws_the_figures_of_the_rows_it_has(ci_s
 
 
 @pytest.mark.slow
+def test_repeated_cells_are_summarised_over_their_runs_in_the_tables_and_figures(ci_study, tmp_path: Path) -> None:
+    """A second run of every cell: each run keeps its row, and each cell gets its mean and range over the runs."""
+    from flame_private.study.plots import draw_all
+    from flame_private.study.summary import markdown
+
+    rows = _ok(ci_study["results"]["rows"])
+    again = [{**r, "repeat": 1, "auc": r["auc"] - 0.1} if r["task"] == "response" else {**r, "repeat": 1}
+             for r in rows]
+    results = {**ci_study["results"], "rows": rows + again}
+    tables = markdown(results)
+    central = next(r for r in rows if r["arm"] == "central" and r["task"] == "response")
+    assert "| central (pooled, no DP), repeat 1 | site-a, site-b, site-c |" in tables  # each run keeps its row
+    assert "Each cell over its runs" in tables
+    mean = (central["auc"] + (central["auc"] - 0.1)) / 2  # as the table sums them
+    assert (f"| central (pooled, no DP) | site-a, site-b, site-c | 2 | {mean:.3f} "
+            f"({central['auc'] - 0.1:.3f}-{central['auc']:.3f}) |") in tables
+    names = sorted(p.name for p in draw_all(results, tmp_path, prefix="twice"))
+    assert names == sorted([f"twice-{fig}-{task}.png" for fig in ("epsilon", "sites")
+                            for task in ("response", "evolution")] + ["twice-calibration-response.png"])
+
+
+@pytest.mark.slow
 def test_a_study_folder_refuses_to_resume_with_another_configuration(ci_study) -> None:
     cfg = ci_study["cfg"].model_copy(update={"epsilons": [2.0, 8.0], "cohort_dir": ci_study["out"] / "cohort"})
     with pytest.raises(StudyError, match="another configuration .*study"):

@@ -45,8 +45,12 @@ def metric_against_epsilon(rows: list[dict[str, Any]], task: str, path: Path) ->
         return None
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.add_subplot()
-    fed = [_mean([r[key] for r in rows if r["arm"] == "federated" and r["epsilon"] == e]) for e in eps]
-    ax.plot(eps, fed, "o-", color=COLOURS["federated"], label="federated DP + CKKS")
+    fed_runs = [[r[key] for r in rows if r["arm"] == "federated" and r["epsilon"] == e] for e in eps]
+    ax.plot(eps, [_mean(v) for v in fed_runs], "o-", color=COLOURS["federated"], label="federated DP + CKKS")
+    if max(len(v) for v in fed_runs) > 1:  # repeats: every run, so the run-to-run spread is seen
+        xs = [e for e, v in zip(eps, fed_runs, strict=True) for _ in v]
+        ax.plot(xs, [x for v in fed_runs for x in v], ".", color=COLOURS["federated"], alpha=0.45,
+                label="federated DP + CKKS, each run")
     single = [[r[key] for r in rows if r["arm"] == "single-site" and r["epsilon"] == e] for e in eps]
     ax.plot(eps, [_mean(v) for v in single], "s--", color=COLOURS["single-site"], label="single-site DP (mean)")
     ax.fill_between(eps, [min(v, default=np.nan) for v in single], [max(v, default=np.nan) for v in single],
@@ -66,14 +70,19 @@ def metric_against_epsilon(rows: list[dict[str, Any]], task: str, path: Path) ->
     ax.set_xlabel("epsilon per site, whole run (delta 1e-5)")
     ax.set_ylabel(f"{key.replace('_', ' ')} on the held-out site")
     held = sorted({r["held_out_site"] for r in rows})
-    ax.set_title(f"{task}: held out {', '.join(held)}" if len(held) <= 2 else f"{task}: mean over {len(held)} "
-                 "held-out sites", fontsize=10)
+    runs = len({r.get("repeat", 0) for r in rows})
+    ax.set_title((f"{task}: held out {', '.join(held)}" if len(held) <= 2 else f"{task}: mean over {len(held)} "
+                  "held-out sites") + (f", mean of {runs} runs per cell" if runs > 1 else ""), fontsize=10)
     ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
 
 
 def per_site_bars(rows: list[dict[str, Any]], task: str, path: Path) -> Path | None:
-    """For each held-out site: every arm's headline metric with its 95 % interval (single-site: best and worst)."""
+    """For each held-out site: every arm's headline metric with its 95 % interval (single-site: best and worst).
+
+    With repeats, a bar is the mean over the runs, its whiskers the mean of their 95 % intervals, and each run
+    is a dot on it: the patients' sampling and the runs' spread side by side.
+    """
     rows, key = _ok(rows, task), HEADLINE[task]
     held = sorted({r["held_out_site"] for r in rows})
     if not held:
@@ -89,35 +98,48 @@ def per_site_bars(rows: list[dict[str, Any]], task: str, path: Path) -> Path | N
     ax = fig.add_subplot()
     width = 0.8 / (len(contenders) + 1)
     for j, (label, colour_key, pick) in enumerate([*contenders, ("baseline", "baseline", "baseline")]):
-        values, lows, highs = [], [], []
+        values, lows, highs, dots = [], [], [], []
         for h in held:
             here = [r for r in rows if r["held_out_site"] == h]
+            chosen: list[dict[str, Any]]
             if pick == "baseline":
-                chosen = here[0]["baselines"].get(BASELINE[task]) if here else None
+                chosen = [here[0]["baselines"][BASELINE[task]]] if here and BASELINE[task] in here[0]["baselines"] \
+                    else []
             elif pick in ("best", "worst"):
-                singles = [r for r in here if r["arm"] == "single-site" and r["epsilon"] is None]
-                chosen = (max if pick == "best" else min)(singles, key=lambda r: r[key]) if singles else None
+                by_site: dict[str, list[dict[str, Any]]] = {}
+                for r in here:
+                    if r["arm"] == "single-site" and r["epsilon"] is None and r.get(key) is not None:
+                        by_site.setdefault(r["trained_at"][0], []).append(r)
+                chosen = (max if pick == "best" else min)(by_site.values(), key=lambda runs: _mean(
+                    [r[key] for r in runs])) if by_site else []
             else:
-                chosen = next((r for r in here if pick(r)), None)
-            v = chosen[key] if chosen and chosen.get(key) is not None else np.nan
-            ci = chosen.get(f"{key}_ci95") if chosen else None
-            ci = ci if ci and None not in ci else [v, v]
+                chosen = [r for r in here if pick(r) and r.get(key) is not None]
+            runs = [r[key] for r in chosen]
+            v = _mean(runs)
+            cis = [r[f"{key}_ci95"] for r in chosen if r.get(f"{key}_ci95") and None not in r[f"{key}_ci95"]]
+            lo, hi = (_mean([c[0] for c in cis]), _mean([c[1] for c in cis])) if cis else (v, v)
             values.append(v)
-            lows.append(v - ci[0])
-            highs.append(ci[1] - v)
+            lows.append(max(v - lo, 0.0))
+            highs.append(max(hi - v, 0.0))
+            dots.append(runs if len(runs) > 1 else [])
         x = np.arange(len(held)) + j * width
         ax.bar(x, values, width, yerr=[lows, highs], capsize=2, color=COLOURS[colour_key],
                alpha=0.55 if label.startswith("worst") else 0.9,
                label=label if label != "baseline" else f"baseline: {BASELINE[task].replace('_', ' ')}")
+        for xi, runs in zip(x, dots, strict=True):
+            ax.plot([xi] * len(runs), runs, ".", color="black", markersize=3)
     ax.set_xticks(np.arange(len(held)) + 0.4 - width / 2, held)
-    ax.set_ylabel(f"{key.replace('_', ' ')} (95 % CI)")
+    several = any(r.get("repeat") for r in rows)
+    ax.set_ylabel(f"{key.replace('_', ' ')} " + ("(mean of runs, mean 95 % CI; dots: runs)" if several
+                                                 else "(95 % CI)"))
     ax.set_title(f"{task}: each held-out site, all its patients (single-site models without DP)", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)
 
 
 def calibration(rows: list[dict[str, Any]], path: Path) -> Path | None:
-    """Reliability of P(responder): central, FedAvg and each federated epsilon, pooled over held-out sites."""
+    """Reliability of P(responder): central, FedAvg and each federated epsilon, pooled over held-out sites and
+    runs."""
     rows = [r for r in _ok(rows, "response") if r["arm"] in ("central", "fedavg", "federated")]
     if not rows:
         return None
@@ -126,7 +148,7 @@ def calibration(rows: list[dict[str, Any]], path: Path) -> Path | None:
     ax.plot([0, 1], [0, 1], color="#bbbbbb", linewidth=1)
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault(arm_label(r), []).append(r)
+        groups.setdefault(arm_label({**r, "repeat": 0}), []).append(r)  # every run of a cell pooled
     for label, group in groups.items():
         bins: dict[int, list[float]] = {}
         for r in group:

@@ -36,6 +36,36 @@ def _fmt(m: dict[str, Any], key: str, ci: bool = True) -> str:
     return f"{v:.3f}"
 
 
+def _over_runs(here: list[dict[str, Any]], task: str, cols: tuple[tuple[str, str], ...]) -> list[str]:
+    """With repeats: each cell's mean over its runs, and the headline metric's range, runs in trained order."""
+    cells: dict[tuple[str, Any, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for r in here:
+        if r.get("status") == "ok":
+            cells.setdefault((r["arm"], r["epsilon"], tuple(r["trained_at"])), []).append(r)
+    if max((len(v) for v in cells.values()), default=0) < 2:
+        return []
+    key, name = cols[0]
+    head = ["arm", "trained at", "runs", f"{name}: mean (range)", *(c for _, c in cols[1:])]
+    if task == "response":
+        head += [c for _, c in TREATMENT]
+    lines = ["Each cell over its runs (mean; the range of the headline metric across runs):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def mean(rows: list[dict[str, Any]], k: str) -> str:
+        values = [r[k] for r in rows if isinstance(r.get(k), float)]
+        return f"{sum(values) / len(values):.3f}" if values else "-"
+
+    for (arm, eps, trained_at), runs in cells.items():
+        values = [r[key] for r in runs if isinstance(r.get(key), float)]
+        spread = f" ({min(values):.3f}-{max(values):.3f})" if len(values) > 1 else ""
+        row = [arm_label({"arm": arm, "epsilon": eps}), ", ".join(trained_at), str(len(runs)),
+               mean(runs, key) + spread, *(mean(runs, k) for k, _ in cols[1:])]
+        if task == "response":
+            row += [mean([r.get("treatment_comparison") or {} for r in runs], k) for k, _ in TREATMENT]
+        lines.append("| " + " | ".join(row) + " |")
+    return [*lines, ""]
+
+
 def markdown(results: dict[str, Any]) -> str:
     """One table per (task, held-out site): every arm and the baselines on the same patients, 95 % intervals."""
     lines = [f"# Study {results['name']}", "", f"Command: `{results['command']}`", "",
@@ -81,4 +111,5 @@ def markdown(results: dict[str, Any]) -> str:
                                  *(_fmt(m, k, ci=False) for k, _ in TREATMENT), "-", "-"]
                         lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
+            lines += _over_runs(here, task, cols)
     return "\n".join(lines)
