@@ -445,11 +445,13 @@ def test_the_same_apps_run_in_flowers_simulation_engine(tmp_path: Path, cohort_d
         assert {e.transport for e in log.entries} == {"simulation"}
 
 
+@pytest.mark.parametrize("server_optimizer", ["fedavg", "fedadam"])
 def test_a_federation_can_train_only_the_response_networks_linear_part(tmp_path: Path, cohort_dir: Path,
-                                                                       ceremony: Path) -> None:
+                                                                       ceremony: Path, server_optimizer: str) -> None:
     """``model.response_trainable: wide`` through the real apps, from pinned public weights (``initial_weights``):
     DP, CKKS sum, decryption; the global model moves in its 27 linear weights only, at every site alike, and
-    everything else stays at the pinned checkpoint's values, not the seed's."""
+    everything else stays at the pinned checkpoint's values, not the seed's.  The sites' server optimiser steps
+    the weights that travel."""
     from flame_private.config import ConfigError, FederationConfig, load_config
     from flame_private.experiments import initial_model
     from flame_private.models.io import file_sha256, save_model
@@ -460,6 +462,7 @@ def test_a_federation_can_train_only_the_response_networks_linear_part(tmp_path:
     with pytest.raises(ConfigError, match="weight_bound"):
         load_config(fed, FederationConfig)
     text = text.replace("he: {max_patients: 16}", "he: {max_patients: 16, weight_bound: 16}") + "learning_rate: 0.05\n"
+    text += f"server_optimizer: {{name: {server_optimizer}}}\n"
     fed.write_text(text)
     seeded = initial_model("response", load_config(fed, FederationConfig))
     public = initial_model("response", load_config(fed, FederationConfig))

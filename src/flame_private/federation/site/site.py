@@ -220,7 +220,7 @@ class Site:
                                          max_sites=self.fed.he.max_sites)
         own = model.state_dict()  # the entries that do not travel keep the initial values every site has
         state = next_global(self.fed.server_optimizer, Path(self.config.state_dir), run_id, task, expected_round,
-                            state, own)
+                            state, {k: own[k] for k in state})
         model.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in state.items()}})
         log.info("%s: decrypted global %s model of round %d (%d patients)", self.site_id, task, expected_round,
                  total)
