@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +63,22 @@ def test_non_float_tensors_must_be_excluded_explicitly() -> None:
         packing.ParamLayout.from_state_dict(sd)
     layout = packing.ParamLayout.from_state_dict(sd, exclude=["bn.num_batches_tracked"])
     assert "bn.num_batches_tracked" not in [s.name for s in layout.specs]
+
+
+def test_entries_kept_local_are_not_packed_but_another_architecture_is_still_told_apart() -> None:
+    """Frozen public entries stay at the sites (exclude=); their names and shapes still go into the digest."""
+    sd = _model(0)
+    frozen = sorted(sd)[1:]
+    layout = packing.ParamLayout.from_state_dict(sd, exclude=frozen, value_bound=4.0)
+    assert [s.name for s in layout.specs] == sorted(sd)[:1]
+    assert [s.name for s in layout.local] == frozen
+    wider = {**sd, frozen[0]: torch.zeros(*sd[frozen[0]].shape[:-1], sd[frozen[0]].shape[-1] + 1)}
+    assert packing.ParamLayout.from_state_dict(wider, exclude=frozen, value_bound=4.0).sha256 != layout.sha256
+    # Layouts that send everything keep the digest they had before entries could stay local.
+    full = packing.ParamLayout.from_state_dict(sd, value_bound=4.0)
+    doc = {"tensors": [[s.name, list(s.shape), s.dtype] for s in full.specs], "bounds": [repr(4.0), 1000, 16]}
+    assert full.local == ()
+    assert full.sha256 == hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
 
 
 def test_complex_packing_puts_two_reals_per_slot() -> None:

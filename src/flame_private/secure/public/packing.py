@@ -31,6 +31,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,6 +75,9 @@ class ParamLayout:
     value_bound: float = 1.0
     count_bound: int = 1000
     max_sites: int = 16
+    local: tuple[TensorSpec, ...] = ()
+    """Floating-point entries of the model that stay at every site (``exclude=``): not packed, but their names
+    and shapes are in ``sha256``, so that a site with another architecture is still refused."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.value_bound) and self.value_bound > 0):
@@ -98,14 +102,17 @@ class ParamLayout:
         if bad:
             raise PackingError(f"non-floating-point tensors cannot be averaged: {bad} "
                                "(pass them in exclude= to keep them local)")
-        specs = tuple(TensorSpec(k, tuple(state_dict[k].shape), str(state_dict[k].dtype).removeprefix("torch."))
-                      for k in sorted(state_dict) if k not in skip)
+        def spec(k: str) -> TensorSpec:
+            return TensorSpec(k, tuple(state_dict[k].shape), str(state_dict[k].dtype).removeprefix("torch."))
+
+        specs = tuple(spec(k) for k in sorted(state_dict) if k not in skip)
+        local = tuple(spec(k) for k in sorted(skip) if torch.is_floating_point(state_dict[k]))
         if not specs:
             raise PackingError("nothing to pack: the state dict has no floating-point tensors")
         if value_bound is None:
             value_bound = auto_weight_bound(max(float(state_dict[s.name].detach().abs().max()) if s.numel else 0.0
                                                 for s in specs))
-        return cls(specs, float(value_bound), int(count_bound), int(max_sites))
+        return cls(specs, float(value_bound), int(count_bound), int(max_sites), local)
 
     @property
     def n_params(self) -> int:
@@ -114,8 +121,10 @@ class ParamLayout:
     @property
     def sha256(self) -> str:
         """Digest of names, shapes, dtypes and bounds: sites with another architecture or packing are refused."""
-        doc = {"tensors": [[s.name, list(s.shape), s.dtype] for s in self.specs],
-               "bounds": [repr(float(self.value_bound)), self.count_bound, self.max_sites]}
+        doc: dict[str, list[Any]] = {"tensors": [[s.name, list(s.shape), s.dtype] for s in self.specs],
+                                     "bounds": [repr(float(self.value_bound)), self.count_bound, self.max_sites]}
+        if self.local:  # absent otherwise: the digests of layouts that send everything are unchanged
+            doc["local"] = [[s.name, list(s.shape), s.dtype] for s in self.local]
         return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
 
     @property
