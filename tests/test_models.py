@@ -157,11 +157,18 @@ def test_the_linear_part_trained_alone_gets_the_same_logits_and_gradients_withou
     assert len(encoder_calls) == 1  # skipped
     torch.testing.assert_close(wide_out, full_out, rtol=0, atol=0)
     torch.testing.assert_close(wide_grad, full_grad, rtol=0, atol=0)
+    # A zero output layer frozen alone while the encoder trains: the encoder runs (its gradients are asked for).
+    model.requires_grad_(True)
+    model.head[-1].weight.requires_grad_(False)
+    model(*args).sum().backward()
+    assert len(encoder_calls) == 2
+    assert model.stages[0].conv1.conv.weight.grad is not None
     # An output layer that has learnt something brings the encoder back, frozen or not.
+    set_trainable(model, "response", "wide")
     with torch.no_grad():
         model.head[-1].weight.fill_(0.01)
     model(*args)
-    assert len(encoder_calls) == 2
+    assert len(encoder_calls) == 3
 
 
 def test_first_order_features_read_each_compartments_contrast_against_healthy_brain() -> None:

@@ -49,21 +49,29 @@ class ResponseNet(nn.Module):
         nn.init.zeros_(last.bias)
         self.clinical = nn.Linear(N_WIDE, 1)
 
+    def _image_path_is_constant(self) -> bool:
+        """True when the image path adds only its output bias and no gradient is asked of any of it.
+
+        That is the linear part trained alone ("wide": everything else frozen, the output layer at its zero
+        start) or inference with that output layer: the same logits without the 3-D encoder, which is nearly all
+        of the compute.  Under Opacus's expanded weights a trainable parameter is a wrapper that answers no
+        questions: then the path runs.
+        """
+        params = [*self.stages.parameters(), *self.head.parameters()]
+        if any(type(p) not in (torch.Tensor, nn.Parameter) for p in params):
+            return False
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return False
+        out_layer = self.head[-1]
+        assert isinstance(out_layer, nn.Linear)
+        return not bool(out_layer.weight.any())
+
     def forward(self, image: torch.Tensor, seg: torch.Tensor, treatment: torch.Tensor,
                 covariates: torch.Tensor) -> torch.Tensor:
         """Logit of P(responder), shape [B]."""
         wide = self.clinical(wide_features(image, seg, treatment, covariates))
-        out_layer = self.head[-1]
-        assert isinstance(out_layer, nn.Linear)
-        weight, bias = out_layer.weight, out_layer.bias
-        # Under Opacus's expanded weights a trainable weight is a wrapper that answers no questions: only a plain
-        # tensor is looked at.
-        plain = type(weight) in (torch.Tensor, nn.Parameter)
-        if plain and not (torch.is_grad_enabled() and weight.requires_grad) and not bool(weight.any()):
-            # An all-zero output layer that no gradient is asked of (the linear part trained alone, "wide"; or
-            # inference) makes the image path a constant, its bias: the same logits without the 3-D encoder,
-            # which is nearly all of the compute.
-            return (wide + bias).squeeze(1)
+        if self._image_path_is_constant():
+            return (wide + self.head[-1].bias).squeeze(1)
         cond = torch.cat([treatment, covariates], dim=1)
         h = model_inputs(image, seg)
         for stage in self.stages:
