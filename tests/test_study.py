@@ -165,6 +165,9 @@ def test_repeated_cells_are_summarised_over_their_runs_in_the_tables_and_figures
     names = sorted(p.name for p in draw_all(results, tmp_path, prefix="twice"))
     assert names == sorted([f"twice-{fig}-{task}.png" for fig in ("epsilon", "sites")
                             for task in ("response", "evolution")] + ["twice-calibration-response.png"])
+    # A metric the held-out patients cannot give (one class only: null in study.json) leaves a gap, not an error.
+    nulled = [{**r, "baselines": {k: {**m, "auc": None} for k, m in r["baselines"].items()}} for r in rows]
+    assert len(draw_all({**results, "rows": nulled}, tmp_path / "null", prefix="null")) == len(names)
 
 
 @pytest.mark.slow
@@ -219,7 +222,8 @@ def test_a_study_that_cannot_hold_a_site_out_is_refused_naming_why() -> None:
 
 
 def test_an_unknown_size_is_an_error_naming_the_file_and_the_sizes_it_has() -> None:
-    with pytest.raises(Exception, match=r"study\.yaml: no size 'huge' under sizes \(it has: ci, response\)"):
+    has = r"\(it has: ci, response, response-sites\)"
+    with pytest.raises(Exception, match=r"study\.yaml: no size 'huge' under sizes " + has):
         load_study_config(STUDY_YAML, "huge")
 
 
@@ -228,7 +232,7 @@ def test_a_repeated_epsilon_is_refused() -> None:
         _config(epsilons=[8.0, 8.0])
 
 
-@pytest.mark.parametrize("size", [None, "ci", "response"])
+@pytest.mark.parametrize("size", [None, "ci", "response", "response-sites"])
 def test_the_shipped_study_config_and_each_of_its_sizes_load_with_files_that_exist(size: str | None) -> None:
     cfg = load_study_config(STUDY_YAML, size)
     assert cfg.cohort.is_file() and cfg.federation.is_file()

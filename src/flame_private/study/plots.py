@@ -32,14 +32,17 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) if values else float("nan")
+def _mean(values: list[float | None]) -> float:
+    """The mean of the values a metric has (null in study.json where the patients cannot give it)."""
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else float("nan")
 
 
 def metric_against_epsilon(rows: list[dict[str, Any]], task: str, path: Path) -> Path | None:
     """Federated DP + HE and single-site DP at each epsilon (means over held-out sites; single-site: the range over
     the sites it was trained at), the non-private arms and the baseline as horizontal references."""
-    rows, key = _ok(rows, task), HEADLINE[task]
+    key = HEADLINE[task]
+    rows = [r for r in _ok(rows, task) if r.get(key) is not None]
     eps = sorted({r["epsilon"] for r in rows if r["epsilon"] is not None})
     if not rows or not eps:
         return None
@@ -47,10 +50,11 @@ def metric_against_epsilon(rows: list[dict[str, Any]], task: str, path: Path) ->
     ax = fig.add_subplot()
     fed_runs = [[r[key] for r in rows if r["arm"] == "federated" and r["epsilon"] == e] for e in eps]
     ax.plot(eps, [_mean(v) for v in fed_runs], "o-", color=COLOURS["federated"], label="federated DP + CKKS")
-    if max(len(v) for v in fed_runs) > 1:  # repeats: every run, so the run-to-run spread is seen
+    if len({r.get("repeat", 0) for r in rows}) > 1:  # repeats: every run, so the run-to-run spread is seen
         xs = [e for e, v in zip(eps, fed_runs, strict=True) for _ in v]
         ax.plot(xs, [x for v in fed_runs for x in v], ".", color=COLOURS["federated"], alpha=0.45,
-                label="federated DP + CKKS, each run")
+                label="federated DP + CKKS, each run" + (" and held-out site" if len(
+                    {r["held_out_site"] for r in rows}) > 1 else ""))
     single = [[r[key] for r in rows if r["arm"] == "single-site" and r["epsilon"] == e] for e in eps]
     ax.plot(eps, [_mean(v) for v in single], "s--", color=COLOURS["single-site"], label="single-site DP (mean)")
     ax.fill_between(eps, [min(v, default=np.nan) for v in single], [max(v, default=np.nan) for v in single],
@@ -60,7 +64,8 @@ def metric_against_epsilon(rows: list[dict[str, Any]], task: str, path: Path) ->
         if values:
             ax.axhline(_mean(values), color=COLOURS[arm], linestyle=style,
                        label=f"{arm_label({'arm': arm, 'epsilon': None})}")
-    base = [r["baselines"][BASELINE[task]][key] for r in rows if BASELINE[task] in r.get("baselines", {})]
+    base = [r["baselines"][BASELINE[task]][key] for r in rows
+            if r.get("baselines", {}).get(BASELINE[task], {}).get(key) is not None]
     if base:
         ax.axhline(_mean(base), color=COLOURS["baseline"], linestyle="--", linewidth=1,
                    label=f"baseline: {BASELINE[task].replace('_', ' ')}")
@@ -103,8 +108,8 @@ def per_site_bars(rows: list[dict[str, Any]], task: str, path: Path) -> Path | N
             here = [r for r in rows if r["held_out_site"] == h]
             chosen: list[dict[str, Any]]
             if pick == "baseline":
-                chosen = [here[0]["baselines"][BASELINE[task]]] if here and BASELINE[task] in here[0]["baselines"] \
-                    else []
+                base = here[0]["baselines"].get(BASELINE[task]) if here else None
+                chosen = [base] if base and base.get(key) is not None else []
             elif pick in ("best", "worst"):
                 by_site: dict[str, list[dict[str, Any]]] = {}
                 for r in here:
