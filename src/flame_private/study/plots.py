@@ -132,7 +132,8 @@ def per_site_bars(rows: list[dict[str, Any]], task: str, path: Path) -> Path | N
                alpha=0.55 if label.startswith("worst") else 0.9,
                label=label if label != "baseline" else f"baseline: {BASELINE[task].replace('_', ' ')}")
         for xi, runs in zip(x, dots, strict=True):
-            ax.plot([xi] * len(runs), runs, ".", color="black", markersize=3)
+            ax.plot([xi + width * 0.25] * len(runs), runs, "o", markersize=3, markerfacecolor="white",
+                    markeredgecolor="black", markeredgewidth=0.7)
     ax.set_xticks(np.arange(len(held)) + 0.4 - width / 2, held)
     several = any(r.get("repeat") for r in rows)
     ax.set_ylabel(f"{key.replace('_', ' ')} " + ("(mean of runs, mean 95 % CI; dots: runs)" if several
