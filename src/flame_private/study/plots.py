@@ -139,7 +139,7 @@ def per_site_bars(rows: list[dict[str, Any]], task: str, path: Path) -> Path | N
     ax.set_ylabel(f"{key.replace('_', ' ')} " + ("(mean of runs, mean 95 % CI; dots: runs)" if several
                                                  else "(95 % CI)"))
     ax.set_title(f"{task}: each held-out site, all its patients (single-site models without DP)", fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
+    fig.legend(fontsize=7, ncol=6, loc="outside lower center")  # below the axes: no bar hidden behind it
     return _save(fig, path)
 
 
