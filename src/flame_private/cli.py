@@ -59,7 +59,7 @@ site_app.command("approved-apps")(approved_apps)
 site_app.command("write-launcher")(write_launcher)
 site_app.command("init-state")(init_state_command)
 
-console = Console()
+console = Console(soft_wrap=True)  # paths and digests stay on one line, whatever the terminal width
 CONFIG_KINDS: dict[str, type[StrictModel]] = {
     "cohort": CohortConfig,
     "site": SiteConfig,

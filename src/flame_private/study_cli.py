@@ -14,7 +14,7 @@ from rich.table import Table
 
 from flame_private.cli_common import refusals
 
-console = Console()
+console = Console(soft_wrap=True)  # paths and digests stay on one line, whatever the terminal width
 
 
 def _cell(rows: list[dict[str, Any]], key: str) -> str:

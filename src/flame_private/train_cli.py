@@ -14,7 +14,7 @@ from flame_private.cli_common import TaskChoice, fail, load, refusals, value
 from flame_private.config import SITE_YAML_HELP, FederationConfig, SiteConfig, Task
 from flame_private.errors import ExitCode
 
-console = Console()
+console = Console(soft_wrap=True)  # paths and digests stay on one line, whatever the terminal width
 
 train_app = typer.Typer(help="Train the response or evolution model locally or pooled.", no_args_is_help=True)
 TaskOption = Annotated[TaskChoice, typer.Option("--task", help="Which model to train.")]

@@ -19,7 +19,7 @@ from flame_private.errors import ExitCode
 
 keys_app = typer.Typer(help="Key ceremony (key custodian), HE fingerprints and key checks (sites).",
                        no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)  # paths and digests stay on one line, whatever the terminal width
 
 
 @keys_app.command("init")
