@@ -22,6 +22,8 @@ REAL_DATA_MODULES = [
     "flame_private.metrics",
     "flame_private.rano",
     "flame_private.data.checks",
+    "flame_private.data.dicom.importer",
+    "flame_private.data.dicom.cli",
     "flame_private.data.datasets",
     "flame_private.data.nifti",
     "flame_private.data.records",

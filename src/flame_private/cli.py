@@ -28,6 +28,7 @@ from flame_private.config import (
     SiteConfig,
     StrictModel,
 )
+from flame_private.data.dicom.cli import export_command, import_command
 from flame_private.federation.site.approved_apps_cli import approve_app, approved_apps, revoke_app, write_launcher
 from flame_private.privacy.cli import budget_app
 from flame_private.records.audit_cli import audit as audit_command
@@ -41,7 +42,7 @@ from flame_private.train_cli import predict, train_app
 app = typer.Typer(help="flame-private: privacy-first federated learning for glioblastoma radiotherapy.",
                   no_args_is_help=True, add_completion=False)
 cohort_app = typer.Typer(help="Synthetic multi-centre glioblastoma cohort.", no_args_is_help=True)
-data_app = typer.Typer(help="Check and load a site's scans.", no_args_is_help=True)
+data_app = typer.Typer(help="Import, check and load a site's scans.", no_args_is_help=True)
 config_app = typer.Typer(help="Validate configuration files.", no_args_is_help=True)
 app.add_typer(cohort_app, name="cohort")
 app.add_typer(data_app, name="data")
@@ -58,6 +59,8 @@ site_app.command("revoke-app")(revoke_app)
 site_app.command("approved-apps")(approved_apps)
 site_app.command("write-launcher")(write_launcher)
 site_app.command("init-state")(init_state_command)
+data_app.command("import")(import_command)
+data_app.command("export-dicom")(export_command)
 
 console = Console(soft_wrap=True)  # paths and digests stay on one line, whatever the terminal width
 CONFIG_KINDS: dict[str, type[StrictModel]] = {

@@ -80,6 +80,11 @@ def read_clinical_csv(root: Path, found: list[Problem]) -> dict[str, ClinicalRow
     path = root / CLINICAL_CSV
     if not path.is_file():
         return {}
+    return read_clinical_table(path, found)
+
+
+def read_clinical_table(path: Path, found: list[Problem]) -> dict[str, ClinicalRow]:
+    """The rows of a clinical table at PATH (the columns of clinical.csv), keyed by patient_id."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)

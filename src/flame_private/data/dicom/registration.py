@@ -1,0 +1,168 @@
+"""Co-registration onto the baseline T1ce, resampling, and brain extraction.
+
+Every sequence and timepoint of a patient is registered rigidly to the baseline
+T1ce (Mattes mutual information, which is what makes T2 or FLAIR comparable
+with T1ce) and resampled onto one isotropic grid over the T1ce's field of view,
+so the models see voxels that correspond across sequences and time. The brain is
+extracted with the MNI152 brain mask (shipped inside nilearn's wheel, nothing
+downloaded), registered affinely onto the patient's T1.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import SimpleITK as sitk
+
+from flame_private.config import StrictModel
+
+REGISTRATION_SEED = 20240917
+"""Fixed seed of the metric's random sampling: the same scans give the same transforms."""
+
+
+class Registration(StrictModel):
+    """One rigid registration, kept in the import report for the site to audit."""
+
+    rotation_deg: list[float]
+    translation_mm: list[float]
+    metric: float
+    """Final Mattes mutual information (negative: lower is better)."""
+    parameters: list[float]
+    """Euler angles (rad) then translation (mm), moving -> fixed in LPS, about ``center``."""
+    center: list[float]
+
+    def transform(self) -> sitk.Euler3DTransform:
+        t = sitk.Euler3DTransform()
+        t.SetCenter(self.center)
+        t.SetParameters(self.parameters)
+        return t
+
+
+def isotropic_reference(image: sitk.Image, voxel_mm: float) -> sitk.Image:
+    """An empty grid of VOXEL_MM cubes covering IMAGE's field of view, in its orientation."""
+    size = [max(1, int(round(n * s / voxel_mm))) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
+    ref = sitk.Image(size, sitk.sitkFloat32)
+    ref.SetDirection(image.GetDirection())
+    ref.SetSpacing((voxel_mm,) * 3)
+    # Keep the field of view's centre where it was.
+    centre_index = [(n - 1) / 2 for n in image.GetSize()]
+    centre = np.asarray(image.TransformContinuousIndexToPhysicalPoint(centre_index))
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    origin = centre - direction @ (np.asarray([(n - 1) / 2 for n in size]) * voxel_mm)
+    ref.SetOrigin(tuple(float(v) for v in origin))
+    return ref
+
+
+def register_rigid(fixed: sitk.Image, moving: sitk.Image) -> Registration:
+    """The rigid transform that maps FIXED's points into MOVING (SimpleITK's convention)."""
+    fixed_f = sitk.Cast(fixed, sitk.sitkFloat32)
+    moving_f = sitk.Cast(moving, sitk.sitkFloat32)
+    initial = sitk.CenteredTransformInitializer(fixed_f, moving_f, sitk.Euler3DTransform(),
+                                                sitk.CenteredTransformInitializerFilter.MOMENTS)
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(0.5, seed=REGISTRATION_SEED)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=200,
+                                                   relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
+    method.SetOptimizerScalesFromPhysicalShift()
+    spacing = max(fixed.GetSpacing())
+    levels = [f for f in (4, 2, 1) if min(fixed.GetSize()) // f >= 16] or [1]
+    method.SetShrinkFactorsPerLevel(levels)
+    method.SetSmoothingSigmasPerLevel([spacing * (f - 1) / 2 for f in levels])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetInitialTransform(initial, inPlace=False)
+    final = method.Execute(fixed_f, moving_f)
+    euler = sitk.Euler3DTransform(sitk.CompositeTransform(final).GetBackTransform()) \
+        if isinstance(final, sitk.CompositeTransform) else sitk.Euler3DTransform(final)
+    params = list(euler.GetParameters())
+    return Registration(
+        rotation_deg=[float(np.degrees(a)) for a in params[:3]],
+        translation_mm=[float(v) for v in params[3:]],
+        metric=float(method.GetMetricValue()),
+        parameters=[float(v) for v in params],
+        center=[float(v) for v in euler.GetCenter()],
+    )
+
+
+def resample(image: sitk.Image, reference: sitk.Image, transform: sitk.Transform | None = None,
+             labels: bool = False) -> sitk.Image:
+    """IMAGE on REFERENCE's grid: B-spline for intensities, nearest neighbour for label maps."""
+    interpolator = sitk.sitkNearestNeighbor if labels else sitk.sitkBSpline
+    out = sitk.Resample(image, reference, transform or sitk.Transform(), interpolator, 0.0,
+                        sitk.sitkUInt8 if labels else sitk.sitkFloat32)
+    if not labels:
+        out = sitk.Clamp(out, sitk.sitkFloat32, *_range(image))  # B-spline overshoot stays in the data's range
+    return out
+
+
+def _range(image: sitk.Image) -> tuple[float, float]:
+    stats = sitk.MinimumMaximumImageFilter()
+    stats.Execute(image)
+    return float(stats.GetMinimum()), float(stats.GetMaximum())
+
+
+@functools.lru_cache(maxsize=1)
+def _mni() -> tuple[sitk.Image, sitk.Image]:
+    """The MNI152 T1 template and its brain mask (2 mm) as SimpleITK images (LPS)."""
+    from nilearn import datasets  # heavy import: only when a brain is extracted
+
+    def to_sitk(img: object, dtype: type) -> sitk.Image:
+        data: np.ndarray = np.asarray(img.get_fdata(), dtype=dtype)  # type: ignore[attr-defined]
+        affine = np.asarray(img.affine)  # type: ignore[attr-defined]
+        lps = np.diag([-1.0, -1.0, 1.0]) @ affine[:3, :3]
+        spacing = np.linalg.norm(lps, axis=0)
+        image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
+        image.SetSpacing(tuple(float(s) for s in spacing))
+        image.SetDirection(tuple(float(v) for v in (lps / spacing).ravel()))
+        image.SetOrigin(tuple(float(v) for v in np.diag([-1.0, -1.0, 1.0]) @ affine[:3, 3]))
+        return image
+
+    template = to_sitk(datasets.load_mni152_template(resolution=2), np.float32)
+    mask = to_sitk(datasets.load_mni152_brain_mask(resolution=2), np.uint8)
+    return template, mask
+
+
+def brain_mask(t1: sitk.Image, reference: sitk.Image, dilate_mm: float = 4.0) -> tuple[sitk.Image, float]:
+    """The MNI152 brain mask on REFERENCE's grid, fitted to T1 by an affine registration.
+
+    Returns the mask and the registration's final metric. The mask is dilated by
+    DILATE_MM so that a registration error of a few millimetres never cuts tumour.
+    """
+    template, mask = _mni()
+    fixed = sitk.Cast(t1, sitk.sitkFloat32)
+    initial = sitk.CenteredTransformInitializer(fixed, template, sitk.AffineTransform(3),
+                                                sitk.CenteredTransformInitializerFilter.MOMENTS)
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(0.3, seed=REGISTRATION_SEED)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=150)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel([2, 1])
+    method.SetSmoothingSigmasPerLevel([2.0, 0.0])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetInitialTransform(initial, inPlace=False)
+    transform = method.Execute(fixed, template)
+    fitted = sitk.Resample(mask, reference, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    radius = max(1, int(round(dilate_mm / min(reference.GetSpacing()))))
+    return sitk.BinaryDilate(fitted, [radius] * 3), float(method.GetMetricValue())
+
+
+def registration_error_mm(estimated: Registration, motion: list[float], centre: list[float],
+                          points: np.ndarray) -> float:
+    """Mean distance (mm) between where the registration and the true motion send POINTS back.
+
+    MOTION is the rigid motion the follow-up's content underwent (Euler angles
+    then translation, about CENTRE), as ``export`` writes it; a perfect
+    registration composes with it to the identity.
+    """
+    truth = sitk.Euler3DTransform()
+    truth.SetCenter(centre)
+    truth.SetParameters(motion)
+    est = estimated.transform()
+    errors = [np.linalg.norm(np.asarray(truth.TransformPoint(est.TransformPoint(tuple(p)))) - p) for p in points]
+    return float(np.mean(errors))

@@ -1,0 +1,410 @@
+"""`flame data import`: a PACS-style DICOM export becomes a de-identified site folder.
+
+The synthetic site is written as DICOM (vendor-style series, a localiser, DICOM-SEG,
+an RT plan, identifying headers, follow-ups moved as a patient lies differently on
+each visit) and imported back: the same cases come out, registered, without any
+identity; each kind of bad input is refused naming the file and the reason, and
+nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.data import get_testdata_file
+from typer.testing import CliRunner
+
+from flame_private.cli import app
+from flame_private.data.checks import check_site
+from flame_private.data.dicom.deidentify import PseudonymMap, files_containing, identifiers
+from flame_private.data.dicom.export import export_site_dicom, moved
+from flame_private.data.dicom.headers import SeriesHeader, scan_dicom_folder
+from flame_private.data.dicom.importer import ImportOptions, ImportReport, import_dicom
+from flame_private.data.dicom.registration import Registration, registration_error_mm
+from flame_private.data.dicom.sequences import SequenceRules, classify
+from flame_private.data.dicom.volume import SeriesError, read_series
+from flame_private.data.errors import DataError
+from flame_private.data.layouts.flame import read_manifest
+
+SITE = "site-b"  # LPS orientation, 6.4 x 7.8 x 10 mm voxels: the least convenient geometry of the test cohort
+PATIENTS = ["site-b-002", "site-b-003"]  # carbon and proton: both kinds of ion plan
+VOXEL_MM = 4.0
+
+
+def _import(dicom: Path, out: Path, **options: Any) -> ImportReport:
+    options.setdefault("pseudonyms", out.parent / f"{out.name}-pseudonyms.csv")
+    return import_dicom(dicom, out, ImportOptions(site_id=SITE, voxel_mm=VOXEL_MM, **options))
+
+
+@pytest.fixture(scope="module")
+def exported(cohort_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("dicom") / "pacs"
+    truth = export_site_dicom(cohort_dir / SITE, out, patients=PATIENTS)
+    return out, truth
+
+
+@pytest.fixture(scope="module")
+def clinical_table(cohort_dir: Path, exported: tuple[Path, dict[str, Any]], tmp_path_factory) -> Path:
+    """The cohort's covariates and outcome keyed by the hospital IDs, as a site's clinical system exports them."""
+    manifest = {p["patient_id"]: p for p in read_manifest(cohort_dir / SITE)["patients"]}
+    path = tmp_path_factory.mktemp("clinical") / "clinical.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["patient_id", "treatment", "age", "sex", "mgmt_methylated", "resection", "responder"])
+        for mrn, record in exported[1]["patients"].items():
+            p = manifest[record["patient_id"]]
+            writer.writerow([mrn, "", p["age"], p["sex"], p["mgmt_methylated"], p["resection"], p["responder"]])
+    return path
+
+
+@pytest.fixture(scope="module")
+def imported(exported, clinical_table, tmp_path_factory) -> tuple[Path, ImportReport, Path]:
+    out = tmp_path_factory.mktemp("imported") / SITE
+    pseudonyms = out.parent / "pseudonyms.csv"
+    report = _import(exported[0], out, pseudonyms=pseudonyms, clinical=clinical_table)
+    return out, report, pseudonyms
+
+
+def _one_patient_copy(exported: tuple[Path, dict[str, Any]], tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    mrn, record = next(iter(exported[1]["patients"].items()))
+    dicom = tmp_path / "pacs"
+    shutil.copytree(exported[0] / mrn, dicom / mrn)
+    return dicom / mrn, record
+
+
+def _series_folder(patient_dir: Path, description: str, timepoint: int = 0) -> Path:
+    study = sorted(p for p in patient_dir.iterdir() if p.is_dir())[timepoint]
+    for folder in sorted(study.iterdir()):
+        first = sorted(folder.iterdir())[0]
+        if str(pydicom.dcmread(first, stop_before_pixels=True).get("SeriesDescription", "")) == description:
+            return folder
+    raise AssertionError(f"no series {description!r} in {study}")
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
+
+
+# --- the round trip -----------------------------------------------------------------------------------------
+
+def test_an_exported_site_imports_as_the_same_cases(imported, exported, cohort_dir: Path) -> None:
+    out, report, pseudonyms = imported
+    check = check_site(out, site_id=SITE)
+    assert check.ok, check
+    originals = {p["patient_id"]: p for p in read_manifest(cohort_dir / SITE)["patients"]}
+    by_mrn = PseudonymMap(pseudonyms, SITE)
+    entries = {e["patient_id"]: e for e in read_manifest(out)["patients"]}
+    assert len(entries) == len(PATIENTS)
+    for mrn, record in exported[1]["patients"].items():
+        entry, original = entries[by_mrn.pseudonym(mrn)], originals[record["patient_id"]]
+        assert entry["treatment"] == original["treatment"]  # read from the RT plan's beams
+        assert [tp["day"] for tp in entry["timepoints"]] == [tp["day"] for tp in original["timepoints"]]
+        for key in ("sex", "mgmt_methylated", "resection", "responder"):  # from the clinical table
+            assert entry[key] == original[key]
+    sources = {p.patient_id: p.treatment_source for p in report.patients}
+    assert set(sources.values()) == {"RT plan"}
+
+
+def test_reimported_segmentations_match_the_originals(imported, exported, cohort_dir: Path) -> None:
+    """Whole-tumour Dice of each imported segmentation against the one exported, on the imported grid.
+
+    A follow-up's exported segmentation is the original moved by the visit's motion;
+    brought back by the true motion it is what a perfect import writes.
+    """
+    out, _, pseudonyms = imported
+    by_mrn = PseudonymMap(pseudonyms, SITE)
+    originals = {p["patient_id"]: p for p in read_manifest(cohort_dir / SITE)["patients"]}
+    scores = []
+    for mrn, record in exported[1]["patients"].items():
+        entry = next(e for e in read_manifest(out)["patients"] if e["patient_id"] == by_mrn.pseudonym(mrn))
+        truths = sorted(record["timepoints"].values(), key=lambda t: t["day"])
+        for new, old, truth in zip(entry["timepoints"], originals[record["patient_id"]]["timepoints"], truths,
+                                   strict=True):
+            mine = sitk.ReadImage(str(out / new["files"]["seg"]))
+            seg = sitk.ReadImage(str(cohort_dir / SITE / old["files"]["seg"]), sitk.sitkUInt8)
+            motion = sitk.Euler3DTransform()
+            motion.SetCenter(truth["motion_centre"])
+            motion.SetParameters(truth["motion"])
+            sent = moved(seg, truth["motion"], True, truth["motion_centre"])
+            expected = sitk.Resample(sent, mine, motion.GetInverse(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+            a, b = sitk.GetArrayFromImage(mine) > 0, sitk.GetArrayFromImage(expected) > 0
+            if b.sum() >= 20:  # a tumour of a few voxels at 4 mm says little about the import
+                scores.append((new["name"], _dice(a, b)))
+    assert scores
+    assert min(d for name, d in scores if name == "baseline") > 0.95, scores  # only resampled
+    assert min(d for _, d in scores) > 0.8, scores  # follow-ups: also through the registration
+
+
+def test_registration_undoes_the_follow_up_motion(imported, exported) -> None:
+    out, report, pseudonyms = imported
+    by_mrn = PseudonymMap(pseudonyms, SITE)
+    errors, unregistered = [], []
+    identity = Registration(rotation_deg=[0, 0, 0], translation_mm=[0, 0, 0], metric=0.0, parameters=[0.0] * 6,
+                            center=[0.0, 0.0, 0.0])
+    for mrn, record in exported[1]["patients"].items():
+        patient = next(p for p in report.patients if p.patient_id == by_mrn.pseudonym(mrn))
+        baseline = sitk.ReadImage(str(out / patient.patient_id / "baseline" / "t1ce.nii.gz"))
+        centre = baseline.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in baseline.GetSize()])
+        rng = np.random.default_rng(0)
+        points = np.asarray(centre) + rng.uniform(-50, 50, size=(200, 3))  # within a brain's extent
+        truths = sorted(record["timepoints"].values(), key=lambda t: t["day"])
+        for tp, truth in zip(patient.timepoints[1:], truths[1:], strict=True):
+            t1ce = next(s for s in tp.series if s.sequence == "t1ce")
+            assert t1ce.registration is not None
+            errors.append(registration_error_mm(t1ce.registration, truth["motion"], truth["motion_centre"], points))
+            unregistered.append(registration_error_mm(identity, truth["motion"], truth["motion_centre"], points))
+    assert min(unregistered) > 2.0, unregistered  # the motion is real: doing nothing fails this test
+    assert max(errors) < 2.0, errors  # below a third of the finest original voxel (6.4 mm)
+
+
+def test_localisers_and_unused_series_are_reported_not_silently_dropped(imported) -> None:
+    _, report, _ = imported
+    for patient in report.patients:
+        assert sum("a localiser" in line for line in patient.left_out) == len(patient.timepoints)
+        assert (imported[0] / patient.contact_sheet).stat().st_size > 10_000
+
+
+# --- de-identification ----------------------------------------------------------------------------------------
+
+def test_nothing_identifying_reaches_the_site_folder(imported, exported) -> None:
+    out, _, pseudonyms = imported
+    secret = []
+    for path in exported[0].rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        secret += identifiers(str(ds.PatientID), str(ds.PatientName), str(ds.PatientBirthDate), [str(ds.StudyDate)])
+        secret += [str(ds.AccessionNumber), str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)]
+    secret = sorted(set(secret))
+    assert files_containing(out, secret) == []
+    assert not pseudonyms.resolve().is_relative_to(out.resolve())
+    assert pseudonyms.stat().st_mode & 0o077 == 0  # the map is the key back to the patients: owner only
+
+
+def test_the_identity_scan_finds_an_identifier_where_there_is_one(imported, tmp_path: Path) -> None:
+    """Positive control for the check above: a planted name is found, in JSON and in a NIfTI header."""
+    copy = tmp_path / "copy"
+    shutil.copytree(imported[0], copy)
+    manifest = copy / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"treatment"', '"Kowalski Dieter", "treatment"', 1))
+    nifti = next(copy.rglob("t1.nii.gz"))
+    image = nib.load(nifti)
+    image.header["descrip"] = b"MRN1234567"
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), image.affine, image.header), nifti)
+    hits = files_containing(copy, ["Kowalski", "MRN1234567"])
+    assert {(p.name, s) for p, s in hits} == {("manifest.json", "Kowalski"), ("t1.nii.gz", "MRN1234567")}
+
+
+def test_a_second_import_reuses_the_pseudonyms(imported, exported, tmp_path: Path) -> None:
+    out, report, pseudonyms = imported
+    kept = tmp_path / "pseudonyms.csv"
+    shutil.copy(pseudonyms, kept)
+    dicom, _ = _one_patient_copy(exported, tmp_path)
+    again = _import(dicom.parent, tmp_path / "again", pseudonyms=kept)
+    assert again.patients[0].patient_id in {p.patient_id for p in report.patients}
+
+
+def test_identifiers_in_a_series_description_are_redacted_and_named(exported, tmp_path: Path, caplog) -> None:
+    patient_dir, record = _one_patient_copy(exported, tmp_path)
+    folder = _series_folder(patient_dir, "AX T2 FSE")
+    family = record["name"].split("^")[0]
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.SeriesDescription = f"AX T2 FSE {family}"
+        ds.save_as(path)
+    with caplog.at_level(logging.WARNING):
+        report = _import(patient_dir.parent, tmp_path / "out")
+    assert any(str(folder) in r.getMessage() and "identifiers" in r.getMessage() for r in caplog.records)
+    assert any("[redacted]" in w and "identifiers" in w for w in report.warnings)  # the folder names the patient
+    t2 = next(s for s in report.patients[0].timepoints[0].series if s.sequence == "t2")
+    assert t2.description == "AX T2 FSE [redacted]"
+    assert files_containing(tmp_path / "out", [family]) == []
+
+
+# --- bad input: named, and nothing half-written ------------------------------------------------------------
+
+def _refused(dicom: Path, out: Path, *expected: str, **options: Any) -> str:
+    pseudonyms = out.parent / f"{out.name}-pseudonyms.csv"
+    with pytest.raises(DataError) as info:
+        _import(dicom, out, pseudonyms=pseudonyms, **options)
+    message = str(info.value)
+    for text in expected:
+        assert text in message, message
+    assert not out.exists(), "a refused import must write no site folder"
+    assert not list(out.parent.glob(f".{out.name}.importing-*")), "staging left behind"
+    assert not pseudonyms.exists(), "a refused import must not record pseudonyms"
+    return message
+
+
+def test_a_missing_sequence_is_named_with_its_study(exported, tmp_path: Path) -> None:
+    patient_dir, _ = _one_patient_copy(exported, tmp_path)
+    shutil.rmtree(_series_folder(patient_dir, "AX T2 FLAIR", timepoint=2))
+    _refused(patient_dir.parent, tmp_path / "out", "no FLAIR series", "AX T2 FSE")
+
+
+def test_a_missing_slice_is_named_as_inconsistent_spacing(exported, tmp_path: Path) -> None:
+    patient_dir, _ = _one_patient_copy(exported, tmp_path)
+    folder = _series_folder(patient_dir, "AX T1 SE +C")
+    (folder / "IM0008.dcm").unlink()
+    _refused(patient_dir.parent, tmp_path / "out", "inconsistent slice spacing", str(folder))
+
+
+def test_a_series_mixing_patients_is_refused(exported, tmp_path: Path) -> None:
+    patient_dir, _ = _one_patient_copy(exported, tmp_path)
+    stray = _series_folder(patient_dir, "AX T1 SE") / "IM0005.dcm"
+    ds = pydicom.dcmread(stray)
+    ds.PatientID = "MRN0000001"
+    ds.save_as(stray)
+    _refused(patient_dir.parent, tmp_path / "out", "mixes patients", "MRN0000001")
+
+
+def test_one_id_with_two_identities_is_refused(exported, tmp_path: Path) -> None:
+    patient_dir, _ = _one_patient_copy(exported, tmp_path)
+    for path in _series_folder(patient_dir, "AX T2 FSE", timepoint=1).iterdir():
+        ds = pydicom.dcmread(path)
+        ds.PatientBirthDate = "19500101"
+        ds.save_as(path)
+    _refused(patient_dir.parent, tmp_path / "out", "2 different names or birth dates")
+
+
+def test_burned_in_annotations_are_refused(exported, tmp_path: Path) -> None:
+    patient_dir, _ = _one_patient_copy(exported, tmp_path)
+    path = sorted(_series_folder(patient_dir, "AX T1 SE").iterdir())[0]
+    ds = pydicom.dcmread(path)
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(path)
+    _refused(patient_dir.parent, tmp_path / "out", "BurnedInAnnotation is YES")
+
+
+def test_an_undecodable_transfer_syntax_is_named_with_the_file(exported, tmp_path: Path) -> None:
+    patient_dir, _ = _one_patient_copy(exported, tmp_path)
+    path = sorted(_series_folder(patient_dir, "AX T1 SE +C").iterdir())[3]
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.UID("1.2.840.10008.1.2.4.100")  # MPEG2: no image decoder
+    ds.PixelData = pydicom.encaps.encapsulate([ds.PixelData])
+    ds.save_as(path, enforce_file_format=True)
+    _refused(patient_dir.parent, tmp_path / "out", path.name, "cannot decode the pixels", "MPEG2")
+
+
+def test_compressed_series_import_to_the_same_voxels(cohort_dir: Path, tmp_path: Path) -> None:
+    plain, rle = tmp_path / "plain", tmp_path / "rle"
+    export_site_dicom(cohort_dir / SITE, plain, patients=PATIENTS[:1])
+    export_site_dicom(cohort_dir / SITE, rle, patients=PATIENTS[:1], compress=True)
+    syntaxes = {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+                for p in (rle / next(iter(json.loads((rle / "export.json").read_text())["patients"]))).rglob("IM*")}
+    assert syntaxes == {pydicom.uid.RLELossless}
+    a = read_series(sorted(next(plain.rglob("S003")).iterdir()))
+    b = read_series(sorted(next(rle.rglob("S003")).iterdir()))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+
+
+def test_an_existing_site_folder_is_never_overwritten(exported, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(DataError, match="already exists"):
+        _import(exported[0], out)
+    assert (out / "keep.txt").read_text() == "x"
+
+
+def test_an_unreadable_file_is_named_and_skip_invalid_writes_the_rest(exported, tmp_path: Path) -> None:
+    dicom = tmp_path / "pacs"
+    shutil.copytree(exported[0], dicom)
+    mrn = next(iter(exported[1]["patients"]))
+    first = _series_folder(dicom / mrn, "AX T1 SE +C") / "IM0008.dcm"
+    first.write_bytes(first.read_bytes()[:400])  # truncated in transfer: the series has a gap
+    _refused(dicom, tmp_path / "out", str(first))
+    report = _import(dicom, tmp_path / "partial", skip_invalid=True)
+    assert len(report.patients) == len(PATIENTS) - 1  # the patient of the truncated file is left out...
+    assert len(report.skipped) == 2 and first.name in report.skipped[0]  # ...and the file and patient are named
+    assert "inconsistent slice spacing" in report.skipped[1]
+    assert "[redacted]" in report.skipped[0]  # the hospital's folder names hold identifiers
+
+
+# --- pieces ----------------------------------------------------------------------------------------------------
+
+def _header(description: str, **fields: Any) -> SeriesHeader:
+    values: dict[str, Any] = dict(patient_id="p", patient_name="", birth_date="", sex="", age="", study_uid="1",
+                                  study_date="20250101", series_uid="2", series_number=1, modality="MR",
+                                  description=description, protocol="", image_type=[], contrast_agent="",
+                                  echo_time=None, repetition_time=None, inversion_time=None,
+                                  burned_in_annotation="", transfer_syntax="", files=[Path("x")])
+    values.update(fields)
+    return SeriesHeader(**values)
+
+
+@pytest.mark.parametrize(("description", "fields", "expected"), [
+    ("AX T1 SE", {}, "t1"), ("Ax T1 MPRAGE POST", {}, "t1ce"), ("T1CE", {}, "t1ce"), ("sag t1 +C", {}, "t1ce"),
+    ("t1_se_tra", {"contrast_agent": "Gadovist"}, "t1ce"), ("AX T2 FSE", {}, "t2"), ("Ax T2 FLAIR", {}, "flair"),
+    ("3-PL LOC", {}, "localizer"), ("Survey_32ch", {}, "localizer"), ("ep2d_diff", {}, "unknown"),
+    ("Sequence 7", {"echo_time": 120.0, "repetition_time": 9000.0, "inversion_time": 2500.0}, "flair"),
+    ("Sequence 8", {"echo_time": 100.0, "repetition_time": 4000.0}, "t2"),
+    ("Sequence 9", {"echo_time": 10.0, "repetition_time": 500.0}, "t1"),
+])
+def test_series_are_classified_by_name_then_by_acquisition(description: str, fields: dict, expected: str) -> None:
+    assert classify(_header(description, **fields)) == expected
+
+
+def test_a_sites_rules_name_its_own_series(tmp_path: Path) -> None:
+    rules_file = tmp_path / "sequences.yaml"
+    rules_file.write_text("flair: ['^KOPF_DF']\nignore: ['ep2d']\nt1: ['^KOPF_NATIV']\n")
+    rules = SequenceRules.load(rules_file)
+    assert classify(_header("KOPF_DF_tra"), rules) == "flair"
+    assert classify(_header("KOPF_NATIV"), rules) == "t1"
+    assert classify(_header("ep2d_diff"), rules) == "ignore"
+    rules_file.write_text("t1: ['(unclosed']\n")
+    with pytest.raises(Exception, match="bad regular expression"):
+        SequenceRules.load(rules_file)
+
+
+def test_pydicoms_real_mr_files_decode_the_same_in_every_transfer_syntax(tmp_path: Path) -> None:
+    """Real-format files shipped with pydicom: compressed variants give the uncompressed pixels; one slice is
+    refused as a volume, with the folder named."""
+    from flame_private.data.dicom.volume import _pixels
+
+    reference = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    for name in ("MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm",
+                 "MR_small_bigendian.dcm"):
+        path = Path(get_testdata_file(name))
+        np.testing.assert_array_equal(_pixels(pydicom.dcmread(path), path), _pixels(reference, path))
+    folder = tmp_path / "one-slice"
+    folder.mkdir()
+    shutil.copy(get_testdata_file("MR_small.dcm"), folder / "a.dcm")
+    series, problems = scan_dicom_folder(folder)
+    assert problems == [] and series[0].modality == "MR" and series[0].patient_id
+    with pytest.raises(SeriesError, match="only 1 slice"):
+        read_series(series[0].files)
+
+
+def test_the_cli_exports_imports_and_the_result_passes_the_data_check(cohort_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    pacs, site = tmp_path / "pacs", tmp_path / "site-c"
+    result = runner.invoke(app, ["data", "export-dicom", str(cohort_dir / "site-c"), "--out", str(pacs),
+                                 "--patient", "site-c-000", "--patient", "site-c-001"])
+    assert result.exit_code == 0, result.output
+    assert "export.json" in result.output
+    result = runner.invoke(app, ["data", "import", "--dicom", str(pacs), "--out", str(site), "--voxel-mm", "6"])
+    assert result.exit_code == 0, result.output
+    assert "2 patient(s) imported" in result.output and "site-c-pseudonyms.csv" in result.output
+    assert runner.invoke(app, ["data", "check", str(site)]).exit_code == 0
+    again = runner.invoke(app, ["data", "import", "--dicom", str(pacs), "--out", str(site)])
+    assert again.exit_code != 0 and "already exists" in again.output
+
+
+def test_short_identifiers_count_as_whole_tokens_long_ones_anywhere() -> None:
+    """A research ID '017' or a name part 'Ann' inside a number or a word is chance; a date inside a date-time
+    or an ID inside a file name is a leak."""
+    from flame_private.data.dicom.deidentify import redact
+
+    text, hit = redact("AX T2 Kowalski 017 annotation 20260418093000 a017b", ["Kowalski", "017", "20260418", "Ann"])
+    assert hit and text == "AX T2 [redacted] [redacted] annotation [redacted]093000 a017b"
+    assert redact("slices 1017, bright", ["017", "Ann"]) == ("slices 1017, bright", False)
