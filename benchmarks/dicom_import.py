@@ -40,7 +40,7 @@ def main() -> None:
     from flame_private.data.dicom.deidentify import PseudonymMap
     from flame_private.data.dicom.export import export_site_dicom, moved
     from flame_private.data.dicom.importer import ImportOptions, import_dicom
-    from flame_private.data.dicom.registration import registration_error_mm
+    from flame_private.data.dicom.registration import isotropic_reference, registration_error_mm
     from flame_private.data.layouts.flame import read_manifest
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,6 +79,9 @@ def main() -> None:
                                        tps, strict=True):
                 mine = sitk.ReadImage(str(work / "site" / new["files"]["seg"]))
                 seg = sitk.ReadImage(str(site / old["files"]["seg"]), sitk.sitkUInt8)
+                if args.export_mm:  # as export_site_dicom resampled it before moving it
+                    grid = isotropic_reference(sitk.ReadImage(str(site / old["files"]["t1ce"])), args.export_mm)
+                    seg = sitk.Resample(seg, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
                 motion = sitk.Euler3DTransform()
                 motion.SetCenter(known["motion_centre"])
                 motion.SetParameters(known["motion"])

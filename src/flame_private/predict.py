@@ -40,6 +40,9 @@ class Prediction:
     baseline_seg: np.ndarray
     interval_days: int
     voxel_ml: float
+    affine: np.ndarray | None = None
+    """Model-grid voxel -> RAS millimetres, where the preprocessing kept it: places the predictions back
+    on the patient's scans (DICOM output)."""
 
     def enhancing_ml(self) -> dict[str, float]:
         return {m: float((s == 3).sum() * self.voxel_ml) for m, s in self.segmentations.items()}
@@ -88,13 +91,15 @@ def predict_case(model_dir: Path, case: CaseRecord, interval_days: int = DEFAULT
     if data_cfg_evo != data_cfg:
         raise ValueError(f"{model_dir}: response and evolution models were trained on different grids")
     assert case.covariates is not None
-    tensors = preprocess(case, data_cfg)
+    tensors = preprocess(case, data_cfg, with_affine=True)
     image, seg = tensors["image"], tensors["seg"]
     probs = response_under_each_modality(response, image, seg, encode_covariates(case.covariates))
     segs = evolution_under_each_modality(evolution, image, seg, interval_days / 365.0)
+    affine = tensors.get("affine")
     return Prediction(patient_id=case.patient_id, probabilities=probs, segmentations=segs,
                       baseline_image=image[1].numpy(), baseline_seg=seg[0].numpy().astype(np.uint8),
-                      interval_days=interval_days, voxel_ml=data_cfg.voxel_mm**3 / 1000.0)
+                      interval_days=interval_days, voxel_ml=data_cfg.voxel_mm**3 / 1000.0,
+                      affine=None if affine is None else np.asarray(affine, dtype=np.float64))
 
 
 def plot_prediction(pred: Prediction, out: Path) -> Path:

@@ -157,6 +157,14 @@ def predict(
     sex: Annotated[Optional[str], typer.Option(help="F or M.")] = None,
     mgmt: Annotated[Optional[bool], typer.Option("--mgmt/--no-mgmt", help="MGMT promoter methylated.")] = None,
     resection: Annotated[Optional[str], typer.Option(help="gross_total, subtotal or biopsy.")] = None,
+    dicom_series: Annotated[Optional[Path], typer.Option(help=(
+        "The patient's baseline series (or study) in DICOM: also write the predictions as DICOM-SEG on it and "
+        "an encapsulated PDF, for the viewer (docs/site-data.md)."))] = None,
+    dicom_out: Annotated[Optional[Path], typer.Option(help="Where the DICOM files go (default <case>-dicom).")]
+    = None,
+    pseudonyms: Annotated[Optional[Path], typer.Option(help=(
+        "The import's pseudonym map, to check that the series is this case's patient (default: beside the "
+        "site folder, as flame data import writes it)."), show_default=False)] = None,
 ) -> None:
     """Compare photons, protons and carbon ions for one patient: probabilities and predicted follow-up."""
     from flame_private.data.records import Covariates
@@ -182,3 +190,14 @@ def predict(
     console.print(table)
     png = plot_prediction(pred, out or case.parent / f"{case.name}-prediction.png")
     console.print(f"wrote {png}")
+    if dicom_series is not None:
+        from flame_private.models.io import file_sha256
+        from flame_private.predict_dicom import write_prediction_dicom
+
+        site = case.resolve().parent
+        with refusals():
+            written = write_prediction_dicom(
+                pred, dicom_series, dicom_out or case.parent / f"{case.name}-dicom",
+                pseudonyms or site.parent / f"{site.name}-pseudonyms.csv", site.name, figure=png,
+                models={name: file_sha256(model / f"{name}.pt") for name in ("response", "evolution")})
+        console.print(f"wrote {len(written)} DICOM files for the viewer: {', '.join(str(p) for p in written)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,14 +118,29 @@ def timepoint_inputs(
     return inputs, tuple(seg_keys)
 
 
+AFFINE_KEY = "affine"
+
+
 def preprocess(
-    record: CaseRecord, data_config: DataConfig, targets: Sequence[TimepointRecord] = ()
+    record: CaseRecord, data_config: DataConfig, targets: Sequence[TimepointRecord] = (), with_affine: bool = False
 ) -> dict[str, torch.Tensor]:
     """Baseline ``image`` and ``seg`` (if any) of a case, plus ``target_<i>`` for each follow-up given.
 
     Follow-up segmentations go through the same call so they are cropped with the
-    baseline's brain box and stay voxel-aligned with it.
+    baseline's brain box and stay voxel-aligned with it. WITH_AFFINE adds
+    ``affine`` (model-grid voxel -> RAS mm, float64 [4, 4]), which places a
+    prediction back on the patient's scans.
     """
     inputs, seg_keys = timepoint_inputs(record.baseline, targets)
     chain = build_transforms(data_config, record.label_map, seg_keys)
-    return chain({k: str(v) for k, v in inputs.items()})
+    if not with_affine:
+        return chain({k: str(v) for k, v in inputs.items()})
+    # The chain's last step drops MONAI's metadata; run it apart and keep the affine first.
+    data = chain.transforms[:-1]
+    out: dict[str, Any] = {k: str(v) for k, v in inputs.items()}
+    for step in data:
+        out = step(out)
+    affine = torch.as_tensor(np.asarray(out[IMAGE_KEY].affine), dtype=torch.float64)
+    out = chain.transforms[-1](out)
+    out[AFFINE_KEY] = affine
+    return out

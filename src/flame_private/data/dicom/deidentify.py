@@ -47,6 +47,10 @@ class PseudonymMap:
             if len(set(self._by_id.values())) != len(self._by_id):
                 raise DataError(f"{self.path}: two patients share a pseudonym")
 
+    def known(self, patient_id: str) -> str | None:
+        """The patient's pseudonym if the map has one (never draws a new one)."""
+        return self._by_id.get(patient_id)
+
     def pseudonym(self, patient_id: str) -> str:
         """The patient's pseudonym, drawn at random the first time it is asked for."""
         if patient_id not in self._by_id:

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import pydicom
 import SimpleITK as sitk
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, RLELossless, generate_uid
+from pydicom.uid import RLELossless, generate_uid
 
+from flame_private.data.dicom.instance import new_instance
 from flame_private.data.dicom.registration import isotropic_reference
 from flame_private.data.dicom.segmentation import write_seg
 from flame_private.data.layouts.flame import read_manifest
@@ -77,13 +77,7 @@ def moved(image: sitk.Image, params: list[float], labels: bool, centre: list[flo
 
 def _base(patient: dict[str, Any], study: dict[str, Any], series_uid: str, number: int, description: str,
           modality: str, sop_class: str) -> pydicom.Dataset:
-    ds = pydicom.Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = str(generate_uid())
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds = new_instance(sop_class)
     ds.SpecificCharacterSet = "ISO_IR 192"
     for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge"):
         setattr(ds, key, patient[key])

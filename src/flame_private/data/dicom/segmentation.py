@@ -78,8 +78,13 @@ def read_seg(path: Path, source_files: list[Path], reference: sitk.Image) -> sit
 
 
 def write_seg(labels: np.ndarray, source: list[pydicom.Dataset], out: Path, series_number: int,
-              manufacturer: str) -> None:
-    """LABELS ((slices, rows, columns), canonical values) as a SEG on the SOURCE slices, in their order."""
+              manufacturer: str, description: str = "Tumour segmentation",
+              algorithm: tuple[str, str] | None = None) -> None:
+    """LABELS ((slices, rows, columns), canonical values) as a SEG on the SOURCE slices, in their order.
+
+    ALGORITHM (name, version) marks the segments as a model's output, as viewers
+    show it; without it they are marked as drawn by hand.
+    """
     present = [v for v in CANONICAL_SEGMENTS if np.any(labels == v)] or [1]
     descriptions = [
         hd.seg.SegmentDescription(
@@ -87,7 +92,11 @@ def write_seg(labels: np.ndarray, source: list[pydicom.Dataset], out: Path, seri
             segment_label=CANONICAL_SEGMENTS[v],
             segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
             segmented_property_type=codes.SCT.Neoplasm,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+            algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC if algorithm
+                            else hd.seg.SegmentAlgorithmTypeValues.MANUAL),
+            algorithm_identification=(hd.AlgorithmIdentificationSequence(
+                name=algorithm[0], version=algorithm[1], family=codes.cid7162.ArtificialIntelligence)
+                if algorithm else None),
         )
         for i, v in enumerate(present)
     ]
@@ -98,7 +107,7 @@ def write_seg(labels: np.ndarray, source: list[pydicom.Dataset], out: Path, seri
         source_images=source, pixel_array=stacked, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=series_number,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer=manufacturer,
-        manufacturer_model_name="flame-private synthetic cohort", software_versions="flame-private",
-        device_serial_number="0", series_description="Tumour segmentation", omit_empty_frames=False,
+        manufacturer_model_name="flame-private", software_versions="flame-private",
+        device_serial_number="0", series_description=description, omit_empty_frames=False,
     )
     seg.save_as(out)
