@@ -501,3 +501,13 @@ def test_flame_predict_writes_the_dicom_files_beside_the_png(imported, exported,
     assert result.exit_code == 0, result.output
     assert "wrote 4 DICOM files" in result.output
     assert len(list((tmp_path / "dicom").iterdir())) == 4
+
+
+def test_a_patient_without_a_baseline_segmentation_imports_with_a_warning(exported, tmp_path: Path) -> None:
+    patient_dir, _ = _one_patient_copy(exported, tmp_path)
+    shutil.rmtree(next(sorted(patient_dir.iterdir())[0].glob("S100")))
+    report = _import(patient_dir.parent, tmp_path / "out")
+    assert report.patients[0].timepoints[0].segmentation is False
+    assert any("no segmentation (DICOM-SEG) in the baseline study" in w for w in report.warnings)
+    entry = read_manifest(tmp_path / "out")["patients"][0]
+    assert "seg" not in entry["timepoints"][0]["files"] and "seg" in entry["timepoints"][1]["files"]

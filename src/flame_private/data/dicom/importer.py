@@ -282,6 +282,9 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
             volumes[name]["seg"] = resample(labels, reference, registration.transform() if registration else None,
                                             labels=True)
         reports.append(TimepointReport(name=name, day=day, series=series_reports, segmentation=bool(segs)))
+    if not reports[0].segmentation:
+        warnings.append(f"{pseudonym}: no segmentation (DICOM-SEG) in the baseline study; both models need one, "
+                        "so this patient cannot train or be predicted until it has one")
 
     brain_ml = metric = None
     t = time.perf_counter()
