@@ -511,3 +511,12 @@ def test_a_patient_without_a_baseline_segmentation_imports_with_a_warning(export
     assert any("no segmentation (DICOM-SEG) in the baseline study" in w for w in report.warnings)
     entry = read_manifest(tmp_path / "out")["patients"][0]
     assert "seg" not in entry["timepoints"][0]["files"] and "seg" in entry["timepoints"][1]["files"]
+
+
+def test_the_report_numbers_are_too_short_to_spell_a_date_or_numeric_id(imported) -> None:
+    """With 8-digit study dates of every patient searched in every file, a long float in import.json would
+    sooner or later spell one by chance and stop a large site's import for nothing."""
+    import re
+
+    text = (imported[0] / "import.json").read_text()
+    assert max(len(run) for run in re.findall(r"\d+", text)) <= 5

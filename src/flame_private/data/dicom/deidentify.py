@@ -90,13 +90,14 @@ def identifiers(patient_id: str, patient_name: str, birth_date: str, study_dates
 
 SHORT = 6
 """Identifiers shorter than this (a 3-letter name part, a research ID such as 017) only count as whole
-tokens: inside a longer word or number they are chance, and would stop every import. Longer ones count
-anywhere (a date inside a date-time, an ID inside a file name)."""
+tokens: inside a longer word or number (or after a decimal point) they are chance, and would stop every
+import. Longer ones count anywhere (a date inside a date-time, an ID inside a file name); the report keeps
+its numbers short (4 decimals) so that no run of their digits spells one by chance."""
 
 
 def _pattern(secret: str) -> str:
     escaped = re.escape(secret)
-    return rf"(?<![0-9a-z]){escaped}(?![0-9a-z])" if len(secret) < SHORT else escaped
+    return rf"(?<![0-9a-z.]){escaped}(?![0-9a-z])" if len(secret) < SHORT else escaped
 
 
 def redact(text: str, secrets_: list[str]) -> tuple[str, bool]:

@@ -341,7 +341,9 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
                  pseudonym, age, first.sex or "?")
     return entry, PatientReport(
         patient_id=pseudonym, timepoints=reports, treatment=treatment, treatment_source=treatment_source,
-        brain_ml=brain_ml, brain_mask_metric=metric, contact_sheet=f"qc/{pseudonym}.png", left_out=left_out,
+        brain_ml=None if brain_ml is None else round(brain_ml, 1),
+        brain_mask_metric=None if metric is None else round(metric, 4), contact_sheet=f"qc/{pseudonym}.png",
+        left_out=left_out,
         seconds=round(time.perf_counter() - started, 2), steps={k: round(v, 2) for k, v in steps.items()})
 
 
