@@ -136,7 +136,9 @@ def scan_dicom_folder(root: Path) -> tuple[list[SeriesHeader], list[Problem]]:
             echo_time=_number(ds, "EchoTime"),
             repetition_time=_number(ds, "RepetitionTime"),
             inversion_time=_number(ds, "InversionTime"),
-            burned_in_annotation=_text(ds, "BurnedInAnnotation").upper(),
+            # YES on any slice marks the series: one slice with a name in its pixels is enough.
+            burned_in_annotation="YES" if any(_text(m[2], "BurnedInAnnotation").upper() == "YES" for m in members)
+            else _text(ds, "BurnedInAnnotation").upper(),
             transfer_syntax=str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else "",
             files=[m[1] for m in members],
         ))
