@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
+import tempfile
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -34,7 +37,7 @@ from flame_private.data.dicom.segmentation import write_seg
 from flame_private.data.dicom.sequences import classify
 from flame_private.data.dicom.volume import read_series
 from flame_private.data.errors import DataError, format_problems
-from flame_private.predict import Prediction
+from flame_private.predict import Prediction, plot_prediction
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +137,12 @@ def _encapsulated_pdf(document: bytes, like: pydicom.Dataset, series_number: int
 
 
 def write_prediction_dicom(pred: Prediction, series_folder: Path, out: Path, pseudonyms: Path, site_id: str,
-                           figure: Path | None = None, models: dict[str, str] | None = None) -> list[Path]:
+                           models: dict[str, str] | None = None) -> list[Path]:
     """Three DICOM-SEG (one per modality) on the series in SERIES_FOLDER and one encapsulated PDF, in OUT.
 
-    Refuses, before writing, a series whose patient the pseudonym map does not
-    name as PRED's patient, and a prediction without its grid's affine.
+    Refuses, before writing: a series whose patient the pseudonym map does not
+    name as PRED's patient, or that is not from the study imported as the
+    baseline; an OUT inside a site folder; a prediction without its grid's affine.
     """
     if pred.affine is None:
         raise DataError(f"{pred.patient_id}: the prediction has no grid affine; cannot place it on the scans")
@@ -146,17 +150,25 @@ def write_prediction_dicom(pred: Prediction, series_folder: Path, out: Path, pse
     if not Path(pseudonyms).is_file():
         raise DataError(f"{pseudonyms}: no pseudonym map: it is what shows that the series and the case are one "
                         "patient (flame data import writes it beside the site folder)")
-    mapped = PseudonymMap(pseudonyms, site_id).known(source.patient_id)
+    names = PseudonymMap(pseudonyms, site_id)
+    mapped = names.known(source.patient_id)
     if mapped != pred.patient_id:
         raise DataError(f"{series_folder}: this series is not patient {pred.patient_id}'s "
                         f"(the pseudonym map gives {mapped or 'no pseudonym'} for its patient); nothing written")
-    reference = read_series(source.files)
-    datasets = _sorted_datasets(source.files, reference)
+    if names.baseline_study(source.patient_id) != source.study_uid:
+        raise DataError(f"{series_folder}: this series is not from the baseline study the case was imported from; "
+                        "the prediction is placed on the baseline scan, so give a series of that study")
     out = Path(out)
     if out.exists():
         raise DataError(f"{out}: already exists; write into a new folder")
-    staging = out.with_name(f".{out.name}.writing")
-    staging.mkdir(parents=True, exist_ok=False)
+    site_folder = next((p for p in [out.resolve(), *out.resolve().parents] if (p / "manifest.json").is_file()), None)
+    if site_folder is not None:
+        raise DataError(f"{out}: inside the site folder {site_folder}; these files carry the patient's identity "
+                        "and belong in the hospital's archive, not where the models train")
+    reference = read_series(source.files)
+    datasets = _sorted_datasets(source.files, reference)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.writing-", dir=out.parent))
     try:
         written = []
         for number, modality in enumerate(MODALITIES, start=1):
@@ -168,13 +180,14 @@ def write_prediction_dicom(pred: Prediction, series_folder: Path, out: Path, pse
                       description=f"Predicted tumour day {pred.interval_days}, {modality}",
                       algorithm=("flame-private evolution model", __version__))
             written.append(out / path.name)
+        # The figure drawn anew without the pseudonym: in the archive, beside the patient's name, it would link
+        # the two for anyone who can read the study.
+        figure = plot_prediction(replace(pred, patient_id="this patient"), staging / "figure.png")
         document = _report_pdf(pred, figure, models or {})
+        figure.unlink()
         _encapsulated_pdf(document, datasets[0], 7010, staging / "treatment-comparison.dcm")
         written.append(out / "treatment-comparison.dcm")
         staging.rename(out)
     finally:
-        if staging.exists():
-            for f in staging.iterdir():
-                f.unlink()
-            staging.rmdir()
+        shutil.rmtree(staging, ignore_errors=True)
     return written

@@ -160,7 +160,8 @@ def predict(
     dicom_series: Annotated[Optional[Path], typer.Option(help=(
         "The patient's baseline series (or study) in DICOM: also write the predictions as DICOM-SEG on it and "
         "an encapsulated PDF, for the viewer (docs/site-data.md)."))] = None,
-    dicom_out: Annotated[Optional[Path], typer.Option(help="Where the DICOM files go (default <case>-dicom).")]
+    dicom_out: Annotated[Optional[Path], typer.Option(help=(
+        "Where the DICOM files go, outside the site folder (default: <site folder>-dicom/<case> beside it)."))]
     = None,
     pseudonyms: Annotated[Optional[Path], typer.Option(help=(
         "The import's pseudonym map, to check that the series is this case's patient (default: beside the "
@@ -197,7 +198,7 @@ def predict(
         site = case.resolve().parent
         with refusals():
             written = write_prediction_dicom(
-                pred, dicom_series, dicom_out or case.parent / f"{case.name}-dicom",
-                pseudonyms or site.parent / f"{site.name}-pseudonyms.csv", site.name, figure=png,
+                pred, dicom_series, dicom_out or site.parent / f"{site.name}-dicom" / case.resolve().name,
+                pseudonyms or site.parent / f"{site.name}-pseudonyms.csv", site.name,
                 models={name: file_sha256(model / f"{name}.pt") for name in ("response", "evolution")})
         console.print(f"wrote {len(written)} DICOM files for the viewer: {', '.join(str(p) for p in written)}")

@@ -30,7 +30,8 @@ def import_command(
         help="YAML of the site's series names: sequence -> regular expressions (docs/site-data.md).")] = None,
     clinical: Annotated[Optional[Path], typer.Option(
         help="Clinical table by hospital patient ID (columns of clinical.csv, docs/data.md).")] = None,
-    voxel_mm: Annotated[float, typer.Option(help="Isotropic voxel of the written images, mm.")] = 1.0,
+    voxel_mm: Annotated[float, typer.Option(min=0.25, max=8.0, help="Isotropic voxel of the written images, mm.")]
+    = 1.0,
     skull_strip: Annotated[bool, typer.Option("--skull-strip/--no-skull-strip", help=(
         "Extract the brain with the MNI152 mask (off for scans already skull-stripped)."))] = True,
     skip_invalid: Annotated[bool, typer.Option(help=(

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from flame_private.data.errors import DataError
 
-PSEUDONYM_COLUMNS = ("patient_id", "pseudonym")
+PSEUDONYM_COLUMNS = ("patient_id", "pseudonym", "baseline_study_uid")
 
 
 class PseudonymMap:
@@ -33,6 +33,7 @@ class PseudonymMap:
         self.path = Path(path)
         self.site_id = site_id
         self._by_id: dict[str, str] = {}
+        self._baseline: dict[str, str] = {}
         if self.path.exists():
             try:
                 with self.path.open(newline="", encoding="utf-8") as fh:
@@ -42,6 +43,8 @@ class PseudonymMap:
                                         f"got {reader.fieldnames}")
                     for row in reader:
                         self._by_id[row["patient_id"]] = row["pseudonym"]
+                        if row["baseline_study_uid"]:
+                            self._baseline[row["patient_id"]] = row["baseline_study_uid"]
             except (OSError, UnicodeDecodeError, csv.Error) as exc:
                 raise DataError(f"{self.path}: cannot read the pseudonym map ({exc})") from None
             if len(set(self._by_id.values())) != len(self._by_id):
@@ -50,6 +53,13 @@ class PseudonymMap:
     def known(self, patient_id: str) -> str | None:
         """The patient's pseudonym if the map has one (never draws a new one)."""
         return self._by_id.get(patient_id)
+
+    def baseline_study(self, patient_id: str) -> str | None:
+        """The StudyInstanceUID the import took as the patient's baseline (what predictions are drawn on)."""
+        return self._baseline.get(patient_id)
+
+    def set_baseline_study(self, patient_id: str, study_uid: str) -> None:
+        self._baseline[patient_id] = study_uid
 
     def pseudonym(self, patient_id: str) -> str:
         """The patient's pseudonym, drawn at random the first time it is asked for."""
@@ -64,12 +74,12 @@ class PseudonymMap:
         """Write the map atomically (a crash leaves the old one, never half of the new)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # owner-only from the first byte
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(PSEUDONYM_COLUMNS)
             for pid, pseudonym in sorted(self._by_id.items()):
-                writer.writerow([pid, pseudonym])
-        os.chmod(tmp, 0o600)
+                writer.writerow([pid, pseudonym, self._baseline.get(pid, "")])
         os.replace(tmp, self.path)
 
 
@@ -84,7 +94,7 @@ def parse_dicom_date(value: str, what: str) -> date:
 def identifiers(patient_id: str, patient_name: str, birth_date: str, study_dates: list[str]) -> list[str]:
     """The strings that identify a patient in text: ID, each part of the name, birth and study dates."""
     found = {patient_id, birth_date, *study_dates}
-    found |= {part for part in re.split(r"[\^ ,]+", patient_name) if len(part) >= 3}
+    found |= {part for part in re.split(r"[\^ ,=]+", patient_name) if len(part) >= 3}  # '=': ideographic groups
     return sorted(s for s in found if s and len(s) >= 3)
 
 
@@ -104,7 +114,7 @@ def redact(text: str, secrets_: list[str]) -> tuple[str, bool]:
     """TEXT with every identifier replaced, and whether any was found."""
     out = text
     for s in sorted(secrets_, key=len, reverse=True):
-        out = re.sub(_pattern(s.lower()), "[redacted]", out, flags=re.IGNORECASE)
+        out = re.sub(_pattern(s.casefold()), "[redacted]", out, flags=re.IGNORECASE)
     return out, out != text
 
 
@@ -138,8 +148,8 @@ def _text_of(path: Path) -> bytes:
 def files_containing(folder: Path, secrets_: list[str]) -> list[tuple[Path, str]]:
     """(file, identifier) for every file under FOLDER whose text holds one (case-insensitive)."""
     hits: list[tuple[Path, str]] = []
-    needles = [(s, re.compile(_pattern(s.lower()).encode())) for s in secrets_ if s]
+    needles = [(s, re.compile(_pattern(s.casefold()))) for s in secrets_ if s]
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        lowered = _text_of(path).lower()
-        hits += [(path, s) for s, needle in needles if needle.search(lowered)]
+        folded = _text_of(path).decode("utf-8", errors="ignore").casefold()  # Öztürk as well as Smith
+        hits += [(path, s) for s, needle in needles if needle.search(folded)]
     return hits

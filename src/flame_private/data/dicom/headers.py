@@ -37,6 +37,7 @@ class SeriesHeader(StrictModel):
     series_uid: str
     series_number: int | None
     modality: str
+    manufacturer: str
     description: str
     protocol: str
     image_type: list[str]
@@ -76,12 +77,25 @@ def _integer(ds: pydicom.Dataset, keyword: str) -> int | None:
     return None if number is None else int(number)
 
 
-def scan_dicom_folder(root: Path) -> tuple[list[SeriesHeader], list[Problem]]:
+def header_identifiers(ds: pydicom.Dataset) -> set[str]:
+    """What in one header identifies the patient or links back to the hospital's archive."""
+    from flame_private.data.dicom.deidentify import identifiers
+
+    found = set(identifiers(_text(ds, "PatientID"), _text(ds, "PatientName"), _text(ds, "PatientBirthDate"),
+                            [_text(ds, k) for k in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")]))
+    found |= {_text(ds, k) for k in ("AccessionNumber", "StudyInstanceUID", "SeriesInstanceUID",
+                                      "OtherPatientIDs") if len(_text(ds, k)) >= 3}
+    return found
+
+
+def scan_dicom_folder(root: Path, seen: set[str] | None = None) -> tuple[list[SeriesHeader], list[Problem]]:
     """Every series under ROOT, and every file that could not be read as DICOM.
 
     Files that are plainly not DICOM (no preamble, e.g. a README) and DICOMDIR
     index files are logged and left out; a file that starts like DICOM but cannot
-    be parsed is a problem, named with its reason.
+    be parsed is a problem, named with its reason. SEEN, when given, collects the
+    identifiers of every header read (``header_identifiers``), also of files
+    that are not used, so that none of them reaches a report.
     """
     root = Path(root)
     if not root.is_dir():
@@ -100,10 +114,11 @@ def scan_dicom_folder(root: Path) -> tuple[list[SeriesHeader], list[Problem]]:
         if "DirectoryRecordSequence" in ds:
             log.info("DICOMDIR index, left out: %s", path)
             continue
+        if seen is not None:
+            seen |= header_identifiers(ds)
         missing = [k for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "Modality") if not _text(ds, k)]
         if missing:
-            problems.append(Problem(patient_id=_text(ds, "PatientID") or None, path=path,
-                                    reason=f"missing {', '.join(missing)} in the header"))
+            problems.append(Problem(patient_id=None, path=path, reason=f"missing {', '.join(missing)} in the header"))
             continue
         instance = int(_number(ds, "InstanceNumber") or 0)
         by_series[_text(ds, "SeriesInstanceUID")].append((instance, path, ds))
@@ -115,7 +130,7 @@ def scan_dicom_folder(root: Path) -> tuple[list[SeriesHeader], list[Problem]]:
         patients = {_text(m[2], "PatientID") for m in members}
         if len(patients) > 1:
             problems.append(Problem(patient_id=None, path=members[0][1].parent,
-                                    reason=f"series {uid} mixes patients {sorted(patients)}"))
+                                    reason=f"one series mixes {len(patients)} patients {sorted(patients)}"))
             continue
         image_type = ds.get("ImageType")
         series.append(SeriesHeader(
@@ -129,6 +144,7 @@ def scan_dicom_folder(root: Path) -> tuple[list[SeriesHeader], list[Problem]]:
             series_uid=uid,
             series_number=_integer(ds, "SeriesNumber"),
             modality=_text(ds, "Modality").upper(),
+            manufacturer=_text(ds, "Manufacturer"),
             description=_text(ds, "SeriesDescription"),
             protocol=_text(ds, "ProtocolName"),
             image_type=[str(v).upper() for v in image_type] if image_type else [],

@@ -188,20 +188,10 @@ def _treatment(plans: list[SeriesHeader]) -> str | None:
     return found.pop() if found else None
 
 
-def _age(header: SeriesHeader, baseline: str) -> float | None:
-    if header.age[:-1].isdigit() and header.age.endswith("Y"):
-        years = float(int(header.age[:-1]))
-    elif header.birth_date:
-        born, seen = parse_dicom_date(header.birth_date, "PatientBirthDate"), parse_dicom_date(baseline, "StudyDate")
-        years = float((seen - born).days // 365.25)
-    else:
-        return None
-    return min(years, float(MAX_REPORTED_AGE))
-
-
 def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: SequenceRules | None,
-                    pseudonym: str, clinical: ClinicalRow | None, staging: Path,
-                    warnings: list[str]) -> tuple[dict[str, Any], PatientReport]:
+                    pseudonym: str, clinical: ClinicalRow | None, staging: Path, warnings: list[str],
+                    unreadable: set[Path]) -> tuple[dict[str, Any], PatientReport, str]:
+    """The patient's manifest entry, its report, and the baseline StudyInstanceUID (for the pseudonym map)."""
     started = time.perf_counter()
     steps: dict[str, float] = defaultdict(float)
 
@@ -234,6 +224,10 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
                          [s.study_date for s in series if s.study_date])
     left_out: list[str] = []
     picked = {uid: _pick_series(studies[uid], rules, left_out, secret, warnings) for uid in order}
+    for chosen in (h for by_sequence in picked.values() for h in by_sequence.values()):
+        if chosen.files[0].parent in unreadable:
+            raise _fail(chosen, chosen.files[0].parent, "a file in this series' folder could not be read: the "
+                                                        "volume may lack a slice at either end, which no gap shows")
 
     baseline_t1ce = read_series(picked[order[0]]["t1ce"].files)
     reference = isotropic_reference(baseline_t1ce, options.voxel_mm)
@@ -265,7 +259,12 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
                 slices=len(header.files), voxel_mm=[round(v, 4) for v in image.GetSpacing()],
                 transfer_syntax=getattr(pydicom.uid.UID(header.transfer_syntax), "name", header.transfer_syntax),
                 registration=registration))
-        segs = [s for s in studies[uid] if s.modality == "SEG"]
+        segs = []
+        for s in (s for s in studies[uid] if s.modality == "SEG"):
+            if s.manufacturer == "flame-private":  # a prediction sent back to the archive, not a drawn label
+                left_out.append(f"{s.description or 'SEG'!r}: a flame-private prediction, not a segmentation")
+            else:
+                segs.append(s)
         if len(segs) > 1:
             raise _fail(segs[1], segs[1].files[0], "more than one segmentation in one study")
         if segs:
@@ -335,16 +334,14 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
     sheet = staging / "qc" / f"{pseudonym}.png"
     contact_sheet({tp.name: volumes[tp.name] for tp in reports}, sheet, title=pseudonym)
     clock("contact sheet", t)
-    age = _age(first, picked[order[0]]["t1ce"].study_date)
     if clinical is None or clinical.covariates is None:
-        log.info("%s: no covariates (age %s from DICOM, sex %s); give a clinical table for MGMT and resection",
-                 pseudonym, age, first.sex or "?")
+        log.info("%s: no covariates; give a clinical table (age, sex, MGMT, resection) to train on them", pseudonym)
     return entry, PatientReport(
         patient_id=pseudonym, timepoints=reports, treatment=treatment, treatment_source=treatment_source,
         brain_ml=None if brain_ml is None else round(brain_ml, 1),
         brain_mask_metric=None if metric is None else round(metric, 4), contact_sheet=f"qc/{pseudonym}.png",
         left_out=left_out,
-        seconds=round(time.perf_counter() - started, 2), steps={k: round(v, 2) for k, v in steps.items()})
+        seconds=round(time.perf_counter() - started, 2), steps={k: round(v, 2) for k, v in steps.items()}), order[0]
 
 
 def _referenced_series(seg_path: Path) -> str:
@@ -364,7 +361,9 @@ def import_dicom(dicom_dir: Path, out: Path, options: ImportOptions,
     if options.pseudonyms.resolve().is_relative_to(out.resolve()):
         raise DataError(f"{options.pseudonyms}: the pseudonym map must not be inside the site folder {out}")
     rules = SequenceRules.load(options.sequences) if options.sequences else None
-    series, problems = scan_dicom_folder(dicom_dir)
+    seen: set[str] = set()
+    series, problems = scan_dicom_folder(dicom_dir, seen)
+    unreadable = {p.path.parent for p in problems if p.path is not None}
     if problems and not options.skip_invalid:
         raise DataError(format_problems(problems, f"{dicom_dir}: unusable files"))
     if not any(s.modality == "MR" for s in series):
@@ -391,8 +390,8 @@ def import_dicom(dicom_dir: Path, out: Path, options: ImportOptions,
         for patient_id, members in sorted(by_patient.items()):
             pseudonym = pseudonyms.pseudonym(patient_id)
             try:
-                entry, patient_report = _import_patient(members, options, rules, pseudonym, clinical.get(patient_id),
-                                                staging, warnings)
+                entry, patient_report, baseline_uid = _import_patient(
+                    members, options, rules, pseudonym, clinical.get(patient_id), staging, warnings, unreadable)
             except DataError as exc:
                 path = getattr(exc, "path", None)
                 reason = getattr(exc, "reason", str(exc))
@@ -401,6 +400,7 @@ def import_dicom(dicom_dir: Path, out: Path, options: ImportOptions,
             else:
                 entries.append(entry)
                 reports.append(patient_report)
+                pseudonyms.set_baseline_study(patient_id, baseline_uid)
             if on_patient is not None:
                 on_patient(pseudonym)
         unknown = sorted(set(clinical) - set(by_patient))
@@ -410,11 +410,8 @@ def import_dicom(dicom_dir: Path, out: Path, options: ImportOptions,
             raise DataError(format_problems(skipped, f"{dicom_dir}: patients that cannot be imported"))
         if not entries:
             raise DataError(format_problems(skipped, f"{dicom_dir}: no patient could be imported"))
-        secret: list[str] = []
-        for members in by_patient.values():
-            h = members[0]
-            secret += identifiers(h.patient_id, h.patient_name, h.birth_date, [m.study_date for m in members])
-        secret = sorted(set(secret), key=len, reverse=True)  # longest first: a date inside an ID stays whole
+        # Every header's identifiers, also of files and series not used: a report names those too.
+        secret = sorted(seen, key=len, reverse=True)  # longest first: a date inside an ID stays whole
         for line in [*map(str, skipped), *warnings]:
             log.warning(line)
         report = ImportReport(site_id=options.site_id, created=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -40,7 +40,8 @@ class Registration(StrictModel):
     metric: float
     """Final Mattes mutual information (negative: lower is better)."""
     parameters: list[float]
-    """Euler angles (rad) then translation (mm), moving -> fixed in LPS, about ``center``."""
+    """Euler angles (rad) then translation (mm) about ``center``, in LPS: the transform takes a point of the
+    baseline T1ce (fixed) to the same anatomy in the registered series (moving), SimpleITK's convention."""
     center: list[float]
 
     def transform(self) -> sitk.Euler3DTransform:

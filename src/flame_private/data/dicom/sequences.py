@@ -21,7 +21,8 @@ SEQUENCES = ("t1", "t1ce", "t2", "flair")
 
 _DEFAULT_NAMES: dict[str, list[str]] = {
     "localizer": [r"\b(loc|localis|localiz|scout|survey|3[- ]?pl(ane)?)"],
-    "flair": [r"flair", r"\bdark[- ]?fluid"],
+    # GE's "T1 FLAIR" is T1-weighted: a FLAIR only when no T1 is named before it.
+    "flair": [r"(?<!t1 )(?<!t1_)(?<!t1-)flair", r"\bdark[- ]?fluid"],
     "t1ce": [r"t1.*(\+ ?c\b|\bpost|\bgd|gado|contrast|\bce\b|\bc\+)", r"\bt1 ?(ce|c|gd)\b",
              r"(mprage|spgr|bravo|tfe).*(\+ ?c\b|\bpost|\bgd)"],
     "t2": [r"\bt2(?!\*)(?!.*flair)", r"\bfse\b.*t2"],
