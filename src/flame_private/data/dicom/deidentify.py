@@ -24,6 +24,9 @@ from pathlib import Path
 from flame_private.data.errors import DataError
 
 PSEUDONYM_COLUMNS = ("patient_id", "pseudonym", "baseline_study_uid")
+PSEUDONYM_LETTERS = "abcdefghjkmnpqrstuvwxyz"
+"""Letters only (23^8 = 8e10 pseudonyms a site): no run of digits in a pseudonym can spell a patient's
+numeric ID or date, which the last search before writing would take for a leak."""
 
 
 class PseudonymMap:
@@ -65,7 +68,8 @@ class PseudonymMap:
         """The patient's pseudonym, drawn at random the first time it is asked for."""
         if patient_id not in self._by_id:
             taken = set(self._by_id.values())
-            while (candidate := f"{self.site_id}-{secrets.token_hex(4)}") in taken:
+            while (candidate := f"{self.site_id}-"
+                                f"{''.join(secrets.choice(PSEUDONYM_LETTERS) for _ in range(8))}") in taken:
                 pass
             self._by_id[patient_id] = candidate
         return self._by_id[patient_id]
