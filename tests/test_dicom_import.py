@@ -190,6 +190,12 @@ def test_nothing_identifying_reaches_the_site_folder(imported, exported) -> None
         secret += [str(ds.AccessionNumber), str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)]
     secret = sorted(set(secret))
     assert files_containing(out, secret) == []
+    # ...and, independently of that search, as plain substrings of every text file and file name
+    written = [p for p in out.rglob("*")]
+    texts = "\n".join(p.read_text() for p in written if p.suffix in (".json", ".csv")) + "\n".join(map(str, written))
+    for s in secret:
+        if len(s) >= 6:  # IDs, dates, UIDs, accession numbers, long name parts
+            assert s.lower() not in texts.lower(), s
     assert not pseudonyms.resolve().is_relative_to(out.resolve())
     assert pseudonyms.stat().st_mode & 0o077 == 0  # the map is the key back to the patients: owner only
 
