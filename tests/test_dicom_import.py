@@ -602,3 +602,15 @@ def test_two_series_that_look_alike_and_an_unknown_segment_label_are_refused(exp
     ds.SegmentSequence[0].SegmentLabel = "Lesion"
     ds.save_as(seg_path)
     _refused(patient_dir.parent, tmp_path / "out2", "'Lesion' names none of the tumour compartments")
+
+
+def test_a_folder_mixing_patients_is_refused(exported, tmp_path: Path) -> None:
+    """A file of one patient in another's folder: the export was misfiled, and what else went astray
+    cannot be told."""
+    dicom = tmp_path / "pacs"
+    shutil.copytree(exported[0], dicom)
+    first, second = list(exported[1]["patients"])
+    stray = _series_folder(dicom / second, "AX T2 FSE") / "IM0003.dcm"
+    target = _series_folder(dicom / first, "AX T2 FSE") / "IM9003.dcm"
+    stray.rename(target)
+    _refused(dicom, tmp_path / "out", "this folder mixes files of 2 patients", str(target.parent))

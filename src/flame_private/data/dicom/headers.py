@@ -123,6 +123,21 @@ def scan_dicom_folder(root: Path, seen: set[str] | None = None) -> tuple[list[Se
         instance = int(_number(ds, "InstanceNumber") or 0)
         by_series[_text(ds, "SeriesInstanceUID")].append((instance, path, ds))
 
+    # An export sorted into folders (per patient, study or series) that has another patient's file in one of
+    # them was misfiled somewhere: which other files went astray cannot be told, so it is refused. A flat
+    # export (every file in one folder) is sorted by the headers alone.
+    patients_by_folder: dict[Path, set[str]] = defaultdict(set)
+    for members in by_series.values():
+        for _, path, ds in members:
+            patients_by_folder[path.parent].add(_text(ds, "PatientID"))
+    if len(patients_by_folder) > 1:
+        for folder, ids in sorted(patients_by_folder.items()):
+            if len(ids) > 1:
+                problems.append(Problem(patient_id=None, path=folder,
+                                        reason=f"this folder mixes files of {len(ids)} patients {sorted(ids)}: "
+                                               "a misfiled export? (files are sorted by their headers, but what "
+                                               "else went astray cannot be told)"))
+
     series: list[SeriesHeader] = []
     for uid, members in by_series.items():
         members.sort(key=lambda m: (m[0], str(m[1])))
