@@ -93,6 +93,15 @@ def _series_folder(patient_dir: Path, description: str, timepoint: int = 0) -> P
     raise AssertionError(f"no series {description!r} in {study}")
 
 
+def _rewrite(paths: Any, **fields: Any) -> None:
+    """Set header FIELDS in each DICOM file of PATHS, as a careless export tool or a typo would."""
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        for key, value in fields.items():
+            setattr(ds, key, value)
+        ds.save_as(path)
+
+
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     total = a.sum() + b.sum()
     return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
@@ -227,10 +236,7 @@ def test_identifiers_in_a_series_description_are_redacted_and_named(exported, tm
     patient_dir, record = _one_patient_copy(exported, tmp_path)
     folder = _series_folder(patient_dir, "AX T2 FSE")
     family = record["name"].split("^")[0]
-    for path in folder.iterdir():
-        ds = pydicom.dcmread(path)
-        ds.SeriesDescription = f"AX T2 FSE {family}"
-        ds.save_as(path)
+    _rewrite(folder.iterdir(), SeriesDescription=f"AX T2 FSE {family}")
     with caplog.at_level(logging.WARNING):
         report = _import(patient_dir.parent, tmp_path / "out")
     assert any(str(folder) in r.getMessage() and "identifiers" in r.getMessage() for r in caplog.records)
@@ -271,27 +277,20 @@ def test_a_missing_slice_is_named_as_inconsistent_spacing(exported, tmp_path: Pa
 def test_a_series_mixing_patients_is_refused(exported, tmp_path: Path) -> None:
     patient_dir, _ = _one_patient_copy(exported, tmp_path)
     stray = _series_folder(patient_dir, "AX T1 SE") / "IM0005.dcm"
-    ds = pydicom.dcmread(stray)
-    ds.PatientID = "MRN0000001"
-    ds.save_as(stray)
+    _rewrite([stray], PatientID="MRN0000001")
     _refused(patient_dir.parent, tmp_path / "out", "mixes 2 patients", "MRN0000001")
 
 
 def test_one_id_with_two_identities_is_refused(exported, tmp_path: Path) -> None:
     patient_dir, _ = _one_patient_copy(exported, tmp_path)
-    for path in _series_folder(patient_dir, "AX T2 FSE", timepoint=1).iterdir():
-        ds = pydicom.dcmread(path)
-        ds.PatientBirthDate = "19500101"
-        ds.save_as(path)
+    _rewrite(_series_folder(patient_dir, "AX T2 FSE", timepoint=1).iterdir(), PatientBirthDate="19500101")
     _refused(patient_dir.parent, tmp_path / "out", "2 different names or birth dates")
 
 
 def test_burned_in_annotations_are_refused(exported, tmp_path: Path) -> None:
     patient_dir, _ = _one_patient_copy(exported, tmp_path)
     path = sorted(_series_folder(patient_dir, "AX T1 SE").iterdir())[9]  # one slice in the middle is enough
-    ds = pydicom.dcmread(path)
-    ds.BurnedInAnnotation = "YES"
-    ds.save_as(path)
+    _rewrite([path], BurnedInAnnotation="YES")
     _refused(patient_dir.parent, tmp_path / "out", "BurnedInAnnotation is YES")
 
 

@@ -35,7 +35,7 @@ from flame_private.data.dicom.headers import SeriesHeader, scan_dicom_folder
 from flame_private.data.dicom.instance import new_instance
 from flame_private.data.dicom.segmentation import write_seg
 from flame_private.data.dicom.sequences import classify
-from flame_private.data.dicom.volume import read_series
+from flame_private.data.dicom.volume import from_ras, read_series
 from flame_private.data.errors import DataError, format_problems
 from flame_private.predict import Prediction, plot_prediction
 
@@ -60,17 +60,6 @@ def _source_series(folder: Path) -> SeriesHeader:
     if len({s.study_uid for s in series if s.modality == "MR"}) > 1:
         raise DataError(f"{folder}: holds more than one study; give the baseline study's series")
     return mr[0]
-
-
-def _model_grid_image(labels: np.ndarray, affine: np.ndarray) -> sitk.Image:
-    """LABELS (x, y, z on the model grid) with AFFINE (voxel -> RAS mm) as a SimpleITK image (LPS)."""
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(labels.astype(np.uint8).transpose(2, 1, 0)))
-    image.SetSpacing(tuple(float(s) for s in spacing))
-    image.SetDirection(tuple(float(v) for v in (lps[:3, :3] / spacing).ravel()))
-    image.SetOrigin(tuple(float(v) for v in lps[:3, 3]))
-    return image
 
 
 def _sorted_datasets(files: list[Path], reference: sitk.Image) -> list[pydicom.Dataset]:
@@ -172,7 +161,7 @@ def write_prediction_dicom(pred: Prediction, series_folder: Path, out: Path, pse
     try:
         written = []
         for number, modality in enumerate(MODALITIES, start=1):
-            labels = _model_grid_image(pred.segmentations[modality], pred.affine)
+            labels = from_ras(pred.segmentations[modality].astype(np.uint8), pred.affine)
             on_series = sitk.Resample(labels, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
                                       sitk.sitkUInt8)
             path = staging / f"SEG-{modality}.dcm"

@@ -15,6 +15,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from flame_private.config import StrictModel
+from flame_private.data.dicom.deidentify import identifiers
 from flame_private.data.errors import Problem
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,6 @@ def _integer(ds: pydicom.Dataset, keyword: str) -> int | None:
 
 def header_identifiers(ds: pydicom.Dataset) -> set[str]:
     """What in one header identifies the patient or links back to the hospital's archive."""
-    from flame_private.data.dicom.deidentify import identifiers
-
     found = set(identifiers(_text(ds, "PatientID"), _text(ds, "PatientName"), _text(ds, "PatientBirthDate"),
                             [_text(ds, k) for k in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")]))
     found |= {_text(ds, k) for k in ("AccessionNumber", "StudyInstanceUID", "SeriesInstanceUID",

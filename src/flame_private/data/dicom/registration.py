@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from flame_private.config import StrictModel
+from flame_private.data.dicom.volume import from_ras
 
 REGISTRATION_SEED = 20240917
 """Fixed seed of the metric's random sampling: the same scans give the same transforms."""
@@ -66,29 +67,40 @@ def isotropic_reference(image: sitk.Image, voxel_mm: float) -> sitk.Image:
     return ref
 
 
+def _mutual_information(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, *, learning_rate: float,
+                        iterations: int, shrink: list[int], sigmas_mm: list[float],
+                        **optimizer: float) -> tuple[sitk.ImageRegistrationMethod, sitk.Transform]:
+    """Register MOVING onto FIXED (both float32) by Mattes mutual information from INITIAL; the method (for its
+    final metric) and the transform. Seeded sampling of at most METRIC_SAMPLES voxels, step gradient descent
+    scaled by physical shift, a pyramid of SHRINK factors smoothed by SIGMAS_MM."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(_sampling(fixed), seed=REGISTRATION_SEED)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=learning_rate, minStep=1e-3,
+                                                   numberOfIterations=iterations, **optimizer)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(shrink)
+    method.SetSmoothingSigmasPerLevel(sigmas_mm)
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetInitialTransform(initial, inPlace=False)
+    return method, method.Execute(fixed, moving)
+
+
 def register_rigid(fixed: sitk.Image, moving: sitk.Image) -> Registration:
     """The rigid transform that maps FIXED's points into MOVING (SimpleITK's convention)."""
     fixed_f = sitk.Cast(fixed, sitk.sitkFloat32)
     moving_f = sitk.Cast(moving, sitk.sitkFloat32)
     initial = sitk.CenteredTransformInitializer(fixed_f, moving_f, sitk.Euler3DTransform(),
                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(_sampling(fixed), seed=REGISTRATION_SEED)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=200,
-                                                   relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
-    method.SetOptimizerScalesFromPhysicalShift()
     spacing = max(fixed.GetSpacing())
     # Three levels at most, the coarsest that keep 16 voxels a side: a 1 mm volume registers at 8, 4 and
     # 2 mm, which is finer than a rigid transform needs and four times faster than ending at 1 mm.
     levels = [f for f in (8, 4, 2, 1) if min(fixed.GetSize()) // f >= 16][:3] or [1]
-    method.SetShrinkFactorsPerLevel(levels)
-    method.SetSmoothingSigmasPerLevel([spacing * (f - 1) / 2 for f in levels])
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    method.SetInitialTransform(initial, inPlace=False)
-    final = method.Execute(fixed_f, moving_f)
+    method, final = _mutual_information(fixed_f, moving_f, initial, learning_rate=2.0, iterations=200,
+                                        shrink=levels, sigmas_mm=[spacing * (f - 1) / 2 for f in levels],
+                                        relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
     euler = sitk.Euler3DTransform(sitk.CompositeTransform(final).GetBackTransform()) \
         if isinstance(final, sitk.CompositeTransform) else sitk.Euler3DTransform(final)
     params = list(euler.GetParameters())
@@ -126,15 +138,7 @@ def _mni() -> tuple[sitk.Image, sitk.Image]:
     from nilearn import datasets  # heavy import: only when a brain is extracted
 
     def to_sitk(img: object, dtype: type) -> sitk.Image:
-        data: np.ndarray = np.asarray(img.get_fdata(), dtype=dtype)  # type: ignore[attr-defined]
-        affine = np.asarray(img.affine)  # type: ignore[attr-defined]
-        lps = np.diag([-1.0, -1.0, 1.0]) @ affine[:3, :3]
-        spacing = np.linalg.norm(lps, axis=0)
-        image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-        image.SetSpacing(tuple(float(s) for s in spacing))
-        image.SetDirection(tuple(float(v) for v in (lps / spacing).ravel()))
-        image.SetOrigin(tuple(float(v) for v in np.diag([-1.0, -1.0, 1.0]) @ affine[:3, 3]))
-        return image
+        return from_ras(np.asarray(img.get_fdata(), dtype=dtype), img.affine)  # type: ignore[attr-defined]
 
     template = to_sitk(datasets.load_mni152_template(resolution=2), np.float32)
     mask = to_sitk(datasets.load_mni152_brain_mask(resolution=2), np.uint8)
@@ -151,18 +155,8 @@ def brain_mask(t1: sitk.Image, reference: sitk.Image, dilate_mm: float = 4.0) ->
     fixed = sitk.Cast(t1, sitk.sitkFloat32)
     initial = sitk.CenteredTransformInitializer(fixed, template, sitk.AffineTransform(3),
                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(_sampling(fixed), seed=REGISTRATION_SEED)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=150)
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([2, 1])
-    method.SetSmoothingSigmasPerLevel([2.0, 0.0])
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    method.SetInitialTransform(initial, inPlace=False)
-    transform = method.Execute(fixed, template)
+    method, transform = _mutual_information(fixed, template, initial, learning_rate=1.0, iterations=150,
+                                            shrink=[2, 1], sigmas_mm=[2.0, 0.0])
     fitted = sitk.Resample(mask, reference, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     radius = max(1, int(round(dilate_mm / min(reference.GetSpacing()))))
     return sitk.BinaryDilate(fitted, [radius] * 3), float(method.GetMetricValue())

@@ -113,3 +113,15 @@ def read_series(files: list[Path]) -> sitk.Image:
     image.SetSpacing((spacing[1], spacing[0], float(np.median(gaps))))
     image.SetDirection(tuple(float(v) for v in np.column_stack([row_dir, col_dir, normal]).ravel()))
     return image
+
+
+def from_ras(data: np.ndarray, affine: np.ndarray) -> sitk.Image:
+    """DATA (indexed x, y, z, as nibabel and MONAI hold it) with AFFINE (voxel -> RAS mm) as a SimpleITK
+    image, whose physical space is LPS: where a NIfTI-side array meets the DICOM side."""
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, dtype=np.float64)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(data).transpose(2, 1, 0)))
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    image.SetDirection(tuple(float(v) for v in (lps[:3, :3] / spacing).ravel()))
+    image.SetOrigin(tuple(float(v) for v in lps[:3, 3]))
+    return image
