@@ -10,13 +10,20 @@ counterfactual truth (truth/counterfactuals.json), the final response model's
 treatment comparison on the pooled test patients is saved beside the logistic
 baseline's and the fixed rules' on the same patients (experiments.treatment_comparison_with_baselines).
 
+With --score-public, the final model and its baselines (fitted on the same
+study training patients) are also scored on every patient of the public cohort
+(configs/cohort/public.yaml): other scanners and another referral mix than any
+study site, so a model that fits the study sites' quirks shows it there.
+
 Saves benchmarks/results/<out>.json (default model_quality) and its learning curves,
 docs/img/learning-curves.png (default out) or docs/img/<out>-learning-curves.png.
 Runs with the same --out are merged when they measured the same cohort (its
 cohort.json fingerprint); a different cohort is refused, never mixed in.
 
 Usage: python benchmarks/model_quality.py [--cohort runs/study/cohort] [--epochs-response 10]
-                                          [--epochs-evolution 6] [--lr 1e-3] [--out model_quality]
+                                          [--epochs-evolution 6] [--epochs-segmentation 8] [--lr 1e-3]
+                                          [--tasks response evolution segmentation] [--score-public]
+                                          [--out model_quality]
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ def main() -> None:
     add_study_args(ap)
     ap.add_argument("--epochs-response", type=int, default=10)
     ap.add_argument("--epochs-evolution", type=int, default=6)
+    ap.add_argument("--epochs-segmentation", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--positive-weight", type=float, default=0.4,
@@ -46,6 +54,8 @@ def main() -> None:
                          "set to the regression of its wide features on the training patients; or from the model "
                          "pretrained on the public cohort")
     ap.add_argument("--pretrain-epochs", type=int, default=8)
+    ap.add_argument("--score-public", action="store_true",
+                    help="also score the final model and its baselines on every patient of the public cohort")
     ap.add_argument("--public", type=Path, default=ROOT / "runs" / "public" / "cohort")
     ap.add_argument("--out", default="model_quality",
                     help="results file name (benchmarks/results/<out>.json); runs of one cohort share one")
@@ -78,7 +88,8 @@ def main() -> None:
     figures: dict[str, object] = {**cohort_identity(args), "patients": patients,
                                   "grid": cohort_cfg.grid, "batch": args.batch, "learning_rate": args.lr}
     for task in args.tasks:
-        epochs = args.epochs_response if task == "response" else args.epochs_evolution
+        epochs = {"response": args.epochs_response, "evolution": args.epochs_evolution,
+                  "segmentation": args.epochs_segmentation}[task]
         parts = {k: [make_dataset(task, getattr(sp, k), fed) for sp in splits.values()]
                  for k in ("train", "val", "test")}
         pooled = {k: ConcatDataset(v) for k, v in parts.items()}
@@ -118,6 +129,13 @@ def main() -> None:
         if task == "response" and truth is not None:  # the final model, as "test" (not the best-validation one)
             comparison = {k: s.metrics() for k, s in treatment_comparison_with_baselines(
                 parts["train"], parts["test"], truth, voxel_ml, result.model).items()}
+        public = None
+        if args.score_public:  # the final model, like "test"; baselines fitted on the same study patients
+            from _public import public_dataset
+
+            public_ds = public_dataset(task, fed, args.public)
+            scored = evaluate_with_baselines(result.model, task, pooled["train"], public_ds, voxel_ml, args.batch)
+            public = {"test": scored["model"], "baselines": scored["baselines"]}
         result.model.load_state_dict(best["state"])
         chosen = evaluate_with_baselines(result.model, task, pooled["train"], pooled["test"], voxel_ml, args.batch)
         figures[name] = {"epochs": epochs, "init": args.init, "public_pretraining": pretraining,
@@ -125,9 +143,9 @@ def main() -> None:
                          "test": test["model"], "baselines": test["baselines"],
                          "best_validation_epoch": best["epoch"], "test_at_best_validation_epoch": chosen["model"],
                          "train_loss_first_last": [result.losses[0], result.losses[-1]] if result.losses else [],
-                         "treatment_comparison": comparison,
+                         "treatment_comparison": comparison, "public_cohort": public,
                          "command": _command(args)}
-        print(json.dumps({"task": name, "test": test, "best_validation_epoch": best["epoch"],
+        print(json.dumps({"task": name, "test": test, "public_cohort": public, "best_validation_epoch": best["epoch"],
                           "test_at_best_validation_epoch": chosen["model"],
                           "treatment_comparison": comparison}, default=str)[:4000], flush=True)
         saved = _save(figures, args)  # after each task: a stopped run keeps what it finished
@@ -137,9 +155,11 @@ def main() -> None:
 
 def _command(args: argparse.Namespace) -> str:
     return (f"python benchmarks/model_quality.py --cohort {cohort_identity(args)['cohort_dir']} --out {args.out} "
-            f"--epochs-response {args.epochs_response} --epochs-evolution {args.epochs_evolution} --lr {args.lr} "
+            f"--epochs-response {args.epochs_response} --epochs-evolution {args.epochs_evolution} "
+            f"--epochs-segmentation {args.epochs_segmentation} --lr {args.lr} "
             f"--batch {args.batch} --positive-weight {args.positive_weight} --tasks {' '.join(args.tasks)} "
-            f"--init {args.init}" + (f" --pretrain-epochs {args.pretrain_epochs}" if args.init == "public" else ""))
+            f"--init {args.init}" + (f" --pretrain-epochs {args.pretrain_epochs}" if args.init == "public" else "")
+            + (" --score-public" if args.score_public else ""))
 
 
 def _save(figures: dict, args: argparse.Namespace) -> dict:

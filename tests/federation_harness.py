@@ -37,7 +37,7 @@ batch_size: 2
 min_sites: 3
 reply_timeout_s: 300  # generous: a loaded 2-core CI machine must not turn slow sites into missing ones
 data: {{grid: 24, val_fraction: 0.25, test_fraction: 0.0}}
-model: {{response_channels: [4, 8], evolution_channels: [4, 8], norm_groups: 2}}
+model: {{response_channels: [4, 8], evolution_channels: [4, 8], segmentation_channels: [4, 8], norm_groups: 2}}
 tasks: {tasks}
 he: {{max_patients: 16}}  # public bound on the test cohort's patients (4 sites x 4 at most): the packing's C
 """

@@ -126,7 +126,7 @@ def test_a_typo_in_a_choice_is_a_usage_error_listing_the_choices(option: str, tm
 
 def test_help_lists_the_choices() -> None:
     result = CliRunner().invoke(app, ["train", "local", "--help"], env=WIDE)
-    assert "[response|evolution]" in result.output
+    assert "[response|evolution|segmentation]" in result.output
 
 
 def test_the_report_choices_are_the_reports_own() -> None:

@@ -523,6 +523,36 @@ def test_a_patient_without_a_baseline_segmentation_imports_with_a_warning(export
     assert "seg" not in entry["timepoints"][0]["files"] and "seg" in entry["timepoints"][1]["files"]
 
 
+def test_a_missing_baseline_segmentation_is_drawn_by_the_segmentation_model_and_reported(exported,
+                                                                                          tmp_path: Path) -> None:
+    import nibabel as nib
+    import torch
+
+    from flame_private.config import DataConfig, ModelConfig
+    from flame_private.data.checks import load_site
+    from flame_private.models import build_model
+    from flame_private.models.io import file_sha256, save_model
+
+    patient_dir, _ = _one_patient_copy(exported, tmp_path)
+    shutil.rmtree(next(sorted(patient_dir.iterdir())[0].glob("S100")))
+    config = ModelConfig(segmentation_channels=(4, 8), norm_groups=2)
+    torch.manual_seed(0)
+    model = tmp_path / "segmentation.pt"
+    save_model(model, "segmentation", build_model("segmentation", config), config, DataConfig(grid=24), card={})
+    out = tmp_path / "out"
+    report = _import(patient_dir.parent, out, segmentation_model=model)
+    patient = report.patients[0]
+    assert patient.baseline_segmentation == f"automatic (segmentation model sha256 {file_sha256(model)})"
+    assert "segmentation" in patient.steps
+    assert not any("no segmentation (DICOM-SEG)" in w for w in report.warnings)
+    assert any("drawn by the segmentation model; check it on the contact sheet" in w for w in report.warnings)
+    baseline = read_manifest(out)["patients"][0]["timepoints"][0]["files"]
+    seg, t1ce = nib.load(out / baseline["seg"]), nib.load(out / baseline["t1ce"])
+    assert seg.shape == t1ce.shape and np.allclose(seg.affine, t1ce.affine)  # on the imported scan's grid
+    assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
+    assert load_site(out, "flame", SITE).records[0].baseline.files.seg is not None  # the site can train on it
+
+
 def test_the_report_numbers_are_too_short_to_spell_a_date_or_numeric_id(imported) -> None:
     """With 8-digit study dates of every patient searched in every file, a long float in import.json would
     sooner or later spell one by chance and stop a large site's import for nothing."""

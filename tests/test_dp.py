@@ -12,7 +12,8 @@ from flame_private.privacy.dp import SecretNoiseDPOptimizer, default_grad_sample
 from flame_private.privacy.randomness import SecretPoissonSampler
 from flame_private.training import make_loss
 
-SMALL = ModelConfig(response_channels=(4, 8, 8), evolution_channels=(4, 8, 8), norm_groups=2, dropout=0.0)
+SMALL = ModelConfig(response_channels=(4, 8, 8), evolution_channels=(4, 8, 8), segmentation_channels=(4, 8, 8),
+                    norm_groups=2, dropout=0.0)
 
 
 def _inputs(task: str, b: int = 3, g: int = 16) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
@@ -21,6 +22,8 @@ def _inputs(task: str, b: int = 3, g: int = 16) -> tuple[tuple[torch.Tensor, ...
     treatment = torch.eye(3)[torch.arange(b) % 3]
     if task == "response":
         return (image, seg, treatment, torch.randn(b, 6)), torch.tensor([1.0, 0.0, 1.0])[:b]
+    if task == "segmentation":
+        return (image,), seg
     return (image, seg, treatment, torch.rand(b, 1)), torch.randint(0, 4, (b, 1, g, g, g))
 
 
@@ -39,7 +42,7 @@ def _reference_per_sample_grads(model: torch.nn.Module, task: str, inputs, targe
     return {n: torch.stack(g) for n, g in grads.items()}
 
 
-@pytest.mark.parametrize("task", ["response", "evolution"])
+@pytest.mark.parametrize("task", ["response", "evolution", "segmentation"])
 @pytest.mark.parametrize("mode", ["ew", "hooks"])
 def test_per_sample_gradients_match_a_per_patient_loop(task: str, mode: str) -> None:
     torch.manual_seed(0)
@@ -67,7 +70,7 @@ def test_per_sample_gradients_match_a_per_patient_loop(task: str, mode: str) -> 
 
 
 def test_the_default_mode_is_expanded_weights_for_our_models() -> None:
-    for task in ("response", "evolution"):
+    for task in ("response", "evolution", "segmentation"):
         assert default_grad_sample_mode(build_model(task, ModelConfig())) == "ew"
 
 

@@ -488,3 +488,22 @@ def test_a_federation_can_train_only_the_response_networks_linear_part(tmp_path:
         card = json.loads((sites[sid].parent / "state" / "exports" / "run-1" / "response.json").read_text())
         assert card["training"]["initial_weights"]["sha256"] == file_sha256(ckpt)  # the DPO sees the start
 
+
+
+def test_the_baseline_segmentation_model_trains_federated_with_dp_and_ckks_like_the_others(
+        tmp_path: Path, cohort_dir: Path, ceremony: Path) -> None:
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=1, tasks="[segmentation]")
+    summary = run(LocalGrid(sites, fed), fed, ceremony, tmp_path / "run")
+    r = _round(summary, "segmentation", 1)
+    assert sorted(r["contributors"]) == ["site-a", "site-b", "site-c"] and "refused" not in r
+    assert [f.name for f in sorted((tmp_path / "run" / "server").glob("*.ckpt"))] == [
+        "segmentation-metrics.r00001.ckpt", "segmentation-model.r00001.ckpt"]  # ciphertexts only
+    for sid in sites:  # every site spent on it before sending: one training, one evaluation release
+        entries = _ledger(sites, sid).entries
+        assert [e.task for e in entries] == ["segmentation", "segmentation"]
+        assert entries[0].sample_rate < 1.0 and entries[1].sample_rate == 1.0
+    from flame_private.models.io import load_model
+
+    export = next(iter(sites.values())).parent / "state" / "exports" / "run-1" / "segmentation.pt"
+    task, model, _, _ = load_model(export)
+    assert task == "segmentation" and type(model).__name__ == "SegmentationNet"

@@ -1,4 +1,4 @@
-"""Treatment-conditioned models: shapes, budget, conditioning, Opacus compatibility."""
+"""The models: shapes, budget, conditioning, Opacus compatibility."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from flame_private.config import ModelConfig
 from flame_private.models import EvolutionNet, ResponseNet, build_model, count_parameters
 from flame_private.models.blocks import model_inputs
 
-SMALL = ModelConfig(response_channels=(8, 16, 32), evolution_channels=(8, 16, 32), norm_groups=4)
+SMALL = ModelConfig(response_channels=(8, 16, 32), evolution_channels=(8, 16, 32), segmentation_channels=(8, 16, 32),
+                    norm_groups=4)
 
 
 def batch(b: int = 2, g: int = 24) -> dict[str, torch.Tensor]:
@@ -26,7 +27,7 @@ def batch(b: int = 2, g: int = 24) -> dict[str, torch.Tensor]:
 
 
 def test_default_models_fit_the_parameter_budget() -> None:
-    for task in ("response", "evolution"):
+    for task in ("response", "evolution", "segmentation"):
         assert count_parameters(build_model(task, ModelConfig())) <= 1_500_000
 
 
@@ -52,6 +53,21 @@ def test_evolution_model_outputs_label_logits_at_input_resolution() -> None:
     assert out.shape == (2, 4, 24, 24, 24)
 
 
+def test_segmentation_model_outputs_label_logits_from_the_mri_alone() -> None:
+    b = batch(g=24)
+    model = build_model("segmentation", SMALL)
+    assert model(b["image"]).shape == (2, 4, 24, 24, 24)
+    assert not any("film" in name for name, _ in model.named_parameters())  # nothing but the scan conditions it
+
+
+def test_segment_draws_canonical_labels_on_the_model_grid() -> None:
+    from flame_private.models.segmentation import segment
+
+    labels = segment(build_model("segmentation", SMALL), batch(g=24)["image"][0])
+    assert labels.shape == (24, 24, 24) and labels.dtype == torch.uint8
+    assert set(labels.unique().tolist()) <= {0, 1, 2, 3}
+
+
 def test_inputs_are_mri_plus_one_hot_tumour_labels() -> None:
     b = batch()
     x = model_inputs(b["image"], b["seg"])
@@ -60,7 +76,7 @@ def test_inputs_are_mri_plus_one_hot_tumour_labels() -> None:
 
 
 def test_every_layer_is_accepted_by_opacus() -> None:
-    for task in ("response", "evolution"):
+    for task in ("response", "evolution", "segmentation"):
         model = build_model(task, ModelConfig())
         assert ModuleValidator.validate(model, strict=False) == []
         assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
@@ -223,3 +239,11 @@ def test_tumour_volume_features_mean_the_same_volume_at_any_grid() -> None:
     assert tumour_volumes(coarse)[0, 3] > tumour_volumes(coarse)[0, 2] > 0
     whole_ml = 4**3 / 16**3 * 192.0**3 / 1000.0
     torch.testing.assert_close(tumour_volumes(coarse)[0, 3], torch.log1p(torch.tensor(whole_ml)))
+
+
+def test_an_untrained_segmentation_model_draws_no_tumour() -> None:
+    """The output bias starts at the regions' public priors: background everywhere, not a coin toss per voxel."""
+    from flame_private.models.segmentation import segment
+
+    model = build_model("segmentation", SMALL)
+    assert not segment(model, batch(g=24)["image"][0]).any()

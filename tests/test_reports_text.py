@@ -184,3 +184,12 @@ def test_the_spend_plot_is_by_round_and_date_with_the_remaining_budget_shaded(la
 def test_spend_above_the_cap_is_shaded_red_and_named() -> None:
     ax = _spend("en", epsilons=(0.8, 1.1, 1.9, 3.4, 3.6)).axes[0]
     assert "above the cap" in [x.get_text() for x in ax.get_legend().get_texts()]
+
+
+def test_every_model_a_ledger_can_name_has_a_name_in_every_report_language() -> None:
+    from flame_private.config import TASKS
+    from flame_private.reports.i18n import LANGS, task_name
+
+    for task in TASKS:
+        names = {lang: task_name(task, lang) for lang in LANGS}
+        assert all(name != task for name in names.values()), names

@@ -232,7 +232,7 @@ def test_a_repeated_epsilon_is_refused() -> None:
         _config(epsilons=[8.0, 8.0])
 
 
-@pytest.mark.parametrize("size", [None, "ci", "response", "response-sites", "response-clip"])
+@pytest.mark.parametrize("size", [None, "ci", "response", "response-sites", "response-clip", "segmentation"])
 def test_the_shipped_study_config_and_each_of_its_sizes_load_with_files_that_exist(size: str | None) -> None:
     cfg = load_study_config(STUDY_YAML, size)
     assert cfg.cohort.is_file() and cfg.federation.is_file()
@@ -243,3 +243,21 @@ def test_flame_study_with_an_unknown_size_exits_3_naming_the_sizes(tmp_path: Pat
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 3
     assert "no size 'huge'" in result.output and not (tmp_path / "s").exists()
+
+
+def test_a_segmentation_model_is_scored_on_the_held_out_site_beside_the_threshold_baseline(cohort_dir: Path) -> None:
+    from flame_private.config import FederationConfig, load_config
+    from flame_private.evaluation import SEGMENTATION_HEADLINES
+    from flame_private.experiments import initial_model
+    from flame_private.study.data import StudyData
+    from flame_private.study.scoring import Scorer
+
+    fed = load_config(STUDY_YAML.parent / "federation" / "study-ci.yaml", FederationConfig)
+    fed = fed.model_copy(update={"tasks": ["segmentation"],
+                                 "model": fed.model.model_copy(update={"segmentation_channels": (4, 8)})})
+    row = Scorer(StudyData.load(cohort_dir, fed)).score(initial_model("segmentation", fed), "segmentation", "site-c")
+    assert row["n"] == 4  # every patient of the held-out site
+    for key in SEGMENTATION_HEADLINES:
+        assert f"{key}_ci95" in row
+    baseline = row["baselines"]["intensity_thresholds"]
+    assert set(baseline) == set(k for k in row if k != "baselines") and baseline["n"] == row["n"]

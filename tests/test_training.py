@@ -20,7 +20,8 @@ from flame_private.models.io import load_model, save_model
 from flame_private.predict import case_from_folder, plot_prediction, predict_case
 from flame_private.training import TrainSettings, evaluate, plan_training, train, training_size
 
-SMALL = ModelConfig(response_channels=(8, 16, 32), evolution_channels=(8, 16, 32), norm_groups=4, dropout=0.0)
+SMALL = ModelConfig(response_channels=(8, 16, 32), evolution_channels=(8, 16, 32), segmentation_channels=(8, 16, 32),
+                    norm_groups=4, dropout=0.0)
 DATA = DataConfig(grid=24, val_fraction=0.25, test_fraction=0.25)
 
 
@@ -157,7 +158,7 @@ def central_models(cohort_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     sites = [site_config(cohort_dir, s, tmp) for s in ("site-a", "site-b", "site-c")]
     cfg = fed_config()
     reports = {task: run_central(sites, task, cfg, out, epochs=1, truth=cohort_dir / "truth" / "counterfactuals.json")
-               for task in ("response", "evolution")}
+               for task in ("response", "evolution", "segmentation")}
     return out, reports
 
 
@@ -203,10 +204,11 @@ def test_the_treatment_comparison_scores_model_and_baselines_on_the_same_patient
 
 def test_every_evaluation_carries_its_baselines_on_the_same_patients_with_the_same_keys(central_models) -> None:
     out, reports = central_models
-    response, evolution = reports["response"], reports["evolution"]
+    response, evolution, segmentation = reports["response"], reports["evolution"], reports["segmentation"]
     assert set(response["baselines"]) == {"prevalence", "logistic_observables", "logistic_first_order"}
     assert set(evolution["baselines"]) == {"no_change"}
-    for report in (response, evolution):
+    assert set(segmentation["baselines"]) == {"intensity_thresholds"}
+    for report in (response, evolution, segmentation):
         for baseline in report["baselines"].values():
             assert set(baseline) == set(report["test"])  # same metric keys, intervals included
             assert baseline["n"] == report["test"]["n"]  # same patients
@@ -214,6 +216,10 @@ def test_every_evaluation_carries_its_baselines_on_the_same_patients_with_the_sa
     assert lo <= evolution["test"]["dice_whole_tumour"] <= hi
     card = json.loads((out / "response.json").read_text())
     assert card["baselines"]["logistic_observables"]["n"] == card["test"]["n"]
+    card = json.loads((out / "segmentation.json").read_text())
+    assert card["baselines"]["intensity_thresholds"]["n"] == card["test"]["n"]
+    lo, hi = card["test"]["dice_necrotic_core_ci95"]  # every label's Dice carries its interval
+    assert lo is None or lo <= card["test"]["dice_necrotic_core"] <= hi
 
 
 def test_local_run_without_dp_spends_no_budget(cohort_dir: Path, tmp_path: Path) -> None:
@@ -233,6 +239,50 @@ def test_predict_gives_three_probabilities_and_segmentations(central_models, coh
     assert all(s.shape == (24, 24, 24) and set(np.unique(s)) <= {0, 1, 2, 3} for s in pred.segmentations.values())
     png = plot_prediction(pred, tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _without_seg(cohort_dir: Path, tmp_path: Path) -> Path:
+    """A copy of site-b-000 whose baseline has no segmentation, beside its site's manifest."""
+    import shutil
+
+    site = tmp_path / "site-b"
+    shutil.copytree(cohort_dir / "site-b" / "site-b-000", site / "site-b-000")
+    shutil.copy(cohort_dir / "site-b" / "manifest.json", site / "manifest.json")
+    (site / "site-b-000" / "baseline" / "seg.nii.gz").unlink()
+    return site / "site-b-000"
+
+
+def test_predict_draws_a_missing_baseline_segmentation_with_the_segmentation_model_and_says_so(
+        central_models, cohort_dir: Path, tmp_path: Path) -> None:
+    from flame_private.models.io import file_sha256
+
+    out, _ = central_models
+    case = case_from_folder(_without_seg(cohort_dir, tmp_path), need_seg=False)
+    pred = predict_case(out, case, interval_days=90)  # segmentation.pt beside the two models
+    assert pred.baseline_seg_source == f"automatic (segmentation model sha256 {file_sha256(out / 'segmentation.pt')})"
+    assert pred.baseline_seg.shape == (24, 24, 24) and set(np.unique(pred.baseline_seg)) <= {0, 1, 2, 3}
+    with_seg = predict_case(out, case_from_folder(cohort_dir / "site-b" / "site-b-000"), interval_days=90)
+    assert with_seg.baseline_seg_source == "reference"
+
+
+def test_predict_without_a_segmentation_or_a_segmentation_model_is_refused_naming_the_case(
+        central_models, cohort_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from flame_private.data.errors import DataError
+
+    out, _ = central_models
+    case_dir = _without_seg(cohort_dir, tmp_path)
+    with pytest.raises(DataError, match="seg NIfTI files; without a segmentation, give the baseline segmentation"):
+        case_from_folder(case_dir)
+    models = tmp_path / "models"
+    models.mkdir()
+    for task in ("response", "evolution"):
+        shutil.copy(out / f"{task}.pt", models / f"{task}.pt")
+    with pytest.raises(DataError, match="site-b-000: the baseline has no segmentation and there is no baseline"):
+        predict_case(models, case_from_folder(case_dir, need_seg=False))
+    with pytest.raises(DataError, match="a response model, where the baseline segmentation model is needed"):
+        predict_case(models, case_from_folder(case_dir, need_seg=False), segmentation_model=out / "response.pt")
 
 
 def test_predict_needs_covariates_when_no_manifest_is_beside_the_case(cohort_dir: Path, tmp_path: Path) -> None:

@@ -4,6 +4,10 @@ A model that does not beat these has learnt nothing, whatever its loss did:
 
 - evolution: **no change**: the follow-up segmentation predicted to be the
   baseline segmentation;
+- segmentation: **intensity thresholds**: tumour where T2 and FLAIR are
+  bright, enhancing where T1ce is bright inside it, necrotic core where T1 is
+  dark among the rest, each threshold fitted on the training patients (what a
+  hand-tuned rule of a radiologist's reading gives);
 - response: **prevalence**: every patient given the training responder rate
   (AUC 0.5 by construction; its Brier score is the one to beat), and a
   **logistic regression on observable features**: baseline tumour volumes,
@@ -20,6 +24,8 @@ model, so baselines and model share the same metrics and bootstrap intervals.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -28,7 +34,7 @@ from torch.utils.data import Dataset
 
 from flame_private.config import MODALITIES, MRI_SEQUENCES
 from flame_private.data.datasets import dataset_size
-from flame_private.evaluation import EvolutionScores, ResponseScores, patient_of_each_item
+from flame_private.evaluation import EvolutionScores, ResponseScores, SegmentationScores, patient_of_each_item
 
 FEATURES = ("necrotic_ml", "oedema_ml", "enhancing_ml", "whole_tumour_ml", "age", "female", "mgmt_methylated",
             "gross_total", "subtotal", "biopsy", "photon", "proton", "carbon", "photon_x_mgmt", "proton_x_mgmt",
@@ -144,3 +150,89 @@ def no_change(dataset: Dataset, voxel_ml: float) -> EvolutionScores:
         base, target = item["seg"][0].numpy(), item["target"][0].numpy()
         cases.setdefault(owners[i], []).append((base, target, base))
     return EvolutionScores.from_cases(list(cases.values()), voxel_ml)
+
+
+THRESHOLD_GRID = np.round(np.arange(-1.0, 3.01, 0.1), 2)
+"""Candidate thresholds, in the brain-z-scored units of the preprocessed images."""
+T1, T1CE, T2, FLAIR = range(4)
+
+
+def _dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Dice of each row's candidate masks [k, n] against ``truth`` [n]; NaN where both are empty."""
+    den = pred.sum(axis=-1) + truth.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, 2.0 * (pred & truth).sum(axis=-1) / den, np.nan)
+
+
+@dataclass(frozen=True)
+class ThresholdSegmenter:
+    """Three thresholds on the z-scored sequences, applied in the order a reader looks."""
+
+    tumour: float
+    """(T2 + FLAIR) / 2 above this: oedema or tumour."""
+    enhancing: float
+    """T1ce above this inside the tumour: enhancing."""
+    necrotic: float
+    """T1 below this inside the tumour, where it does not enhance: necrotic core."""
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """Label map of one image [4, ...] (zero outside the brain)."""
+        brain = (image != 0).any(axis=0)
+        tumour = brain & ((image[T2] + image[FLAIR]) / 2 > self.tumour)
+        enhancing = tumour & (image[T1CE] > self.enhancing)
+        necrotic = tumour & ~enhancing & (image[T1] < self.necrotic)
+        out = np.zeros(image.shape[1:], np.uint8)
+        out[tumour] = 2
+        out[necrotic] = 1
+        out[enhancing] = 3
+        return out
+
+    @classmethod
+    def fit(cls, dataset: Dataset) -> ThresholdSegmenter:
+        """Each threshold in turn maximises its label's mean Dice over ``dataset``'s patients (grid search)."""
+        cases = []
+        for i in range(dataset_size(dataset)):
+            item = dataset[i]
+            image, seg = item["image"].numpy(), item["target"][0].numpy()
+            brain = (image != 0).any(axis=0)
+            cases.append((image[:, brain], seg[brain]))
+        if not cases:
+            raise ValueError("intensity thresholds need training patients; there are none")
+        grid = THRESHOLD_GRID[:, None]
+
+        def best(score: list[np.ndarray]) -> float:
+            """The threshold of the highest mean Dice over the patients where it is defined (the first if none)."""
+            s = np.array(score).reshape(-1, len(THRESHOLD_GRID))
+            defined = (~np.isnan(s)).sum(axis=0)
+            mean = np.where(defined > 0, np.nansum(s, axis=0) / np.maximum(defined, 1), -1.0)
+            return float(THRESHOLD_GRID[int(np.argmax(mean))])
+
+        tumour = best([_dice((x[T2] + x[FLAIR])[None] / 2 > grid, y[None] > 0) for x, y in cases])
+        inside = [(x[:, (x[T2] + x[FLAIR]) / 2 > tumour], y[(x[T2] + x[FLAIR]) / 2 > tumour], y) for x, y in cases]
+        enh_scores = []
+        for x, y_in, y in inside:
+            hit = x[T1CE][None] > grid
+            n_missed = int((y == 3).sum() - (y_in == 3).sum())  # enhancing voxels outside the tumour mask
+            den = hit.sum(-1) + (y_in == 3).sum() + n_missed
+            with np.errstate(invalid="ignore", divide="ignore"):
+                enh_scores.append(np.where(den > 0, 2.0 * (hit & (y_in == 3)).sum(-1) / den, np.nan))
+        enhancing = best(enh_scores)
+        nec_scores = []
+        for x, y_in, y in inside:
+            hit = ~(x[T1CE] > enhancing)[None] & (x[T1][None] < grid)
+            n_missed = int((y == 1).sum() - (y_in == 1).sum())
+            den = hit.sum(-1) + (y_in == 1).sum() + n_missed
+            with np.errstate(invalid="ignore", divide="ignore"):
+                nec_scores.append(np.where(den > 0, 2.0 * (hit & (y_in == 1)).sum(-1) / den, np.nan))
+        return cls(tumour=tumour, enhancing=enhancing, necrotic=best(nec_scores))
+
+
+def intensity_thresholds(train: Dataset, test: Dataset, voxel_ml: float) -> SegmentationScores:
+    """``ThresholdSegmenter`` fitted on ``train``'s patients, scored on ``test``'s like the segmentation model."""
+    rule = ThresholdSegmenter.fit(train)
+    cases = []
+    for i in range(dataset_size(test)):
+        item = test[i]
+        truth = item["target"][0].numpy()
+        cases.append([(rule.predict(item["image"].numpy()), truth, truth)])
+    return SegmentationScores.from_cases(cases, voxel_ml)

@@ -223,6 +223,8 @@ def demo(
     for task, both in result.metrics.items():
         keys = ("auc", "balanced_accuracy", "brier", "n") if task == "response" else (
             "dice_whole_tumour", "dice_enhancing", "enhancing_volume_error_ml", "rano_class_agreement", "n")
+        if task == "segmentation":
+            keys = ("dice_whole_tumour", "dice_enhancing", "dice_necrotic_core", "n")
         local = both.get("local_not_released", {})
         rows = [("site-a's test patients (not released)", local.get("test", {}))]
         rows += [(f"  baseline '{name.replace('_', ' ')}', same patients", b)

@@ -65,10 +65,11 @@ def load(path: Path, model: type[M]) -> M:
 
 
 class TaskChoice(StrEnum):
-    """Which model: response or evolution (config.Task; a test keeps them equal)."""
+    """Which model: response, evolution or the baseline segmentation (config.Task; a test keeps them equal)."""
 
     response = "response"
     evolution = "evolution"
+    segmentation = "segmentation"
 
 
 class LayoutChoice(StrEnum):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar, Self
 
 import numpy as np
 import torch
@@ -24,6 +25,8 @@ N_BOOTSTRAP = 1000
 CI_LEVEL = 0.95
 RESPONSE_HEADLINES = ("auc", "balanced_accuracy", "brier")
 EVOLUTION_HEADLINES = ("dice_whole_tumour", "dice_enhancing", "rano_class_agreement")
+SEGMENTATION_HEADLINES = ("dice_whole_tumour", "dice_enhancing", "dice_necrotic_core", "dice_oedema",
+                          "rano_class_agreement")
 TREATMENT_HEADLINES = ("best_modality_accuracy", "regret_viable_burden_ml", "lost_response_rate")
 
 
@@ -79,10 +82,12 @@ class EvolutionScores:
     """One metric-sum vector per patient (``EvolutionSums`` of that patient alone)."""
 
     vectors: np.ndarray
+    headlines: ClassVar[tuple[str, ...]] = EVOLUTION_HEADLINES
+    """The metrics given a bootstrap interval."""
 
     @classmethod
     def from_cases(cls, patients: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]],
-                   voxel_ml: float) -> EvolutionScores:
+                   voxel_ml: float) -> Self:
         """``patients``: for each patient, its (prediction, truth, baseline) label maps."""
         vectors = []
         for cases in patients:
@@ -97,8 +102,14 @@ class EvolutionScores:
                                                    else EvolutionSums().metrics())
         if ci:
             out.update(bootstrap_ci(len(v), lambda i: EvolutionSums.from_vector(v[i].sum(0)).metrics(),
-                                    EVOLUTION_HEADLINES))
+                                    self.headlines))
         return out
+
+
+class SegmentationScores(EvolutionScores):
+    """A baseline segmentation per patient against the reference one: every label's Dice gets an interval."""
+
+    headlines: ClassVar[tuple[str, ...]] = SEGMENTATION_HEADLINES
 
 
 @dataclass
@@ -217,13 +228,31 @@ def score_evolution(model: torch.nn.Module, dataset: Dataset, voxel_ml: float, b
     return EvolutionScores.from_cases(list(cases.values()), voxel_ml)
 
 
+@torch.no_grad()
+def score_segmentation(model: torch.nn.Module, dataset: Dataset, voxel_ml: float, batch_size: int = 4
+                       ) -> SegmentationScores:
+    """The drawn baseline segmentation of each patient against its reference (which also stands as RANO's
+    reference volume: ``metrics.sums_kind``)."""
+    model.eval()
+    cases = []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        pred = model(batch["image"]).argmax(dim=1).numpy()
+        for b in range(pred.shape[0]):
+            truth = batch["target"][b, 0].numpy()
+            cases.append([(pred[b], truth, truth)])
+    return SegmentationScores.from_cases(cases, voxel_ml)
+
+
 def baseline_metrics(task: str, train: Dataset, test: Dataset, voxel_ml: float) -> dict[str, dict]:
     """Each baseline of ``task``, fitted on ``train`` where it learns anything, scored on the ``test`` patients.
 
-    ``no_change`` for evolution; ``prevalence``, ``logistic_observables`` and ``logistic_first_order`` for response.
+    ``no_change`` for evolution; ``prevalence``, ``logistic_observables`` and ``logistic_first_order`` for response;
+    ``intensity_thresholds`` for segmentation.
     """
     from flame_private import baselines
 
+    if task == "segmentation":
+        return {"intensity_thresholds": baselines.intensity_thresholds(train, test, voxel_ml).metrics()}
     if task == "response":
         return {"prevalence": baselines.prevalence(train, test).metrics(),
                 "logistic_observables": baselines.logistic_observables(train, test, voxel_ml).metrics(),
@@ -238,8 +267,13 @@ def evaluate_with_baselines(model: torch.nn.Module, task: str, train: Dataset, t
     ``{"model": {...}, "baselines": {"no_change": {...}}}`` for evolution;
     ``{"baselines": {"prevalence": ..., "logistic_observables": ..., "logistic_first_order": ...}}`` for response.
     """
-    scored = (score_response(model, test, batch_size) if task == "response"
-              else score_evolution(model, test, voxel_ml, batch_size))
+    scored: ResponseScores | EvolutionScores
+    if task == "response":
+        scored = score_response(model, test, batch_size)
+    elif task == "segmentation":
+        scored = score_segmentation(model, test, voxel_ml, batch_size)
+    else:
+        scored = score_evolution(model, test, voxel_ml, batch_size)
     return {"model": scored.metrics(), "baselines": baseline_metrics(task, train, test, voxel_ml)}
 
 

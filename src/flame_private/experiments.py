@@ -22,11 +22,17 @@ from torch.utils.data import ConcatDataset, Dataset
 from flame_private import baselines
 from flame_private.config import MODALITIES, FederationConfig, SiteConfig, Task
 from flame_private.data.checks import LoadedSite, load_site
-from flame_private.data.datasets import EvolutionDataset, ResponseDataset, dataset_size, encode_covariates
+from flame_private.data.datasets import (
+    EvolutionDataset,
+    ResponseDataset,
+    SegmentationDataset,
+    dataset_size,
+    encode_covariates,
+)
 from flame_private.data.records import CaseRecord
 from flame_private.data.splits import split_records
 from flame_private.evaluation import TreatmentScores, evaluate_with_baselines, treatment_baselines
-from flame_private.metrics import EvolutionSums, ResponseSums
+from flame_private.metrics import EvolutionSums, ResponseSums, sums_kind
 from flame_private.models import build_model, count_parameters
 from flame_private.models.io import load_initial_weights, save_model
 from flame_private.privacy.budget import open_site_budget
@@ -43,8 +49,13 @@ log = logging.getLogger(__name__)
 
 
 def make_dataset(task: Task, records: Sequence[CaseRecord],
-                 cfg: FederationConfig) -> ResponseDataset | EvolutionDataset:
-    return ResponseDataset(records, cfg.data) if task == "response" else EvolutionDataset(records, cfg.data)
+                 cfg: FederationConfig) -> ResponseDataset | EvolutionDataset | SegmentationDataset:
+    """The dataset of ``task`` over ``records``."""
+    if task == "response":
+        return ResponseDataset(records, cfg.data)
+    if task == "segmentation":
+        return SegmentationDataset(records, cfg.data)
+    return EvolutionDataset(records, cfg.data)
 
 
 def settings_from(cfg: FederationConfig, epochs: int | None = None) -> TrainSettings:
@@ -210,7 +221,7 @@ def run_central(sites: Sequence[SiteConfig], task: Task, cfg: FederationConfig, 
         start_from_regression(model, train_ds)
     result = train(model, task, train_ds, settings, None, on_step=on_step)
     voxel_ml = cfg.data.voxel_mm**3 / 1000.0
-    pooled: ResponseSums | EvolutionSums = ResponseSums() if task == "response" else EvolutionSums()
+    pooled: ResponseSums | EvolutionSums = sums_kind(task)()
     report: dict[str, Any] = {"task": task, "dp": False, "steps": result.steps, "skipped_cases": skipped,
                               "start": cfg.model_start(task), "regression_start": regression_start,
                               "parameters": count_parameters(result.model),

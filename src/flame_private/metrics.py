@@ -218,8 +218,22 @@ class EvolutionSums:
         return out
 
 
-PATIENT_SENSITIVITY = {"response": 2.0, "evolution": float(np.sqrt(11.0))}
+PATIENT_SENSITIVITY = {"response": 2.0, "evolution": float(np.sqrt(11.0)), "segmentation": float(np.sqrt(11.0))}
 """Largest L2 change of a site's metric-sum vector when one patient is added or removed."""
+
+
+def sums_kind(task: str) -> type[ResponseSums] | type[EvolutionSums]:
+    """The metric sums of ``task``.
+
+    The segmentation model is scored with the evolution model's sums: both draw a
+    label map, and Dice is Dice.  Its "baseline" is the reference segmentation
+    itself, so its RANO class agreement is the share of patients whose drawn
+    enhancing volume a RANO reading would call stable against the reference one
+    (within -65 % and +40 %): whether the volumes the clinical models see could change a reading.
+    """
+    if task not in PATIENT_SENSITIVITY:
+        raise ValueError(f"unknown task {task!r}")
+    return ResponseSums if task == "response" else EvolutionSums
 
 VALID_RANGE: dict[str, tuple[float, float]] = {
     "auc": (0.0, 1.0), "balanced_accuracy": (0.0, 1.0), "brier": (0.0, 1.0),

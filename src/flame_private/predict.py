@@ -3,6 +3,8 @@
 Given a patient's baseline scans (and clinical covariates), run the response
 model and the evolution model under photons, protons and carbon ions, and draw
 the predicted follow-up tumour under each modality over the baseline slices.
+Where the baseline has no segmentation, the baseline segmentation model draws
+it first, and every output says so.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from flame_private.config import MODALITIES, Layout
+from flame_private.auto_segmentation import Segmenter
+from flame_private.config import MODALITIES, DataConfig, Layout
 from flame_private.data.datasets import encode_covariates
 from flame_private.data.errors import DataError
 from flame_private.data.layouts import LABEL_MAPS
@@ -43,6 +47,8 @@ class Prediction:
     affine: np.ndarray | None = None
     """Model-grid voxel -> RAS millimetres, where the preprocessing kept it: places the predictions back
     on the patient's scans (DICOM output)."""
+    baseline_seg_source: str = "reference"
+    """``reference`` (the case's own segmentation) or ``automatic (segmentation model sha256 <hex>)``."""
 
     def enhancing_ml(self) -> dict[str, float]:
         return {m: float((s == 3).sum() * self.voxel_ml) for m, s in self.segmentations.items()}
@@ -61,14 +67,20 @@ def _find(folder: Path) -> dict[str, Path]:
     return found
 
 
-def case_from_folder(case: Path, covariates: Covariates | None = None) -> CaseRecord:
-    """A one-timepoint case record from a patient folder (flame layout or a BraTS-style folder)."""
+def case_from_folder(case: Path, covariates: Covariates | None = None, need_seg: bool = True) -> CaseRecord:
+    """A one-timepoint case record from a patient folder (flame layout or a BraTS-style folder).
+
+    ``need_seg=False`` accepts a baseline without a segmentation (the segmentation model will draw it).
+    """
     folder = case / "baseline" if (case / "baseline").is_dir() else case
     files = _find(folder)
-    missing = [k for k in ("t1", "t1ce", "t2", "flair", "seg") if k not in files]
+    needed = ("t1", "t1ce", "t2", "flair", "seg") if need_seg else ("t1", "t1ce", "t2", "flair")
+    missing = [k for k in needed if k not in files]
     if missing:
+        hint = (" and seg NIfTI files; without a segmentation, give the baseline segmentation model "
+                "(--segmentation-model)" if need_seg else " NIfTI files")
         raise DataError(f"{folder}: missing baseline file(s) for {', '.join(missing)} "
-                        "(expected t1, t1ce, t2, flair and seg NIfTI files)")
+                        f"(expected t1, t1ce, t2, flair{hint})")
     layout: Layout = "flame" if folder.name == "baseline" else "brats2021"
     manifest = case.parent / "manifest.json"
     if covariates is None and manifest.is_file():
@@ -84,22 +96,49 @@ def case_from_folder(case: Path, covariates: Covariates | None = None) -> CaseRe
                       covariates=covariates, rano=None, responder=None, label_map=LABEL_MAPS[layout])
 
 
-def predict_case(model_dir: Path, case: CaseRecord, interval_days: int = DEFAULT_INTERVAL_DAYS) -> Prediction:
-    """Both models under each modality for one patient; the models' data config sets the grid."""
-    _, response, _, data_cfg = load_model(model_dir / "response.pt")
-    _, evolution, _, data_cfg_evo = load_model(model_dir / "evolution.pt")
+def _load(path: Path, task: str) -> tuple[torch.nn.Module, DataConfig]:
+    """The model of ``task`` saved at ``path``; another task's checkpoint is refused, naming both."""
+    found, model, _, data_cfg = load_model(path)
+    if found != task:
+        raise DataError(f"{path}: a {found} model, where the {task} model is needed")
+    return model, data_cfg
+
+
+def predict_case(model_dir: Path, case: CaseRecord, interval_days: int = DEFAULT_INTERVAL_DAYS,
+                 segmentation_model: Path | None = None) -> Prediction:
+    """Both models under each modality for one patient; the models' data config sets the grid.
+
+    A case without a baseline segmentation is segmented first by ``segmentation_model`` (default:
+    ``segmentation.pt`` in ``model_dir`` when it is there); without one it is refused, naming the case.
+    """
+    response, data_cfg = _load(model_dir / "response.pt", "response")
+    evolution, data_cfg_evo = _load(model_dir / "evolution.pt", "evolution")
     if data_cfg_evo != data_cfg:
         raise ValueError(f"{model_dir}: response and evolution models were trained on different grids")
     assert case.covariates is not None
     tensors = preprocess(case, data_cfg, with_affine=True)
-    image, seg = tensors["image"], tensors["seg"]
+    image = tensors["image"]
+    source = "reference"
+    if case.baseline.files.seg is not None:
+        seg = tensors["seg"]
+    else:
+        path = segmentation_model or model_dir / "segmentation.pt"
+        if not path.is_file():
+            raise DataError(f"{case.patient_id}: the baseline has no segmentation and there is no baseline "
+                            f"segmentation model ({path}): give --segmentation-model or the case's seg file")
+        segmenter = Segmenter.load(path)
+        if segmenter.data_config != data_cfg:
+            raise DataError(f"{path}: trained on another grid than the response and evolution models in {model_dir}")
+        seg, source = segmenter.on_model_grid(image), segmenter.source
+        log.info("%s: baseline segmentation drawn by %s", case.patient_id, path)
     probs = response_under_each_modality(response, image, seg, encode_covariates(case.covariates))
     segs = evolution_under_each_modality(evolution, image, seg, interval_days / 365.0)
     affine = tensors.get("affine")
     return Prediction(patient_id=case.patient_id, probabilities=probs, segmentations=segs,
                       baseline_image=image[1].numpy(), baseline_seg=seg[0].numpy().astype(np.uint8),
                       interval_days=interval_days, voxel_ml=data_cfg.voxel_mm**3 / 1000.0,
-                      affine=None if affine is None else np.asarray(affine, dtype=np.float64))
+                      affine=None if affine is None else np.asarray(affine, dtype=np.float64),
+                      baseline_seg_source=source)
 
 
 def plot_prediction(pred: Prediction, out: Path) -> Path:
@@ -117,7 +156,8 @@ def plot_prediction(pred: Prediction, out: Path) -> Path:
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0))
     enh = pred.enhancing_ml()
     for ax, (name, seg) in zip(axes, panels, strict=True):
-        title = (f"{pred.patient_id}\nbaseline" if name == "baseline" else
+        base = "baseline" if pred.baseline_seg_source == "reference" else "baseline (automatic segmentation)"
+        title = (f"{pred.patient_id}\n{base}" if name == "baseline" else
                  f"{name}: P(response) {pred.probabilities[name]:.2f}\nenhancing {enh[name]:.1f} mL")
         overlay(ax, pred.baseline_image[:, :, z], seg[:, :, z], title)
     fig.suptitle(f"predicted tumour {pred.interval_days} days after the planning MRI "

@@ -79,6 +79,11 @@ def _report_pdf(pred: Prediction, figure: Path | None, models: dict[str, str]) -
     pdf.set_font("helvetica", "", 10)
     pdf.multi_cell(0, 5, f"Predicted response and tumour {pred.interval_days} days after the planning MRI, under "
                          "each radiotherapy modality.")
+    if pred.baseline_seg_source != "reference":
+        pdf.set_font("helvetica", "B", 10)
+        pdf.multi_cell(0, 5, "The baseline tumour segmentation these predictions start from was drawn automatically "
+                             "by the baseline segmentation model, not by a clinician: check it on the figure.")
+        pdf.set_font("helvetica", "", 10)
     pdf.ln(2)
     enhancing = pred.enhancing_ml()
     with pdf.table(col_widths=(40, 50, 70), text_align=("LEFT", "RIGHT", "RIGHT")) as table:

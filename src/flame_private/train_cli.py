@@ -149,7 +149,8 @@ def train_central(
 
 def predict(
     model: Annotated[Path, typer.Option(help="Folder with response.pt and evolution.pt.")],
-    case: Annotated[Path, typer.Option(help="Patient folder: baseline t1, t1ce, t2, flair and seg NIfTI.")],
+    case: Annotated[Path, typer.Option(help=(
+        "Patient folder: baseline t1, t1ce, t2, flair and seg NIfTI (seg optional with a segmentation model)."))],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write (default <case>-prediction.png).")]
     = None,
     interval_days: Annotated[int, typer.Option(help="Follow-up time after the planning MRI.")] = 120,
@@ -166,6 +167,10 @@ def predict(
     pseudonyms: Annotated[Optional[Path], typer.Option(help=(
         "The import's pseudonym map, to check that the series is this case's patient (default: beside the "
         "site folder, as flame data import writes it)."), show_default=False)] = None,
+    segmentation_model: Annotated[Optional[Path], typer.Option(help=(
+        "The baseline segmentation model (segmentation.pt), for a case without a segmentation (default: "
+        "segmentation.pt in --model when it is there). The outputs say the segmentation is automatic."),
+        show_default=False)] = None,
 ) -> None:
     """Compare photons, protons and carbon ions for one patient: probabilities and predicted follow-up."""
     from flame_private.data.records import Covariates
@@ -180,8 +185,12 @@ def predict(
     except ValueError as exc:
         raise fail(f"invalid covariates: {exc}") from None
     with refusals():
-        record = case_from_folder(case, covariates)
-        pred = predict_case(model, record, interval_days)
+        can_segment = segmentation_model is not None or (model / "segmentation.pt").is_file()
+        record = case_from_folder(case, covariates, need_seg=not can_segment)
+        pred = predict_case(model, record, interval_days, segmentation_model)
+    if pred.baseline_seg_source != "reference":
+        console.print(f"[yellow]the baseline segmentation is {pred.baseline_seg_source}: check it on the "
+                      "figure before reading the predictions[/]")
     table = Table(title=f"{pred.patient_id}: predicted response to chemoradiation")
     for col in ("modality", "P(responder)", f"enhancing mL at day {interval_days}"):
         table.add_column(col, justify="left" if col == "modality" else "right")
@@ -200,5 +209,7 @@ def predict(
             written = write_prediction_dicom(
                 pred, dicom_series, dicom_out or site.parent / f"{site.name}-dicom" / case.resolve().name,
                 pseudonyms or site.parent / f"{site.name}-pseudonyms.csv", site.name,
-                models={name: file_sha256(model / f"{name}.pt") for name in ("response", "evolution")})
+                models={name: file_sha256(model / f"{name}.pt") for name in ("response", "evolution")}
+                | ({"segmentation": file_sha256(segmentation_model or model / "segmentation.pt")}
+                   if pred.baseline_seg_source != "reference" else {}))
         console.print(f"wrote {len(written)} DICOM files for the viewer: {', '.join(str(p) for p in written)}")

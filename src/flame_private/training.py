@@ -1,6 +1,6 @@
 """The one training and evaluation loop, shared by local, centralised and federated runs.
 
-A task (response or evolution) is a dataset layout, a forward call and a loss;
+A task (response, evolution or segmentation) is a dataset layout, a forward call and a loss;
 everything else (optimiser, DP wrapping, epochs, evaluation sums) is the same
 code whoever calls it.  Privacy spend is not recorded here: callers check the
 budget with the plan from ``plan_training`` before training and record it
@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from flame_private.config import MODALITIES, DPConfig, Task
 from flame_private.data.datasets import EvolutionDataset, OneFollowUpPerPatient, dataset_size
-from flame_private.metrics import EvolutionSums, ResponseSums
+from flame_private.metrics import EvolutionSums, ResponseSums, sums_kind
 from flame_private.privacy.dp import DPPlan, make_private, plan_dp, set_grad_sample, unwrap
 from flame_private.privacy.randomness import DPRandomness
 
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 KEYS: dict[str, tuple[str, ...]] = {
     "response": ("image", "seg", "treatment", "covariates", "label"),
     "evolution": ("image", "seg", "treatment", "interval", "target"),
+    "segmentation": ("image", "target"),
 }
 """Tensor order of a batch: Opacus's Poisson loader needs tuples, not dicts."""
 
@@ -267,15 +268,16 @@ def patient_contributions(model: nn.Module, task: Task, dataset: Dataset, batch_
                 one.add(np.array([p]), np.array([y]))
                 out.append(one.vector())
         return out
-    from flame_private.evaluation import score_evolution  # per-patient vectors, follow-ups grouped by patient
+    from flame_private.evaluation import score_evolution, score_segmentation  # per-patient vectors
 
-    return list(score_evolution(model, dataset, voxel_ml, batch_size).vectors)
+    score = score_segmentation if task == "segmentation" else score_evolution
+    return list(score(model, dataset, voxel_ml, batch_size).vectors)
 
 
 def evaluate(model: nn.Module, task: Task, dataset: Dataset, batch_size: int = 4,
              voxel_ml: float = 0.001) -> ResponseSums | EvolutionSums:
     """Evaluation sums over ``dataset`` (see metrics.py); ``voxel_ml`` is the model grid's voxel volume."""
-    kind = ResponseSums if task == "response" else EvolutionSums
+    kind = sums_kind(task)
     vectors = patient_contributions(model, task, dataset, batch_size, voxel_ml)
     return kind.from_vector(np.sum(vectors, axis=0)) if vectors else kind()
 

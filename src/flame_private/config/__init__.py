@@ -12,6 +12,7 @@ cohort; ``site``: a site's data and deployment; ``federation``: a federated run;
 
 from flame_private.config.base import (
     CANONICAL_LABELS,
+    CLINICAL_TASKS,
     CONFIG_DIR,
     MODALITIES,
     MRI_SEQUENCES,
@@ -95,6 +96,7 @@ __all__ = [
     "SiteCohortConfig",
     "SiteConfig",
     "StrictModel",
+    "CLINICAL_TASKS",
     "TASKS",
     "Task",
     "TherapyParams",

@@ -13,8 +13,11 @@ Modality = Literal["photon", "proton", "carbon"]
 MODALITIES: tuple[Modality, ...] = ("photon", "proton", "carbon")
 """Radiotherapy modalities, in the fixed order used for one-hot encodings."""
 
-Task = Literal["response", "evolution"]
-TASKS: tuple[Task, ...] = ("response", "evolution")
+Task = Literal["response", "evolution", "segmentation"]
+TASKS: tuple[Task, ...] = ("response", "evolution", "segmentation")
+CLINICAL_TASKS: tuple[Task, ...] = ("response", "evolution")
+"""The two treatment-conditioned models a run trains unless its config names its tasks.  The third task,
+``segmentation``, draws the baseline tumour segmentation those two need, for sites whose scans have none."""
 
 CANONICAL_LABELS: dict[int, str] = {0: "background", 1: "necrotic_core", 2: "oedema", 3: "enhancing"}
 MRI_SEQUENCES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")

@@ -1,4 +1,4 @@
-"""Torch datasets for the two tasks, built from validated case records.
+"""Torch datasets for the three tasks, built from validated case records.
 
 Preprocessing (resampling, cropping, normalising) is the slow part of an epoch,
 so each case is preprocessed on first access and kept in memory: later epochs of
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence, Sized
+from typing import ClassVar
 
 import torch
 from torch.utils.data import Dataset
@@ -69,20 +70,15 @@ def dataset_size(dataset: Dataset) -> int:
     return len(dataset)
 
 
-class ResponseDataset(Dataset[dict[str, torch.Tensor]]):
-    """One item per patient: baseline images and seg, treatment, covariates, responder label."""
+class _OnePerPatient(Dataset[dict[str, torch.Tensor]]):
+    """One item per patient, made from its baseline on first access and kept (``_item``)."""
+
+    task: ClassVar[str] = ""
+    needs: ClassVar[dict[str, str]] = {}
+    """Record fields the task needs -> how an error names them."""
 
     def __init__(self, records: Sequence[CaseRecord], data_config: DataConfig) -> None:
-        _require(
-            records,
-            "response",
-            {
-                "treatment": "treatment",
-                "covariates": "covariates",
-                "responder": "responder label",
-                "baseline_seg": "baseline segmentation",
-            },
-        )
+        _require(records, self.task, self.needs)
         self.records = list(records)
         self.data_config = data_config
         self._cache: dict[int, dict[str, torch.Tensor]] = {}
@@ -92,17 +88,45 @@ class ResponseDataset(Dataset[dict[str, torch.Tensor]]):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if index not in self._cache:
-            rec = self.records[index]
-            out = preprocess(rec, self.data_config)
-            assert rec.treatment is not None and rec.covariates is not None and rec.responder is not None
-            self._cache[index] = {
-                "image": out[IMAGE_KEY],
-                "seg": out[SEG_KEY],
-                "treatment": encode_treatment(rec.treatment),
-                "covariates": encode_covariates(rec.covariates),
-                "label": torch.tensor(float(rec.responder), dtype=torch.float32),
-            }
+            self._cache[index] = self._item(self.records[index])
         return dict(self._cache[index])
+
+    def _item(self, rec: CaseRecord) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+class ResponseDataset(_OnePerPatient):
+    """One item per patient: baseline images and seg, treatment, covariates, responder label."""
+
+    task = "response"
+    needs = {"treatment": "treatment", "covariates": "covariates", "responder": "responder label",
+             "baseline_seg": "baseline segmentation"}
+
+    def _item(self, rec: CaseRecord) -> dict[str, torch.Tensor]:
+        out = preprocess(rec, self.data_config)
+        assert rec.treatment is not None and rec.covariates is not None and rec.responder is not None
+        return {
+            "image": out[IMAGE_KEY],
+            "seg": out[SEG_KEY],
+            "treatment": encode_treatment(rec.treatment),
+            "covariates": encode_covariates(rec.covariates),
+            "label": torch.tensor(float(rec.responder), dtype=torch.float32),
+        }
+
+
+class SegmentationDataset(_OnePerPatient):
+    """One item per patient: the baseline MRI, and its tumour segmentation as the target.
+
+    Only the baseline: it is the scan the clinical models read, and one item per
+    patient keeps the unit of privacy the patient under DP-SGD.
+    """
+
+    task = "segmentation"
+    needs = {"baseline_seg": "baseline segmentation"}
+
+    def _item(self, rec: CaseRecord) -> dict[str, torch.Tensor]:
+        out = preprocess(rec, self.data_config)
+        return {"image": out[IMAGE_KEY], "target": out[SEG_KEY]}
 
 
 class EvolutionDataset(Dataset[dict[str, torch.Tensor]]):

@@ -61,21 +61,29 @@ class FiLM(nn.Module):
 
 
 class EncoderStage(nn.Module):
-    """Two convolutions (the first may downsample) and a FiLM."""
+    """Two convolutions (the first may downsample) and a FiLM (none when ``cond_dim`` is 0: nothing conditions)."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, groups: int, cond_dim: int) -> None:
         super().__init__()
         self.conv1 = conv_block(in_ch, out_ch, stride, groups)
         self.conv2 = conv_block(out_ch, out_ch, 1, groups)
-        self.film = FiLM(cond_dim, out_ch)
+        self.film = FiLM(cond_dim, out_ch) if cond_dim else None
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self.film(self.conv2(self.conv1(x)), cond)
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return _film(self.film, self.conv2(self.conv1(x)), cond)
 
 
-def encoder(channels: tuple[int, ...], groups: int, cond_dim: int) -> nn.ModuleList:
-    """Encoder stages from the 7 input channels: full resolution first, then halving at each stage."""
-    stages, prev = [], IN_CHANNELS
+def _film(film: FiLM | None, h: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    if film is None:
+        return h
+    if cond is None:
+        raise ValueError("this stage is conditioned (FiLM) and needs its condition")
+    return film(h, cond)
+
+
+def encoder(channels: tuple[int, ...], groups: int, cond_dim: int, in_channels: int = IN_CHANNELS) -> nn.ModuleList:
+    """Encoder stages from ``in_channels``: full resolution first, then halving at each stage."""
+    stages, prev = [], in_channels
     for i, ch in enumerate(channels):
         stages.append(EncoderStage(prev, ch, 1 if i == 0 else 2, groups, cond_dim))
         prev = ch
@@ -83,17 +91,26 @@ def encoder(channels: tuple[int, ...], groups: int, cond_dim: int) -> nn.ModuleL
 
 
 class DecoderStage(nn.Module):
-    """Upsample (trilinear), concatenate the skip, two convolutions, FiLM."""
+    """Upsample (trilinear), concatenate the skip, two convolutions, FiLM (none when ``cond_dim`` is 0)."""
 
     def __init__(self, in_ch: int, skip_ch: int, out_ch: int, groups: int, cond_dim: int) -> None:
         super().__init__()
         self.conv1 = conv_block(in_ch + skip_ch, out_ch, 1, groups)
         self.conv2 = conv_block(out_ch, out_ch, 1, groups)
-        self.film = FiLM(cond_dim, out_ch)
+        self.film = FiLM(cond_dim, out_ch) if cond_dim else None
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
-        return self.film(self.conv2(self.conv1(torch.cat([x, skip], dim=1))), cond)
+        return _film(self.film, self.conv2(self.conv1(torch.cat([x, skip], dim=1))), cond)
+
+
+def decoder(channels: tuple[int, ...], groups: int, cond_dim: int) -> nn.ModuleList:
+    """Decoder stages back up the ``encoder(channels, ...)``, each joining the encoder stage of its resolution."""
+    stages, prev = [], channels[-1]
+    for skip_ch in reversed(channels[:-1]):
+        stages.append(DecoderStage(prev, skip_ch, skip_ch, groups, cond_dim))
+        prev = skip_ch
+    return nn.ModuleList(stages)
 
 
 def model_inputs(image: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from flame_private.models.blocks import DecoderStage, encoder, model_inputs
+from flame_private.models.blocks import decoder, encoder, model_inputs
 
 COND_DIM = 3 + 1
 """Treatment one-hot + follow-up interval in years."""
@@ -27,11 +27,8 @@ class EvolutionNet(nn.Module):
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 128), groups: int = 8) -> None:
         super().__init__()
         self.encoder = encoder(channels, groups, COND_DIM)
-        dec, prev = [], channels[-1]
-        for skip_ch in reversed(channels[:-1]):
-            dec.append(DecoderStage(prev, skip_ch, skip_ch, groups, COND_DIM))
-            prev = skip_ch
-        self.decoder = nn.ModuleList(dec)
+        self.decoder = decoder(channels, groups, COND_DIM)
+        prev = channels[0]
         # The network predicts the change: its output layer starts at zero, so that an untrained model is
         # exactly the persistence prior below ("no change") and every step of training moves it from there.
         self.out = nn.Conv3d(prev, N_CLASSES, kernel_size=1)

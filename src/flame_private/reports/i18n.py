@@ -40,6 +40,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "software": _("flame-private {version}", "flame-private {version}"),
     "task.response": _("response model", "modèle de réponse"),
     "task.evolution": _("evolution model", "modèle d'évolution"),
+    "task.segmentation": _("baseline segmentation model", "modèle de segmentation de l'IRM initiale"),
     "purpose.training": _("training (DP-SGD)", "entraînement (DP-SGD)"),
     "purpose.evaluation": _("validation metrics", "métriques de validation"),
     "technical": _("Technical detail (from the software, in English): {detail}",

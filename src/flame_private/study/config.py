@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from flame_private.config.base import TASKS, ConfigError, ConfigPath, StrictModel, Task
+from flame_private.config.base import CLINICAL_TASKS, ConfigError, ConfigPath, StrictModel, Task
 from flame_private.config.loading import parse_config, read_yaml_mapping
 from flame_private.errors import FlameError
 
@@ -33,7 +33,7 @@ class StudyConfig(StrictModel):
     federation: ConfigPath
     """Training settings of every arm: model, data split, rounds, local epochs, batch, learning rate, HE, clipping.
     Its ``dp`` noise setting is replaced by each arm's epsilon."""
-    tasks: Annotated[list[Task], Field(min_length=1)] = Field(default_factory=lambda: list(TASKS))
+    tasks: Annotated[list[Task], Field(min_length=1)] = Field(default_factory=lambda: list(CLINICAL_TASKS))
     held_out: list[str] | None = None
     """The sites held out in turn (default: every site); each needs at least ``min_sites`` others to train on."""
     epsilons: Annotated[list[Annotated[float, Field(gt=0.0, le=100.0)]], Field(min_length=1)] = Field(

@@ -18,7 +18,7 @@ from flame_private.study.summary import HEADLINE, arm_label
 DPI = 140
 COLOURS = {"central": "#1f5fa8", "fedavg": "#2e8b57", "federated": "#c0392b", "single-site": "#d9822b",
            "baseline": "#6b6f73"}
-BASELINE = {"response": "logistic_observables", "evolution": "no_change"}
+BASELINE = {"response": "logistic_observables", "evolution": "no_change", "segmentation": "intensity_thresholds"}
 
 
 def _ok(rows: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:

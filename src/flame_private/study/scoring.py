@@ -13,7 +13,13 @@ import torch
 
 from flame_private.config import Task
 from flame_private.data.datasets import ResponseDataset
-from flame_private.evaluation import baseline_metrics, calibration_bins, score_evolution, score_response
+from flame_private.evaluation import (
+    baseline_metrics,
+    calibration_bins,
+    score_evolution,
+    score_response,
+    score_segmentation,
+)
 from flame_private.experiments import treatment_comparison_with_baselines
 from flame_private.study.data import StudyData
 
@@ -47,6 +53,8 @@ class Scorer:
             scores = score_response(model, test, batch)
             out = dict(scores.metrics())
             out["calibration"] = calibration_bins(scores)
+        elif task == "segmentation":
+            out = dict(score_segmentation(model, test, self.data.voxel_ml, batch).metrics())
         else:
             out = dict(score_evolution(model, test, self.data.voxel_ml, batch).metrics())
         out["baselines"] = self.baselines(task, held_out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-HEADLINE = {"response": "auc", "evolution": "dice_whole_tumour"}
+HEADLINE = {"response": "auc", "evolution": "dice_whole_tumour", "segmentation": "dice_whole_tumour"}
 
 
 def arm_label(row: dict[str, Any]) -> str:
@@ -21,6 +21,8 @@ COLUMNS = {
     "response": (("auc", "AUC"), ("balanced_accuracy", "balanced accuracy"), ("brier", "Brier")),
     "evolution": (("dice_whole_tumour", "whole-tumour Dice"), ("dice_enhancing", "enhancing Dice"),
                   ("rano_class_agreement", "RANO agreement")),
+    "segmentation": (("dice_whole_tumour", "whole-tumour Dice"), ("dice_enhancing", "enhancing Dice"),
+                     ("dice_necrotic_core", "necrotic-core Dice"), ("rano_class_agreement", "RANO-stable volume")),
 }
 TREATMENT = (("best_modality_accuracy", "best-modality acc."), ("regret_viable_burden_ml", "regret (mL)"),
              ("lost_response_rate", "lost responses"))

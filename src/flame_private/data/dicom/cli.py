@@ -36,6 +36,10 @@ def import_command(
         "Extract the brain with the MNI152 mask (off for scans already skull-stripped)."))] = True,
     skip_invalid: Annotated[bool, typer.Option(help=(
         "Write the patients that import and list the others (default: write nothing if any fails)."))] = False,
+    segmentation_model: Annotated[Optional[Path], typer.Option(help=(
+        "The baseline segmentation model (segmentation.pt): draws the baseline segmentation of a patient whose "
+        "baseline study has no DICOM-SEG; import.json and the contact sheet show which were drawn."),
+        show_default=False)] = None,
 ) -> None:
     """Import DICOM series (T1, T1ce, T2, FLAIR, DICOM-SEG, RT plan) into a new, de-identified site folder."""
     from flame_private.data.dicom.importer import ImportOptions, import_dicom
@@ -43,7 +47,7 @@ def import_command(
 
     options = ImportOptions(site_id=site_id or out.name, voxel_mm=voxel_mm, skull_strip=skull_strip,
                             pseudonyms=pseudonyms or _default_pseudonyms(out), sequences=sequences,
-                            clinical=clinical, skip_invalid=skip_invalid)
+                            clinical=clinical, skip_invalid=skip_invalid, segmentation_model=segmentation_model)
     with refusals():
         if sequences is not None:
             SequenceRules.load(sequences)  # a bad rules file is refused before anything is read
@@ -52,10 +56,11 @@ def import_command(
             task = progress.add_task("importing patients", total=None)
             report = import_dicom(dicom, out, options, on_patient=lambda _p: progress.advance(task))
     table = Table(title=f"site {report.site_id}: {len(report.patients)} patient(s) imported into {out}")
-    for col in ("patient", "timepoints", "segmented", "treatment", "brain ml", "seconds"):
+    for col in ("patient", "timepoints", "segmented", "baseline segmentation", "treatment", "brain ml", "seconds"):
         table.add_column(col, justify="left" if col == "patient" else "right")
     for p in report.patients:
         table.add_row(p.patient_id, str(len(p.timepoints)), str(sum(t.segmentation for t in p.timepoints)),
+                      p.baseline_segmentation.split(" (")[0],
                       f"{p.treatment or '-'} ({p.treatment_source})",
                       f"{p.brain_ml:.0f}" if p.brain_ml is not None else "-", f"{p.seconds:.1f}")
     console.print(table)

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydicom
 import SimpleITK as sitk
@@ -50,6 +50,9 @@ from flame_private.data.layouts.flame import FORMAT, FORMAT_VERSION, MANIFEST
 
 log = logging.getLogger(__name__)
 
+if TYPE_CHECKING:
+    from flame_private.auto_segmentation import Segmenter
+
 IMPORT_REPORT = "import.json"
 MAX_REPORTED_AGE = 90
 """Ages above 89 are written as 90: rarer ages identify (the HIPAA Safe Harbor rule)."""
@@ -71,6 +74,9 @@ class ImportOptions(StrictModel):
     """A clinical table keyed by the hospital's patient ID (the columns of clinical.csv)."""
     skip_invalid: bool = False
     """Write the valid patients and report the others, instead of writing nothing."""
+    segmentation_model: Path | None = None
+    """The baseline segmentation model (``segmentation.pt``): draws the baseline segmentation of a patient whose
+    baseline study has no DICOM-SEG (``PatientReport.baseline_segmentation`` says which were drawn)."""
 
 
 class SeriesReport(StrictModel):
@@ -99,6 +105,8 @@ class PatientReport(StrictModel):
     treatment_source: str
     brain_ml: float | None
     brain_mask_metric: float | None
+    baseline_segmentation: str
+    """``DICOM-SEG`` (the study's own), ``automatic (segmentation model sha256 <hex>)`` or ``none``."""
     contact_sheet: str
     left_out: list[str]
     """Series seen and not used (localisers, other sequences), with the reason."""
@@ -190,7 +198,8 @@ def _treatment(plans: list[SeriesHeader]) -> str | None:
 
 def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: SequenceRules | None,
                     pseudonym: str, clinical: ClinicalRow | None, staging: Path, warnings: list[str],
-                    unreadable: set[Path]) -> tuple[dict[str, Any], PatientReport, str]:
+                    unreadable: set[Path], segmenter: Segmenter | None = None
+                    ) -> tuple[dict[str, Any], PatientReport, str]:
     """The patient's manifest entry, its report, and the baseline StudyInstanceUID (for the pseudonym map)."""
     started = time.perf_counter()
     steps: dict[str, float] = defaultdict(float)
@@ -281,9 +290,10 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
             volumes[name]["seg"] = resample(labels, reference, registration.transform() if registration else None,
                                             labels=True)
         reports.append(TimepointReport(name=name, day=day, series=series_reports, segmentation=bool(segs)))
-    if not reports[0].segmentation:
+    if not reports[0].segmentation and segmenter is None:
         warnings.append(f"{pseudonym}: no segmentation (DICOM-SEG) in the baseline study; both models need one, "
-                        "so this patient cannot train or be predicted until it has one")
+                        "so this patient cannot train or be predicted until it has one (or give "
+                        "--segmentation-model to draw it)")
 
     brain_ml = metric = None
     t = time.perf_counter()
@@ -311,6 +321,13 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
             files[key] = f"{pseudonym}/{report.name}/{key}.nii.gz"
         timepoints.append({"name": report.name, "day": report.day, "files": files})
     t = clock("write", t)
+    drawn = "DICOM-SEG" if reports[0].segmentation else "none"
+    if not reports[0].segmentation and segmenter is not None:
+        volumes["baseline"]["seg"] = _draw_baseline_segmentation(segmenter, staging, pseudonym, timepoints[0])
+        drawn = segmenter.source
+        warnings.append(f"{pseudonym}: the baseline segmentation was drawn by the segmentation model; check it on "
+                        "the contact sheet")
+        t = clock("segmentation", t)
 
     plans = [s for s in series if s.modality == "RTPLAN"]
     treatment, treatment_source = _treatment(plans), "RT plan"
@@ -339,9 +356,26 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
     return entry, PatientReport(
         patient_id=pseudonym, timepoints=reports, treatment=treatment, treatment_source=treatment_source,
         brain_ml=None if brain_ml is None else round(brain_ml, 1),
-        brain_mask_metric=None if metric is None else round(metric, 4), contact_sheet=f"qc/{pseudonym}.png",
+        brain_mask_metric=None if metric is None else round(metric, 4), baseline_segmentation=drawn,
+        contact_sheet=f"qc/{pseudonym}.png",
         left_out=left_out,
         seconds=round(time.perf_counter() - started, 2), steps={k: round(v, 2) for k, v in steps.items()}), order[0]
+
+
+def _draw_baseline_segmentation(segmenter: Segmenter, staging: Path, pseudonym: str,
+                                baseline: dict[str, Any]) -> sitk.Image:
+    """The segmentation model's labels of the staged baseline, written beside its images; returned for the
+    contact sheet."""
+    from flame_private.data.layouts import LABEL_MAPS
+    from flame_private.data.records import CaseRecord, ImageFiles, TimepointRecord
+
+    files = ImageFiles(**{k: staging / v for k, v in baseline["files"].items()})
+    record = CaseRecord(patient_id=pseudonym, site_id="import", layout="flame", label_map=LABEL_MAPS["flame"],
+                        timepoints=[TimepointRecord(name=baseline["name"], day=0, files=files)])
+    path = staging / pseudonym / baseline["name"] / "seg.nii.gz"
+    segmenter.on_scan(record).to_filename(path)
+    baseline["files"]["seg"] = f"{pseudonym}/{baseline['name']}/seg.nii.gz"
+    return sitk.ReadImage(str(path))
 
 
 def _referenced_series(seg_path: Path) -> str:
@@ -375,6 +409,11 @@ def import_dicom(dicom_dir: Path, out: Path, options: ImportOptions,
         if table_problems:
             raise DataError(format_problems(table_problems, f"{options.clinical}: bad clinical table"))
     pseudonyms = PseudonymMap(options.pseudonyms, options.site_id)
+    segmenter = None
+    if options.segmentation_model is not None:
+        from flame_private.auto_segmentation import Segmenter
+
+        segmenter = Segmenter.load(options.segmentation_model)
 
     by_patient: dict[str, list[SeriesHeader]] = defaultdict(list)
     for s in series:
@@ -391,7 +430,8 @@ def import_dicom(dicom_dir: Path, out: Path, options: ImportOptions,
             pseudonym = pseudonyms.pseudonym(patient_id)
             try:
                 entry, patient_report, baseline_uid = _import_patient(
-                    members, options, rules, pseudonym, clinical.get(patient_id), staging, warnings, unreadable)
+                    members, options, rules, pseudonym, clinical.get(patient_id), staging, warnings, unreadable,
+                    segmenter)
             except DataError as exc:
                 path = getattr(exc, "path", None)
                 reason = getattr(exc, "reason", str(exc))

@@ -28,7 +28,7 @@ from flame_private.data.splits import Splits, split_records
 from flame_private.evaluation import evaluate_with_baselines
 from flame_private.federation.protocol import SiteStatus
 from flame_private.federation.site import task as task_fns
-from flame_private.metrics import PATIENT_SENSITIVITY, EvolutionSums, ResponseSums, released_metrics
+from flame_private.metrics import PATIENT_SENSITIVITY, released_metrics, sums_kind
 from flame_private.models.io import save_model
 from flame_private.privacy import REFUSALS, BudgetGuard, Ledger, PlannedSpend, PolicyError, load_policy
 from flame_private.records.code_identity import app_identity
@@ -78,7 +78,7 @@ def _metrics_state(vector: np.ndarray) -> dict[str, torch.Tensor]:
 
 def _metrics_layout(task: Task, fed: FederationConfig) -> ParamLayout:
     """Metric sums of at most METRIC_SCALE in magnitude per site, one count per site, at most max_sites sites."""
-    zeros = (ResponseSums() if task == "response" else EvolutionSums()).vector()
+    zeros = sums_kind(task)().vector()
     return ParamLayout.from_state_dict(_metrics_state(zeros), value_bound=1.0, count_bound=fed.he.max_sites,
                                        max_sites=fed.he.max_sites)
 
@@ -358,7 +358,7 @@ class Site:
                                          round=round_, model=envelope_model(task, "metrics"), content="metrics",
                                          min_sites=self.fed.min_sites,
                                          max_sites=self.fed.he.max_sites)
-        kind = ResponseSums if task == "response" else EvolutionSums
+        kind = sums_kind(task)
         vector = state["sums"].numpy() * sites * METRIC_SCALE  # the sum, not the mean over sites
         noise = self.fed.evaluation.noise_multiplier * PATIENT_SENSITIVITY[task] * float(np.sqrt(sites))
         # DP-noised sums: clamped to valid ranges, each metric with its noise spread, or "too noisy to report".

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from flame_private.config import DPConfig, FederationConfig, Task
 from flame_private.data.records import CaseRecord
 from flame_private.experiments import initial_model, make_dataset
-from flame_private.metrics import PATIENT_SENSITIVITY, EvolutionSums, ResponseSums, dp_release
+from flame_private.metrics import PATIENT_SENSITIVITY, dp_release, sums_kind
 from flame_private.privacy import PlannedSpend
 from flame_private.privacy.dp import DPPlan, noise_for_run, poisson_sampling
 from flame_private.training import TrainSettings, patient_contributions, plan_training, train
@@ -83,7 +83,7 @@ def evaluation_spend(run_id: str, round_: int, task: Task, fed: FederationConfig
 
 def evaluate_fn(model: nn.Module, task: Task, dataset: Dataset, fed: FederationConfig) -> np.ndarray:
     """The DP-noised metric sums of ``model`` on ``dataset`` (fresh secret noise at each call)."""
-    size = len((ResponseSums if task == "response" else EvolutionSums)().vector())
+    size = len(sums_kind(task)().vector())
     vectors = (patient_contributions(model, task, dataset, fed.batch_size, fed.data.voxel_mm**3 / 1000.0)
                if len(dataset) else [])  # type: ignore[arg-type]
     return dp_release(vectors, size, PATIENT_SENSITIVITY[task], fed.evaluation.noise_multiplier)
