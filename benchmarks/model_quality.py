@@ -138,6 +138,9 @@ def main() -> None:
             public = {"test": scored["model"], "baselines": scored["baselines"]}
         result.model.load_state_dict(best["state"])
         chosen = evaluate_with_baselines(result.model, task, pooled["train"], pooled["test"], voxel_ml, args.batch)
+        if public is not None:  # and the model chosen on validation, like "test_at_best_validation_epoch"
+            public["test_at_best_validation_epoch"] = evaluate_with_baselines(
+                result.model, task, pooled["train"], public_ds, voxel_ml, args.batch)["model"]
         figures[name] = {"epochs": epochs, "init": args.init, "public_pretraining": pretraining,
                          "train_seconds": round(result.seconds, 1), "curve": curve,
                          "test": test["model"], "baselines": test["baselines"],

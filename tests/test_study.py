@@ -232,7 +232,8 @@ def test_a_repeated_epsilon_is_refused() -> None:
         _config(epsilons=[8.0, 8.0])
 
 
-@pytest.mark.parametrize("size", [None, "ci", "response", "response-sites", "response-clip", "segmentation"])
+@pytest.mark.parametrize("size", [None, "ci", "response", "response-sites", "response-clip", "segmentation",
+                                  "segmentation-public"])
 def test_the_shipped_study_config_and_each_of_its_sizes_load_with_files_that_exist(size: str | None) -> None:
     cfg = load_study_config(STUDY_YAML, size)
     assert cfg.cohort.is_file() and cfg.federation.is_file()
@@ -261,3 +262,28 @@ def test_a_segmentation_model_is_scored_on_the_held_out_site_beside_the_threshol
         assert f"{key}_ci95" in row
     baseline = row["baselines"]["intensity_thresholds"]
     assert set(baseline) == set(k for k in row if k != "baselines") and baseline["n"] == row["n"]
+
+
+@pytest.mark.slow
+def test_a_public_start_trains_once_on_the_public_cohort_and_every_arm_starts_from_it_pinned(
+        ci_study, cohort_dir: Path, tmp_path: Path) -> None:
+    """The test cohort stands in for the public one: the start is trained on it, saved, pinned by its SHA-256 in
+    the rows' federation config, and reused (not retrained) when the study resumes."""
+    from flame_private.models.io import file_sha256
+    from flame_private.study.config import PublicStart
+
+    public = PublicStart(cohort=STUDY_YAML.parent / "cohort" / "test.yaml", cohort_dir=cohort_dir, epochs=1)
+    cfg = ci_study["cfg"].model_copy(update={
+        "tasks": ["segmentation"], "arms": ["central"], "held_out": ["site-c"],
+        "cohort_dir": ci_study["out"] / "cohort", "public_start": public})
+    out = tmp_path / "study"
+    results = StudyRunner(cfg, out).run()
+    start = out / "public-start" / "segmentation.pt"
+    pinned = results["federation"]["initial_weights"]["segmentation"]
+    assert pinned["sha256"] == file_sha256(start) and pinned["path"] == str(start)
+    assert json.loads(start.with_suffix(".json").read_text())["epochs"] == 1
+    assert [r["status"] for r in results["rows"]] == ["ok"]
+    written = start.stat().st_mtime_ns
+    (out / "units" / "central-segmentation-without-site-c.json").unlink()  # one unit to redo on resume
+    StudyRunner(cfg, out).run()
+    assert start.stat().st_mtime_ns == written

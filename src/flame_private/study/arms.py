@@ -13,6 +13,7 @@ import copy
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +21,7 @@ from typing import Any, Literal
 import torch
 import yaml
 
-from flame_private.config import FederationConfig, SiteConfig, Task, load_config
+from flame_private.config import CohortConfig, FederationConfig, InitialWeights, SiteConfig, Task, load_config
 from flame_private.experiments import initial_model, settings_from
 from flame_private.federation.site.task import train_settings
 from flame_private.models.io import load_model
@@ -64,6 +65,34 @@ def train_pooled(data: StudyData, task: Task, sites: list[str], epsilon: float |
     result = train(model, task, pool, settings, plan)
     info.update({"steps": result.steps, "train_seconds": round(result.seconds, 2)})
     return result.model, info
+
+
+def train_public_start(fed: FederationConfig, tasks: list[Task], cohort: CohortConfig, cohort_dir: Path,
+                       epochs: int, folder: Path) -> dict[Task, InitialWeights]:
+    """Each task's model trained without DP on every patient of the public cohort, saved in ``folder`` and pinned.
+
+    A model already saved there is reused (a resumed study does not train it again).
+    """
+    from flame_private.data.checks import load_site
+    from flame_private.experiments import make_dataset
+    from flame_private.models.io import file_sha256, save_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pinned = {}
+    for task in tasks:
+        path = folder / f"{task}.pt"
+        if not path.is_file():
+            records = [r for s in cohort.sites
+                       for r in load_site(cohort_dir / s.site_id, cohort.layout, s.site_id).records]
+            t0 = time.perf_counter()
+            result = train(initial_model(task, fed), task, make_dataset(task, records, fed),
+                           settings_from(fed, epochs), None)
+            save_model(path, task, result.model, fed.model, fed.data, card={  # atomic: never half a checkpoint
+                "public_cohort": cohort.name, "patients": len(records), "epochs": epochs,
+                "train_seconds": round(time.perf_counter() - t0, 1)})
+        pinned[task] = InitialWeights(path=path, sha256=file_sha256(path))
+        log.info("%s: every arm starts from %s (sha256 %s)", task, path, pinned[task].sha256[:16])
+    return pinned
 
 
 def _average(states: list[dict[str, torch.Tensor]], weights: list[int]) -> dict[str, torch.Tensor]:

@@ -22,6 +22,18 @@ class StudyError(FlameError, ValueError):
     """A study that cannot run as configured, or cannot resume from its folder (the message says which)."""
 
 
+class PublicStart(StrictModel):
+    """Every arm starts from each model trained without DP on a public cohort: no site's patient is in it, so
+    it costs no site any privacy, and a private arm spends its epsilon on what the sites add."""
+
+    cohort: ConfigPath
+    """The public cohort's YAML (e.g. cohort/public.yaml); synthesised under ``<out>/public-cohort`` unless
+    ``cohort_dir`` already holds it."""
+    cohort_dir: ConfigPath | None = None
+    epochs: Annotated[int, Field(ge=1, le=200)] = 10
+    """Passes over the public patients, with the federation config's batch size and learning rate."""
+
+
 class StudyConfig(StrictModel):
     """``flame study --config``: one leave-one-site-out study."""
 
@@ -46,6 +58,9 @@ class StudyConfig(StrictModel):
     engine: Literal["simulation", "inprocess"] = "simulation"
     """How the ``federated`` arm runs the real apps: Flower's simulation engine (Ray), or the in-process grid
     (the same ServerApp and ClientApp code, no Ray start-up: for the small sizes)."""
+    public_start: PublicStart | None = None
+    """Start every arm from models trained on a public cohort (saved under ``<out>/public-start`` and pinned by
+    their SHA-256 as the federation's ``initial_weights``); default: the seeded random models."""
     sizes: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Named variants (``flame study --size NAME``): keys of this config to replace, e.g. a tiny ``ci`` size."""
 

@@ -109,6 +109,14 @@ class StudyRunner:
     def run(self, on_unit: OnUnit | None = None) -> dict[str, Any]:
         self._check_identity()
         self.units_dir.mkdir(parents=True, exist_ok=True)
+        start = self.study.public_start
+        if start is not None:  # after the identity check: the pinned files are outputs, not configuration
+            public = load_config(start.cohort, CohortConfig)
+            public_dir = prepare_cohort(public, Path(start.cohort_dir or self.out / "public-cohort").resolve(),
+                                        self.workers)
+            pinned = arms.train_public_start(self.fed, self.study.tasks, public, public_dir, start.epochs,
+                                             self.out / "public-start")
+            self.fed = self.fed.model_copy(update={"initial_weights": {**self.fed.initial_weights, **pinned}})
         keys = (arms.make_keys(self.fed, self.out / "keys")
                 if any(u.arm == "federated" for u in self.units) else None)
         done: list[dict[str, Any]] = []
