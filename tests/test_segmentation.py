@@ -126,3 +126,16 @@ def test_the_segmentation_dataset_names_each_patient_without_a_baseline_segmenta
         *records[1].followups]})
     with pytest.raises(DataError, match=f"{records[1].patient_id} \\(site site-a\\): no baseline segmentation"):
         SegmentationDataset([records[0], unsegmented], DataConfig(grid=24))
+
+
+def test_a_label_no_training_patient_has_gets_a_threshold_that_draws_none_of_it() -> None:
+    train = _items(8)
+    for item in train:  # no enhancing anywhere: its voxels relabelled necrotic
+        item["target"] = torch.where(item["target"] == 3, torch.ones_like(item["target"]), item["target"])
+    fitted = ThresholdSegmenter.fit(train)
+    assert not any((fitted.predict(item["image"].numpy()) == 3).any() for item in _items(4, seed=1))
+
+
+def test_a_threshold_rule_fitted_on_no_patient_draws_nothing() -> None:
+    rule = ThresholdSegmenter.fit([])
+    assert not rule.predict(_items(1)[0]["image"].numpy()).any()

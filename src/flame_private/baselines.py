@@ -152,8 +152,9 @@ def no_change(dataset: Dataset, voxel_ml: float) -> EvolutionScores:
     return EvolutionScores.from_cases(list(cases.values()), voxel_ml)
 
 
-THRESHOLD_GRID = np.round(np.arange(-1.0, 3.01, 0.1), 2)
-"""Candidate thresholds, in the brain-z-scored units of the preprocessed images."""
+THRESHOLD_GRID = np.concatenate([[-np.inf], np.round(np.arange(-1.0, 3.01, 0.1), 2), [np.inf]])
+"""Candidate thresholds, in the brain-z-scored units of the preprocessed images; the infinite ends draw a label
+everywhere or nowhere (a label no training patient has)."""
 T1, T1CE, T2, FLAIR = range(4)
 
 
@@ -196,16 +197,15 @@ class ThresholdSegmenter:
             image, seg = item["image"].numpy(), item["target"][0].numpy()
             brain = (image != 0).any(axis=0)
             cases.append((image[:, brain], seg[brain]))
-        if not cases:
-            raise ValueError("intensity thresholds need training patients; there are none")
+        if not cases:  # fitted on nobody, a rule can only draw nothing
+            return cls(tumour=float("inf"), enhancing=float("inf"), necrotic=float("-inf"))
         grid = THRESHOLD_GRID[:, None]
 
         def best(score: list[np.ndarray]) -> float:
-            """The threshold of the highest mean Dice over the patients where it is defined (the first if none)."""
-            s = np.array(score).reshape(-1, len(THRESHOLD_GRID))
-            defined = (~np.isnan(s)).sum(axis=0)
-            mean = np.where(defined > 0, np.nansum(s, axis=0) / np.maximum(defined, 1), -1.0)
-            return float(THRESHOLD_GRID[int(np.argmax(mean))])
+            """The threshold of the highest mean Dice over the patients; drawing nothing where there is nothing
+            scores 1, so a label no training patient has gets a threshold that draws none of it."""
+            s = np.nan_to_num(np.array(score).reshape(-1, len(THRESHOLD_GRID)), nan=1.0)
+            return float(THRESHOLD_GRID[int(np.argmax(s.mean(axis=0)))])
 
         tumour = best([_dice((x[T2] + x[FLAIR])[None] / 2 > grid, y[None] > 0) for x, y in cases])
         inside = [(x[:, (x[T2] + x[FLAIR]) / 2 > tumour], y[(x[T2] + x[FLAIR]) / 2 > tumour], y) for x, y in cases]

@@ -127,7 +127,7 @@ def predict_case(model_dir: Path, case: CaseRecord, interval_days: int = DEFAULT
             raise DataError(f"{case.patient_id}: the baseline has no segmentation and there is no baseline "
                             f"segmentation model ({path}): give --segmentation-model or the case's seg file")
         segmenter = Segmenter.load(path)
-        if segmenter.data_config != data_cfg:
+        if (segmenter.data_config.grid, segmenter.data_config.voxel_mm) != (data_cfg.grid, data_cfg.voxel_mm):
             raise DataError(f"{path}: trained on another grid than the response and evolution models in {model_dir}")
         seg, source = segmenter.on_model_grid(image), segmenter.source
         log.info("%s: baseline segmentation drawn by %s", case.patient_id, path)

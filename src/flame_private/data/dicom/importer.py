@@ -323,7 +323,8 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
     t = clock("write", t)
     drawn = "DICOM-SEG" if reports[0].segmentation else "none"
     if not reports[0].segmentation and segmenter is not None:
-        volumes["baseline"]["seg"] = _draw_baseline_segmentation(segmenter, staging, pseudonym, timepoints[0])
+        volumes["baseline"]["seg"] = _draw_baseline_segmentation(segmenter, staging, pseudonym, timepoints[0],
+                                                                 options.site_id)
         drawn = segmenter.source
         warnings.append(f"{pseudonym}: the baseline segmentation was drawn by the segmentation model; check it on "
                         "the contact sheet")
@@ -363,17 +364,21 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
 
 
 def _draw_baseline_segmentation(segmenter: Segmenter, staging: Path, pseudonym: str,
-                                baseline: dict[str, Any]) -> sitk.Image:
+                                baseline: dict[str, Any], site_id: str) -> sitk.Image:
     """The segmentation model's labels of the staged baseline, written beside its images; returned for the
     contact sheet."""
     from flame_private.data.layouts import LABEL_MAPS
     from flame_private.data.records import CaseRecord, ImageFiles, TimepointRecord
 
     files = ImageFiles(**{k: staging / v for k, v in baseline["files"].items()})
-    record = CaseRecord(patient_id=pseudonym, site_id="import", layout="flame", label_map=LABEL_MAPS["flame"],
+    record = CaseRecord(patient_id=pseudonym, site_id=site_id, layout="flame", label_map=LABEL_MAPS["flame"],
                         timepoints=[TimepointRecord(name=baseline["name"], day=0, files=files)])
     path = staging / pseudonym / baseline["name"] / "seg.nii.gz"
-    segmenter.on_scan(record).to_filename(path)
+    try:
+        segmenter.on_scan(record).to_filename(path)
+    except (RuntimeError, ValueError, OSError) as exc:  # a patient the model cannot read is this patient's problem
+        raise _fail(None, files.t1ce, f"the segmentation model could not draw the baseline segmentation: {exc}") \
+            from exc
     baseline["files"]["seg"] = f"{pseudonym}/{baseline['name']}/seg.nii.gz"
     return sitk.ReadImage(str(path))
 
