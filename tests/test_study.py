@@ -222,7 +222,7 @@ def test_a_study_that_cannot_hold_a_site_out_is_refused_naming_why() -> None:
 
 
 def test_an_unknown_size_is_an_error_naming_the_file_and_the_sizes_it_has() -> None:
-    has = r"\(it has: ci, response, response-clip, response-sites\)"
+    has = r"\(it has: ci, response, response-clip, response-sites, segmentation, segmentation-public\)"
     with pytest.raises(Exception, match=r"study\.yaml: no size 'huge' under sizes " + has):
         load_study_config(STUDY_YAML, "huge")
 
