@@ -49,6 +49,8 @@ class Prediction:
     on the patient's scans (DICOM output)."""
     baseline_seg_source: str = "reference"
     """``reference`` (the case's own segmentation) or ``automatic (segmentation model sha256 <hex>)``."""
+    segmentation_model_sha256: str | None = None
+    """The segmentation model that drew the baseline segmentation, when one did."""
 
     def enhancing_ml(self) -> dict[str, float]:
         return {m: float((s == 3).sum() * self.voxel_ml) for m, s in self.segmentations.items()}
@@ -118,7 +120,7 @@ def predict_case(model_dir: Path, case: CaseRecord, interval_days: int = DEFAULT
     assert case.covariates is not None
     tensors = preprocess(case, data_cfg, with_affine=True)
     image = tensors["image"]
-    source = "reference"
+    source, drawn_by = "reference", None
     if case.baseline.files.seg is not None:
         seg = tensors["seg"]
     else:
@@ -129,7 +131,7 @@ def predict_case(model_dir: Path, case: CaseRecord, interval_days: int = DEFAULT
         segmenter = Segmenter.load(path)
         if (segmenter.data_config.grid, segmenter.data_config.voxel_mm) != (data_cfg.grid, data_cfg.voxel_mm):
             raise DataError(f"{path}: trained on another grid than the response and evolution models in {model_dir}")
-        seg, source = segmenter.on_model_grid(image), segmenter.source
+        seg, source, drawn_by = segmenter.on_model_grid(image), segmenter.source, segmenter.sha256
         log.info("%s: baseline segmentation drawn by %s", case.patient_id, path)
     probs = response_under_each_modality(response, image, seg, encode_covariates(case.covariates))
     segs = evolution_under_each_modality(evolution, image, seg, interval_days / 365.0)
@@ -138,7 +140,8 @@ def predict_case(model_dir: Path, case: CaseRecord, interval_days: int = DEFAULT
                       baseline_image=image[1].numpy(), baseline_seg=seg[0].numpy().astype(np.uint8),
                       interval_days=interval_days, voxel_ml=data_cfg.voxel_mm**3 / 1000.0,
                       affine=None if affine is None else np.asarray(affine, dtype=np.float64),
-                      baseline_seg_source=source)
+                      baseline_seg_source=source,
+                      segmentation_model_sha256=drawn_by)
 
 
 def plot_prediction(pred: Prediction, out: Path) -> Path:

@@ -210,6 +210,5 @@ def predict(
                 pred, dicom_series, dicom_out or site.parent / f"{site.name}-dicom" / case.resolve().name,
                 pseudonyms or site.parent / f"{site.name}-pseudonyms.csv", site.name,
                 models={name: file_sha256(model / f"{name}.pt") for name in ("response", "evolution")}
-                | ({"segmentation": file_sha256(segmentation_model or model / "segmentation.pt")}
-                   if pred.baseline_seg_source != "reference" else {}))
+                | ({"segmentation": pred.segmentation_model_sha256} if pred.segmentation_model_sha256 else {}))
         console.print(f"wrote {len(written)} DICOM files for the viewer: {', '.join(str(p) for p in written)}")

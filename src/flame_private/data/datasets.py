@@ -8,6 +8,7 @@ local training, and later federated rounds, reuse the tensors.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Sequence, Sized
 from typing import ClassVar
 
@@ -70,7 +71,7 @@ def dataset_size(dataset: Dataset) -> int:
     return len(dataset)
 
 
-class _OnePerPatient(Dataset[dict[str, torch.Tensor]]):
+class _OnePerPatient(Dataset[dict[str, torch.Tensor]], ABC):
     """One item per patient, made from its baseline on first access and kept (``_item``)."""
 
     task: ClassVar[str] = ""
@@ -91,8 +92,9 @@ class _OnePerPatient(Dataset[dict[str, torch.Tensor]]):
             self._cache[index] = self._item(self.records[index])
         return dict(self._cache[index])
 
+    @abstractmethod
     def _item(self, rec: CaseRecord) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The tensors of one patient (preprocessed once, then cached)."""
 
 
 class ResponseDataset(_OnePerPatient):
