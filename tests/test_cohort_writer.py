@@ -82,9 +82,22 @@ def test_every_patient_has_four_timepoints_with_all_sequences(cohort_dir: Path, 
         days = [tp["day"] for tp in patient["timepoints"]]
         assert days[0] == 0 and days == sorted(days) and len(set(days)) == 4
         for tp in patient["timepoints"]:
-            assert set(tp["files"]) == {*MRI_SEQUENCES, "seg"}
+            assert set(tp["files"]) == {*MRI_SEQUENCES, "seg", *(["dose"] if tp["name"] == "baseline" else [])}
             for rel in tp["files"].values():
                 assert (cohort_dir / site_id / rel).is_file()
+
+
+@pytest.mark.parametrize("site_id", SITE_IDS)
+def test_the_planned_dose_covers_the_tumour_at_the_prescription(cohort_dir: Path, site_id: str) -> None:
+    """The dose a site holds (the modality given's plan, Gy(RBE)) lies on the baseline's grid over its tumour."""
+    for patient in _manifest(cohort_dir, site_id)["patients"]:
+        files = patient["timepoints"][0]["files"]
+        dose, seg = (nib.load(cohort_dir / site_id / files[k]) for k in ("dose", "seg"))
+        assert dose.shape == seg.shape and np.allclose(dose.affine, seg.affine)
+        gy, tumour = dose.get_fdata(), np.asarray(seg.dataobj) > 0
+        assert gy.min() >= 0.0 and gy.max() <= 1.3 * patient["prescription_gy"]
+        assert gy[tumour].mean() >= 0.9 * patient["prescription_gy"], patient["patient_id"]
+        assert np.median(gy[~tumour]) < 0.5 * patient["prescription_gy"], patient["patient_id"]
 
 
 # --------------------------------------------------------------------------- labels and geometry

@@ -159,6 +159,28 @@ def test_reimported_segmentations_match_the_originals(imported, exported, cohort
     assert min(d for _, d in scores) > 0.75, scores
 
 
+def test_the_plan_dose_is_imported_onto_the_mri_it_was_planned_on(imported, exported, cohort_dir: Path) -> None:
+    """RTDOSE -> dose.nii.gz on the imported grid: the same dose as the site's own map, brought onto that grid
+    directly; the same map mirrored left-right (a dose on the wrong side) is far off, so the check can fail."""
+    out, report, pseudonyms = imported
+    by_mrn = PseudonymMap(pseudonyms, SITE)
+    originals = {p["patient_id"]: p for p in read_manifest(cohort_dir / SITE)["patients"]}
+    entries = {e["patient_id"]: e for e in read_manifest(out)["patients"]}
+    for mrn, record in exported[1]["patients"].items():
+        pid = by_mrn.pseudonym(mrn)
+        assert next(p for p in report.patients if p.patient_id == pid).dose.startswith("RTDOSE EFFECTIVE in Gy(RBE)")
+        dose = sitk.ReadImage(str(out / entries[pid]["timepoints"][0]["files"]["dose"]))
+        source = sitk.ReadImage(str(cohort_dir / SITE / originals[record["patient_id"]]["timepoints"][0]["files"]
+                                    ["dose"]), sitk.sitkFloat32)
+        truth = sitk.GetArrayFromImage(sitk.Resample(source, dose, sitk.Transform(), sitk.sitkLinear, -1.0))
+        got = sitk.GetArrayFromImage(dose)
+        inside = truth >= 0  # on the planned grid
+        assert inside.mean() > 0.5 and got.max() > 50.0  # the prescription (60 Gy(RBE)) is there
+        assert np.abs(got - truth)[inside].max() < 0.05, pid  # Gy: only the stored integers' rounding
+        mirrored = np.abs(got - truth[:, :, ::-1])[inside & inside[:, :, ::-1]].mean()
+        assert mirrored > 1.0, pid
+
+
 def test_registration_undoes_the_follow_up_motion(imported, exported) -> None:
     out, report, pseudonyms = imported
     by_mrn = PseudonymMap(pseudonyms, SITE)
@@ -340,6 +362,33 @@ def test_an_unreadable_file_is_named_and_skip_invalid_writes_the_rest(exported, 
 
 
 # --- pieces ----------------------------------------------------------------------------------------------------
+
+def test_a_dose_in_a_frame_of_reference_no_mr_series_shares_is_left_out_with_a_warning(exported,
+                                                                                     tmp_path: Path) -> None:
+    """A dose planned on a CT: without the CT-MR registration it cannot be placed, and the report says so."""
+    patient_dir, _ = _one_patient_copy(exported, tmp_path)
+    _rewrite(_series_folder(patient_dir, "RT dose PLAN").iterdir(), FrameOfReferenceUID="1.2.826.0.1.99")
+    out = tmp_path / "out"
+    report = _import(patient_dir.parent, out)
+    (patient,) = report.patients
+    assert patient.dose == "not imported: frame of reference of no MR series"
+    assert any("RT dose" in w and "not imported" in w for w in report.warnings), report.warnings
+    assert "dose" not in read_manifest(out)["patients"][0]["timepoints"][0]["files"]
+
+
+def test_a_beam_dose_is_reported_as_left_out_and_two_plan_doses_are_refused(exported, tmp_path: Path) -> None:
+    patient_dir, _ = _one_patient_copy(exported, tmp_path)
+    folder = _series_folder(patient_dir, "RT dose PLAN")
+    second = pydicom.dcmread(folder / "RD0001.dcm")
+    second.SOPInstanceUID = second.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    second.save_as(folder / "RD0002.dcm")
+    _refused(patient_dir.parent, tmp_path / "refused", "2 plan doses", "RD0002.dcm")
+    _rewrite([folder / "RD0002.dcm"], DoseSummationType="BEAM")
+    report = _import(patient_dir.parent, tmp_path / "out")
+    (patient,) = report.patients
+    assert patient.dose.startswith("RTDOSE EFFECTIVE")
+    assert "RT dose BEAM: only the plan's total dose (PLAN) is imported" in patient.left_out
+
 
 def _header(description: str, **fields: Any) -> SeriesHeader:
     values: dict[str, Any] = dict(patient_id="p", patient_name="", birth_date="", sex="", age="", study_uid="1",
@@ -523,7 +572,7 @@ def test_a_patient_without_a_baseline_segmentation_imports_with_a_warning(export
     assert "seg" not in entry["timepoints"][0]["files"] and "seg" in entry["timepoints"][1]["files"]
 
 
-def test_a_missing_baseline_segmentation_is_drawn_by_the_segmentation_model_and_reported(exported,
+def test_a_missing_baseline_segmentation_is_drawn_by_the_segmentation_model_and_reported(exported, untrained_models,
                                                                                           tmp_path: Path) -> None:
     import nibabel as nib
     import torch
@@ -550,7 +599,18 @@ def test_a_missing_baseline_segmentation_is_drawn_by_the_segmentation_model_and_
     seg, t1ce = nib.load(out / baseline["seg"]), nib.load(out / baseline["t1ce"])
     assert seg.shape == t1ce.shape and np.allclose(seg.affine, t1ce.affine)  # on the imported scan's grid
     assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
-    assert load_site(out, "flame", SITE).records[0].baseline.files.seg is not None  # the site can train on it
+    # The manifest says who drew it: the clinical models may start from it, the segmentation model never
+    # learns from it, and a prediction from it says so.
+    record = load_site(out, "flame", SITE).records[0]
+    assert record.baseline.files.seg is not None and record.baseline.seg_source == patient.baseline_segmentation
+    assert record.followups[0].seg_source is None
+    from flame_private.data.records import Covariates
+    from flame_private.predict import case_from_folder, predict_case
+
+    covariates = Covariates(age=60, sex="F", mgmt_methylated=True, resection="subtotal")
+    pred = predict_case(untrained_models, case_from_folder(out / patient.patient_id, covariates))
+    assert pred.baseline_seg_source == patient.baseline_segmentation
+    assert pred.segmentation_model_sha256 == file_sha256(model)
 
 
 def test_the_report_numbers_are_too_short_to_spell_a_date_or_numeric_id(imported) -> None:

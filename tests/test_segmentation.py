@@ -128,6 +128,24 @@ def test_the_segmentation_dataset_names_each_patient_without_a_baseline_segmenta
         SegmentationDataset([records[0], unsegmented], DataConfig(grid=24))
 
 
+def test_a_segmentation_the_model_drew_is_never_a_target(cohort_dir: Path, caplog) -> None:
+    """Learning from (or scoring against) the model's own drawing would teach it its own mistakes."""
+    from flame_private.data.checks import load_site
+    from flame_private.data.datasets import SegmentationDataset
+
+    records = load_site(cohort_dir / "site-a", "flame", "site-a").records[:3]
+    source = "automatic (segmentation model sha256 " + "ab" * 32 + ")"
+    drawn = records[1].model_copy(update={"timepoints": [
+        records[1].baseline.model_copy(update={"seg_source": source}), *records[1].followups]})
+    with caplog.at_level("WARNING"):
+        dataset = SegmentationDataset([records[0], drawn, records[2]], DataConfig(grid=24))
+    assert [r.patient_id for r in dataset.records] == [records[0].patient_id, records[2].patient_id]
+    assert dataset.left_out == [drawn.patient_id]
+    assert f"{drawn.patient_id} (site site-a)" in caplog.text and "1 patient(s) left out" in caplog.text
+    with pytest.raises(DataError, match="all 1 baseline segmentation\\(s\\) were drawn by a segmentation model"):
+        SegmentationDataset([drawn], DataConfig(grid=24))
+
+
 def test_a_label_no_training_patient_has_gets_a_threshold_that_draws_none_of_it() -> None:
     train = _items(8)
     for item in train:  # no enhancing anywhere: its voxels relabelled necrotic

@@ -24,6 +24,15 @@ from flame_private.data.transforms import preprocess
 from flame_private.models.io import file_sha256, load_model
 from flame_private.models.segmentation import segment
 
+_SOURCE_PREFIX = "automatic (segmentation model sha256 "
+
+
+def drawing_model(source: str) -> str | None:
+    """The SHA-256 of the segmentation model named in a ``Segmenter.source`` string (None if none is)."""
+    if not source.startswith(_SOURCE_PREFIX) or not source.endswith(")"):
+        return None
+    return source.removeprefix(_SOURCE_PREFIX).removesuffix(")")
+
 
 @dataclass(frozen=True)
 class Segmenter:
@@ -46,7 +55,7 @@ class Segmenter:
     @property
     def source(self) -> str:
         """How outputs name a segmentation it drew."""
-        return f"automatic (segmentation model sha256 {self.sha256})"
+        return f"{_SOURCE_PREFIX}{self.sha256})"
 
     def on_model_grid(self, image: torch.Tensor) -> torch.Tensor:
         """Labels [1, D, H, W] of a preprocessed image [4, D, H, W] (the grid of ``data_config``)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flame_private.auto_segmentation import Segmenter
+from flame_private.auto_segmentation import Segmenter, drawing_model
 from flame_private.config import MODALITIES, DataConfig, Layout
 from flame_private.data.datasets import encode_covariates
 from flame_private.data.errors import DataError
@@ -90,12 +90,24 @@ def case_from_folder(case: Path, covariates: Covariates | None = None, need_seg:
         entry = next((e for e in entries if e.get("patient_id") == case.name), None)
         if entry is not None:
             covariates = Covariates(**{k: entry[k] for k in ("age", "sex", "mgmt_methylated", "resection")})
+    seg_source = _manifest_seg_source(manifest, case.name) if "seg" in files else None
     if covariates is None:
         raise DataError(f"{case}: no clinical covariates: give --age, --sex, --mgmt/--no-mgmt and --resection "
                         "(or keep the folder next to its site's manifest.json)")
-    tp = TimepointRecord(name="baseline", day=0, files=ImageFiles(**files), rano=None)
+    tp = TimepointRecord(name="baseline", day=0, files=ImageFiles(**files), rano=None, seg_source=seg_source)
     return CaseRecord(patient_id=case.name, site_id="local", layout=layout, timepoints=[tp], treatment=None,
                       covariates=covariates, rano=None, responder=None, label_map=LABEL_MAPS[layout])
+
+
+def _manifest_seg_source(manifest: Path, patient_id: str) -> str | None:
+    """Who drew the patient's baseline segmentation, as its site's manifest says (None: a reference)."""
+    if not manifest.is_file():
+        return None
+    entries = json.loads(manifest.read_text(encoding="utf-8")).get("patients", [])
+    entry = next((e for e in entries if e.get("patient_id") == patient_id), None)
+    timepoints = entry.get("timepoints", []) if entry is not None else []
+    baseline = next((tp for tp in timepoints if tp.get("name") == "baseline"), None)
+    return None if baseline is None else baseline.get("seg_source")
 
 
 def _load(path: Path, task: str) -> tuple[torch.nn.Module, DataConfig]:
@@ -123,6 +135,8 @@ def predict_case(model_dir: Path, case: CaseRecord, interval_days: int = DEFAULT
     source, drawn_by = "reference", None
     if case.baseline.files.seg is not None:
         seg = tensors["seg"]
+        if case.baseline.seg_source is not None:  # drawn at import: still said to be automatic, and by which model
+            source, drawn_by = case.baseline.seg_source, drawing_model(case.baseline.seg_source)
     else:
         path = segmentation_model or model_dir / "segmentation.pt"
         if not path.is_file():

@@ -128,6 +128,19 @@ def to_scanner_space(vol: np.ndarray, affine: np.ndarray, scanner: ScannerProfil
     return np.ascontiguousarray(out), new_affine
 
 
+def save_dose_nifti(path: str | os.PathLike[str], dose_gy: np.ndarray, affine: np.ndarray) -> None:
+    """A dose map in Gy(RBE), stored as a planning system exports it: integers with a scale (NIfTI's
+    ``scl_slope``, DICOM's DoseGridScaling): 30000 steps up to the maximum dose."""
+    arr = np.clip(np.asarray(dose_gy, dtype=np.float64), 0.0, None)
+    slope = max(float(arr.max()), 1e-6) / 30000.0
+    img = nib.Nifti1Image(np.rint(arr / slope).astype(np.int16), affine)
+    img.header.set_slope_inter(slope, 0.0)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    nib.save(img, str(path))
+
+
 def save_nifti(path: str | os.PathLike[str], data: np.ndarray, affine: np.ndarray, is_label: bool) -> None:
     """Write as a scanner would: int16 images, uint8 labels, qform and sform set."""
     arr = data.astype(np.uint8) if is_label else np.clip(np.rint(data), 0, 32767).astype(np.int16)

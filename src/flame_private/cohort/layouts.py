@@ -58,6 +58,11 @@ class SiteLayout:
         folder = site_root / pid / scan_name
         return {**{seq: folder / f"{seq}.nii.gz" for seq in MRI_SEQUENCES}, "seg": folder / "seg.nii.gz"}
 
+    def dose_file(self, site_root: Path, pid: str, baseline_name: str) -> Path | None:
+        """Where the planned RT dose of the modality given is written (beside the baseline study), or None
+        where the public layout holds no dose."""
+        return site_root / pid / baseline_name / "dose.nii.gz"
+
     def describe_scan(self, files: dict[str, Path], volumes_ml: dict[str, float]) -> None:
         """Write what the layout keeps next to a study's files (nothing in the flame layout)."""
 
@@ -110,6 +115,9 @@ class LumiereLayout(SiteLayout):
         return {**{seq: folder / name for seq, name in lumiere.SEQUENCE_FILES.items()},
                 "seg": folder / lumiere.SEG_SUBPATH}
 
+    def dose_file(self, site_root: Path, pid: str, baseline_name: str) -> None:
+        return None  # the public dataset holds no RT dose
+
     def describe_scan(self, files: dict[str, Path], volumes_ml: dict[str, float]) -> None:
         # DeepBraTumIA's volumes next to the mask: the reader checks the label codes against them.
         keys = {1: "necrotic_ml", 2: "oedema_ml", 3: "enhancing_ml"}
@@ -144,6 +152,9 @@ class Brats2021Layout(SiteLayout):
         folder = site_root / pid
         return {**{seq: folder / f"{pid}_{suffix}.nii.gz" for seq, suffix in brats2021.SUFFIXES.items()},
                 "seg": folder / f"{pid}_seg.nii.gz"}
+
+    def dose_file(self, site_root: Path, pid: str, baseline_name: str) -> None:
+        return None  # the public dataset holds no RT dose
 
     def write_index(self, site_root: Path, entries: list[dict[str, Any]]) -> None:
         # BraTS ships no clinical data: treatment, covariates and outcome all come from clinical.csv.

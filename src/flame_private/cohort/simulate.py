@@ -97,6 +97,9 @@ class PatientCourse:
     baseline: Scan
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     preop_days: int = 0
+    dose_fraction: dict[str, np.ndarray] = field(default_factory=dict)
+    """Each modality's planned dose as a fraction of the prescription, on the simulation grid (the RT dose a
+    site holds for the modality given)."""
 
 
 def vasogenic_oedema(enhancing: np.ndarray, anatomy: Anatomy, extent_mm: float) -> np.ndarray:
@@ -380,5 +383,6 @@ def simulate_course(patient: Patient, resection: str, anatomy: Anatomy, cfg: Coh
     ptv, sdist = dosimetry.target_volume(gross, anatomy.brain, anatomy.spacing, cfg.therapy.ctv_margin_mm)
     for m in modalities:
         frac = dosimetry.dose_fraction_map(m, ptv, sdist, anatomy.spacing, patient.beam_angle)
+        course.dose_fraction[m] = frac.astype(np.float32)
         course.outcomes[m] = treat_and_follow(patient, post, anatomy, cfg, m, frac, ptv, baseline)
     return course

@@ -5,6 +5,7 @@ Layout of ``OUT/``::
     cohort.json                      config, seed, version, per-site summary
     <site_id>/manifest.json          what a site would hold (flame layout)
     <site_id>/<patient>/<timepoint>/{t1,t1ce,t2,flair,seg}.nii.gz
+    <site_id>/<patient>/baseline/dose.nii.gz   planned dose of the modality given, Gy(RBE)
     truth/counterfactuals.json       every patient's outcome under all three modalities
     truth/<site_id>/<patient>/<timepoint>_<modality>_seg.nii.gz
 
@@ -41,6 +42,7 @@ from flame_private.cohort.imaging import (
     apply_scanner,
     bias_field,
     proliferation_index,
+    save_dose_nifti,
     save_nifti,
     synthesise,
     to_scanner_space,
@@ -136,11 +138,17 @@ def simulate_and_write_patient(cfg: CohortConfig, job: PatientJob, staging: Path
     img_rng = np.random.default_rng([cfg.seed, job.site_index, job.patient_index, 1])
     site_root = staging / site.site_id
     aggression = proliferation_index(patient.rho, cfg.tumour.rho_range)
-    timepoints = []
+    timepoints: list[dict[str, Any]] = []
     for scan in [base] if layout.baseline_only else [base, *given.scans]:
         files, volumes = _write_scan(layout.scan_files(site_root, pid, scan.name, scan.day), scan, anatomy, cfg,
                                      job.site_index, site_bias, img_rng, site_root, aggression, layout)
         timepoints.append({"name": scan.name, "day": int(scan.day), "files": files, **volumes})
+    dose_path = layout.dose_file(site_root, pid, base.name)
+    if dose_path is not None:
+        dose_gy = course.dose_fraction[treatment] * cfg.therapy.prescription_gy
+        data, affine = to_scanner_space(dose_gy, anatomy.affine, site.scanner, is_label=False)
+        save_dose_nifti(dose_path, data, affine)
+        timepoints[0]["files"]["dose"] = dose_path.relative_to(site_root).as_posix()
     rt_start = patient.rt_delay_days
     entry = {
         "patient_id": pid,

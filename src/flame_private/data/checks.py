@@ -122,7 +122,7 @@ def check_timepoint(record: CaseRecord, tp: TimepointRecord, full: bool = True) 
     problems: list[Problem] = []
     reference: tuple[str, NiftiHeader] | None = None
     for key, path in tp.files.all().items():
-        what = "segmentation" if key == "seg" else f"{key} modality"
+        what = {"seg": "segmentation", "dose": "RT dose"}.get(key, f"{key} modality")
         if not path.exists():
             problems.append(Problem(patient_id=pid, path=path, reason=f"missing {what} file ({tp.name})"))
             continue
@@ -144,6 +144,9 @@ def check_timepoint(record: CaseRecord, tp: TimepointRecord, full: bool = True) 
             labels = _seg_label_problem(data, record.label_map, record.layout)
             if labels:
                 problems.append(Problem(patient_id=pid, path=path, reason=f"{labels} ({tp.name})"))
+        if key == "dose" and data is not None and float(np.min(data)) < 0.0:
+            problems.append(Problem(patient_id=pid, path=path,
+                                    reason=f"negative RT dose ({float(np.min(data)):.3g} Gy) ({tp.name})"))
     return problems
 
 

@@ -126,6 +126,22 @@ class SegmentationDataset(_OnePerPatient):
     task = "segmentation"
     needs = {"baseline_seg": "baseline segmentation"}
 
+    def __init__(self, records: Sequence[CaseRecord], data_config: DataConfig) -> None:
+        # A segmentation the model drew is not a reference: learning from it, or scoring against it, would
+        # only teach the model its own mistakes. Those patients are left out, named in the log.
+        drawn = [r for r in records if r.baseline.seg_source is not None]
+        if drawn:
+            log.warning("%d patient(s) left out of the segmentation task: their baseline segmentation was drawn "
+                        "by a segmentation model, not a reference: %s", len(drawn),
+                        ", ".join(f"{r.patient_id} (site {r.site_id})" for r in drawn))
+        kept = [r for r in records if r.baseline.seg_source is None]
+        if records and not kept:
+            raise DataError(f"no patient for the segmentation task: all {len(records)} baseline segmentation(s) "
+                            "were drawn by a segmentation model, none is a reference to learn from")
+        super().__init__(kept, data_config)
+        self.left_out = [r.patient_id for r in drawn]
+        """Patients whose baseline segmentation was drawn by a model (not targets)."""
+
     def _item(self, rec: CaseRecord) -> dict[str, torch.Tensor]:
         out = preprocess(rec, self.data_config)
         return {"image": out[IMAGE_KEY], "target": out[SEG_KEY]}

@@ -30,23 +30,27 @@ class Covariates(StrictModel):
 
 
 class ImageFiles(StrictModel):
-    """The four structural MRI sequences of one study date, and its segmentation if any."""
+    """The four structural MRI sequences of one study date, its segmentation and its RT dose if any."""
 
     t1: Path
     t1ce: Path
     t2: Path
     flair: Path
     seg: Path | None = None
+    dose: Path | None = None
+    """The planned RT dose in Gy(RBE) on the study's grid (the baseline's, in the flame layout)."""
 
     def images(self) -> dict[str, Path]:
         """The four MRI sequences, keyed and ordered as ``MRI_SEQUENCES``."""
         return {"t1": self.t1, "t1ce": self.t1ce, "t2": self.t2, "flair": self.flair}
 
     def all(self) -> dict[str, Path]:
-        """Every file of the study date, the segmentation last when present."""
+        """Every file of the study date: the sequences, then the segmentation and the dose when present."""
         files = self.images()
         if self.seg is not None:
             files["seg"] = self.seg
+        if self.dose is not None:
+            files["dose"] = self.dose
         return files
 
 
@@ -55,6 +59,10 @@ class TimepointRecord(StrictModel):
 
     name: str
     day: float | None = None
+    seg_source: str | None = None
+    """Who drew the segmentation when no person did: ``automatic (segmentation model sha256 <hex>)``, written
+    by ``flame data import --segmentation-model``. None for a reference segmentation (a clinician's, a
+    dataset's): only those are targets the segmentation model learns from or is scored on."""
     """Days since the baseline scan; None where the layout does not record dates."""
     files: ImageFiles
     rano: str | None = None

@@ -3,7 +3,8 @@
 What a PACS export holds for each patient: one study per timepoint, with a
 localiser and the four structural series under vendor-style names, the tumour
 segmentation as DICOM-SEG on the T1ce, the radiotherapy plan (photon plan, or
-ion plan for protons and carbon) in the baseline study, and identifying headers
+ion plan for protons and carbon) and its dose (RTDOSE, on the site folder's own
+grid, as a planning system's coarser grid) in the baseline study, and identifying headers
 (name, hospital ID, birth and study dates, accession numbers). Each follow-up is
 moved by a small rigid motion, as a patient lies differently on each visit, so
 that the importer's registration is checked against motion it must undo.
@@ -28,6 +29,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.uid import RLELossless, generate_uid
 
+from flame_private.data.dicom.dose import RT_DOSE_STORAGE, write_rtdose
 from flame_private.data.dicom.instance import new_instance
 from flame_private.data.dicom.registration import isotropic_reference
 from flame_private.data.dicom.segmentation import write_seg
@@ -150,7 +152,9 @@ def _mr_series(image: sitk.Image, sequence: str, patient: dict[str, Any], study:
     return out
 
 
-def _rt_plan(patient: dict[str, Any], study: dict[str, Any], entry: dict[str, Any], folder: Path) -> None:
+def _rt_plan(patient: dict[str, Any], study: dict[str, Any], entry: dict[str, Any], folder: Path
+             ) -> tuple[str, str]:
+    """The plan in FOLDER; returns its (SOP class, SOP instance) UIDs, for the dose to reference."""
     treatment = entry["treatment"]
     ion = treatment in ("proton", "carbon")
     ds = _base(patient, study, generate_uid(), 900, f"RT plan {entry.get('prescription_gy', 60):g} Gy",
@@ -188,6 +192,16 @@ def _rt_plan(patient: dict[str, Any], study: dict[str, Any], entry: dict[str, An
         ds.BeamSequence = beams
     folder.mkdir(parents=True, exist_ok=True)
     ds.save_as(folder / "RP0001.dcm", enforce_file_format=True)
+    return str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+
+
+def _rt_dose(patient: dict[str, Any], study: dict[str, Any], entry: dict[str, Any], dose: sitk.Image,
+             plan: tuple[str, str], folder: Path) -> None:
+    """The plan's dose on its own grid, in the baseline study's frame of reference (the images it was planned
+    on); particle doses are RBE-weighted (EFFECTIVE), as they are prescribed."""
+    ds = _base(patient, study, generate_uid(), 901, "RT dose PLAN", "RTDOSE", RT_DOSE_STORAGE)
+    write_rtdose(ds, dose, folder / "RD0001.dcm", plan=plan,
+                 dose_type="PHYSICAL" if entry["treatment"] == "photon" else "EFFECTIVE")
 
 
 def export_site_dicom(site_dir: Path, out: Path, *, max_motion_mm: float = 4.0, max_motion_deg: float = 3.0,
@@ -255,7 +269,10 @@ def export_site_dicom(site_dir: Path, out: Path, *, max_motion_mm: float = 4.0, 
                 (folder / "S100").mkdir()
                 write_seg(sitk.GetArrayFromImage(seg), sources["t1ce"], folder / "S100" / "SEG0001.dcm", 100, vendor)
             if t_index == 0 and entry.get("treatment"):
-                _rt_plan(patient, study, entry, folder / "S900")
+                plan = _rt_plan(patient, study, entry, folder / "S900")
+                if tp["files"].get("dose"):
+                    dose = sitk.ReadImage(str(Path(site_dir) / tp["files"]["dose"]), sitk.sitkFloat32)
+                    _rt_dose(patient, study, entry, dose, plan, folder / "S901")
             record["timepoints"][tp["name"]] = {"study_date": study["StudyDate"], "day": day,
                                                 "motion": motion, "motion_centre": centre}
         truth["patients"][mrn] = record

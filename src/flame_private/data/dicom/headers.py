@@ -49,6 +49,8 @@ class SeriesHeader(StrictModel):
     burned_in_annotation: str
     transfer_syntax: str
     files: list[Path]
+    frame_of_reference: str = ""
+    """FrameOfReferenceUID: series sharing one share patient coordinates (how an RT dose finds its images)."""
 
     @property
     def label(self) -> str:
@@ -171,6 +173,7 @@ def scan_dicom_folder(root: Path, seen: set[str] | None = None) -> tuple[list[Se
             else _text(ds, "BurnedInAnnotation").upper(),
             transfer_syntax=str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else "",
             files=[m[1] for m in members],
+            frame_of_reference=_text(ds, "FrameOfReferenceUID"),
         ))
     for s in series:
         if s.modality not in KNOWN_MODALITIES:

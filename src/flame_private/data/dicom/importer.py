@@ -32,6 +32,7 @@ from flame_private.data.dicom.deidentify import (
     parse_dicom_date,
     redact,
 )
+from flame_private.data.dicom.dose import dose_header, read_rtdose
 from flame_private.data.dicom.headers import SeriesHeader, scan_dicom_folder
 from flame_private.data.dicom.qc import contact_sheet
 from flame_private.data.dicom.registration import (
@@ -107,12 +108,14 @@ class PatientReport(StrictModel):
     brain_mask_metric: float | None
     baseline_segmentation: str
     """``DICOM-SEG`` (the study's own), ``automatic (segmentation model sha256 <hex>)`` or ``none``."""
+    dose: str
+    """The planned dose imported from RTDOSE (its DoseType, Gy or Gy(RBE)), or why none was."""
     contact_sheet: str
     left_out: list[str]
     """Series seen and not used (localisers, other sequences), with the reason."""
     seconds: float
     steps: dict[str, float]
-    """Seconds per step (read, register, resample, brain, write, contact sheet): where a site's time goes."""
+    """Seconds per step (read, register, resample, dose, brain, write, contact sheet): where a site's time goes."""
 
 
 class ImportReport(StrictModel):
@@ -242,6 +245,8 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
     reference = isotropic_reference(baseline_t1ce, options.voxel_mm)
     volumes: dict[str, dict[str, sitk.Image]] = {}
     reports: list[TimepointReport] = []
+    frames: dict[str, Registration | None] = {}
+    """Frame of reference -> its registration onto the baseline T1ce (None: the T1ce's own)."""
     for t_index, uid in enumerate(order):
         day = (dates[uid] - dates[order[0]]).days
         name = "baseline" if t_index == 0 else f"day-{day:04d}"
@@ -261,6 +266,8 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
                                                             f"{str(exc).strip().splitlines()[-1]}") from None
             t = clock("register", t)
             registrations[sequence] = registration
+            if header.frame_of_reference and (header.frame_of_reference not in frames or registration is None):
+                frames[header.frame_of_reference] = registration
             volumes[name][sequence] = resample(image, reference, registration.transform() if registration else None)
             clock("resample", t)
             series_reports.append(SeriesReport(
@@ -295,8 +302,13 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
                         "so this patient cannot train or be predicted until it has one (or give "
                         "--segmentation-model to draw it)")
 
-    brain_ml = metric = None
     t = time.perf_counter()
+    dose_source, dose = _plan_dose(series, frames, reference, pseudonym, left_out, warnings)
+    if dose is not None:
+        volumes["baseline"]["dose"] = dose  # written with the images, never masked: dose outside the brain is real
+    t = clock("dose", t)
+
+    brain_ml = metric = None
     if options.skull_strip:
         try:
             mask, metric = brain_mask(volumes["baseline"]["t1"], reference)
@@ -326,6 +338,7 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
         volumes["baseline"]["seg"] = _draw_baseline_segmentation(segmenter, staging, pseudonym, timepoints[0],
                                                                  options.site_id)
         drawn = segmenter.source
+        timepoints[0]["seg_source"] = drawn  # in the manifest: a drawn segmentation is never taken for a reference
         warnings.append(f"{pseudonym}: the baseline segmentation was drawn by the segmentation model; check it on "
                         "the contact sheet")
         t = clock("segmentation", t)
@@ -358,9 +371,46 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
         patient_id=pseudonym, timepoints=reports, treatment=treatment, treatment_source=treatment_source,
         brain_ml=None if brain_ml is None else round(brain_ml, 1),
         brain_mask_metric=None if metric is None else round(metric, 4), baseline_segmentation=drawn,
+        dose=dose_source,
         contact_sheet=f"qc/{pseudonym}.png",
         left_out=left_out,
         seconds=round(time.perf_counter() - started, 2), steps={k: round(v, 2) for k, v in steps.items()}), order[0]
+
+
+def _plan_dose(series: list[SeriesHeader], frames: dict[str, Registration | None], reference: sitk.Image,
+               pseudonym: str, left_out: list[str], warnings: list[str]) -> tuple[str, sitk.Image | None]:
+    """The patient's planned dose (the RTDOSE summed over the plan) on the site folder's grid, and how it was
+    found; None when the patient has none, or it cannot be placed on the MRI (a warning says so)."""
+    plan_doses: list[tuple[SeriesHeader, Path]] = []
+    for s in (s for s in series if s.modality == "RTDOSE"):
+        for path in s.files:
+            kind = str(dose_header(path).get("DoseSummationType", "")).upper()
+            if kind == "PLAN":
+                plan_doses.append((s, path))
+            else:
+                left_out.append(f"RT dose {kind or '(no DoseSummationType)'}: only the plan's total dose (PLAN) "
+                                "is imported")
+    if not plan_doses:
+        return "none", None
+    if len(plan_doses) > 1:
+        header, path = plan_doses[1]
+        raise _fail(header, path, f"{len(plan_doses)} plan doses (RTDOSE, DoseSummationType PLAN) for one patient: "
+                                  "export only the dose of the plan that was delivered")
+    header, path = plan_doses[0]
+    dose = read_rtdose(path)
+    if dose.frame_of_reference not in frames:
+        warnings.append(f"{pseudonym}: the RT dose is in a frame of reference that no imported MR series shares "
+                        "(the planning CT's?); without a registration to the MRI it was not imported")
+        return "not imported: frame of reference of no MR series", None
+    registration = frames[dose.frame_of_reference]
+    image = sitk.Resample(dose.image, reference, registration.transform() if registration else sitk.Transform(),
+                          sitk.sitkLinear, 0.0, sitk.sitkFloat32)  # linear: no overshoot into negative dose
+    unit = "Gy(RBE)" if dose.dose_type == "EFFECTIVE" else "Gy"
+    return f"RTDOSE {dose.dose_type or '(no DoseType)'} in {unit}, grid {_mm(dose.image.GetSpacing())} mm", image
+
+
+def _mm(spacing: tuple[float, ...]) -> str:
+    return " x ".join(f"{v:.3g}" for v in spacing)
 
 
 def _draw_baseline_segmentation(segmenter: Segmenter, staging: Path, pseudonym: str,

@@ -3,7 +3,9 @@
 One row per timepoint, one column per sequence, at the axial slice through the
 most tumour (or the middle), with the segmentation's outline: misregistration,
 a swapped sequence, a brain mask that cuts tumour or a segmentation on the
-wrong slice are seen at a glance, which no automatic check promises.
+wrong slice are seen at a glance, which no automatic check promises. An imported
+RT dose is drawn as isodose lines on the baseline T1ce: a dose that does not
+cover the tumour was placed wrongly.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def contact_sheet(volumes: dict[str, dict[str, sitk.Image]], out: Path, title: s
         per_slice = (sitk.GetArrayViewFromImage(seg) > 0).sum(axis=(1, 2))
         if per_slice.any():
             k = int(np.argmax(per_slice))
+    dose = baseline.get("dose")
+    peak = float(sitk.GetArrayViewFromImage(dose).max()) if dose is not None else 0.0
     fig, axes = plt.subplots(len(names), len(SEQUENCES), figsize=(2.2 * len(SEQUENCES), 2.3 * len(names)),
                              squeeze=False)
     for row, name in enumerate(names):
@@ -43,13 +47,17 @@ def contact_sheet(volumes: dict[str, dict[str, sitk.Image]], out: Path, title: s
             if labels is not None:
                 ax.contour(sitk.GetArrayViewFromImage(labels)[k] > 0, levels=[0.5], colors="tab:red",
                            linewidths=0.8)
+            if dose is not None and name == names[0] and sequence == "t1ce" and peak > 0:
+                ax.contour(sitk.GetArrayViewFromImage(dose)[k], levels=[0.5 * peak, 0.95 * peak],
+                           colors="tab:cyan", linewidths=0.7, linestyles=["dashed", "solid"])
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(sequence.upper(), fontsize=9)
             if col == 0:
                 ax.set_ylabel(name, fontsize=9)
-    fig.suptitle(f"{title}: axial slice {k}; red: tumour outline", fontsize=9)
+    isodose = "; cyan (baseline T1CE): 95 % and 50 % (dashed) of the maximum dose" if peak > 0 else ""
+    fig.suptitle(f"{title}: axial slice {k}; red: tumour outline{isodose}", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80, metadata={"Software": None})

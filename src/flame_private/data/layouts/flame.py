@@ -31,7 +31,7 @@ _COVARIATE_KEYS = ("age", "sex", "mgmt_methylated", "resection")
 
 
 class _Files(BaseModel):
-    """Image paths of one timepoint; other keys (a dose map, say) are ignored, not refused."""
+    """Image paths of one timepoint; other keys are ignored, not refused."""
 
     model_config = ConfigDict(extra="ignore")
     t1: str
@@ -39,6 +39,7 @@ class _Files(BaseModel):
     t2: str
     flair: str
     seg: str | None = None
+    dose: str | None = None
 
 
 class _Timepoint(BaseModel):
@@ -47,6 +48,7 @@ class _Timepoint(BaseModel):
     day: float | None = None
     files: _Files
     rano: str | None = None
+    seg_source: str | None = None
 
 
 class _Patient(BaseModel):
@@ -155,12 +157,14 @@ def _read_patient(
             name=tp.name,
             day=tp.day,
             rano=tp.rano,
+            seg_source=tp.seg_source,
             files=ImageFiles(
                 t1=root / tp.files.t1,
                 t1ce=root / tp.files.t1ce,
                 t2=root / tp.files.t2,
                 flair=root / tp.files.flair,
                 seg=root / tp.files.seg if tp.files.seg else None,
+                dose=root / tp.files.dose if tp.files.dose else None,
             ),
         )
         for tp in patient.timepoints
