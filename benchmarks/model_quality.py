@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--epochs-evolution", type=int, default=6)
     ap.add_argument("--epochs-segmentation", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                    help="cosine: the rate falls to 0 over the run (results under <task>_cosine)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--positive-weight", type=float, default=0.4,
                     help="weight of responders in the response loss (~70 %% of the study cohort respond)")
@@ -111,6 +113,8 @@ def main() -> None:
 
         name = {"random": task, "regression": f"{task}_regression_start",
                 "public": f"{task}_public_pretrained"}[args.init]
+        if args.lr_schedule != "constant":
+            name = f"{name}_{args.lr_schedule}"
         pretraining = None
         if args.init == "public":
             model, pretraining = pretrain_on_public(task, fed, args.public, args.pretrain_epochs, args.lr,
@@ -122,7 +126,7 @@ def main() -> None:
                 start_from_regression(model, pooled["train"])
                 on_epoch(0, model)  # epoch 0: the network as the regression of its wide features
         settings = TrainSettings(epochs=epochs, batch_size=args.batch, learning_rate=args.lr, seed=fed.seed,
-                                 positive_weight=args.positive_weight)
+                                 positive_weight=args.positive_weight, lr_schedule=args.lr_schedule)
         result = train(model, task, pooled["train"], settings, None, on_epoch=on_epoch)
         test = evaluate_with_baselines(result.model, task, pooled["train"], pooled["test"], voxel_ml, args.batch)
         comparison = None
@@ -141,7 +145,8 @@ def main() -> None:
         if public is not None:  # and the model chosen on validation, like "test_at_best_validation_epoch"
             public["test_at_best_validation_epoch"] = evaluate_with_baselines(
                 result.model, task, pooled["train"], public_ds, voxel_ml, args.batch)["model"]
-        figures[name] = {"epochs": epochs, "init": args.init, "public_pretraining": pretraining,
+        figures[name] = {"epochs": epochs, "init": args.init, "lr_schedule": args.lr_schedule,
+                         "public_pretraining": pretraining,
                          "train_seconds": round(result.seconds, 1), "curve": curve,
                          "test": test["model"], "baselines": test["baselines"],
                          "best_validation_epoch": best["epoch"], "test_at_best_validation_epoch": chosen["model"],
@@ -162,7 +167,8 @@ def _command(args: argparse.Namespace) -> str:
             f"--epochs-segmentation {args.epochs_segmentation} --lr {args.lr} "
             f"--batch {args.batch} --positive-weight {args.positive_weight} --tasks {' '.join(args.tasks)} "
             f"--init {args.init}" + (f" --pretrain-epochs {args.pretrain_epochs}" if args.init == "public" else "")
-            + (" --score-public" if args.score_public else ""))
+            + (" --score-public" if args.score_public else "")
+            + (f" --lr-schedule {args.lr_schedule}" if args.lr_schedule != "constant" else ""))
 
 
 def _save(figures: dict, args: argparse.Namespace) -> dict:

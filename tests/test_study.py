@@ -272,7 +272,9 @@ def test_a_public_start_trains_once_on_the_public_cohort_and_every_arm_starts_fr
     from flame_private.models.io import file_sha256
     from flame_private.study.config import PublicStart
 
-    public = PublicStart(cohort=STUDY_YAML.parent / "cohort" / "test.yaml", cohort_dir=cohort_dir, epochs=1)
+    public_yaml = tmp_path / "public.yaml"
+    public_yaml.write_text((STUDY_YAML.parent / "cohort" / "test.yaml").read_text())
+    public = PublicStart(cohort=public_yaml, cohort_dir=cohort_dir, epochs=1)
     cfg = ci_study["cfg"].model_copy(update={
         "tasks": ["segmentation"], "arms": ["central"], "held_out": ["site-c"],
         "cohort_dir": ci_study["out"] / "cohort", "public_start": public})
@@ -287,3 +289,7 @@ def test_a_public_start_trains_once_on_the_public_cohort_and_every_arm_starts_fr
     (out / "units" / "central-segmentation-without-site-c.json").unlink()  # one unit to redo on resume
     StudyRunner(cfg, out).run()
     assert start.stat().st_mtime_ns == written
+    # The public cohort's config edited in place: the saved start no longer matches it, so it is not reused.
+    public_yaml.write_text(public_yaml.read_text().replace("seed:", "seed: 1  # was", 1))
+    with pytest.raises(StudyError, match="another configuration .*study"):
+        StudyRunner(cfg, out).run()

@@ -68,6 +68,9 @@ class TrainSettings:
     """Weight of responders in the response loss (BCE ``pos_weight``); a public setting, never a site's label rate."""
     trainable: Literal["all", "wide"] = "all"
     """Response only: train every parameter, or only the linear part (``ModelConfig.response_trainable``)."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """``cosine``: the learning rate falls from ``learning_rate`` to 0 along a half cosine over the training's
+    steps, so the last epoch's model is a settled one, not one caught mid-oscillation at a high rate."""
 
 
 @dataclass
@@ -181,6 +184,10 @@ def train(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSetting
         net = model
         loader = DataLoader(data, batch_size=settings.batch_size, shuffle=True, generator=generator)
     loss_fn = make_loss(task, settings.positive_weight)
+    schedule = None
+    if settings.lr_schedule == "cosine":
+        total = plan.steps if plan is not None else settings.epochs * len(loader)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
     result = TrainResult(model=model, plan=plan)
     t0 = time.perf_counter()
     net.train()
@@ -196,12 +203,16 @@ def train(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSetting
                             set_grad_sample(p, torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device))
                     optimizer.step()
                 result.steps += 1
+                if schedule is not None:
+                    schedule.step()
                 continue
             out, target = forward(net, batch)
             loss = loss_fn(out, target)
             loss.backward()
             optimizer.step()
             result.steps += 1
+            if schedule is not None:
+                schedule.step()
             result.losses.append(float(loss.detach()))
             if on_step:
                 on_step(result.steps, result.losses[-1])

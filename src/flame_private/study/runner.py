@@ -90,8 +90,12 @@ class StudyRunner:
     def identity(self) -> dict[str, Any]:
         """What the rows depend on, by content (the federation settings, the cohort's hash), not by where the files
         are: a restart must match it."""
-        return {"study": self.study.model_dump(mode="json", exclude={"sizes", "cohort_dir", "cohort", "federation"}),
-                "federation": self.fed.model_dump(mode="json"), "cohort_sha256": self.cohort_sha256}
+        study = self.study.model_dump(mode="json", exclude={"sizes", "cohort_dir", "cohort", "federation"})
+        start = self.study.public_start
+        if start is not None:  # the public cohort by its config's content: its path may hold an edited config
+            study["public_start"] = {"epochs": start.epochs,
+                                     "cohort": load_config(start.cohort, CohortConfig).model_dump(mode="json")}
+        return {"study": study, "federation": self.fed.model_dump(mode="json"), "cohort_sha256": self.cohort_sha256}
 
     def _check_identity(self) -> None:
         path = self.out / "study-identity.json"
