@@ -90,10 +90,46 @@ def test_flame_unknown_treatment_is_reported_not_crashed(tmp_path: Path) -> None
 
 def test_flame_ignores_extra_patient_and_file_keys(tmp_path: Path) -> None:
     entry = flame_patient(tmp_path, "p1", kps=70, idh="wildtype")
-    entry["timepoints"][0]["files"]["dose"] = "p1/baseline/dose.nii.gz"
+    entry["timepoints"][0]["files"]["adc"] = "p1/baseline/adc.nii.gz"
     write_manifest(tmp_path, [entry])
     (rec,) = read_flame(tmp_path, "site-a")
     assert rec.patient_id == "p1" and rec.baseline.files.seg is not None
+
+
+def test_flame_reads_the_dose_with_its_type_and_the_segmentation_with_who_drew_it(tmp_path: Path) -> None:
+    drawn = "automatic (segmentation model sha256 " + "a1" * 32 + ")"
+    entry = flame_patient(tmp_path, "p1")
+    entry["timepoints"][0] |= {"dose_type": "EFFECTIVE", "seg_source": drawn}
+    entry["timepoints"][0]["files"]["dose"] = "p1/baseline/dose.nii.gz"
+    write_manifest(tmp_path, [entry])
+    (rec,) = read_flame(tmp_path, "site-a")
+    assert rec.baseline.files.dose == tmp_path / "p1/baseline/dose.nii.gz" and rec.baseline.dose_type == "EFFECTIVE"
+    assert rec.baseline.seg_source == drawn and rec.followups[0].seg_source is None
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"dose_type": None}, "a dose file without dose_type"),
+    ({"dose_type": "RBE"}, "dose_type 'RBE' is neither PHYSICAL (Gy) nor EFFECTIVE"),
+    ({"seg_source": "manual"}, "seg_source 'manual' is not 'automatic (segmentation model sha256"),
+])
+def test_flame_a_dose_of_unknown_unit_or_an_unknown_seg_source_is_a_problem(tmp_path: Path, change: dict,
+                                                                           reason: str) -> None:
+    entry = flame_patient(tmp_path, "p1")
+    entry["timepoints"][0] |= {"dose_type": "PHYSICAL", **change}
+    entry["timepoints"][0]["files"]["dose"] = "p1/baseline/dose.nii.gz"
+    write_manifest(tmp_path, [entry])
+    problems: list[Problem] = []
+    read_flame(tmp_path, "site-a", problems)
+    assert [p.patient_id for p in problems] == ["p1"] and reason in problems[0].reason, problems
+
+
+def test_flame_a_follow_up_marked_as_drawn_is_a_problem(tmp_path: Path) -> None:
+    """Follow-ups are the evolution model's targets: a model's drawing there would be learnt as truth."""
+    entry = flame_patient(tmp_path, "p1")
+    entry["timepoints"][1]["seg_source"] = "automatic (segmentation model sha256 " + "a1" * 32 + ")"
+    write_manifest(tmp_path, [entry])
+    with pytest.raises(DataError, match="a follow-up's segmentation marked as drawn"):
+        read_flame(tmp_path, "site-a")
 
 
 def test_flame_bad_covariates_name_the_field(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from flame_private.data.dicom.dose import RT_DOSE_STORAGE, read_rtdose, write_rt
 from flame_private.data.dicom.instance import new_instance
 from flame_private.data.dicom.volume import SeriesError
 
+PLAN = ("1.2.840.10008.5.1.4.1.1.481.8", "9.9")
+
 
 def _dose_image(direction: np.ndarray, spacing: tuple[float, float, float]) -> sitk.Image:
     """A dose with a hot, off-centre sphere (60 Gy) and a gradient, so any flip or shift shows."""
@@ -52,7 +54,7 @@ def _oblique_flipped() -> np.ndarray:
 def test_a_written_dose_reads_back_as_the_same_dose_at_the_same_place(direction, tmp_path: Path) -> None:
     original = _dose_image(direction, (2.5, 3.0, 4.0))
     path = tmp_path / "RD.dcm"
-    write_rtdose(_instance(), original, path, dose_type="EFFECTIVE", plan=("1.2.840.10008.5.1.4.1.1.481.8", "9.9"))
+    write_rtdose(_instance(), original, path, dose_type="EFFECTIVE", plan=PLAN)
     dose = read_rtdose(path)
     assert (dose.dose_type, dose.summation, dose.frame_of_reference) == ("EFFECTIVE", "PLAN", "1.2.3.5")
     # Compared in patient space: the read grid may stack the frames the other way round.
@@ -88,7 +90,7 @@ def test_absolute_frame_positions_read_as_offsets_from_the_first_frame(tmp_path:
     """Axial grids may list absolute z positions (the first equal to the position's z)."""
     original = _dose_image(np.eye(3), (2.0, 2.0, 3.0))
     path = tmp_path / "RD.dcm"
-    ds = write_rtdose(_instance(), original, path, dose_type="PHYSICAL")
+    ds = write_rtdose(_instance(), original, path, dose_type="PHYSICAL", plan=PLAN)
     z0 = float(ds.ImagePositionPatient[2])
     ds.GridFrameOffsetVector = [f"{z0 + 3.0 * k:.4f}" for k in range(int(ds.NumberOfFrames))]
     ds.save_as(path, enforce_file_format=True)
@@ -101,11 +103,24 @@ def test_absolute_frame_positions_read_as_offsets_from_the_first_frame(tmp_path:
     ({"GridFrameOffsetVector": ["0", "0", *[f"{3 * k}" for k in range(2, 12)]]}, "two dose frames at one offset"),
     ({"GridFrameOffsetVector": ["0", "3"]}, "2 frame offset(s) for pixel data of shape (12, 14, 16)"),
     ({"DoseUnits": "RELATIVE"}, "DoseUnits is 'RELATIVE'"),
+    ({"DoseType": "ERROR"}, "DoseType is 'ERROR'"),
+    ({"DoseGridScaling": "0"}, "DoseGridScaling 0.0 is not a positive number"),
+    ({"DoseGridScaling": "-1e-6"}, "DoseGridScaling -1e-06 is not a positive number"),
+    ({"ImageOrientationPatient": ["1", "0", "0", "0", "1"]}, "ImageOrientationPatient 6"),
+    ({"ImagePositionPatient": ["0", "0"]}, "ImagePositionPatient needs 3 values"),
+    ({"ImageOrientationPatient": ["1", "0", "0", "1", "0", "0"]}, "not two orthogonal unit vectors"),
+    ({"ImageOrientationPatient": ["0", "0", "0", "0", "0", "0"]}, "not two orthogonal unit vectors"),
+    ({"PixelSpacing": ["0", "2"]}, "PixelSpacing [0.0, 2.0] is not positive"),
+    # Absolute z positions on a feet-first grid (the standard allows them on head-first axial grids only):
+    # read as offsets they would mirror the dose along z.
+    ({"ImageOrientationPatient": ["-1", "0", "0", "0", "1", "0"],
+      "GridFrameOffsetVector": [f"{-12.5 + 3 * k}" for k in range(12)]}, "the first GridFrameOffsetVector value"),
+    ({"GridFrameOffsetVector": [f"{5 + 3 * k}" for k in range(12)]}, "the first GridFrameOffsetVector value is 5"),
 ])
 def test_a_dose_grid_that_is_not_a_regular_stack_in_gy_is_refused_naming_the_file(change, reason,
                                                                                    tmp_path: Path) -> None:
     path = tmp_path / "RD.dcm"
-    ds = write_rtdose(_instance(), _dose_image(np.eye(3), (2.0, 2.0, 3.0)), path, dose_type="PHYSICAL")
+    ds = write_rtdose(_instance(), _dose_image(np.eye(3), (2.0, 2.0, 3.0)), path, dose_type="PHYSICAL", plan=PLAN)
     for key, value in change.items():
         setattr(ds, key, value)
     ds.save_as(path, enforce_file_format=True)
@@ -117,5 +132,5 @@ def test_a_dose_grid_that_is_not_a_regular_stack_in_gy_is_refused_naming_the_fil
 def test_only_an_rt_dose_instance_is_written_as_one(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not an RT Dose Storage"):
         write_rtdose(new_instance("1.2.840.10008.5.1.4.1.1.4"), _dose_image(np.eye(3), (1.0, 1.0, 1.0)),
-                     tmp_path / "x.dcm", dose_type="PHYSICAL")
+                     tmp_path / "x.dcm", dose_type="PHYSICAL", plan=PLAN)
     assert not (tmp_path / "x.dcm").exists()

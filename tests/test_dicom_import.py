@@ -160,15 +160,18 @@ def test_reimported_segmentations_match_the_originals(imported, exported, cohort
 
 
 def test_the_plan_dose_is_imported_onto_the_mri_it_was_planned_on(imported, exported, cohort_dir: Path) -> None:
-    """RTDOSE -> dose.nii.gz on the imported grid: the same dose as the site's own map, brought onto that grid
-    directly; the same map mirrored left-right (a dose on the wrong side) is far off, so the check can fail."""
+    """RTDOSE (on a planning system's axial 3 mm grid) -> dose.nii.gz on the imported grid: the same dose as
+    the site's own map brought onto that grid directly; the same map mirrored left-right (a dose on the wrong
+    side) is far off, so the check can fail."""
     out, report, pseudonyms = imported
     by_mrn = PseudonymMap(pseudonyms, SITE)
     originals = {p["patient_id"]: p for p in read_manifest(cohort_dir / SITE)["patients"]}
     entries = {e["patient_id"]: e for e in read_manifest(out)["patients"]}
     for mrn, record in exported[1]["patients"].items():
         pid = by_mrn.pseudonym(mrn)
-        assert next(p for p in report.patients if p.patient_id == pid).dose.startswith("RTDOSE EFFECTIVE in Gy(RBE)")
+        assert next(p for p in report.patients if p.patient_id == pid).dose.startswith(
+            "RTDOSE EFFECTIVE in Gy(RBE), grid 3 x 3 x 3 mm")
+        assert entries[pid]["timepoints"][0]["dose_type"] == "EFFECTIVE"
         dose = sitk.ReadImage(str(out / entries[pid]["timepoints"][0]["files"]["dose"]))
         source = sitk.ReadImage(str(cohort_dir / SITE / originals[record["patient_id"]]["timepoints"][0]["files"]
                                     ["dose"]), sitk.sitkFloat32)
@@ -176,9 +179,12 @@ def test_the_plan_dose_is_imported_onto_the_mri_it_was_planned_on(imported, expo
         got = sitk.GetArrayFromImage(dose)
         inside = truth >= 0  # on the planned grid
         assert inside.mean() > 0.5 and got.max() > 50.0  # the prescription (60 Gy(RBE)) is there
-        assert np.abs(got - truth)[inside].max() < 0.05, pid  # Gy: only the stored integers' rounding
+        error = np.abs(got - truth)[inside]
         mirrored = np.abs(got - truth[:, :, ::-1])[inside & inside[:, :, ::-1]].mean()
-        assert mirrored > 1.0, pid
+        high = _dice((got >= 57.0) & inside, (truth >= 57.0) & inside)  # the 95 % isodose of 60 Gy(RBE)
+        # Gy: twice interpolated (onto the planning system's 3 mm grid, then onto the import's 4 mm one)
+        assert error.mean() < 0.5 and np.percentile(error, 95) < 1.5 and high > 0.9, pid
+        assert mirrored > 3.0, pid
 
 
 def test_registration_undoes_the_follow_up_motion(imported, exported) -> None:

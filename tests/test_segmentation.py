@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from flame_private.baselines import ThresholdSegmenter, intensity_thresholds
+from flame_private.baselines import THRESHOLD_GRID, ThresholdSegmenter, intensity_thresholds
 from flame_private.config import DataConfig
 from flame_private.data.errors import DataError
 from flame_private.data.layouts import LABEL_MAPS
 from flame_private.data.records import CaseRecord, ImageFiles, TimepointRecord
-from flame_private.evaluation import score_segmentation
+from flame_private.evaluation import SegmentationScores, score_segmentation
 
 RULE = ThresholdSegmenter(tumour=1.0, enhancing=1.5, necrotic=-0.5)
 
@@ -46,6 +46,37 @@ def test_the_threshold_baseline_recovers_a_rule_the_labels_follow() -> None:
         assert (drawn == item["target"][0].numpy()).mean() > 0.99
     scores = intensity_thresholds(train, test, voxel_ml=1.0).metrics()
     assert scores["n"] == 6 and scores["dice_whole_tumour"] > 0.95 and scores["dice_enhancing"] > 0.9
+
+
+def test_the_necrotic_threshold_is_the_grids_best_for_the_dice_the_evaluation_reports() -> None:
+    """Fitted and scored the same way: a patient without a necrotic core counts only where necrosis is drawn.
+
+    Most patients here have none, and their images have dark-T1 noise a rule cannot avoid: counting their
+    "nothing where nothing" as Dice 1 would pick a rule that draws no necrosis at all, which the evaluation
+    scores 0."""
+    from dataclasses import replace
+
+    items = _items(12, seed=4)
+    rng = np.random.default_rng(5)
+    for item in items[3:]:  # no necrotic core, but scattered dark T1 inside the tumour
+        image, target = item["image"], item["target"]
+        core = target[0] == 1
+        image[1][core] += 2.5  # the centre enhances instead
+        target[0][core] = 3
+        tumour = target[0] > 0
+        image[0][tumour] -= torch.from_numpy((rng.random(int(tumour.sum())) < 0.3) * 2.0).float()
+    fitted = ThresholdSegmenter.fit(items)
+
+    def necrotic_dice(rule: ThresholdSegmenter) -> float:
+        cases = [[(rule.predict(i["image"].numpy()), i["target"][0].numpy(), i["target"][0].numpy())]
+                 for i in items]
+        dice = SegmentationScores.from_cases(cases, voxel_ml=1.0).metrics(ci=False)["dice_necrotic_core"]
+        return float(dice) if dice is not None and not np.isnan(dice) else 0.0
+
+    best = necrotic_dice(fitted)
+    assert best > 0.2
+    for threshold in THRESHOLD_GRID:
+        assert necrotic_dice(replace(fitted, necrotic=float(threshold))) <= best + 1e-9, threshold
 
 
 def test_the_threshold_baseline_cannot_score_labels_the_images_do_not_show() -> None:
@@ -142,8 +173,29 @@ def test_a_segmentation_the_model_drew_is_never_a_target(cohort_dir: Path, caplo
     assert [r.patient_id for r in dataset.records] == [records[0].patient_id, records[2].patient_id]
     assert dataset.left_out == [drawn.patient_id]
     assert f"{drawn.patient_id} (site site-a)" in caplog.text and "1 patient(s) left out" in caplog.text
-    with pytest.raises(DataError, match="all 1 baseline segmentation\\(s\\) were drawn by a segmentation model"):
-        SegmentationDataset([drawn], DataConfig(grid=24))
+    # A split of drawn segmentations only is empty (it scores n = 0); training on it is refused before any spend.
+    only_drawn = SegmentationDataset([drawn], DataConfig(grid=24))
+    assert len(only_drawn) == 0
+    from flame_private.config import DPConfig, ModelConfig
+    from flame_private.models import build_model
+    from flame_private.training import TrainSettings, plan_training, train
+
+    model = build_model("segmentation", ModelConfig(segmentation_channels=(4, 8), norm_groups=2))
+    with pytest.raises(DataError, match="no patient to train the segmentation model on"):
+        plan_training(model, "segmentation", only_drawn, TrainSettings(), DPConfig(noise_multiplier=1.0))
+    with pytest.raises(DataError, match="no patient to train the segmentation model on"):
+        train(model, "segmentation", only_drawn, TrainSettings(), None)
+
+
+def test_the_segmentation_models_source_is_the_one_a_manifest_accepts() -> None:
+    import re
+
+    from flame_private.auto_segmentation import Segmenter, drawing_model
+    from flame_private.data.records import SEG_SOURCE_PATTERN
+
+    segmenter = Segmenter(model=nn.Identity(), data_config=DataConfig(grid=24), path=Path("s.pt"), sha256="0f" * 32)
+    assert re.fullmatch(SEG_SOURCE_PATTERN, segmenter.source)
+    assert drawing_model(segmenter.source) == "0f" * 32 and drawing_model("reference") is None
 
 
 def test_a_label_no_training_patient_has_gets_a_threshold_that_draws_none_of_it() -> None:

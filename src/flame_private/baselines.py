@@ -24,6 +24,7 @@ model, so baselines and model share the same metrics and bootstrap intervals.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -202,10 +203,14 @@ class ThresholdSegmenter:
         grid = THRESHOLD_GRID[:, None]
 
         def best(score: list[np.ndarray]) -> float:
-            """The threshold of the highest mean Dice over the patients; drawing nothing where there is nothing
-            scores 1, so a label no training patient has gets a threshold that draws none of it."""
-            s = np.nan_to_num(np.array(score).reshape(-1, len(THRESHOLD_GRID)), nan=1.0)
-            return float(THRESHOLD_GRID[int(np.argmax(s.mean(axis=0)))])
+            """The threshold of the highest mean Dice over the patients where the label is drawn or present (NaN
+            elsewhere), as the evaluation averages it; where that is no patient (a label no training patient
+            has, and nothing drawn), it scores 1, so such a label gets a threshold that draws none of it."""
+            s = np.array(score).reshape(-1, len(THRESHOLD_GRID))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: handled on the next line
+                mean = np.nanmean(s, axis=0)
+            return float(THRESHOLD_GRID[int(np.argmax(np.nan_to_num(mean, nan=1.0)))])
 
         tumour = best([_dice((x[T2] + x[FLAIR])[None] / 2 > grid, y[None] > 0) for x, y in cases])
         inside = [(x[:, (x[T2] + x[FLAIR]) / 2 > tumour], y[(x[T2] + x[FLAIR]) / 2 > tumour], y) for x, y in cases]

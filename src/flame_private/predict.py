@@ -9,7 +9,6 @@ it first, and every output says so.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,9 @@ import torch
 from flame_private.auto_segmentation import Segmenter, drawing_model
 from flame_private.config import MODALITIES, DataConfig, Layout
 from flame_private.data.datasets import encode_covariates
-from flame_private.data.errors import DataError
+from flame_private.data.errors import DataError, Problem, format_problems
 from flame_private.data.layouts import LABEL_MAPS
+from flame_private.data.layouts.flame import MANIFEST, read_flame
 from flame_private.data.records import CaseRecord, Covariates, ImageFiles, TimepointRecord
 from flame_private.data.transforms import preprocess
 from flame_private.models.io import load_model
@@ -84,13 +84,11 @@ def case_from_folder(case: Path, covariates: Covariates | None = None, need_seg:
         raise DataError(f"{folder}: missing baseline file(s) for {', '.join(missing)} "
                         f"(expected t1, t1ce, t2, flair{hint})")
     layout: Layout = "flame" if folder.name == "baseline" else "brats2021"
-    manifest = case.parent / "manifest.json"
-    if covariates is None and manifest.is_file():
-        entries = json.loads(manifest.read_text(encoding="utf-8")).get("patients", [])
-        entry = next((e for e in entries if e.get("patient_id") == case.name), None)
-        if entry is not None:
-            covariates = Covariates(**{k: entry[k] for k in ("age", "sex", "mgmt_methylated", "resection")})
-    seg_source = _manifest_seg_source(manifest, case.name) if "seg" in files else None
+    listed = _site_entry(case)
+    if covariates is None and listed is not None:
+        covariates = listed.covariates
+    # Who drew the segmentation, as the site's manifest says (None: a reference).
+    seg_source = listed.baseline.seg_source if listed is not None and "seg" in files else None
     if covariates is None:
         raise DataError(f"{case}: no clinical covariates: give --age, --sex, --mgmt/--no-mgmt and --resection "
                         "(or keep the folder next to its site's manifest.json)")
@@ -99,15 +97,18 @@ def case_from_folder(case: Path, covariates: Covariates | None = None, need_seg:
                       covariates=covariates, rano=None, responder=None, label_map=LABEL_MAPS[layout])
 
 
-def _manifest_seg_source(manifest: Path, patient_id: str) -> str | None:
-    """Who drew the patient's baseline segmentation, as its site's manifest says (None: a reference)."""
+def _site_entry(case: Path) -> CaseRecord | None:
+    """The case as its site's manifest lists it, when the folder sits in a flame-layout site folder; a
+    manifest that cannot be read, or a bad entry for this patient, is refused naming the manifest."""
+    manifest = case.parent / MANIFEST
     if not manifest.is_file():
         return None
-    entries = json.loads(manifest.read_text(encoding="utf-8")).get("patients", [])
-    entry = next((e for e in entries if e.get("patient_id") == patient_id), None)
-    timepoints = entry.get("timepoints", []) if entry is not None else []
-    baseline = next((tp for tp in timepoints if tp.get("name") == "baseline"), None)
-    return None if baseline is None else baseline.get("seg_source")
+    found: list[Problem] = []
+    records = read_flame(case.parent, "local", problems=found)
+    mine = [p for p in found if p.patient_id in (case.name, None)]
+    if mine:
+        raise DataError(format_problems(mine, f"{manifest}: cannot read the entry of {case.name}"))
+    return next((r for r in records if r.patient_id == case.name), None)
 
 
 def _load(path: Path, task: str) -> tuple[torch.nn.Module, DataConfig]:

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from flame_private.config import MODALITIES, DPConfig, Task
 from flame_private.data.datasets import EvolutionDataset, OneFollowUpPerPatient, dataset_size
+from flame_private.data.errors import DataError
 from flame_private.metrics import EvolutionSums, ResponseSums, sums_kind
 from flame_private.privacy.dp import DPPlan, make_private, plan_dp, set_grad_sample, unwrap
 from flame_private.privacy.randomness import DPRandomness
@@ -118,9 +119,17 @@ def training_size(task: Task, dataset: Dataset) -> int:
 def plan_training(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSettings,
                   dp: DPConfig | None) -> DPPlan | None:
     """The DP mechanism this training will run, known before it runs (for the budget check)."""
+    _require_patients(task, dataset)
     if dp is None or not dp.enabled:
         return None
     return plan_dp(model, training_size(task, dataset), settings.batch_size, settings.epochs, dp)
+
+
+def _require_patients(task: Task, dataset: Dataset) -> None:
+    """Training on no patient would return the untrained model as if trained: refused, before any spend."""
+    if training_size(task, dataset) == 0:
+        raise DataError(f"no patient to train the {task} model on (a segmentation drawn by a model is no target)"
+                        if task == "segmentation" else f"no patient to train the {task} model on")
 
 
 def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -168,6 +177,7 @@ def train(model: nn.Module, task: Task, dataset: Dataset, settings: TrainSetting
     attack suite's positive control and in tests.  ``on_epoch(epoch, model)`` is called after each
     epoch with the plain model in eval mode (learning curves); training resumes in train mode.
     """
+    _require_patients(task, dataset)
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     if task == "evolution" and isinstance(dataset, EvolutionDataset):

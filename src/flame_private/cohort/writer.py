@@ -5,7 +5,7 @@ Layout of ``OUT/``::
     cohort.json                      config, seed, version, per-site summary
     <site_id>/manifest.json          what a site would hold (flame layout)
     <site_id>/<patient>/<timepoint>/{t1,t1ce,t2,flair,seg}.nii.gz
-    <site_id>/<patient>/baseline/dose.nii.gz   planned dose of the modality given, Gy(RBE)
+    <site_id>/<patient>/baseline/dose.nii.gz   planned dose of the modality given (dose_type in the manifest)
     truth/counterfactuals.json       every patient's outcome under all three modalities
     truth/<site_id>/<patient>/<timepoint>_<modality>_seg.nii.gz
 
@@ -149,6 +149,8 @@ def simulate_and_write_patient(cfg: CohortConfig, job: PatientJob, staging: Path
         data, affine = to_scanner_space(dose_gy, anatomy.affine, site.scanner, is_label=False)
         save_dose_nifti(dose_path, data, affine)
         timepoints[0]["files"]["dose"] = dose_path.relative_to(site_root).as_posix()
+        # Particle doses are RBE-weighted, as they are prescribed; for photons (RBE 1) the two coincide.
+        timepoints[0]["dose_type"] = "PHYSICAL" if treatment == "photon" else "EFFECTIVE"
     rt_start = patient.rt_delay_days
     entry = {
         "patient_id": pid,

@@ -134,11 +134,8 @@ class SegmentationDataset(_OnePerPatient):
             log.warning("%d patient(s) left out of the segmentation task: their baseline segmentation was drawn "
                         "by a segmentation model, not a reference: %s", len(drawn),
                         ", ".join(f"{r.patient_id} (site {r.site_id})" for r in drawn))
-        kept = [r for r in records if r.baseline.seg_source is None]
-        if records and not kept:
-            raise DataError(f"no patient for the segmentation task: all {len(records)} baseline segmentation(s) "
-                            "were drawn by a segmentation model, none is a reference to learn from")
-        super().__init__(kept, data_config)
+        # A split may be left empty (it scores n = 0); training on no patient is refused where training starts.
+        super().__init__([r for r in records if r.baseline.seg_source is None], data_config)
         self.left_out = [r.patient_id for r in drawn]
         """Patients whose baseline segmentation was drawn by a model (not targets)."""
 

@@ -18,6 +18,8 @@ Sex = Literal["F", "M"]
 Resection = Literal["gross_total", "subtotal", "biopsy"]
 RESECTIONS: tuple[str, ...] = ("gross_total", "subtotal", "biopsy")
 """Extent of resection, in the fixed order used for one-hot encodings."""
+SEG_SOURCE_PATTERN = r"^automatic \(segmentation model sha256 [0-9a-f]{64}\)$"
+"""The one ``seg_source`` there is: a segmentation drawn by the baseline segmentation model named by its hash."""
 
 
 class Covariates(StrictModel):
@@ -38,7 +40,8 @@ class ImageFiles(StrictModel):
     flair: Path
     seg: Path | None = None
     dose: Path | None = None
-    """The planned RT dose in Gy(RBE) on the study's grid (the baseline's, in the flame layout)."""
+    """The planned RT dose on the study's grid (the baseline's, in the flame layout); its unit is the
+    timepoint's ``dose_type``."""
 
     def images(self) -> dict[str, Path]:
         """The four MRI sequences, keyed and ordered as ``MRI_SEQUENCES``."""
@@ -59,13 +62,15 @@ class TimepointRecord(StrictModel):
 
     name: str
     day: float | None = None
-    seg_source: str | None = None
-    """Who drew the segmentation when no person did: ``automatic (segmentation model sha256 <hex>)``, written
-    by ``flame data import --segmentation-model``. None for a reference segmentation (a clinician's, a
-    dataset's): only those are targets the segmentation model learns from or is scored on."""
     """Days since the baseline scan; None where the layout does not record dates."""
     files: ImageFiles
     rano: str | None = None
+    seg_source: str | None = Field(default=None, pattern=SEG_SOURCE_PATTERN)
+    """Who drew the segmentation when no person did: ``automatic (segmentation model sha256 <hex>)``, written
+    by ``flame data import --segmentation-model`` for a baseline. None for a reference segmentation (a
+    clinician's, a dataset's): only those are targets the segmentation model learns from or is scored on."""
+    dose_type: Literal["PHYSICAL", "EFFECTIVE"] | None = None
+    """What ``files.dose`` holds: EFFECTIVE, RBE-weighted dose in Gy(RBE), or PHYSICAL dose in Gy."""
 
 
 class CaseRecord(StrictModel):

@@ -20,6 +20,7 @@ import SimpleITK as sitk
 from flame_private.data.dicom.volume import SPACING_TOLERANCE_MM, SeriesError
 
 RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
+DOSE_TYPES = ("PHYSICAL", "EFFECTIVE")
 GRID_FRAME_OFFSET_VECTOR = 0x3004000C
 
 
@@ -53,6 +54,10 @@ def read_rtdose(path: Path) -> RTDose:
     if units != "GY":
         raise SeriesError(path, f"DoseUnits is {units or 'missing'!r}, not GY: a relative dose cannot be used "
                                 "as a dose in Gy")
+    dose_type = str(ds.get("DoseType", "")).upper()
+    if dose_type not in DOSE_TYPES:
+        raise SeriesError(path, f"DoseType is {dose_type or 'missing'!r}: only a PHYSICAL or an EFFECTIVE "
+                                "(RBE-weighted) dose is a dose to import")
     try:
         position = np.asarray([float(v) for v in ds.ImagePositionPatient])
         orientation = np.asarray([float(v) for v in ds.ImageOrientationPatient])
@@ -62,6 +67,24 @@ def read_rtdose(path: Path) -> RTDose:
     except (AttributeError, TypeError, ValueError) as exc:
         raise SeriesError(path, f"no usable dose grid (ImagePositionPatient, ImageOrientationPatient, PixelSpacing, "
                                 f"GridFrameOffsetVector, DoseGridScaling): {exc}") from None
+    if position.shape != (3,) or orientation.shape != (6,):
+        raise SeriesError(path, "ImagePositionPatient needs 3 values and ImageOrientationPatient 6")
+    row_dir, col_dir = orientation[:3], orientation[3:]
+    if (abs(np.linalg.norm(row_dir) - 1) > 1e-3 or abs(np.linalg.norm(col_dir) - 1) > 1e-3
+            or abs(float(np.dot(row_dir, col_dir))) > 1e-3):
+        raise SeriesError(path, f"ImageOrientationPatient {orientation.tolist()} is not two orthogonal unit vectors")
+    if not (row_mm > 0 and col_mm > 0):
+        raise SeriesError(path, f"PixelSpacing {[row_mm, col_mm]} is not positive")
+    if not (np.isfinite(scaling) and scaling > 0):
+        raise SeriesError(path, f"DoseGridScaling {scaling} is not a positive number")
+    normal = np.cross(row_dir, col_dir)
+    if offsets.size and offsets[0] != 0.0:
+        # The one other form the standard allows: absolute z positions, the first equal to the position's z, on
+        # an axial grid (normal along +z); anything else would be read mirrored or shifted.
+        if abs(offsets[0] - position[2]) > 1e-3 or np.abs(orientation - (1, 0, 0, 0, 1, 0)).max() > 1e-3:
+            raise SeriesError(path, f"the first GridFrameOffsetVector value is {offsets[0]:g}: it must be 0 "
+                                    "(offsets from ImagePositionPatient), or the position's z on an axial "
+                                    "(1\\0\\0\\0\\1\\0) grid")
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - pydicom raises several types for a missing decoder
@@ -80,19 +103,20 @@ def read_rtdose(path: Path) -> RTDose:
     if float(gaps.max() - gaps.min()) > SPACING_TOLERANCE_MM:
         raise SeriesError(path, f"uneven dose frame offsets ({gaps.min():.3f} to {gaps.max():.3f} mm apart): this "
                                 "importer reads a regular dose grid only")
-    row_dir, col_dir = orientation[:3], orientation[3:]
-    normal = np.cross(row_dir, col_dir)
     volume = pixels[order].astype(np.float32) * np.float32(scaling)  # (frames, rows, columns)
-    image = sitk.GetImageFromArray(volume)
-    image.SetOrigin(tuple(float(v) for v in position + along[0] * normal))
-    image.SetSpacing((col_mm, row_mm, float(np.median(gaps))))
-    image.SetDirection(tuple(float(v) for v in np.column_stack([row_dir, col_dir, normal]).ravel()))
-    return RTDose(image, str(ds.get("DoseType", "")).upper(), str(ds.get("DoseSummationType", "")).upper(),
+    try:
+        image = sitk.GetImageFromArray(volume)
+        image.SetOrigin(tuple(float(v) for v in position + along[0] * normal))
+        image.SetSpacing((col_mm, row_mm, float(np.median(gaps))))
+        image.SetDirection(tuple(float(v) for v in np.column_stack([row_dir, col_dir, normal]).ravel()))
+    except RuntimeError as exc:  # ITK's refusals of a geometry the checks above let through
+        raise SeriesError(path, f"unusable dose grid geometry: {str(exc).strip().splitlines()[-1]}") from None
+    return RTDose(image, dose_type, str(ds.get("DoseSummationType", "")).upper(),
                   str(ds.get("FrameOfReferenceUID", "")))
 
 
 def write_rtdose(ds: pydicom.Dataset, image: sitk.Image, path: Path, *, dose_type: str,
-                 plan: tuple[str, str] | None = None) -> pydicom.Dataset:
+                 plan: tuple[str, str]) -> pydicom.Dataset:
     """IMAGE (Gy, LPS) as the plan's total dose in DS, an RT Dose Storage instance that already carries its
     patient, study, series and frame of reference; written at PATH.
 
@@ -100,6 +124,8 @@ def write_rtdose(ds: pydicom.Dataset, image: sitk.Image, path: Path, *, dose_typ
     """
     if str(ds.SOPClassUID) != RT_DOSE_STORAGE:
         raise ValueError(f"not an RT Dose Storage instance: SOP class {ds.SOPClassUID}")
+    if dose_type not in DOSE_TYPES:
+        raise ValueError(f"dose type {dose_type!r} is neither of {DOSE_TYPES}")
     volume = sitk.GetArrayFromImage(image).astype(np.float64)  # (frames, rows, columns)
     peak = float(volume.max()) if volume.size else 0.0
     scaling = max(peak, 1e-6) / (2**32 - 2)
@@ -113,7 +139,7 @@ def write_rtdose(ds: pydicom.Dataset, image: sitk.Image, path: Path, *, dose_typ
     ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*row_dir, *col_dir)]
     ds.PixelSpacing = [f"{spacing[1]:.4f}", f"{spacing[0]:.4f}"]
     ds.SliceThickness = f"{spacing[2]:.4f}"
-    ds.GridFrameOffsetVector = [f"{sign * k * spacing[2]:.4f}" for k in range(stored.shape[0])]
+    ds.GridFrameOffsetVector = [f"{sign * k * spacing[2] + 0.0:.4f}" for k in range(stored.shape[0])]  # never -0
     ds.FrameIncrementPointer = GRID_FRAME_OFFSET_VECTOR
     ds.NumberOfFrames = stored.shape[0]
     ds.Rows, ds.Columns = stored.shape[1:]
@@ -125,10 +151,9 @@ def write_rtdose(ds: pydicom.Dataset, image: sitk.Image, path: Path, *, dose_typ
     ds.DoseSummationType = "PLAN"
     ds.DoseGridScaling = f"{scaling:.10g}"
     ds.TissueHeterogeneityCorrection = "IMAGE"
-    if plan is not None:
-        ref = pydicom.Dataset()
-        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = plan
-        ds.ReferencedRTPlanSequence = [ref]
+    ref = pydicom.Dataset()  # required for a PLAN summation
+    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = plan
+    ds.ReferencedRTPlanSequence = [ref]
     ds.InstanceNumber = 1
     ds.PixelData = stored.tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)

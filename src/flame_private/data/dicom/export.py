@@ -3,8 +3,8 @@
 What a PACS export holds for each patient: one study per timepoint, with a
 localiser and the four structural series under vendor-style names, the tumour
 segmentation as DICOM-SEG on the T1ce, the radiotherapy plan (photon plan, or
-ion plan for protons and carbon) and its dose (RTDOSE, on the site folder's own
-grid, as a planning system's coarser grid) in the baseline study, and identifying headers
+ion plan for protons and carbon) and its dose (RTDOSE, on a planning system's own
+axial 3 mm grid) in the baseline study, and identifying headers
 (name, hospital ID, birth and study dates, accession numbers). Each follow-up is
 moved by a small rigid motion, as a patient lies differently on each visit, so
 that the importer's registration is checked against motion it must undo.
@@ -17,6 +17,7 @@ not DICOM, and the importer leaves it out.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 from collections.abc import Callable
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 RT_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"
 RT_ION_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.8"
+DOSE_GRID_MM = 3.0
+"""A planning system's dose grid: 2-4 mm, axial, whatever the MR's voxels and orientation."""
 
 # (description, TE ms, TR ms, TI ms, contrast agent) per sequence, as a vendor protocol names them.
 _SERIES: dict[str, tuple[str, float, float, float | None, str]] = {
@@ -195,13 +198,29 @@ def _rt_plan(patient: dict[str, Any], study: dict[str, Any], entry: dict[str, An
     return str(ds.SOPClassUID), str(ds.SOPInstanceUID)
 
 
-def _rt_dose(patient: dict[str, Any], study: dict[str, Any], entry: dict[str, Any], dose: sitk.Image,
+def _rt_dose(patient: dict[str, Any], study: dict[str, Any], dose_type: str, dose: sitk.Image,
              plan: tuple[str, str], folder: Path) -> None:
-    """The plan's dose on its own grid, in the baseline study's frame of reference (the images it was planned
-    on); particle doses are RBE-weighted (EFFECTIVE), as they are prescribed."""
+    """The plan's dose in the baseline study's frame of reference (the images it was planned on), on a planning
+    system's own grid: axial, DOSE_GRID_MM apart, over the site folder's field of view."""
+    grid = _dose_grid(dose)
+    on_grid = sitk.Resample(dose, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     ds = _base(patient, study, generate_uid(), 901, "RT dose PLAN", "RTDOSE", RT_DOSE_STORAGE)
-    write_rtdose(ds, dose, folder / "RD0001.dcm", plan=plan,
-                 dose_type="PHYSICAL" if entry["treatment"] == "photon" else "EFFECTIVE")
+    ds.OperatorsName = ""
+    ds.PositionReferenceIndicator = ""
+    write_rtdose(ds, on_grid, folder / "RD0001.dcm", plan=plan, dose_type=dose_type)
+
+
+def _dose_grid(image: sitk.Image) -> sitk.Image:
+    """An axial (identity-oriented) grid of DOSE_GRID_MM voxels covering IMAGE's field of view."""
+    corners = np.asarray([image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in
+                                                                         zip(corner, image.GetSize(), strict=True)])
+                          for corner in itertools.product((0, 1), repeat=3)])
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    size = [int(np.ceil((h - lo) / DOSE_GRID_MM)) + 1 for lo, h in zip(low, high, strict=True)]
+    grid = sitk.Image(size, sitk.sitkFloat32)
+    grid.SetSpacing((DOSE_GRID_MM,) * 3)
+    grid.SetOrigin(tuple(float(v) for v in low))
+    return grid
 
 
 def export_site_dicom(site_dir: Path, out: Path, *, max_motion_mm: float = 4.0, max_motion_deg: float = 3.0,
@@ -272,7 +291,7 @@ def export_site_dicom(site_dir: Path, out: Path, *, max_motion_mm: float = 4.0, 
                 plan = _rt_plan(patient, study, entry, folder / "S900")
                 if tp["files"].get("dose"):
                     dose = sitk.ReadImage(str(Path(site_dir) / tp["files"]["dose"]), sitk.sitkFloat32)
-                    _rt_dose(patient, study, entry, dose, plan, folder / "S901")
+                    _rt_dose(patient, study, str(tp.get("dose_type") or "PHYSICAL"), dose, plan, folder / "S901")
             record["timepoints"][tp["name"]] = {"study_date": study["StudyDate"], "day": day,
                                                 "motion": motion, "motion_centre": centre}
         truth["patients"][mrn] = record

@@ -303,7 +303,7 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
                         "--segmentation-model to draw it)")
 
     t = time.perf_counter()
-    dose_source, dose = _plan_dose(series, frames, reference, pseudonym, left_out, warnings)
+    dose_source, dose, dose_type = _plan_dose(series, frames, reference, pseudonym, left_out, warnings)
     if dose is not None:
         volumes["baseline"]["dose"] = dose  # written with the images, never masked: dose outside the brain is real
     t = clock("dose", t)
@@ -332,6 +332,8 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
             sitk.WriteImage(image, str(path), useCompression=True)
             files[key] = f"{pseudonym}/{report.name}/{key}.nii.gz"
         timepoints.append({"name": report.name, "day": report.day, "files": files})
+    if dose_type is not None:
+        timepoints[0]["dose_type"] = dose_type  # the unit of dose.nii.gz: Gy (PHYSICAL) or Gy(RBE) (EFFECTIVE)
     t = clock("write", t)
     drawn = "DICOM-SEG" if reports[0].segmentation else "none"
     if not reports[0].segmentation and segmenter is not None:
@@ -378,9 +380,11 @@ def _import_patient(series: list[SeriesHeader], options: ImportOptions, rules: S
 
 
 def _plan_dose(series: list[SeriesHeader], frames: dict[str, Registration | None], reference: sitk.Image,
-               pseudonym: str, left_out: list[str], warnings: list[str]) -> tuple[str, sitk.Image | None]:
-    """The patient's planned dose (the RTDOSE summed over the plan) on the site folder's grid, and how it was
-    found; None when the patient has none, or it cannot be placed on the MRI (a warning says so)."""
+               pseudonym: str, left_out: list[str], warnings: list[str]
+               ) -> tuple[str, sitk.Image | None, str | None]:
+    """How the patient's planned dose (the RTDOSE summed over the plan) was found, the dose on the site folder's
+    grid and its DoseType; no dose when the patient has none, or it cannot be placed on the MRI (a warning
+    says so)."""
     plan_doses: list[tuple[SeriesHeader, Path]] = []
     for s in (s for s in series if s.modality == "RTDOSE"):
         for path in s.files:
@@ -391,7 +395,7 @@ def _plan_dose(series: list[SeriesHeader], frames: dict[str, Registration | None
                 left_out.append(f"RT dose {kind or '(no DoseSummationType)'}: only the plan's total dose (PLAN) "
                                 "is imported")
     if not plan_doses:
-        return "none", None
+        return "none", None, None
     if len(plan_doses) > 1:
         header, path = plan_doses[1]
         raise _fail(header, path, f"{len(plan_doses)} plan doses (RTDOSE, DoseSummationType PLAN) for one patient: "
@@ -401,12 +405,12 @@ def _plan_dose(series: list[SeriesHeader], frames: dict[str, Registration | None
     if dose.frame_of_reference not in frames:
         warnings.append(f"{pseudonym}: the RT dose is in a frame of reference that no imported MR series shares "
                         "(the planning CT's?); without a registration to the MRI it was not imported")
-        return "not imported: frame of reference of no MR series", None
+        return "not imported: frame of reference of no MR series", None, None
     registration = frames[dose.frame_of_reference]
     image = sitk.Resample(dose.image, reference, registration.transform() if registration else sitk.Transform(),
                           sitk.sitkLinear, 0.0, sitk.sitkFloat32)  # linear: no overshoot into negative dose
     unit = "Gy(RBE)" if dose.dose_type == "EFFECTIVE" else "Gy"
-    return f"RTDOSE {dose.dose_type or '(no DoseType)'} in {unit}, grid {_mm(dose.image.GetSpacing())} mm", image
+    return f"RTDOSE {dose.dose_type} in {unit}, grid {_mm(dose.image.GetSpacing())} mm", image, dose.dose_type
 
 
 def _mm(spacing: tuple[float, ...]) -> str:

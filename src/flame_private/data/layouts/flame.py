@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from flame_private.config import CANONICAL_LABELS
 from flame_private.data.errors import Problem
 from flame_private.data.layouts._common import finish, parse_treatment, validation_reason
-from flame_private.data.records import CaseRecord, Covariates, ImageFiles, TimepointRecord
+from flame_private.data.records import SEG_SOURCE_PATTERN, CaseRecord, Covariates, ImageFiles, TimepointRecord
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class _Timepoint(BaseModel):
     files: _Files
     rano: str | None = None
     seg_source: str | None = None
+    dose_type: str | None = None
 
 
 class _Patient(BaseModel):
@@ -152,12 +154,23 @@ def _read_patient(
         except ValidationError as exc:
             bad(f"bad covariates: {validation_reason(exc)}")
 
+    for raw in patient.timepoints:
+        if raw.seg_source is not None and not re.fullmatch(SEG_SOURCE_PATTERN, raw.seg_source):
+            bad(f"timepoint {raw.name}: seg_source {raw.seg_source!r} is not 'automatic (segmentation model sha256 "
+                "<64 hex digits>)'; leave it out where the segmentation is a reference (a clinician's)")
+            raw.seg_source = None
+        if raw.dose_type not in (None, "PHYSICAL", "EFFECTIVE"):
+            bad(f"timepoint {raw.name}: dose_type {raw.dose_type!r} is neither PHYSICAL (Gy) nor EFFECTIVE (Gy(RBE))")
+            raw.dose_type = None
+        elif raw.files.dose and raw.dose_type is None:
+            bad(f"timepoint {raw.name}: a dose file without dose_type: say PHYSICAL (Gy) or EFFECTIVE (Gy(RBE))")
     timepoints = [
         TimepointRecord(
             name=tp.name,
             day=tp.day,
             rano=tp.rano,
             seg_source=tp.seg_source,
+            dose_type=tp.dose_type,  # type: ignore[arg-type]  # checked above
             files=ImageFiles(
                 t1=root / tp.files.t1,
                 t1ce=root / tp.files.t1ce,
@@ -171,6 +184,10 @@ def _read_patient(
     ]
     if all(tp.day is not None for tp in timepoints):
         timepoints.sort(key=lambda tp: tp.day or 0)
+    for tp in timepoints[1:]:
+        if tp.seg_source is not None:
+            bad(f"timepoint {tp.name}: a follow-up's segmentation marked as drawn by a model; only baselines are "
+                "drawn (follow-ups are the evolution model's targets)")
     return CaseRecord(
         patient_id=patient.patient_id,
         site_id=site_id,
