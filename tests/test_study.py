@@ -222,7 +222,8 @@ def test_a_study_that_cannot_hold_a_site_out_is_refused_naming_why() -> None:
 
 
 def test_an_unknown_size_is_an_error_naming_the_file_and_the_sizes_it_has() -> None:
-    has = r"\(it has: ci, response, response-clip, response-sites, segmentation, segmentation-public\)"
+    has = (r"\(it has: ci, response, response-clip, response-clip-cosine, response-sites, segmentation, "
+           r"segmentation-public\)")
     with pytest.raises(Exception, match=r"study\.yaml: no size 'huge' under sizes " + has):
         load_study_config(STUDY_YAML, "huge")
 
@@ -232,8 +233,8 @@ def test_a_repeated_epsilon_is_refused() -> None:
         _config(epsilons=[8.0, 8.0])
 
 
-@pytest.mark.parametrize("size", [None, "ci", "response", "response-sites", "response-clip", "segmentation",
-                                  "segmentation-public"])
+@pytest.mark.parametrize("size", [None, "ci", "response", "response-sites", "response-clip", "response-clip-cosine",
+                                  "segmentation", "segmentation-public"])
 def test_the_shipped_study_config_and_each_of_its_sizes_load_with_files_that_exist(size: str | None) -> None:
     cfg = load_study_config(STUDY_YAML, size)
     assert cfg.cohort.is_file() and cfg.federation.is_file()

@@ -393,3 +393,18 @@ def test_training_stops_on_an_invalid_case_unless_asked_to_skip_it_and_then_list
     report = run_local(site, "response", fed_config(), tmp_path / "out", dp=False, epochs=1, skip_invalid=True)
     [skipped] = report["skipped_cases"]
     assert skipped["patient_id"] == "site-a-001" and any("t2.nii.gz" in p for p in skipped["problems"])
+
+
+def test_a_cosine_run_lowers_every_sites_learning_rate_round_by_round_and_the_same_at_each() -> None:
+    """Public and deterministic: round r's rate is a function of the run's config alone."""
+    from flame_private.experiments import settings_from
+    from flame_private.federation.site.task import train_settings
+
+    fed = FederationConfig(rounds=4, learning_rate=0.02, lr_schedule="cosine")
+    rates = [train_settings(fed, r).learning_rate for r in range(1, 5)]
+    assert rates[0] == pytest.approx(0.02) and rates == sorted(rates, reverse=True) and rates[-1] > 0
+    assert rates == pytest.approx([0.02, 0.01 * (1 + np.cos(np.pi / 4)), 0.01, 0.01 * (1 + np.cos(3 * np.pi / 4))])
+    assert [train_settings(fed.model_copy(update={"lr_schedule": "constant"}), r).learning_rate
+            for r in range(1, 5)] == [0.02] * 4
+    # Trained in one go (central, local, a study's single-site arm), the schedule spans the steps instead.
+    assert settings_from(fed, epochs=8).lr_schedule == "cosine" and settings_from(fed).learning_rate == 0.02

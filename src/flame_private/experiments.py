@@ -59,9 +59,11 @@ def make_dataset(task: Task, records: Sequence[CaseRecord],
 
 
 def settings_from(cfg: FederationConfig, epochs: int | None = None) -> TrainSettings:
+    """Training in one go (central, local, a study's single-site arms): a schedule spans its steps."""
     return TrainSettings(epochs=cfg.local_epochs if epochs is None else epochs, batch_size=cfg.batch_size,
                          learning_rate=cfg.learning_rate, seed=cfg.seed,
-                         positive_weight=cfg.response_positive_weight, trainable=cfg.model.response_trainable)
+                         positive_weight=cfg.response_positive_weight, trainable=cfg.model.response_trainable,
+                         lr_schedule=cfg.lr_schedule)
 
 
 def initial_model(task: Task, cfg: FederationConfig) -> torch.nn.Module:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -186,6 +187,11 @@ class FederationConfig(StrictModel):
     local_epochs: Annotated[int, Field(ge=1, le=100)] = 1
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 4
     learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """``cosine``: the rate falls along a half cosine over the run, so the last updates (under DP, as noisy as
+    the first) move the model less. Federated, round r trains at ``learning_rate x (1 + cos(pi (r - 1) /
+    rounds)) / 2`` at every site alike (public); trained in one go (central, local), it falls over the steps."""
+
     response_positive_weight: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
     """Weight of responders in the response loss; below 1 where most respond (e.g. 0.4 at ~70 % responders).
     Part of the public config, set from published or public-cohort rates, never from a site's own labels."""
@@ -201,6 +207,12 @@ class FederationConfig(StrictModel):
     """The server optimiser step the sites apply after decryption (default fedavg: the average itself)."""
     initial_weights: dict[Task, InitialWeights] = Field(default_factory=dict)
     """Per task, the public checkpoint round 1 starts from (default: the seeded random model)."""
+
+    def round_learning_rate(self, round_: int) -> float:
+        """The learning rate of round ``round_`` (1-based) of a federated run."""
+        if self.lr_schedule == "constant":
+            return self.learning_rate
+        return self.learning_rate * (1.0 + math.cos(math.pi * (round_ - 1) / self.rounds)) / 2.0
 
     def model_start(self, task: Task) -> str:
         """Round 1's model of ``task``: ``sha256:<hex>`` of the pinned public checkpoint, else ``seed:<seed>``.

@@ -38,7 +38,8 @@ def load_data(task: Task, records: Sequence[CaseRecord], fed: FederationConfig) 
 
 def train_settings(fed: FederationConfig, round_: int) -> TrainSettings:
     """Local training of round ``round_``: the run's settings, seeded per round."""
-    return TrainSettings(epochs=fed.local_epochs, batch_size=fed.batch_size, learning_rate=fed.learning_rate,
+    return TrainSettings(epochs=fed.local_epochs, batch_size=fed.batch_size,
+                         learning_rate=fed.round_learning_rate(round_),
                          seed=fed.seed + round_, positive_weight=fed.response_positive_weight,
                          trainable=fed.model.response_trainable)
 
