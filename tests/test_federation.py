@@ -507,3 +507,25 @@ def test_the_baseline_segmentation_model_trains_federated_with_dp_and_ckks_like_
     export = next(iter(sites.values())).parent / "state" / "exports" / "run-1" / "segmentation.pt"
     task, model, _, _ = load_model(export)
     assert task == "segmentation" and type(model).__name__ == "SegmentationNet"
+
+
+def test_a_site_with_no_patient_for_a_task_or_a_round_past_the_run_declines_that_step_alone(
+        tmp_path: Path, cohort_dir: Path, ceremony: Path) -> None:
+    """A site whose baseline segmentations were all drawn by the model has no segmentation target: it declines
+    that task with the reason, spends nothing on it, and trains the others; a round the run does not have is
+    declined too (its learning rate is not defined)."""
+    from flame_private.data.datasets import SegmentationDataset
+    from flame_private.federation.site.site import Site
+
+    sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=1, tasks="[response]")
+    site = Site.load(sites["site-a"], fed)
+    site.fed = site.fed.model_copy(update={"tasks": ["response", "segmentation"]})
+    site._datasets[("segmentation", "train")] = SegmentationDataset([], site.fed.data)
+    reply = site.train_round("run-1", "segmentation", 1, None, None)
+    assert reply.status == "declined" and reply.payload is None
+    assert reply.reason == "no patient to train the segmentation model on at this site"
+    late = site.train_round("run-1", "response", 2, None, None)
+    assert late.status == "declined" and "round 2 is outside this site's run of 1 rounds" in late.reason
+    assert not _ledger(sites, "site-a").entries
+    assert site.train_round("run-1", "response", 1, None, None).status == "ok"  # control: the task it can train
+    assert [(e.task, e.round) for e in _ledger(sites, "site-a").entries] == [("response", 1)]

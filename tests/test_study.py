@@ -228,6 +228,23 @@ def test_an_unknown_size_is_an_error_naming_the_file_and_the_sizes_it_has() -> N
         load_study_config(STUDY_YAML, "huge")
 
 
+def test_a_study_folder_of_an_earlier_version_is_read_with_the_settings_added_since_at_their_defaults(
+        tmp_path: Path) -> None:
+    """A federation setting added with a default (lr_schedule) is no change of configuration; a public start
+    recorded by its path (before it was recorded by content) is named as an earlier version's."""
+    from flame_private.config import FederationConfig
+
+    path = tmp_path / "study-identity.json"
+    federation = FederationConfig().model_dump(mode="json")
+    del federation["lr_schedule"]
+    path.write_text(json.dumps({"study": {"name": "s"}, "federation": federation, "cohort_sha256": "x"}))
+    assert StudyRunner._stored_identity(path)["federation"] == FederationConfig().model_dump(mode="json")
+    path.write_text(json.dumps({"study": {"public_start": {"cohort": "cohort/public.yaml", "epochs": 10}},
+                                "federation": federation, "cohort_sha256": "x"}))
+    with pytest.raises(StudyError, match="written by an earlier version"):
+        StudyRunner._stored_identity(path)
+
+
 def test_a_repeated_epsilon_is_refused() -> None:
     with pytest.raises(ValueError, match="epsilons lists a value twice"):
         _config(epsilons=[8.0, 8.0])

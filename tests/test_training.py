@@ -321,6 +321,30 @@ def test_predict_needs_covariates_when_no_manifest_is_beside_the_case(cohort_dir
         case_from_folder(case)
 
 
+def test_a_case_folder_reads_its_site_manifest_only_in_a_flame_site_folder(cohort_dir: Path, tmp_path: Path,
+                                                                           caplog) -> None:
+    """A BraTS-style case beside some other manifest.json takes the covariates given; a flame site's case
+    takes its entry (no warning about the site id); a broken flame manifest is refused by name."""
+    import shutil
+
+    from flame_private.data.errors import DataError
+    from flame_private.data.records import Covariates
+
+    given = Covariates(age=61, sex="M", mgmt_methylated=False, resection="biopsy")
+    brats = tmp_path / "other" / "BraTS-like"
+    shutil.copytree(cohort_dir / "site-a" / "site-a-000" / "baseline", brats)
+    (brats.parent / "manifest.json").write_text('{"files": ["unrelated"]}')
+    assert case_from_folder(brats, given).covariates == given
+    site = tmp_path / "site-a"
+    shutil.copytree(cohort_dir / "site-a", site)
+    with caplog.at_level("WARNING"):
+        record = case_from_folder(site / "site-a-000")
+    assert record.covariates is not None and "reading it as site" not in caplog.text
+    (site / "manifest.json").write_text("{not json")
+    with pytest.raises(DataError, match="manifest.json"):
+        case_from_folder(site / "site-a-000", given)
+
+
 def test_flame_predict_prints_the_three_modalities_side_by_side(central_models, cohort_dir: Path,
                                                                tmp_path: Path) -> None:
     from flame_private.cli import app
@@ -402,6 +426,8 @@ def test_a_cosine_run_lowers_every_sites_learning_rate_round_by_round_and_the_sa
 
     fed = FederationConfig(rounds=4, learning_rate=0.02, lr_schedule="cosine")
     rates = [train_settings(fed, r).learning_rate for r in range(1, 5)]
+    with pytest.raises(ValueError, match="round 5 is outside the run's 4 rounds"):
+        fed.round_learning_rate(5)
     assert rates[0] == pytest.approx(0.02) and rates == sorted(rates, reverse=True) and rates[-1] > 0
     assert rates == pytest.approx([0.02, 0.01 * (1 + np.cos(np.pi / 4)), 0.01, 0.01 * (1 + np.cos(3 * np.pi / 4))])
     assert [train_settings(fed.model_copy(update={"lr_schedule": "constant"}), r).learning_rate

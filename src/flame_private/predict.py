@@ -21,7 +21,7 @@ from flame_private.config import MODALITIES, DataConfig, Layout
 from flame_private.data.datasets import encode_covariates
 from flame_private.data.errors import DataError, Problem, format_problems
 from flame_private.data.layouts import LABEL_MAPS
-from flame_private.data.layouts.flame import MANIFEST, read_flame
+from flame_private.data.layouts.flame import MANIFEST, manifest_site_id, read_flame
 from flame_private.data.records import CaseRecord, Covariates, ImageFiles, TimepointRecord
 from flame_private.data.transforms import preprocess
 from flame_private.models.io import load_model
@@ -84,7 +84,7 @@ def case_from_folder(case: Path, covariates: Covariates | None = None, need_seg:
         raise DataError(f"{folder}: missing baseline file(s) for {', '.join(missing)} "
                         f"(expected t1, t1ce, t2, flair{hint})")
     layout: Layout = "flame" if folder.name == "baseline" else "brats2021"
-    listed = _site_entry(case)
+    listed = _site_entry(case) if layout == "flame" else None
     if covariates is None and listed is not None:
         covariates = listed.covariates
     # Who drew the segmentation, as the site's manifest says (None: a reference).
@@ -104,7 +104,7 @@ def _site_entry(case: Path) -> CaseRecord | None:
     if not manifest.is_file():
         return None
     found: list[Problem] = []
-    records = read_flame(case.parent, "local", problems=found)
+    records = read_flame(case.parent, manifest_site_id(case.parent) or "local", problems=found)
     mine = [p for p in found if p.patient_id in (case.name, None)]
     if mine:
         raise DataError(format_problems(mine, f"{manifest}: cannot read the entry of {case.name}"))

@@ -210,6 +210,8 @@ class FederationConfig(StrictModel):
 
     def round_learning_rate(self, round_: int) -> float:
         """The learning rate of round ``round_`` (1-based) of a federated run."""
+        if not 1 <= round_ <= self.rounds:
+            raise ValueError(f"round {round_} is outside the run's {self.rounds} rounds")
         if self.lr_schedule == "constant":
             return self.learning_rate
         return self.learning_rate * (1.0 + math.cos(math.pi * (round_ - 1) / self.rounds)) / 2.0

@@ -31,7 +31,7 @@ class PublicStart(StrictModel):
     ``cohort_dir`` already holds it."""
     cohort_dir: ConfigPath | None = None
     epochs: Annotated[int, Field(ge=1, le=200)] = 10
-    """Passes over the public patients, with the federation config's batch size and learning rate."""
+    """Passes over the public patients, with the federation config's batch size, learning rate and schedule."""
 
 
 class StudyConfig(StrictModel):

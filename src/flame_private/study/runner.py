@@ -97,11 +97,26 @@ class StudyRunner:
                                      "cohort": load_config(start.cohort, CohortConfig).model_dump(mode="json")}
         return {"study": study, "federation": self.fed.model_dump(mode="json"), "cohort_sha256": self.cohort_sha256}
 
+    @staticmethod
+    def _stored_identity(path: Path) -> dict[str, Any]:
+        """The identity a study folder was started with, its federation settings read as this version reads
+        them: a setting added since, at its default, is no change of configuration."""
+        theirs: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            theirs["federation"] = FederationConfig.model_validate(theirs["federation"]).model_dump(mode="json")
+        except (KeyError, TypeError, ValueError):
+            pass  # not a federation config this version reads: the comparison names it as changed
+        start = theirs.get("study", {}).get("public_start")
+        if isinstance(start, dict) and isinstance(start.get("cohort"), str):
+            raise StudyError(f"{path}: written by an earlier version, which recorded the public start's cohort by "
+                             "its path, not its content: resume with that version, or give another --out")
+        return theirs
+
     def _check_identity(self) -> None:
         path = self.out / "study-identity.json"
         mine = json.loads(_dump(self.identity()))
         if path.is_file():
-            theirs = json.loads(path.read_text(encoding="utf-8"))
+            theirs = self._stored_identity(path)
             if theirs != mine:
                 changed = sorted(k for k in mine if mine[k] != theirs.get(k))
                 raise StudyError(f"{self.out} holds a study started with another configuration ({', '.join(changed)} "

@@ -187,7 +187,8 @@ def _read_patient(
     for tp in timepoints[1:]:
         if tp.seg_source is not None:
             bad(f"timepoint {tp.name}: a follow-up's segmentation marked as drawn by a model; only baselines are "
-                "drawn (follow-ups are the evolution model's targets)")
+                "drawn (follow-ups are the evolution model's targets). The baseline is the earliest timepoint by "
+                "day, or the first listed where days are missing")
     return CaseRecord(
         patient_id=patient.patient_id,
         site_id=site_id,

@@ -314,7 +314,13 @@ class Site:
         model = self._received(task, run_id, round_ - 1, header_json, payload, "training")
         if isinstance(model, str):
             return self._decline(run_id, round_, task, model)
+        if not 1 <= round_ <= self.fed.rounds:
+            return self._decline(run_id, round_, task, f"round {round_} is outside this site's run of "
+                                                       f"{self.fed.rounds} rounds")
         train_ds = self.dataset(task, "train")
+        n_patients = training_size(task, train_ds)  # the patients DP-SGD samples from, and the update's weight
+        if n_patients == 0:
+            return self._decline(run_id, round_, task, f"no patient to train the {task} model on at this site")
         settings = task_fns.train_settings(self.fed, round_)
         try:
             dp = self.run_dp()
@@ -324,7 +330,6 @@ class Site:
         if plan is None:
             return self._decline(run_id, round_, task, "the run config disables DP; this site only releases "
                                                        "DP-SGD updates")
-        n_patients = len(self.splits.train)
         return self._release(guard, plan.planned_spend(run_id, round_, task),
                              lambda: (task_fns.train_fn(model, task, train_ds, settings, plan), n_patients),
                              kind="update", patients=n_patients, what=f"trained ({plan.steps} steps)")
@@ -417,7 +422,8 @@ class Site:
             "test": local.get("test", {"n": 0.0}),
             "baselines": local.get("test_baselines", {}),
             "training": {"local_epochs": self.fed.local_epochs, "batch_size": self.fed.batch_size,
-                         "learning_rate": self.fed.learning_rate, "dp": self.fed.dp.model_dump(mode="json"),
+                         "learning_rate": self.fed.learning_rate, "lr_schedule": self.fed.lr_schedule,
+                         "dp": self.fed.dp.model_dump(mode="json"),
                          "he": self.fed.he.model_dump(mode="json"),
                          "initial_weights": (
                              self.fed.initial_weights[task].model_dump(mode="json")

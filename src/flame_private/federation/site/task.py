@@ -56,6 +56,8 @@ def run_dp(fed: FederationConfig, train_sizes: Mapping[Task, int]) -> DPConfig:
         return dp
     trainings = []
     for task in fed.tasks:
+        if train_sizes[task] == 0:  # a task this site cannot train (it declines it): no training to account
+            continue
         sample_rate, steps = poisson_sampling(train_sizes[task], fed.batch_size, fed.local_epochs)
         trainings.append((sample_rate, steps * fed.rounds))
     evaluations = (fed.rounds if fed.evaluation.every_round else 1) * len(fed.tasks)
