@@ -513,18 +513,18 @@ def test_a_site_with_no_patient_for_a_task_or_a_round_past_the_run_declines_that
         tmp_path: Path, cohort_dir: Path, ceremony: Path) -> None:
     """A site whose baseline segmentations were all drawn by the model has no segmentation target: it declines
     that task with the reason, spends nothing on it, and trains the others; a round the run does not have is
-    declined too (its learning rate is not defined)."""
+    declined too where a cosine schedule gives it no learning rate."""
     from flame_private.data.datasets import SegmentationDataset
     from flame_private.federation.site.site import Site
 
     sites, fed = make_federation(tmp_path, cohort_dir, ceremony, n_sites=3, rounds=1, tasks="[response]")
     site = Site.load(sites["site-a"], fed)
-    site.fed = site.fed.model_copy(update={"tasks": ["response", "segmentation"]})
+    site.fed = site.fed.model_copy(update={"tasks": ["response", "segmentation"], "lr_schedule": "cosine"})
     site._datasets[("segmentation", "train")] = SegmentationDataset([], site.fed.data)
     reply = site.train_round("run-1", "segmentation", 1, None, None)
     assert reply.status == "declined" and reply.payload is None
     assert reply.reason == "no patient to train the segmentation model on at this site"
-    late = site.train_round("run-1", "response", 2, None, None)
+    late = site.train_round("run-1", "response", 2, None, None)  # a constant rate has a round 2 (a run extended)
     assert late.status == "declined" and "round 2 is outside this site's run of 1 rounds" in late.reason
     assert not _ledger(sites, "site-a").entries
     assert site.train_round("run-1", "response", 1, None, None).status == "ok"  # control: the task it can train

@@ -209,11 +209,11 @@ class FederationConfig(StrictModel):
     """Per task, the public checkpoint round 1 starts from (default: the seeded random model)."""
 
     def round_learning_rate(self, round_: int) -> float:
-        """The learning rate of round ``round_`` (1-based) of a federated run."""
-        if not 1 <= round_ <= self.rounds:
-            raise ValueError(f"round {round_} is outside the run's {self.rounds} rounds")
+        """The learning rate of round ``round_`` (1-based) of a federated run; a cosine has none past the run."""
         if self.lr_schedule == "constant":
             return self.learning_rate
+        if not 1 <= round_ <= self.rounds:
+            raise ValueError(f"round {round_} is outside the run's {self.rounds} rounds")
         return self.learning_rate * (1.0 + math.cos(math.pi * (round_ - 1) / self.rounds)) / 2.0
 
     def model_start(self, task: Task) -> str:

@@ -314,9 +314,10 @@ class Site:
         model = self._received(task, run_id, round_ - 1, header_json, payload, "training")
         if isinstance(model, str):
             return self._decline(run_id, round_, task, model)
-        if not 1 <= round_ <= self.fed.rounds:
+        if self.fed.lr_schedule != "constant" and not 1 <= round_ <= self.fed.rounds:
             return self._decline(run_id, round_, task, f"round {round_} is outside this site's run of "
-                                                       f"{self.fed.rounds} rounds")
+                                                       f"{self.fed.rounds} rounds, where its learning-rate "
+                                                       "schedule is defined")
         train_ds = self.dataset(task, "train")
         n_patients = training_size(task, train_ds)  # the patients DP-SGD samples from, and the update's weight
         if n_patients == 0:
