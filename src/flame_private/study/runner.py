@@ -67,6 +67,12 @@ def study_federation(fed: FederationConfig, total_patients: int, n_sites: int) -
     return fed.model_copy(update={"he": he})
 
 
+def _with_paths_shown(federation: dict[str, Any]) -> dict[str, Any]:
+    """The federation settings as results show them: a pinned checkpoint's path as ``_shown`` gives it."""
+    pinned = {task: {**w, "path": _shown(Path(w["path"]))} for task, w in federation.get("initial_weights", {}).items()}
+    return {**federation, "initial_weights": pinned}
+
+
 class StudyRunner:
     def __init__(self, study: StudyConfig, out: Path, command: str = "", workers: int = 1) -> None:
         # Absolute: the site configs a federated cell writes are read from their own folders.
@@ -207,7 +213,7 @@ class StudyRunner:
                 s: {"patients": self.data.patients(s), "train": self.data.patients(s, "train")}
                 for s in self.data.sites}},
             "config": {**self.identity()["study"], "federation_config": _shown(self.study.federation)},
-            "federation": self.identity()["federation"],
+            "federation": _with_paths_shown(self.identity()["federation"]),
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                         "torch": torch.__version__, "threads": torch.get_num_threads()},
             "units": {"done": len(done), "planned": len(self.units)},
