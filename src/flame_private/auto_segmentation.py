@@ -9,6 +9,7 @@ grid than the models it feeds, is refused.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,19 +20,17 @@ from scipy.ndimage import affine_transform
 
 from flame_private.config import DataConfig
 from flame_private.data.errors import DataError
-from flame_private.data.records import CaseRecord
+from flame_private.data.records import SEG_SOURCE_PATTERN, SEG_SOURCE_PREFIX, CaseRecord
 from flame_private.data.transforms import preprocess
 from flame_private.models.io import file_sha256, load_model
 from flame_private.models.segmentation import segment
 
-_SOURCE_PREFIX = "automatic (segmentation model sha256 "
-
 
 def drawing_model(source: str) -> str | None:
     """The SHA-256 of the segmentation model named in a ``Segmenter.source`` string (None if none is)."""
-    if not source.startswith(_SOURCE_PREFIX) or not source.endswith(")"):
+    if not re.fullmatch(SEG_SOURCE_PATTERN, source):
         return None
-    return source.removeprefix(_SOURCE_PREFIX).removesuffix(")")
+    return source.removeprefix(SEG_SOURCE_PREFIX).removesuffix(")")
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class Segmenter:
     @property
     def source(self) -> str:
         """How outputs name a segmentation it drew."""
-        return f"{_SOURCE_PREFIX}{self.sha256})"
+        return f"{SEG_SOURCE_PREFIX}{self.sha256})"
 
     def on_model_grid(self, image: torch.Tensor) -> torch.Tensor:
         """Labels [1, D, H, W] of a preprocessed image [4, D, H, W] (the grid of ``data_config``)."""

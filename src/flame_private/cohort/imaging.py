@@ -133,18 +133,20 @@ def save_dose_nifti(path: str | os.PathLike[str], dose_gy: np.ndarray, affine: n
     ``scl_slope``, DICOM's DoseGridScaling): 30000 steps up to the maximum dose."""
     arr = np.clip(np.asarray(dose_gy, dtype=np.float64), 0.0, None)
     slope = max(float(arr.max()), 1e-6) / 30000.0
-    img = nib.Nifti1Image(np.rint(arr / slope).astype(np.int16), affine)
-    img.header.set_slope_inter(slope, 0.0)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    nib.save(img, str(path))
+    _save(path, np.rint(arr / slope).astype(np.int16), affine, slope)
 
 
 def save_nifti(path: str | os.PathLike[str], data: np.ndarray, affine: np.ndarray, is_label: bool) -> None:
     """Write as a scanner would: int16 images, uint8 labels, qform and sform set."""
     arr = data.astype(np.uint8) if is_label else np.clip(np.rint(data), 0, 32767).astype(np.int16)
+    _save(path, arr, affine)
+
+
+def _save(path: str | os.PathLike[str], arr: np.ndarray, affine: np.ndarray, slope: float | None = None) -> None:
+    """ARR with qform and sform set, in mm; SLOPE scales the stored integers (``scl_slope``)."""
     img = nib.Nifti1Image(arr, affine)
+    if slope is not None:
+        img.header.set_slope_inter(slope, 0.0)
     img.header.set_xyzt_units("mm", "sec")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)

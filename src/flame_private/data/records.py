@@ -7,6 +7,7 @@ new layout is a new reader and nothing else.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -18,8 +19,11 @@ Sex = Literal["F", "M"]
 Resection = Literal["gross_total", "subtotal", "biopsy"]
 RESECTIONS: tuple[str, ...] = ("gross_total", "subtotal", "biopsy")
 """Extent of resection, in the fixed order used for one-hot encodings."""
-SEG_SOURCE_PATTERN = r"^automatic \(segmentation model sha256 [0-9a-f]{64}\)$"
+SEG_SOURCE_PREFIX = "automatic (segmentation model sha256 "
+SEG_SOURCE_PATTERN = "^" + re.escape(SEG_SOURCE_PREFIX) + r"[0-9a-f]{64}\)$"
 """The one ``seg_source`` there is: a segmentation drawn by the baseline segmentation model named by its hash."""
+DOSE_TYPES = ("PHYSICAL", "EFFECTIVE")
+"""The dose types a dose map may hold: physical dose in Gy, RBE-weighted (effective) dose in Gy(RBE)."""
 
 
 class Covariates(StrictModel):

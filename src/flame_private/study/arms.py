@@ -123,11 +123,12 @@ def train_fedavg(data: StudyData, tasks: list[Task], sites: list[str]) -> tuple[
             settings = train_settings(fed, round_)  # what every site of the real federation trains with
             for site in sites:
                 ds = data.dataset(task, site, "train")
-                if training_size(task, ds) == 0:
+                n_patients = training_size(task, ds)
+                if n_patients == 0:
                     continue  # as a real site with no patient for the task declines it
                 local = copy.deepcopy(global_model)
                 states.append(train(local, task, ds, settings, None).model.state_dict())
-                weights.append(training_size(task, ds))
+                weights.append(n_patients)
             if not states:
                 raise StudyError(f"no training site has a patient for the {task} task")
             global_model.load_state_dict(_average(states, weights))

@@ -18,9 +18,9 @@ import pydicom
 import SimpleITK as sitk
 
 from flame_private.data.dicom.volume import SPACING_TOLERANCE_MM, SeriesError
+from flame_private.data.records import DOSE_TYPES
 
 RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
-DOSE_TYPES = ("PHYSICAL", "EFFECTIVE")
 GRID_FRAME_OFFSET_VECTOR = 0x3004000C
 
 

@@ -18,7 +18,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from flame_private.config import CANONICAL_LABELS
 from flame_private.data.errors import Problem
 from flame_private.data.layouts._common import finish, parse_treatment, validation_reason
-from flame_private.data.records import SEG_SOURCE_PATTERN, CaseRecord, Covariates, ImageFiles, TimepointRecord
+from flame_private.data.records import (
+    DOSE_TYPES,
+    SEG_SOURCE_PATTERN,
+    CaseRecord,
+    Covariates,
+    ImageFiles,
+    TimepointRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +166,7 @@ def _read_patient(
             bad(f"timepoint {raw.name}: seg_source {raw.seg_source!r} is not 'automatic (segmentation model sha256 "
                 "<64 hex digits>)'; leave it out where the segmentation is a reference (a clinician's)")
             raw.seg_source = None
-        if raw.dose_type not in (None, "PHYSICAL", "EFFECTIVE"):
+        if raw.dose_type is not None and raw.dose_type not in DOSE_TYPES:
             bad(f"timepoint {raw.name}: dose_type {raw.dose_type!r} is neither PHYSICAL (Gy) nor EFFECTIVE (Gy(RBE))")
             raw.dose_type = None
         elif raw.files.dose and raw.dose_type is None:
